@@ -1,0 +1,21 @@
+defmodule Coordination.MixProject do
+  use Mix.Project
+
+  def project do
+    [
+      app: :coordination,
+      version: "0.1.0",
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      deps: deps()
+    ]
+  end
+
+  def application do
+    [extra_applications: [:logger]]
+  end
+
+  defp deps do
+    []
+  end
+end

@@ -1,0 +1,173 @@
+//! Chapter 01's project checks.
+
+use anyhow::Result;
+
+use super::{Action, ActionContext, Applied, Check};
+use crate::config::{requirement_matches, version_prefix_matches};
+
+fn check_only(id: &str) -> Result<Applied> {
+    anyhow::bail!("{id} is a check; beamops does not change this for you (see the fix above)")
+}
+
+pub struct GitRepository;
+
+impl Action for GitRepository {
+    fn id(&self) -> String {
+        "git-repository".into()
+    }
+    fn describe(&self) -> String {
+        "the project is a git repository".into()
+    }
+    fn check(&self, cx: &ActionContext) -> Result<Check> {
+        Ok(match git2::Repository::discover(&cx.project.root) {
+            Ok(repo) => Check::Satisfied(format!(
+                "repository at {}",
+                repo.workdir()
+                    .map(|w| {
+                        pathdiff(&cx.project.root, w)
+                    })
+                    .unwrap_or_else(|| "(bare)".into())
+            )),
+            Err(_) => Check::Failed(
+                "not inside a git repository; fix: run `git init` in the project root".into(),
+            ),
+        })
+    }
+    fn apply(&self, _cx: &ActionContext) -> Result<Applied> {
+        check_only("git-repository")
+    }
+}
+
+/// How to reach `to` from `from`, for messages that must not print absolute paths.
+fn pathdiff(from: &std::path::Path, to: &std::path::Path) -> String {
+    let from = from.canonicalize().unwrap_or(from.to_path_buf());
+    let to = to.canonicalize().unwrap_or(to.to_path_buf());
+    if from == to {
+        return ".".into();
+    }
+    let mut up = 0;
+    let mut base = from.as_path();
+    while !to.starts_with(base) {
+        match base.parent() {
+            Some(p) => {
+                base = p;
+                up += 1;
+            }
+            None => return to.display().to_string(),
+        }
+    }
+    let mut parts: Vec<String> = vec!["..".into(); up];
+    if let Ok(rest) = to.strip_prefix(base) {
+        if !rest.as_os_str().is_empty() {
+            parts.push(rest.display().to_string());
+        }
+    }
+    parts.join("/")
+}
+
+pub struct MixProject;
+
+impl Action for MixProject {
+    fn id(&self) -> String {
+        "mix-project".into()
+    }
+    fn describe(&self) -> String {
+        "mix.exs exists".into()
+    }
+    fn check(&self, cx: &ActionContext) -> Result<Check> {
+        Ok(if cx.path("mix.exs").is_file() {
+            Check::Satisfied("mix.exs found".into())
+        } else {
+            Check::Failed(
+                "no mix.exs in the project root; fix: point --project at the Elixir project (the directory with mix.exs)".into(),
+            )
+        })
+    }
+    fn apply(&self, _cx: &ActionContext) -> Result<Applied> {
+        check_only("mix-project")
+    }
+}
+
+pub struct VersionsAgree;
+
+/// `.tool-versions` as asdf/mise write it: `elixir 1.18.3-otp-27`, `erlang 27.3.4.1`.
+pub fn tool_versions(text: &str) -> (Option<String>, Option<String>) {
+    let mut elixir = None;
+    let mut erlang = None;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("elixir"), Some(v)) => elixir = Some(v.to_string()),
+            (Some("erlang"), Some(v)) => erlang = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    (elixir, erlang)
+}
+
+/// The `elixir: "~> 1.14"` requirement in mix.exs.
+pub fn mix_elixir_requirement(mix: &str) -> Option<String> {
+    let re = regex::Regex::new(r#"elixir:\s*"([^"]+)""#).expect("static regex");
+    re.captures(mix).map(|c| c[1].to_string())
+}
+
+impl Action for VersionsAgree {
+    fn id(&self) -> String {
+        "versions-agree".into()
+    }
+    fn describe(&self) -> String {
+        "Elixir/OTP versions in mix.exs, .tool-versions and beamops.yaml agree".into()
+    }
+    fn check(&self, cx: &ActionContext) -> Result<Check> {
+        let app = &cx.project.config.app;
+        let mut problems = Vec::new();
+        if let Some(mix) = cx.file("mix.exs") {
+            match mix_elixir_requirement(&mix) {
+                Some(req) if !requirement_matches(&req, &app.elixir) => problems.push(format!(
+                    "mix.exs requires Elixir \"{req}\" but beamops.yaml app.elixir is {}; fix: change one of them",
+                    app.elixir
+                )),
+                _ => {}
+            }
+        }
+        if let Some(tv) = cx.file(".tool-versions") {
+            let (elixir, erlang) = tool_versions(&tv);
+            if let Some(e) = elixir.filter(|e| !version_prefix_matches(&app.elixir, e)) {
+                problems.push(format!(
+                    ".tool-versions pins elixir {e} but beamops.yaml app.elixir is {}; fix: make them equal",
+                    app.elixir
+                ));
+            }
+            if let Some(o) = erlang.filter(|o| !version_prefix_matches(&app.otp, o)) {
+                problems.push(format!(
+                    ".tool-versions pins erlang {o} but beamops.yaml app.otp is {}; fix: make them equal",
+                    app.otp
+                ));
+            }
+        }
+        Ok(if problems.is_empty() {
+            Check::Satisfied(format!("Elixir {} / OTP {}", app.elixir, app.otp))
+        } else {
+            Check::Failed(problems.join("; "))
+        })
+    }
+    fn apply(&self, _cx: &ActionContext) -> Result<Applied> {
+        check_only("versions-agree")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tool_versions_and_mix_requirements() {
+        let (e, o) = tool_versions("erlang 27.3.4.1\nelixir 1.18.3-otp-27\n");
+        assert_eq!(e.as_deref(), Some("1.18.3-otp-27"));
+        assert_eq!(o.as_deref(), Some("27.3.4.1"));
+        assert_eq!(
+            mix_elixir_requirement("  elixir: \"~> 1.14\",").as_deref(),
+            Some("~> 1.14")
+        );
+    }
+}

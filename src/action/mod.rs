@@ -1,0 +1,142 @@
+//! Typed actions: what a chapter does after its files are rendered.
+//!
+//! A manifest names actions by type (`action: versions-agree`) with parameters; each type is a
+//! struct implementing [`Action`]. The engine only ever sees the trait.
+
+pub mod foundation;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Environment, Provider};
+use crate::output::Ui;
+use crate::project::Project;
+use crate::render::Rendered;
+use crate::state::ActionRecord;
+
+/// The action types a manifest may name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ActionSpec {
+    GitRepository,
+    MixProject,
+    VersionsAgree,
+    /// A placeholder for a chapter that is not implemented yet: describes what it will do.
+    Planned { does: String },
+}
+
+impl ActionSpec {
+    pub fn build(&self) -> Box<dyn Action> {
+        match self {
+            ActionSpec::GitRepository => Box::new(foundation::GitRepository),
+            ActionSpec::MixProject => Box::new(foundation::MixProject),
+            ActionSpec::VersionsAgree => Box::new(foundation::VersionsAgree),
+            ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
+        }
+    }
+}
+
+/// What a cheap inspection found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "kebab-case")]
+pub enum Check {
+    Satisfied(String),
+    /// `apply` would change something.
+    Pending(String),
+    /// A tool or credential is missing: what, and how to get it.
+    Blocked(String),
+    /// A precondition beamops will not fix for you: what is wrong and the fix.
+    Failed(String),
+}
+
+/// What an apply did, for the report and the state.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub summary: String,
+    pub data: serde_json::Value,
+    pub inputs_digest: Option<String>,
+}
+
+pub struct ActionContext<'a> {
+    pub project: &'a Project,
+    pub env_name: &'a str,
+    pub env: &'a Environment,
+    /// The files this run renders for the chapter, so checks see what will be on disk.
+    pub rendered: &'a [Rendered],
+    /// What this action recorded last time in this environment.
+    pub previous: Option<&'a ActionRecord>,
+    pub ui: &'a Ui,
+    /// `down --purge`: volumes and data may go too.
+    pub purge: bool,
+}
+
+impl ActionContext<'_> {
+    /// A file's content as it will be after this run: the rendering if the chapter renders it.
+    pub fn file(&self, relative: &str) -> Option<String> {
+        self.rendered
+            .iter()
+            .find(|r| r.path == relative)
+            .map(|r| String::from_utf8_lossy(&r.content).into_owned())
+            .or_else(|| std::fs::read_to_string(self.path(relative)).ok())
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.project.root.join(relative)
+    }
+}
+
+pub trait Action {
+    /// Stable within its chapter; the key of its record in the state.
+    fn id(&self) -> String;
+    fn describe(&self) -> String;
+    /// The providers this action applies to; elsewhere it is skipped.
+    fn providers(&self) -> &'static [Provider] {
+        &[Provider::Local, Provider::Aws]
+    }
+    /// A cheap inspection: files, state, Engine API inspect calls. Never waits or execs.
+    fn check(&self, cx: &ActionContext) -> Result<Check>;
+    fn apply(&self, cx: &ActionContext) -> Result<Applied>;
+    /// Probes that wait or exec belong here; by default the check must now be satisfied.
+    fn verify(&self, cx: &ActionContext) -> Result<()> {
+        match self.check(cx)? {
+            Check::Satisfied(_) => Ok(()),
+            other => anyhow::bail!("{}: still not satisfied after apply: {other:?}", self.id()),
+        }
+    }
+    /// Undo for `down`; `None` means there is nothing to undo.
+    fn undo(&self, _cx: &ActionContext) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// False for chapters that exist as data only.
+    fn implemented(&self) -> bool {
+        true
+    }
+}
+
+struct Planned(String);
+
+impl Action for Planned {
+    fn id(&self) -> String {
+        let slug: String = self
+            .0
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        format!("planned-{}", slug.trim_matches('-'))
+    }
+    fn describe(&self) -> String {
+        self.0.clone()
+    }
+    fn check(&self, _cx: &ActionContext) -> Result<Check> {
+        Ok(Check::Failed("not implemented".into()))
+    }
+    fn apply(&self, _cx: &ActionContext) -> Result<Applied> {
+        Err(crate::exit::Failure::NotImplemented(self.0.clone()).into())
+    }
+    fn implemented(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,106 @@
+//! Parsing and dispatch only: every subcommand hands its arguments to a `commands::*` function.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "beamops",
+    version,
+    about = "From a bare Elixir repository to a monitored, self-healing Docker Swarm cluster",
+    after_help = "Exit codes: 0 done · 1 error · 2 changes pending · 3 blocked · 4 refused to protect data · 5 deploy rolled back"
+)]
+pub struct Cli {
+    /// The project directory (default: the nearest parent with beamops.yaml).
+    #[arg(long, global = true, env = "BEAMOPS_PROJECT", value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// The environment to act on (default: default_environment, else `local`).
+    #[arg(long = "env", short = 'e', global = true, env = "BEAMOPS_ENV", value_name = "ENV")]
+    pub environment: Option<String>,
+    /// Output format; `json` is stable and documented in docs/json.md.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text, env = "BEAMOPS_FORMAT")]
+    pub format: Format,
+    /// Print only the result.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print every step and full tool output.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Confirm changes to a protected environment without asking.
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+    /// Seconds to wait for another beamops run to finish before giving up.
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
+    pub lock_wait: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write beamops.yaml from mix.exs, .tool-versions and the git remote.
+    Init,
+    /// List the chapters and what each renders and applies.
+    Chapters,
+    /// Show what `up` would change: file diffs and pending actions. Exit 2 when anything would.
+    Plan(Selection),
+    /// Render and apply chapters (and the chapters they need).
+    Up(UpArgs),
+    /// Undo a chapter's actions; volumes and data stay unless --purge.
+    Down(DownArgs),
+    /// Drift: generated files edited since beamops wrote them, actions no longer satisfied.
+    Status,
+    /// Check the machine: tools, Docker Engine, configuration.
+    Doctor,
+    /// Print the project root, state dir, environment and external tools.
+    Env(EnvArgs),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Chapters by name: chapter-08, 08, 8, swarm, 08-swarm.
+    #[arg(value_name = "CHAPTER", required_unless_present = "all")]
+    pub chapters: Vec<String>,
+    /// Every chapter.
+    #[arg(long, conflicts_with = "chapters")]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Plan and show diffs; touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Overwrite generated files a person edited (take beamops' version).
+    #[arg(long)]
+    pub force: bool,
+    /// Refuse instead of applying needed chapters first.
+    #[arg(long)]
+    pub no_deps: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[arg(value_name = "CHAPTER")]
+    pub chapter: String,
+    /// Also delete volumes and data.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Print `export NAME=value` lines for a shell.
+    #[arg(long)]
+    pub shell: bool,
+}

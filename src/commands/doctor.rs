@@ -1,0 +1,102 @@
+use anyhow::Result;
+use serde::Serialize;
+
+use super::Global;
+use crate::exit::Exit;
+use crate::output::{emit, Paint, Report, Ui};
+use crate::tools;
+
+#[derive(Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// A failing required check makes doctor exit 3 (blocked).
+    pub required: bool,
+}
+
+#[derive(Serialize)]
+pub struct DoctorReport {
+    pub findings: Vec<Finding>,
+}
+
+impl Report for DoctorReport {
+    fn text(&self, _ui: &Ui) -> String {
+        let mut out = String::new();
+        for f in &self.findings {
+            let mark = if f.ok {
+                Paint::ok("✓")
+            } else if f.required {
+                Paint::bad("✗")
+            } else {
+                Paint::warn("!")
+            };
+            out += &format!("{mark} {:<22} {}\n", f.check, f.detail);
+            if let (false, Some(fix)) = (f.ok, &f.fix) {
+                out += &format!("  {}\n", Paint::dim(format!("fix: {fix}")));
+            }
+        }
+        out
+    }
+    fn exit(&self) -> Exit {
+        if self.findings.iter().any(|f| f.required && !f.ok) {
+            Exit::Blocked
+        } else {
+            Exit::Ok
+        }
+    }
+}
+
+pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
+    let mut findings = Vec::new();
+    match global.project() {
+        Ok(project) => {
+            findings.push(Finding {
+                check: "configuration".into(),
+                ok: true,
+                detail: format!("{} is valid", crate::config::CONFIG_FILE),
+                fix: None,
+                required: true,
+            });
+            findings.push(match git2::Repository::discover(&project.root) {
+                Ok(_) => Finding {
+                    check: "git repository".into(),
+                    ok: true,
+                    detail: "found".into(),
+                    fix: None,
+                    required: false,
+                },
+                Err(e) => Finding {
+                    check: "git repository".into(),
+                    ok: false,
+                    detail: e.message().to_string(),
+                    fix: Some("git init".into()),
+                    required: false,
+                },
+            });
+        }
+        Err(e) => findings.push(Finding {
+            check: "configuration".into(),
+            ok: false,
+            detail: format!("{e:#}"),
+            fix: Some("beamops init, or --project DIR".into()),
+            required: true,
+        }),
+    }
+    for t in tools::probe_all() {
+        findings.push(Finding {
+            check: t.name.to_string(),
+            ok: t.path.is_some(),
+            detail: match (&t.version, t.path.is_some()) {
+                (Some(v), true) => format!("{v} — {}", t.purpose),
+                (None, true) => format!("found — {}", t.purpose),
+                _ => format!("not found — {}", t.purpose),
+            },
+            fix: Some(t.install.to_string()),
+            required: false,
+        });
+    }
+    emit(&DoctorReport { findings }, ui)
+}

@@ -1,0 +1,76 @@
+//! One function per subcommand: load what it needs, call the domain, emit one typed report.
+
+mod chapters;
+mod doctor;
+mod env;
+mod init;
+mod plan;
+mod status;
+mod up;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::CommandFactory;
+
+use crate::chapter::{self, Manifest};
+use crate::cli::{Cli, Command, Selection};
+use crate::engine::Engine;
+use crate::exit::Exit;
+use crate::output::Ui;
+use crate::project::Project;
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let ui = Ui::new(cli.format, cli.quiet, cli.verbose);
+    let global = Global {
+        project: cli.project.clone(),
+        environment: cli.environment.clone(),
+        yes: cli.yes,
+        lock_wait: Duration::from_secs(cli.lock_wait),
+    };
+    match cli.command {
+        Command::Init => init::run(&global, &ui),
+        Command::Chapters => chapters::run(&ui),
+        Command::Plan(sel) => plan::run(&global, &ui, &sel),
+        Command::Up(args) => up::run(&global, &ui, &args),
+        Command::Down(args) => up::down(&global, &ui, &args),
+        Command::Status => status::run(&global, &ui),
+        Command::Doctor => doctor::run(&global, &ui),
+        Command::Env(args) => env::run(&global, &ui, args.shell),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "beamops", &mut std::io::stdout());
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// The global flags every command may need.
+pub struct Global {
+    pub project: Option<std::path::PathBuf>,
+    pub environment: Option<String>,
+    pub yes: bool,
+    pub lock_wait: Duration,
+}
+
+impl Global {
+    pub fn project(&self) -> Result<Project> {
+        Project::discover(self.project.as_deref())
+    }
+
+    pub fn engine<'a>(&self, project: &'a Project, ui: &'a Ui) -> Result<Engine<'a>> {
+        let name = self
+            .environment
+            .clone()
+            .unwrap_or_else(|| project.config.default_environment_name().to_string());
+        let mut engine = Engine::new(project, &name, ui)?;
+        engine.yes = self.yes;
+        Ok(engine)
+    }
+}
+
+pub fn select(sel: &Selection) -> Result<Vec<&'static Manifest>> {
+    if sel.all {
+        return Ok(chapter::all().iter().collect());
+    }
+    sel.chapters.iter().map(|n| chapter::resolve(n)).collect()
+}

@@ -1,0 +1,106 @@
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{select, Global};
+use crate::cli::Selection;
+use crate::engine::{ActionStatus, ChapterPlan};
+use crate::exit::Exit;
+use crate::output::{colour_diff, emit, Paint, Report, Ui};
+use crate::plan::FileStatus;
+
+#[derive(Serialize)]
+pub struct PlanReport {
+    pub environment: String,
+    pub dry_run: bool,
+    pub chapters: Vec<ChapterPlan>,
+}
+
+impl Report for PlanReport {
+    fn text(&self, ui: &Ui) -> String {
+        render_chapters(&self.environment, &self.chapters, ui, true)
+    }
+    fn exit(&self) -> Exit {
+        self.chapters
+            .iter()
+            .map(ChapterPlan::exit)
+            .max_by_key(|e| match e {
+                Exit::Error => 4,
+                Exit::Blocked => 3,
+                Exit::Pending => 2,
+                _ => 0,
+            })
+            .unwrap_or(Exit::Ok)
+    }
+}
+
+pub fn render_chapters(env: &str, chapters: &[ChapterPlan], ui: &Ui, diffs: bool) -> String {
+    let mut out = String::new();
+    for c in chapters {
+        let needed = c
+            .needed_by
+            .as_ref()
+            .map(|t| Paint::dim(format!(" (needed by {t})")))
+            .unwrap_or_default();
+        out += &format!(
+            "{} {} [{env}]{needed}\n",
+            Paint::bold(&c.label),
+            c.title
+        );
+        if !c.implemented {
+            out += &format!("  {}\n", Paint::warn("not implemented"));
+            continue;
+        }
+        for f in &c.files {
+            let label = match f.status {
+                FileStatus::Create => Paint::ok("create   "),
+                FileStatus::Update => Paint::warn("update   "),
+                FileStatus::Unchanged => Paint::dim("unchanged"),
+                FileStatus::Adopt => Paint::ok("adopt    "),
+                FileStatus::Conflict => Paint::bad("conflict "),
+                FileStatus::Stale => Paint::warn("stale    "),
+            };
+            let note = f
+                .note
+                .as_ref()
+                .map(|n| Paint::dim(format!(" ({n})")))
+                .unwrap_or_default();
+            out += &format!("  {label} {}{note}\n", f.path);
+            if diffs && (ui.verbose || f.status != FileStatus::Unchanged) {
+                if let Some(d) = &f.diff {
+                    for line in colour_diff(d).lines() {
+                        out += &format!("      {line}\n");
+                    }
+                }
+            }
+        }
+        for a in &c.actions {
+            let label = match a.status {
+                ActionStatus::Satisfied => Paint::dim("ok       "),
+                ActionStatus::Applied => Paint::ok("applied  "),
+                ActionStatus::Pending => Paint::warn("pending  "),
+                ActionStatus::Blocked => Paint::bad("blocked  "),
+                ActionStatus::Failed => Paint::bad("failed   "),
+                ActionStatus::Skipped => Paint::dim("skipped  "),
+                ActionStatus::Undone => Paint::ok("undone   "),
+                ActionStatus::NotImplemented => Paint::warn("not impl."),
+            };
+            out += &format!("  {label} {}: {}\n", a.id, a.detail);
+        }
+    }
+    out
+}
+
+pub fn run(global: &Global, ui: &Ui, sel: &Selection) -> Result<Exit> {
+    let project = global.project()?;
+    let engine = global.engine(&project, ui)?;
+    let targets = select(sel)?;
+    let chapters = engine.plan(&targets, true)?;
+    emit(
+        &PlanReport {
+            environment: engine.env_name.clone(),
+            dry_run: true,
+            chapters,
+        },
+        ui,
+    )
+}

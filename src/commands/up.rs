@@ -1,0 +1,78 @@
+use anyhow::Result;
+use serde::Serialize;
+
+use super::plan::{render_chapters, PlanReport};
+use super::{select, Global};
+use crate::chapter;
+use crate::cli::{DownArgs, UpArgs};
+use crate::engine::{ChapterPlan, UpOptions};
+use crate::exit::Exit;
+use crate::output::{emit, Paint, Report, Ui};
+
+#[derive(Serialize)]
+pub struct UpReport {
+    pub environment: String,
+    pub chapters: Vec<ChapterPlan>,
+}
+
+impl Report for UpReport {
+    fn text(&self, ui: &Ui) -> String {
+        let mut out = render_chapters(&self.environment, &self.chapters, ui, false);
+        let changed = self.chapters.iter().any(|c| {
+            c.files.iter().any(|f| f.status.is_change())
+                || c.actions
+                    .iter()
+                    .any(|a| a.status == crate::engine::ActionStatus::Applied)
+        });
+        out += &if changed {
+            Paint::ok("applied\n")
+        } else {
+            Paint::dim("nothing to do\n")
+        };
+        out
+    }
+}
+
+pub fn run(global: &Global, ui: &Ui, args: &UpArgs) -> Result<Exit> {
+    let project = global.project()?;
+    let engine = global.engine(&project, ui)?;
+    let targets = select(&args.selection)?;
+    let opts = UpOptions {
+        dry_run: args.dry_run,
+        force: args.force,
+        no_deps: args.no_deps,
+        lock_wait: global.lock_wait,
+    };
+    let chapters = engine.up(&targets, &opts)?;
+    if args.dry_run {
+        return emit(
+            &PlanReport {
+                environment: engine.env_name.clone(),
+                dry_run: true,
+                chapters,
+            },
+            ui,
+        );
+    }
+    emit(
+        &UpReport {
+            environment: engine.env_name.clone(),
+            chapters,
+        },
+        ui,
+    )
+}
+
+pub fn down(global: &Global, ui: &Ui, args: &DownArgs) -> Result<Exit> {
+    let project = global.project()?;
+    let engine = global.engine(&project, ui)?;
+    let chapter = chapter::resolve(&args.chapter)?;
+    let plan = engine.down(chapter, args.purge, global.lock_wait)?;
+    emit(
+        &UpReport {
+            environment: engine.env_name.clone(),
+            chapters: vec![plan],
+        },
+        ui,
+    )
+}

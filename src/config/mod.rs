@@ -1,0 +1,223 @@
+//! `beamops.yaml`: the project's typed configuration.
+//!
+//! Every struct rejects unknown keys so a typo is an error with a "did you mean", never a silently
+//! ignored setting. Each key is documented in docs/config.md.
+
+mod error;
+mod load;
+mod versions;
+
+pub use error::ConfigError;
+pub use load::{load, load_str, nearest as nearest_word, CONFIG_FILE};
+pub use versions::{requirement_matches, version_prefix_matches};
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The schema version this beamops reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Schema version of this file, so a later beamops can migrate it.
+    pub version: u32,
+    pub app: App,
+    #[serde(default)]
+    pub image: Image,
+    #[serde(default = "default_environments")]
+    pub environments: BTreeMap<String, Environment>,
+    #[serde(default)]
+    pub default_environment: Option<String>,
+    #[serde(default)]
+    pub chapters: ChapterOptions,
+    #[serde(default)]
+    pub worktree: WorktreeOptions,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    /// The name used for images, stacks and services (lowercase, dashes).
+    pub name: String,
+    /// The OTP application name from mix.exs (`app: :coordination`).
+    pub otp_app: String,
+    /// Elixir version, e.g. `1.18.3`.
+    pub elixir: String,
+    /// Erlang/OTP version, e.g. `27.3.4.1`.
+    pub otp: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// Swarm stack name; defaults to the app name.
+    #[serde(default)]
+    pub stack: Option<String>,
+}
+
+impl App {
+    pub fn stack_name(&self) -> &str {
+        self.stack.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// Image repository without tag; defaults to the app name.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// Registry to push to on deploy; none means images stay on the target engine.
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// Builder base image; defaults to the hexpm image for the app's Elixir/OTP on Debian trixie.
+    #[serde(default)]
+    pub builder: Option<String>,
+    /// Runtime base image.
+    #[serde(default)]
+    pub runner: Option<String>,
+}
+
+/// The Debian release hexpm builds its default images on, and the date stamp in their tags.
+pub const DEFAULT_DEBIAN_SUITE: &str = "trixie";
+pub const DEFAULT_HEXPM_DATE: &str = "20251117";
+
+impl Config {
+    pub fn image_repository(&self) -> String {
+        self.image
+            .repository
+            .clone()
+            .unwrap_or_else(|| self.app.name.clone())
+    }
+
+    pub fn builder_image(&self) -> String {
+        self.image.builder.clone().unwrap_or_else(|| {
+            format!(
+                "hexpm/elixir:{}-erlang-{}-debian-{DEFAULT_DEBIAN_SUITE}-{DEFAULT_HEXPM_DATE}-slim",
+                self.app.elixir, self.app.otp
+            )
+        })
+    }
+
+    pub fn runner_image(&self) -> String {
+        self.image
+            .runner
+            .clone()
+            .unwrap_or_else(|| format!("debian:{DEFAULT_DEBIAN_SUITE}-slim"))
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.get(name)
+    }
+
+    /// The environment a command acts on when `--env` is not given.
+    pub fn default_environment_name(&self) -> &str {
+        self.default_environment.as_deref().unwrap_or("local")
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    #[default]
+    Local,
+    Aws,
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Provider::Local => "local",
+            Provider::Aws => "aws",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    #[serde(default)]
+    pub provider: Provider,
+    /// Docker Engine to talk to (`unix://`, `tcp://`, `ssh://`); default: the local engine.
+    #[serde(default)]
+    pub docker_host: Option<String>,
+    /// Address `docker swarm init` advertises.
+    #[serde(default)]
+    pub advertise_addr: Option<String>,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default = "default_managers")]
+    pub managers: u32,
+    #[serde(default)]
+    pub workers: u32,
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// `up`, `down` and `deploy` need `--yes` (or a typed confirmation) here.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// Options for single chapters. Later chapters add their keys here.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChapterOptions {
+    #[serde(default)]
+    pub foundation: FoundationOptions,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FoundationOptions {
+    /// Append `.beamops/` to `.gitignore` when it is missing.
+    #[serde(default = "yes")]
+    pub gitignore: bool,
+}
+
+impl Default for FoundationOptions {
+    fn default() -> Self {
+        FoundationOptions { gitignore: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorktreeOptions {
+    /// Ignored paths `worktree remove` may delete without asking: build output only.
+    #[serde(default = "default_allow_list")]
+    pub allow_list: Vec<String>,
+}
+
+impl Default for WorktreeOptions {
+    fn default() -> Self {
+        WorktreeOptions {
+            allow_list: default_allow_list(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_port() -> u16 {
+    4000
+}
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_replicas() -> u32 {
+    1
+}
+fn default_managers() -> u32 {
+    1
+}
+fn default_environments() -> BTreeMap<String, Environment> {
+    BTreeMap::from([("local".to_string(), Environment::default())])
+}
+pub fn default_allow_list() -> Vec<String> {
+    ["_build", "deps", "node_modules", "target", ".elixir_ls"]
+        .map(String::from)
+        .to_vec()
+}

@@ -1,0 +1,564 @@
+//! The chapter engine: plan (render + check), up (write + check → apply → verify), down, status.
+//! It knows manifests, templates, the lock, the state and the `Action` trait — no chapter by name.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::action::{Action, ActionContext, Check};
+use crate::chapter::{self, Manifest};
+use crate::config::Environment;
+use crate::exit::{Exit, Failure};
+use crate::lockfile::LockFile;
+use crate::output::Ui;
+use crate::plan::{self, FilePlan, FileStatus};
+use crate::project::Project;
+use crate::render::{self, Rendered};
+use crate::state::{self, ActionRecord, Outcome, RunLock, State};
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionStatus {
+    Satisfied,
+    Pending,
+    Blocked,
+    Failed,
+    Skipped,
+    Applied,
+    Undone,
+    NotImplemented,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionPlan {
+    pub id: String,
+    pub description: String,
+    pub status: ActionStatus,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChapterPlan {
+    pub chapter: String,
+    pub label: String,
+    pub title: String,
+    pub implemented: bool,
+    /// Set when the chapter is here only because a requested chapter needs it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needed_by: Option<String>,
+    pub files: Vec<FilePlan>,
+    pub actions: Vec<ActionPlan>,
+}
+
+impl ChapterPlan {
+    pub fn has_changes(&self) -> bool {
+        self.files.iter().any(|f| f.status.is_change())
+            || self
+                .actions
+                .iter()
+                .any(|a| matches!(a.status, ActionStatus::Pending))
+    }
+
+    /// Everything rendered is on disk and every action is satisfied.
+    pub fn satisfied(&self) -> bool {
+        self.implemented
+            && !self.has_changes()
+            && self.actions.iter().all(|a| {
+                matches!(a.status, ActionStatus::Satisfied | ActionStatus::Skipped)
+            })
+    }
+
+    /// The plan's own exit code: failed and blocked outrank pending.
+    pub fn exit(&self) -> Exit {
+        if !self.implemented {
+            return Exit::Ok;
+        }
+        let statuses: Vec<ActionStatus> = self.actions.iter().map(|a| a.status).collect();
+        if statuses.contains(&ActionStatus::Failed) {
+            Exit::Error
+        } else if statuses.contains(&ActionStatus::Blocked) {
+            Exit::Blocked
+        } else if self.has_changes() {
+            Exit::Pending
+        } else {
+            Exit::Ok
+        }
+    }
+}
+
+pub struct Engine<'a> {
+    pub project: &'a Project,
+    pub env_name: String,
+    pub env: Environment,
+    pub ui: &'a Ui,
+    /// `--yes`: the confirmation a protected environment asks for.
+    pub yes: bool,
+}
+
+pub struct UpOptions {
+    pub dry_run: bool,
+    pub force: bool,
+    pub no_deps: bool,
+    pub lock_wait: Duration,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(project: &'a Project, env_name: &str, ui: &'a Ui) -> Result<Self> {
+        let env = project.config.environment(env_name).cloned().ok_or_else(|| {
+            let names: Vec<&str> = project
+                .config
+                .environments
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let hint = crate::config::nearest_word(env_name, &names)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "no environment `{env_name}` in beamops.yaml{hint}\n  fix: use one of: {}",
+                names.join(", ")
+            )
+        })?;
+        Ok(Engine {
+            project,
+            env_name: env_name.to_string(),
+            env,
+            ui,
+            yes: false,
+        })
+    }
+
+    fn render(&self, chapter: &Manifest) -> Result<Vec<Rendered>> {
+        let ctx = render::context(self.project, &self.env_name)?;
+        render::render_chapter(chapter, &ctx)
+    }
+
+    fn actions(chapter: &Manifest) -> Vec<Box<dyn Action>> {
+        chapter.actions.iter().map(|a| a.build()).collect()
+    }
+
+    fn context<'b>(
+        &'b self,
+        rendered: &'b [Rendered],
+        previous: Option<&'b ActionRecord>,
+        purge: bool,
+    ) -> ActionContext<'b> {
+        ActionContext {
+            project: self.project,
+            env_name: &self.env_name,
+            env: &self.env,
+            rendered,
+            previous,
+            ui: self.ui,
+            purge,
+        }
+    }
+
+    fn check_action(
+        &self,
+        action: &dyn Action,
+        rendered: &[Rendered],
+        state: &State,
+        chapter: &Manifest,
+    ) -> ActionPlan {
+        let id = action.id();
+        let (status, detail) = if !action.implemented() {
+            (ActionStatus::NotImplemented, "not implemented".to_string())
+        } else if !action.providers().contains(&self.env.provider) {
+            (
+                ActionStatus::Skipped,
+                format!("not applicable to {} ({})", self.env_name, self.env.provider),
+            )
+        } else {
+            let previous = state
+                .chapter(&self.env_name, &chapter.key())
+                .and_then(|c| c.actions.get(&id));
+            match action.check(&self.context(rendered, previous, false)) {
+                Ok(Check::Satisfied(d)) => (ActionStatus::Satisfied, d),
+                Ok(Check::Pending(d)) => (ActionStatus::Pending, d),
+                Ok(Check::Blocked(d)) => (ActionStatus::Blocked, d),
+                Ok(Check::Failed(d)) => (ActionStatus::Failed, d),
+                Err(e) => (ActionStatus::Failed, format!("{e:#}")),
+            }
+        };
+        ActionPlan {
+            id,
+            description: action.describe(),
+            status,
+            detail,
+        }
+    }
+
+    pub fn plan_chapter(
+        &self,
+        chapter: &Manifest,
+        lock: &LockFile,
+        state: &State,
+    ) -> Result<ChapterPlan> {
+        let rendered = self.render(chapter)?;
+        let files = if chapter.implemented {
+            plan::plan_files(self.project, &chapter.key(), &rendered, lock)?
+        } else {
+            Vec::new()
+        };
+        let actions = Self::actions(chapter)
+            .iter()
+            .map(|a| self.check_action(a.as_ref(), &rendered, state, chapter))
+            .collect();
+        Ok(ChapterPlan {
+            chapter: chapter.key(),
+            label: chapter.label(),
+            title: chapter.title.clone(),
+            implemented: chapter.implemented,
+            needed_by: None,
+            files,
+            actions,
+        })
+    }
+
+    /// Plans for `targets` and, first, for the chapters they need that are not yet satisfied.
+    pub fn plan(
+        &self,
+        targets: &[&'static Manifest],
+        with_deps: bool,
+    ) -> Result<Vec<ChapterPlan>> {
+        let lock = LockFile::read(&self.project.root)?;
+        let state = State::read(&self.project.state_dir())?;
+        let ordered = if with_deps {
+            chapter::with_dependencies(targets)?
+        } else {
+            targets.to_vec()
+        };
+        let mut plans = Vec::new();
+        for chapter in ordered {
+            let mut plan = self.plan_chapter(chapter, &lock, &state)?;
+            let requested = targets.iter().any(|t| t.id == chapter.id);
+            if !requested {
+                if plan.satisfied() {
+                    continue;
+                }
+                plan.needed_by = targets
+                    .iter()
+                    .find(|t| chapter::with_dependencies(&[t]).is_ok_and(|d| d.iter().any(|c| c.id == chapter.id)))
+                    .map(|t| t.label());
+            }
+            plans.push(plan);
+        }
+        Ok(plans)
+    }
+
+    pub fn up(&self, targets: &[&'static Manifest], opts: &UpOptions) -> Result<Vec<ChapterPlan>> {
+        if opts.no_deps {
+            let plans = self.plan(targets, true)?;
+            let unmet: Vec<String> = plans
+                .iter()
+                .filter(|p| p.needed_by.is_some())
+                .map(|p| p.label.clone())
+                .collect();
+            if !unmet.is_empty() {
+                anyhow::bail!(
+                    "--no-deps: needed chapters are not satisfied: {}\n  fix: run without --no-deps, or `beamops up {}` first",
+                    unmet.join(", "),
+                    unmet.join(" ")
+                );
+            }
+        }
+        let plans = self.plan(targets, !opts.no_deps)?;
+        if let Some(p) = plans.iter().find(|p| !p.implemented) {
+            return Err(Failure::NotImplemented(format!(
+                "{} ({}){}",
+                p.label,
+                p.chapter,
+                p.needed_by
+                    .as_ref()
+                    .map(|t| format!(", needed by {t},"))
+                    .unwrap_or_default()
+            ))
+            .into());
+        }
+        let conflicts: Vec<&FilePlan> = plans
+            .iter()
+            .flat_map(|p| &p.files)
+            .filter(|f| f.status == FileStatus::Conflict)
+            .collect();
+        if !conflicts.is_empty() && !opts.force {
+            let detail: String = conflicts
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} ({}):\n{}",
+                        f.path,
+                        f.note.as_deref().unwrap_or("conflict"),
+                        crate::output::colour_diff(f.diff.as_deref().unwrap_or(""))
+                    )
+                })
+                .collect();
+            return Err(Failure::refused(
+                format!(
+                    "{} file(s) changed since beamops wrote them; nothing was written. Keep your edits, or run again with --force to take beamops' version",
+                    conflicts.len()
+                ),
+                detail,
+            )
+            .into());
+        }
+        if opts.dry_run {
+            return Ok(plans);
+        }
+        self.confirm_protected("up")?;
+
+        let state_dir = self.project.state_dir();
+        let _run = RunLock::acquire(&state_dir, opts.lock_wait, |m| self.ui.note(m))?;
+        // Another run may have finished while we waited: plan again under the lock.
+        let plans = self.plan(targets, !opts.no_deps)?;
+        let mut lock = LockFile::read(&self.project.root)?;
+        let mut state = State::read(&state_dir)?;
+        let mut done = Vec::new();
+        for mut plan in plans {
+            let chapter = chapter::by_key(&plan.chapter).expect("planned chapters exist");
+            for f in &plan.files {
+                if let Some(dir) = self.project.root.join(&f.path).parent() {
+                    crate::fsutil::sweep_temp_files(dir);
+                }
+                if f.status == FileStatus::Conflict && !opts.force {
+                    continue;
+                }
+                plan::apply_file(self.project, f, &mut lock)
+                    .with_context(|| format!("writing {}", f.path))?;
+                lock.write_if_changed(&self.project.root)?;
+            }
+            let rendered = self.render(chapter)?;
+            let bar = self
+                .ui
+                .progress(chapter.actions.len() as u64, format!("{} {}", plan.label, plan.title));
+            plan.actions = Vec::new();
+            for action in Self::actions(chapter) {
+                bar.set_message(format!("{}: {}", plan.label, action.describe()));
+                let result = self.run_action(action.as_ref(), chapter, &rendered, &mut state);
+                state.write(&state_dir)?;
+                bar.inc(1);
+                let step = result?;
+                plan.actions.push(step);
+            }
+            bar.finish_and_clear();
+            done.push(plan);
+        }
+        Ok(done)
+    }
+
+    /// check → apply → verify, recording the outcome. Blocked and failed checks stop the run.
+    fn run_action(
+        &self,
+        action: &dyn Action,
+        chapter: &Manifest,
+        rendered: &[Rendered],
+        state: &mut State,
+    ) -> Result<ActionPlan> {
+        let key = chapter.key();
+        let mut step = self.check_action(action, rendered, state, chapter);
+        let record = |state: &mut State, outcome: Outcome, applied: Option<&crate::action::Applied>| {
+            let actions = &mut state.chapter_mut(&self.env_name, &key).actions;
+            let same = actions.get(&step.id).is_some_and(|r| {
+                r.outcome == outcome && applied.is_none()
+            });
+            if !same {
+                actions.insert(
+                    step.id.clone(),
+                    ActionRecord {
+                        outcome,
+                        inputs_digest: applied.and_then(|a| a.inputs_digest.clone()),
+                        data: applied.map(|a| a.data.clone()).unwrap_or_default(),
+                        at: state::now_rfc3339(),
+                    },
+                );
+            }
+        };
+        match step.status {
+            ActionStatus::Satisfied => {
+                // Keep what an earlier apply recorded (an image id…); only a new outcome is news.
+                let actions = &mut state.chapter_mut(&self.env_name, &key).actions;
+                if !actions.get(&step.id).is_some_and(|r| {
+                    matches!(r.outcome, Outcome::Applied | Outcome::Satisfied)
+                }) {
+                    record(state, Outcome::Satisfied, None);
+                }
+            }
+            ActionStatus::Skipped | ActionStatus::NotImplemented | ActionStatus::Applied | ActionStatus::Undone => {}
+            ActionStatus::Blocked => {
+                record(state, Outcome::Blocked, None);
+                return Err(Failure::Blocked(format!("{}: {}", step.id, step.detail)).into());
+            }
+            ActionStatus::Failed => {
+                record(state, Outcome::Failed, None);
+                anyhow::bail!("{} {}: {}", chapter.label(), step.id, step.detail);
+            }
+            ActionStatus::Pending => {
+                self.ui.detail(format!("applying {}: {}", step.id, step.detail));
+                let previous = state
+                    .chapter(&self.env_name, &key)
+                    .and_then(|c| c.actions.get(&step.id))
+                    .cloned();
+                let cx = self.context(rendered, previous.as_ref(), false);
+                let applied = action.apply(&cx).and_then(|a| {
+                    action.verify(&cx)?;
+                    Ok(a)
+                });
+                match applied {
+                    Ok(a) => {
+                        record(state, Outcome::Applied, Some(&a));
+                        step.status = ActionStatus::Applied;
+                        step.detail = a.summary;
+                    }
+                    Err(e) => {
+                        let outcome = if crate::exit::exit_for(&e) == Exit::Blocked {
+                            Outcome::Blocked
+                        } else {
+                            Outcome::Failed
+                        };
+                        record(state, outcome, None);
+                        return Err(e.context(format!("{} {}", chapter.label(), step.id)));
+                    }
+                }
+            }
+        }
+        Ok(step)
+    }
+
+    pub fn down(&self, chapter: &'static Manifest, purge: bool, lock_wait: Duration) -> Result<ChapterPlan> {
+        if !chapter.implemented {
+            return Err(Failure::NotImplemented(chapter.label()).into());
+        }
+        self.confirm_protected("down")?;
+        let state_dir = self.project.state_dir();
+        let _run = RunLock::acquire(&state_dir, lock_wait, |m| self.ui.note(m))?;
+        let mut state = State::read(&state_dir)?;
+        let rendered = self.render(chapter)?;
+        let mut steps = Vec::new();
+        for action in Self::actions(chapter).iter().rev() {
+            let id = action.id();
+            if !action.providers().contains(&self.env.provider) {
+                continue;
+            }
+            let previous = state
+                .chapter(&self.env_name, &chapter.key())
+                .and_then(|c| c.actions.get(&id))
+                .cloned();
+            let cx = self.context(&rendered, previous.as_ref(), purge);
+            let (status, detail) = match action.undo(&cx)? {
+                Some(summary) => {
+                    state.chapter_mut(&self.env_name, &chapter.key()).actions.insert(
+                        id.clone(),
+                        ActionRecord {
+                            outcome: Outcome::Undone,
+                            inputs_digest: None,
+                            data: serde_json::Value::Null,
+                            at: state::now_rfc3339(),
+                        },
+                    );
+                    state.write(&state_dir)?;
+                    (ActionStatus::Undone, summary)
+                }
+                None => (ActionStatus::Skipped, "nothing to undo".to_string()),
+            };
+            steps.push(ActionPlan {
+                id,
+                description: action.describe(),
+                status,
+                detail,
+            });
+        }
+        Ok(ChapterPlan {
+            chapter: chapter.key(),
+            label: chapter.label(),
+            title: chapter.title.clone(),
+            implemented: true,
+            needed_by: None,
+            files: Vec::new(),
+            actions: steps,
+        })
+    }
+
+    /// `up`, `down` and `deploy` on a protected environment need --yes or a typed confirmation.
+    fn confirm_protected(&self, verb: &str) -> Result<()> {
+        if !self.env.protected || self.yes {
+            return Ok(());
+        }
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::refused(
+                format!("environment `{}` is protected", self.env_name),
+                format!("  fix: pass --yes to `{verb}` it from a script or CI"),
+            )
+            .into());
+        }
+        eprint!(
+            "environment `{}` is protected; type its name to {verb} it: ",
+            self.env_name
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() == self.env_name {
+            Ok(())
+        } else {
+            Err(Failure::refused("confirmation did not match", "nothing was changed").into())
+        }
+    }
+
+    /// Drift: files that differ from what beamops recorded, and actions no longer satisfied.
+    pub fn status(&self) -> Result<Vec<Drift>> {
+        let lock = LockFile::read(&self.project.root)?;
+        let state = State::read(&self.project.state_dir())?;
+        let mut drift = Vec::new();
+        for (path, rec) in &lock.files {
+            let what = match std::fs::read(self.project.root.join(path)) {
+                Err(_) => Some("missing"),
+                Ok(c) if crate::fsutil::sha256_hex(&c) != rec.sha256 => Some("edited"),
+                Ok(_) => None,
+            };
+            if let Some(what) = what {
+                drift.push(Drift {
+                    chapter: rec.chapter.clone(),
+                    subject: path.clone(),
+                    kind: what.into(),
+                    detail: format!("{path} was {what} since beamops wrote it"),
+                });
+            }
+        }
+        if let Some(env_state) = state.environments.get(&self.env_name) {
+            for (key, chapter_state) in &env_state.chapters {
+                let Some(chapter) = chapter::by_key(key) else {
+                    continue;
+                };
+                let rendered = self.render(chapter)?;
+                for action in Self::actions(chapter) {
+                    let Some(rec) = chapter_state.actions.get(&action.id()) else {
+                        continue;
+                    };
+                    if !matches!(rec.outcome, Outcome::Applied | Outcome::Satisfied) {
+                        continue;
+                    }
+                    let plan = self.check_action(action.as_ref(), &rendered, &state, chapter);
+                    if plan.status != ActionStatus::Satisfied && plan.status != ActionStatus::Skipped {
+                        drift.push(Drift {
+                            chapter: key.clone(),
+                            subject: plan.id,
+                            kind: "action".into(),
+                            detail: plan.detail,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(drift)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Drift {
+    pub chapter: String,
+    pub subject: String,
+    pub kind: String,
+    pub detail: String,
+}

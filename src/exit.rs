@@ -1,0 +1,108 @@
+//! The one exit-code table every command uses.
+//!
+//! Commands never pick a number themselves: a successful command's report says whether changes
+//! are pending, and a failed one carries a [`Failure`] somewhere in its error chain. `main` maps
+//! both to a code here, so the table in the README and this file are the whole story.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exit {
+    /// Done, or nothing to do.
+    Ok = 0,
+    /// Bad input, a failure, or a chapter that is not implemented.
+    Error = 1,
+    /// Changes are pending (plan, `up --dry-run`, status with drift, dedupe found duplicates).
+    Pending = 2,
+    /// A tool or credential is missing.
+    Blocked = 3,
+    /// Refused to protect data: a user-edited file, a worktree at risk, a dirty copy.
+    Refused = 4,
+    /// A deploy failed and was rolled back.
+    RolledBack = 5,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    pub const TABLE: [(Exit, &'static str); 6] = [
+        (Exit::Ok, "done, or nothing to do"),
+        (
+            Exit::Error,
+            "error: bad input, a failure, or a chapter that is not implemented",
+        ),
+        (
+            Exit::Pending,
+            "changes pending: plan, up --dry-run, status with drift, dedupe found duplicates",
+        ),
+        (Exit::Blocked, "blocked: a tool or credential is missing"),
+        (
+            Exit::Refused,
+            "refused to protect data: user-edited file, worktree at risk, dirty copy",
+        ),
+        (Exit::RolledBack, "deploy failed and was rolled back"),
+    ];
+}
+
+/// Failures a caller may branch on; anything else in an error chain is exit 1.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("blocked: {0}")]
+    Blocked(String),
+    #[error("refused: {reason}\n{detail}")]
+    Refused { reason: String, detail: String },
+    #[error("deploy failed and was rolled back: {0}")]
+    RolledBack(String),
+    #[error("{0}: not implemented")]
+    NotImplemented(String),
+}
+
+impl Failure {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Failure::Blocked(_) => Exit::Blocked,
+            Failure::Refused { .. } => Exit::Refused,
+            Failure::RolledBack(_) => Exit::RolledBack,
+            Failure::NotImplemented(_) => Exit::Error,
+        }
+    }
+
+    pub fn refused(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Failure::Refused {
+            reason: reason.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The exit code for an error: the first [`Failure`] in its chain decides, else 1.
+pub fn exit_for(err: &anyhow::Error) -> Exit {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Failure>())
+        .map(Failure::exit)
+        .unwrap_or(Exit::Error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn failure_deep_in_a_chain_decides_the_code() {
+        let err = Err::<(), _>(Failure::Blocked("docker".into()))
+            .context("applying chapter 03")
+            .unwrap_err();
+        assert_eq!(exit_for(&err), Exit::Blocked);
+        assert_eq!(exit_for(&anyhow::anyhow!("plain")), Exit::Error);
+    }
+
+    #[test]
+    fn table_codes_are_the_documented_numbers() {
+        let codes: Vec<i32> = Exit::TABLE.iter().map(|(e, _)| e.code()).collect();
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5]);
+    }
+}

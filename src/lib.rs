@@ -1,0 +1,17 @@
+//! beamops: the BEAMOps method as idempotent chapters. See docs/architecture.md for the map.
+
+pub mod action;
+pub mod chapter;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod exit;
+pub mod fsutil;
+pub mod lockfile;
+pub mod output;
+pub mod plan;
+pub mod project;
+pub mod render;
+pub mod state;
+pub mod tools;

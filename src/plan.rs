@@ -1,0 +1,218 @@
+//! The file half of a plan: what writing a chapter's rendered files would do to the project.
+
+use serde::Serialize;
+
+use crate::chapter::Policy;
+use crate::fsutil::{self, sha256_hex};
+use crate::lockfile::{LockFile, LockedFile};
+use crate::project::Project;
+use crate::render::Rendered;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileStatus {
+    Create,
+    Update,
+    Unchanged,
+    /// Identical to the rendering but not (or differently) recorded in the lock: record it.
+    Adopt,
+    /// Edited since beamops wrote it (or never written by beamops and different): needs --force.
+    Conflict,
+    /// Written by an earlier version of the chapter and no longer rendered.
+    Stale,
+}
+
+impl FileStatus {
+    pub fn is_change(self) -> bool {
+        !matches!(self, FileStatus::Unchanged)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FilePlan {
+    pub path: String,
+    pub chapter: String,
+    pub status: FileStatus,
+    pub policy: Policy,
+    /// A plain unified diff of the change; colour is added when printing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip)]
+    pub content: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub mode: u32,
+    #[serde(skip)]
+    pub record: Option<LockedFile>,
+}
+
+pub fn plan_files(
+    project: &Project,
+    chapter: &str,
+    rendered: &[Rendered],
+    lock: &LockFile,
+) -> anyhow::Result<Vec<FilePlan>> {
+    let mut plans = Vec::new();
+    for r in rendered {
+        let abs = fsutil::resolve_inside(&project.root, std::path::Path::new(&r.path))?;
+        let current = std::fs::read(&abs).ok();
+        let mode = r.spec.mode_bits();
+        let mode_differs = current.is_some() && fsutil::existing_mode(&abs) != Some(mode);
+        let recorded = lock.files.get(&r.path);
+        let mut plan = FilePlan {
+            path: r.path.clone(),
+            chapter: chapter.to_string(),
+            status: FileStatus::Unchanged,
+            policy: r.spec.policy,
+            diff: None,
+            note: None,
+            content: None,
+            mode,
+            record: None,
+        };
+        match r.spec.policy {
+            Policy::Managed => {
+                let record = LockedFile {
+                    chapter: chapter.to_string(),
+                    template: r.spec.template.clone(),
+                    template_digest: r.template_digest.clone(),
+                    sha256: sha256_hex(&r.content),
+                };
+                plan.status = match &current {
+                    None => FileStatus::Create,
+                    Some(c) if *c == r.content && mode_differs => FileStatus::Update,
+                    Some(c) if *c == r.content => {
+                        if recorded == Some(&record) {
+                            FileStatus::Unchanged
+                        } else {
+                            FileStatus::Adopt
+                        }
+                    }
+                    Some(c) if recorded.is_some_and(|rec| rec.sha256 == sha256_hex(c)) => {
+                        FileStatus::Update
+                    }
+                    Some(_) => {
+                        plan.note = Some(if recorded.is_some() {
+                            "edited since beamops wrote it".into()
+                        } else {
+                            "exists and was not written by beamops".into()
+                        });
+                        FileStatus::Conflict
+                    }
+                };
+                plan.record = Some(record);
+                plan.content = Some(r.content.clone());
+            }
+            Policy::CreateOnce => {
+                if current.is_none() {
+                    plan.status = FileStatus::Create;
+                    plan.content = Some(r.content.clone());
+                } else {
+                    plan.note = Some("yours: written once, never updated".into());
+                }
+            }
+            Policy::AppendIfMarkerMissing => {
+                let marker = r.spec.marker.as_deref().unwrap_or_default();
+                let text = current
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                if current.is_some() && text.lines().any(|l| l.trim() == marker.trim()) {
+                    plan.note = Some(format!("already has `{marker}`"));
+                } else {
+                    let mut new = text.to_string();
+                    if !new.is_empty() && !new.ends_with('\n') {
+                        new.push('\n');
+                    }
+                    let block = String::from_utf8_lossy(&r.content);
+                    // A new file needs no blank line separating the block from what came before.
+                    new.push_str(if new.is_empty() { block.trim_start() } else { &block });
+                    plan.status = if current.is_some() {
+                        FileStatus::Update
+                    } else {
+                        FileStatus::Create
+                    };
+                    plan.content = Some(new.into_bytes());
+                }
+            }
+        }
+        if matches!(
+            plan.status,
+            FileStatus::Create | FileStatus::Update | FileStatus::Conflict
+        ) {
+            let old = current
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let new = String::from_utf8_lossy(plan.content.as_deref().unwrap_or_default());
+            if old != new {
+                plan.diff = Some(plain_diff(&r.path, &old, &new));
+            } else if mode_differs {
+                plan.note = Some(format!("mode becomes {mode:o}"));
+            }
+        }
+        plans.push(plan);
+    }
+    for (path, record) in lock.chapter_files(chapter) {
+        if rendered.iter().any(|r| &r.path == path) {
+            continue;
+        }
+        let abs = project.root.join(path);
+        let current = std::fs::read(&abs).ok();
+        let note = match &current {
+            None => "already gone; the record is dropped".to_string(),
+            Some(c) if sha256_hex(c) == record.sha256 => "no longer rendered; removed".into(),
+            Some(_) => "no longer rendered, but edited: kept, record dropped".into(),
+        };
+        plans.push(FilePlan {
+            path: path.clone(),
+            chapter: chapter.to_string(),
+            status: FileStatus::Stale,
+            policy: Policy::Managed,
+            diff: None,
+            note: Some(note),
+            content: None,
+            mode: 0,
+            record: Some(record.clone()),
+        });
+    }
+    Ok(plans)
+}
+
+pub fn plain_diff(path: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{path}"), &format!("b/{path}"))
+        .to_string()
+}
+
+/// Carry out one file plan, keeping the lock in step. Files are written before their record so
+/// a run killed in between finds the new file equal to the rendering and simply adopts it.
+pub fn apply_file(project: &Project, plan: &FilePlan, lock: &mut LockFile) -> anyhow::Result<()> {
+    let abs = fsutil::resolve_inside(&project.root, std::path::Path::new(&plan.path))?;
+    match plan.status {
+        FileStatus::Unchanged => {}
+        FileStatus::Create | FileStatus::Update | FileStatus::Conflict => {
+            let content = plan.content.as_deref().unwrap_or_default();
+            fsutil::atomic_write(&abs, content, Some(plan.mode))?;
+        }
+        FileStatus::Adopt => {}
+        FileStatus::Stale => {
+            if let (Ok(c), Some(rec)) = (std::fs::read(&abs), &plan.record) {
+                if sha256_hex(&c) == rec.sha256 {
+                    std::fs::remove_file(&abs)?;
+                }
+            }
+            lock.files.remove(&plan.path);
+            return Ok(());
+        }
+    }
+    if plan.policy == Policy::Managed {
+        if let Some(rec) = &plan.record {
+            lock.files.insert(plan.path.clone(), rec.clone());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Rendering a chapter's templates with the project's configuration as context.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use include_dir::{include_dir, Dir};
+use serde_json::json;
+
+use crate::chapter::{FileSpec, Manifest};
+use crate::fsutil::sha256_hex;
+use crate::project::Project;
+
+static TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+
+/// The embedded source of a template, by its path inside `templates/`.
+pub fn template_source(name: &str) -> Option<&'static str> {
+    TEMPLATES.get_file(name).and_then(|f| f.contents_utf8())
+}
+
+fn all_templates(dir: &'static Dir<'static>, out: &mut Vec<(String, &'static str)>) {
+    for f in dir.files() {
+        if let Some(text) = f.contents_utf8() {
+            out.push((f.path().to_string_lossy().into_owned(), text));
+        }
+    }
+    for d in dir.dirs() {
+        all_templates(d, out);
+    }
+}
+
+fn engine() -> &'static tera::Tera {
+    static ENGINE: OnceLock<tera::Tera> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut tera = tera::Tera::default();
+        // Generated files are YAML, shell and Dockerfiles, not HTML: no escaping.
+        tera.autoescape_on(vec![]);
+        let mut sources = Vec::new();
+        all_templates(&TEMPLATES, &mut sources);
+        tera.add_raw_templates(sources)
+            .expect("embedded templates parse (checked by the test suite)");
+        tera
+    })
+}
+
+/// One file as this run would write it.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub spec: FileSpec,
+    /// Project-relative destination.
+    pub path: String,
+    pub content: Vec<u8>,
+    pub template_digest: String,
+}
+
+/// The template context: the whole configuration plus the chosen environment and project facts.
+pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
+    let config = &project.config;
+    let env = config
+        .environment(env_name)
+        .with_context(|| format!("no environment `{env_name}` in beamops.yaml"))?;
+    let has = |p: &str| project.root.join(p).exists();
+    let value = json!({
+        "config": config,
+        "app": {
+            "name": config.app.name,
+            "otp_app": config.app.otp_app,
+            "elixir": config.app.elixir,
+            "otp": config.app.otp,
+            "port": config.app.port,
+            "health_path": config.app.health_path,
+            "stack": config.app.stack_name(),
+        },
+        "image": {
+            "repository": config.image_repository(),
+            "registry": config.image.registry,
+            "builder": config.builder_image(),
+            "runner": config.runner_image(),
+        },
+        "env": {
+            "name": env_name,
+            "provider": env.provider,
+            "replicas": env.replicas,
+            "domain": env.domain,
+            "region": env.region,
+            "protected": env.protected,
+        },
+        "project": {
+            "has_assets": has("assets"),
+            "has_mix_lock": has("mix.lock"),
+            "has_deps": mix_has_deps(&project.root),
+            "has_database": false,
+        },
+        "beamops": { "version": env!("CARGO_PKG_VERSION") },
+    });
+    tera::Context::from_value(value).context("building the template context")
+}
+
+/// A project has dependencies when `deps` in mix.exs lists anything.
+fn mix_has_deps(root: &Path) -> bool {
+    let Ok(mix) = std::fs::read_to_string(root.join("mix.exs")) else {
+        return false;
+    };
+    let Some(start) = mix.find("defp deps") else {
+        return false;
+    };
+    let body = &mix[start..];
+    let body = &body[..body.find("\n  end").unwrap_or(body.len())];
+    body.lines()
+        .any(|l| l.trim_start().starts_with("{:"))
+}
+
+pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Rendered>> {
+    let tera = engine();
+    let mut out = Vec::new();
+    for spec in &chapter.files {
+        if let Some(cond) = &spec.when {
+            let expr = format!("{{% if {cond} %}}yes{{% endif %}}");
+            let verdict = tera::Tera::one_off(&expr, ctx, false)
+                .with_context(|| format!("chapter {}: `when: {cond}`", chapter.key()))?;
+            if verdict != "yes" {
+                continue;
+            }
+        }
+        let path = tera::Tera::one_off(&spec.path, ctx, false)
+            .with_context(|| format!("chapter {}: path `{}`", chapter.key(), spec.path))?;
+        let content = tera.render(&spec.template, ctx).map_err(|e| {
+            anyhow::anyhow!(
+                "rendering {} for chapter {}: {}",
+                spec.template,
+                chapter.key(),
+                tera_chain(&e)
+            )
+        })?;
+        let source = template_source(&spec.template).unwrap_or_default();
+        out.push(Rendered {
+            spec: spec.clone(),
+            path,
+            content: content.into_bytes(),
+            template_digest: sha256_hex(source.as_bytes())[..16].to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn tera_chain(e: &tera::Error) -> String {
+    use std::error::Error;
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Render a template outside any chapter (used by `init`).
+pub fn render_one(template: &str, ctx: &tera::Context) -> Result<String> {
+    engine()
+        .render(template, ctx)
+        .map_err(|e| anyhow::anyhow!("rendering {template}: {}", tera_chain(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_embedded_template_parses() {
+        let _ = super::engine();
+    }
+}
