@@ -14,7 +14,11 @@ defmodule Coordination.Health do
   def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
   @doc "Called once the whole supervision tree is up."
-  def mark_started, do: GenServer.call(__MODULE__, :mark_started)
+  # Kept outside this process's state so a restart of it does not send a
+  # running app back to "starting".
+  def mark_started, do: :persistent_term.put({__MODULE__, :started}, true)
+
+  defp started?, do: :persistent_term.get({__MODULE__, :started}, false)
 
   @doc "Fails readiness from now on; the app keeps serving requests."
   # A persistent term: every response reads it (to send `connection: close`
@@ -37,7 +41,7 @@ defmodule Coordination.Health do
   @impl true
   def init(_opts) do
     target = database_target(Application.get_env(:coordination, :database_url))
-    state = %{started: false, target: target, db: initial_db(target)}
+    state = %{target: target, db: initial_db(target)}
     {:ok, state, {:continue, :probe}}
   end
 
@@ -45,13 +49,12 @@ defmodule Coordination.Health do
   def handle_continue(:probe, state), do: {:noreply, probe(state)}
 
   @impl true
-  def handle_call(:mark_started, _from, state), do: {:reply, :ok, %{state | started: true}}
 
   def handle_call(:report, _from, state) do
     status =
       cond do
         draining?() -> "draining"
-        not state.started -> "starting"
+        not started?() -> "starting"
         state.db == "unavailable" -> "unavailable"
         true -> "ok"
       end
