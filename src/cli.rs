@@ -18,7 +18,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "BEAMOPS_PROJECT", value_name = "DIR")]
     pub project: Option<PathBuf>,
     /// The environment to act on (default: default_environment, else `local`).
-    #[arg(long = "env", short = 'e', global = true, env = "BEAMOPS_ENV", value_name = "ENV")]
+    #[arg(
+        long = "env",
+        short = 'e',
+        global = true,
+        env = "BEAMOPS_ENV",
+        value_name = "ENV"
+    )]
     pub environment: Option<String>,
     /// Output format; `json` is stable and documented in docs/json.md.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text, env = "BEAMOPS_FORMAT")]

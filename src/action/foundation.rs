@@ -23,9 +23,7 @@ impl Action for GitRepository {
             Ok(repo) => Check::Satisfied(format!(
                 "repository at {}",
                 repo.workdir()
-                    .map(|w| {
-                        pathdiff(&cx.project.root, w)
-                    })
+                    .map(|w| { pathdiff(&cx.project.root, w) })
                     .unwrap_or_else(|| "(bare)".into())
             )),
             Err(_) => Check::Failed(
@@ -57,10 +55,10 @@ fn pathdiff(from: &std::path::Path, to: &std::path::Path) -> String {
         }
     }
     let mut parts: Vec<String> = vec!["..".into(); up];
-    if let Ok(rest) = to.strip_prefix(base) {
-        if !rest.as_os_str().is_empty() {
-            parts.push(rest.display().to_string());
-        }
+    if let Ok(rest) = to.strip_prefix(base)
+        && !rest.as_os_str().is_empty()
+    {
+        parts.push(rest.display().to_string());
     }
     parts.join("/")
 }

@@ -38,7 +38,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Doctor => doctor::run(&global, &ui),
         Command::Env(args) => env::run(&global, &ui, args.shell),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "beamops", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "beamops",
+                &mut std::io::stdout(),
+            );
             Ok(Exit::Ok)
         }
     }

@@ -27,25 +27,15 @@ pub fn load_str(
     source: &str,
     overrides: &[(String, String)],
 ) -> Result<Config, ConfigError> {
-    let err = |line: Option<usize>, column: Option<usize>, message: String, fix: String| {
-        ConfigError {
+    let err =
+        |line: Option<usize>, column: Option<usize>, message: String, fix: String| ConfigError {
             file: path.to_path_buf(),
             line,
             column,
             message,
             fix,
-        }
-    };
-    let mut value: Value = serde_yaml_ng::from_str(source).map_err(|e| {
-        let loc = e.location();
-        err(
-            loc.as_ref().map(|l| l.line()),
-            loc.as_ref().map(|l| l.column()),
-            strip_location(&e.to_string()),
-            "fix the YAML syntax at that place (indentation, a missing `:` or quote)".into(),
-        )
-    })?;
-    if value.is_null() {
+        };
+    if source.trim().is_empty() {
         return Err(err(
             Some(1),
             Some(1),
@@ -53,26 +43,57 @@ pub fn load_str(
             "run `beamops init` to write a complete beamops.yaml".into(),
         ));
     }
+    // Deserialize straight from the text first: only then do type errors carry a position.
+    let config: Config = serde_yaml_ng::from_str(source).map_err(|e| {
+        let message = strip_location(&e.to_string());
+        let (line, column) = match e.location() {
+            Some(l) if !message.starts_with("missing field") => (Some(l.line()), Some(l.column())),
+            _ => locate_error(source, &message),
+        };
+        let fix = if message.contains("did not find expected")
+            || message.contains("mapping values are not allowed")
+            || message.contains("while parsing")
+            || message.contains("while scanning")
+        {
+            "fix the YAML syntax at that place (indentation, a missing `:` or quote)".to_string()
+        } else {
+            fix_for(&message)
+        };
+        err(line, column, with_suggestion(&message), fix)
+    })?;
 
-    for (name, raw) in overrides {
-        if let Some(keys) = override_path(name) {
-            set_path(&mut value, &keys, raw).map_err(|message| {
-                ConfigError {
-                    file: path.to_path_buf(),
-                    line: None,
-                    column: None,
-                    message: format!("environment variable {name}: {message}"),
-                    fix: format!("unset {name} or give it a path of keys that exist, separated by `__`"),
-                }
+    let active: Vec<(Vec<String>, &String, &String)> = overrides
+        .iter()
+        .filter_map(|(name, raw)| override_path(name).map(|keys| (keys, name, raw)))
+        .collect();
+    let config = if active.is_empty() {
+        config
+    } else {
+        let mut value: Value = serde_yaml_ng::from_str(source).expect("parsed above");
+        for (keys, name, raw) in &active {
+            set_path(&mut value, keys, raw).map_err(|message| ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: format!("environment variable {name}: {message}"),
+                fix: format!(
+                    "unset {name} or give it a path of keys that exist, separated by `__`"
+                ),
             })?;
         }
-    }
-
-    let config: Config = serde_yaml_ng::from_value(value.clone()).map_err(|e| {
-        let message = strip_location(&e.to_string());
-        let (line, column) = locate_error(source, &message);
-        err(line, column, with_suggestion(&message), fix_for(&message))
-    })?;
+        let names: Vec<&str> = active.iter().map(|(_, n, _)| n.as_str()).collect();
+        serde_yaml_ng::from_value(value).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!(
+                "with overrides from {}: {}",
+                names.join(", "),
+                with_suggestion(&strip_location(&e.to_string()))
+            ),
+            fix: "correct or unset those BEAMOPS_* variables".into(),
+        })?
+    };
 
     if config.version != SCHEMA_VERSION {
         let (line, column) = locate_key(source, &["version"]);
@@ -86,17 +107,17 @@ pub fn load_str(
             format!("set `version: {SCHEMA_VERSION}` or upgrade beamops"),
         ));
     }
-    if let Some(default) = &config.default_environment {
-        if !config.environments.contains_key(default) {
-            let (line, column) = locate_key(source, &["default_environment"]);
-            let names: Vec<&str> = config.environments.keys().map(String::as_str).collect();
-            return Err(err(
-                line,
-                column,
-                format!("default_environment `{default}` is not one of the environments"),
-                format!("use one of: {}", names.join(", ")),
-            ));
-        }
+    if let Some(default) = &config.default_environment
+        && !config.environments.contains_key(default)
+    {
+        let (line, column) = locate_key(source, &["default_environment"]);
+        let names: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+        return Err(err(
+            line,
+            column,
+            format!("default_environment `{default}` is not one of the environments"),
+            format!("use one of: {}", names.join(", ")),
+        ));
     }
     if config.app.name.is_empty()
         || !config
@@ -109,7 +130,10 @@ pub fn load_str(
         return Err(err(
             line,
             column,
-            format!("app.name `{}` cannot name an image or a stack", config.app.name),
+            format!(
+                "app.name `{}` cannot name an image or a stack",
+                config.app.name
+            ),
             "use lowercase letters, digits, `-` and `_` only".into(),
         ));
     }
@@ -119,7 +143,10 @@ pub fn load_str(
             line,
             column,
             format!("app.health_path `{}` is not a path", config.app.health_path),
-            format!("write it with a leading slash: `/{}`", config.app.health_path),
+            format!(
+                "write it with a leading slash: `/{}`",
+                config.app.health_path
+            ),
         ));
     }
     for (name, env) in &config.environments {
@@ -220,11 +247,11 @@ pub(crate) fn locate_key(source: &str, keys: &[&str]) -> (Option<usize>, Option<
             continue;
         }
         let indent = line.len() - trimmed.len();
-        if let Some(p) = parent_indent {
-            if indent <= p {
-                // Left the parent mapping without finding the key.
-                return (None, None);
-            }
+        if let Some(p) = parent_indent
+            && indent <= p
+        {
+            // Left the parent mapping without finding the key.
+            return (None, None);
         }
         let key = trimmed
             .split_once(':')

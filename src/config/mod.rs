@@ -8,7 +8,7 @@ mod load;
 mod versions;
 
 pub use error::ConfigError;
-pub use load::{load, load_str, nearest as nearest_word, CONFIG_FILE};
+pub use load::{CONFIG_FILE, load, load_str, nearest as nearest_word};
 pub use versions::{requirement_matches, version_prefix_matches};
 
 use std::collections::BTreeMap;
