@@ -12,8 +12,6 @@ config :coordination,
   secret_key_base: nil,
   install_signal_handler: true
 
-config :logger, :console, format: "$time [$level] $message\n"
-
 if config_env() == :test do
   # Port 0: the OS picks a free port, so test runs never collide.
   config :coordination, port: 0, install_signal_handler: false

@@ -9,7 +9,9 @@ defmodule Coordination.ClaimRaceTest do
 
     request("GET", "/metrics").body
     |> String.split("\n")
-    |> Enum.find_value(fn l -> String.starts_with?(l, line) && l |> String.replace_prefix(line, "") |> String.to_integer() end)
+    |> Enum.find_value(fn l ->
+      String.starts_with?(l, line) && l |> String.replace_prefix(line, "") |> String.to_integer()
+    end)
   end
 
   test "hundreds of concurrent HTTP claims of one item: exactly one winner" do
@@ -27,7 +29,10 @@ defmodule Coordination.ClaimRaceTest do
           socket = connect()
           send(parent, {:ready, self()})
           receive do: (:go -> :ok)
-          response = request_on(socket, "POST", "/work/#{id}/claim", %{"agent_id" => "agent-#{n}"}, [{"connection", "close"}])
+
+          response =
+            request_on(socket, "POST", "/work/#{id}/claim", %{"agent_id" => "agent-#{n}"}, [{"connection", "close"}])
+
           :gen_tcp.close(socket)
           {n, response}
         end)
@@ -76,9 +81,15 @@ defmodule Coordination.ClaimRaceTest do
 
   defp eventually(fun, tries \\ 100) do
     cond do
-      fun.() -> true
-      tries == 0 -> false
-      true -> Process.sleep(10) && eventually(fun, tries - 1)
+      fun.() ->
+        true
+
+      tries == 0 ->
+        false
+
+      true ->
+        Process.sleep(10)
+        eventually(fun, tries - 1)
     end
   end
 end

@@ -11,7 +11,11 @@ defmodule Coordination.ClusterTest do
   test "connect_all connects to every resolved peer" do
     test = self()
     resolve = fn "tasks.coordination" -> [{10, 0, 0, 2}, {10, 0, 0, 3}] end
-    connect = fn node -> send(test, {:connect, node}) && true end
+
+    connect = fn node ->
+      send(test, {:connect, node})
+      true
+    end
 
     peers = Cluster.connect_all("tasks.coordination", "coord", resolve, connect)
     assert peers == [:"coord@10.0.0.2", :"coord@10.0.0.3"]
@@ -36,7 +40,10 @@ defmodule Coordination.ClusterTest do
         basename: "coord",
         interval_ms: 10,
         resolve: resolve,
-        connect: fn node -> send(test, {:connect, node}) && true end,
+        connect: fn node ->
+          send(test, {:connect, node})
+          true
+        end,
         require_distribution: false
       )
 

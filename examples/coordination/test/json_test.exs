@@ -29,8 +29,27 @@ defmodule Coordination.JSONTest do
   end
 
   test "rejects malformed input with a position" do
-    for bad <- ["", "{", "[1,]", "{\"a\" 1}", "{a: 1}", "01", "1.", "-", "1e", "\"abc", "\"\\x\"", "tru",
-                "[1] 2", "\"\\ud83d\"", "\"\\udc00\"", "\"\\u12G4\"", "\"a\nb\"", "{\"a\":1,}", <<34, 255, 34>>] do
+    for bad <- [
+          "",
+          "{",
+          "[1,]",
+          "{\"a\" 1}",
+          "{a: 1}",
+          "01",
+          "1.",
+          "-",
+          "1e",
+          "\"abc",
+          "\"\\x\"",
+          "tru",
+          "[1] 2",
+          "\"\\ud83d\"",
+          "\"\\udc00\"",
+          "\"\\u12G4\"",
+          "\"a\nb\"",
+          "{\"a\":1,}",
+          <<34, 255, 34>>
+        ] do
       assert {:error, %JSON.DecodeError{message: message, position: position}} = JSON.decode(bad),
              "expected #{inspect(bad)} to be rejected"
 
@@ -60,7 +79,12 @@ defmodule Coordination.JSONTest do
   end
 
   test "round-trips" do
-    value = %{"list" => [1, -2.5, true, false, nil], "text" => "line\nquote\" \u00e9 😀 \u0000", "nested" => %{"k" => []}}
+    value = %{
+      "list" => [1, -2.5, true, false, nil],
+      "text" => "line\nquote\" \u00e9 😀 \u0000",
+      "nested" => %{"k" => []}
+    }
+
     assert value |> JSON.encode!() |> JSON.decode!() == value
   end
 end

@@ -4,7 +4,9 @@ defmodule Coordination.MetricsTest do
   import Coordination.TestClient
 
   @name ~S"[a-zA-Z_:][a-zA-Z0-9_:]*"
-  @sample Regex.compile!("^(#{@name})(\\{[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"\\\\]*\"(,[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"\\\\]*\")*\\})? (-?[0-9]+(\\.[0-9]+)?(e[-+]?[0-9]+)?|\\+Inf)$")
+  @sample Regex.compile!(
+            "^(#{@name})(\\{[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"\\\\]*\"(,[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"\\\\]*\")*\\})? (-?[0-9]+(\\.[0-9]+)?(e[-+]?[0-9]+)?|\\+Inf)$"
+          )
 
   defp scrape do
     response = request("GET", "/metrics")
@@ -83,12 +85,14 @@ defmodule Coordination.MetricsTest do
     after_claim = scrape()
 
     assert value(after_claim, "coordination_agents_active") == value(after_create, "coordination_agents_active") + 1
+
     assert value(after_claim, ~S(coordination_work_items{status="claimed"})) ==
              value(after_create, ~S(coordination_work_items{status="claimed"})) + 1
 
     assert request("POST", "/work/#{id}/complete", %{"agent_id" => agent, "result" => "done"}).status == 200
     after_complete = scrape()
     assert value(after_complete, "coordination_agents_active") == value(after_create, "coordination_agents_active")
+
     assert value(after_complete, ~S(coordination_work_items{status="completed"})) ==
              value(after_create, ~S(coordination_work_items{status="completed"})) + 1
   end

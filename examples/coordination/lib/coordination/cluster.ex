@@ -26,8 +26,14 @@ defmodule Coordination.Cluster do
   def init(opts) do
     state = %{
       query: Keyword.fetch!(opts, :query),
-      basename: Keyword.get_lazy(opts, :basename, fn -> Application.get_env(:coordination, :cluster_node_basename, "coordination") end),
-      interval_ms: Keyword.get_lazy(opts, :interval_ms, fn -> Application.get_env(:coordination, :cluster_poll_seconds, 5) * 1_000 end),
+      basename:
+        Keyword.get_lazy(opts, :basename, fn ->
+          Application.get_env(:coordination, :cluster_node_basename, "coordination")
+        end),
+      interval_ms:
+        Keyword.get_lazy(opts, :interval_ms, fn ->
+          Application.get_env(:coordination, :cluster_poll_seconds, 5) * 1_000
+        end),
       resolve: Keyword.get(opts, :resolve, &resolve/1),
       connect: Keyword.get(opts, :connect, &Node.connect/1),
       require_distribution: Keyword.get(opts, :require_distribution, true),

@@ -54,7 +54,10 @@ defmodule Coordination.Metrics do
     work = Coordination.Work.Store.counts()
 
     [
-      family("beam_memory_bytes", "gauge", "Memory allocated by the Erlang VM, by kind.",
+      family(
+        "beam_memory_bytes",
+        "gauge",
+        "Memory allocated by the Erlang VM, by kind.",
         for({kind, bytes} <- memory, do: {[kind: kind], bytes})
       ),
       family("beam_process_count", "gauge", "Number of Erlang processes alive.", [

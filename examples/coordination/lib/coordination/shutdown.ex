@@ -53,7 +53,9 @@ defmodule Coordination.Shutdown do
   `drain_seconds`; `:stop` replaces `System.stop/0`.
   """
   def drain(opts \\ []) do
-    drain_seconds = Keyword.get_lazy(opts, :drain_seconds, fn -> Application.get_env(:coordination, :drain_seconds, 5) end)
+    drain_seconds =
+      Keyword.get_lazy(opts, :drain_seconds, fn -> Application.get_env(:coordination, :drain_seconds, 5) end)
+
     wait = Keyword.get(opts, :wait, fn -> Process.sleep(drain_seconds * 1_000) end)
     stop = Keyword.get(opts, :stop, &System.stop/0)
 

@@ -12,17 +12,19 @@ defmodule Coordination.HTTP.Connection do
   @max_headers 100
 
   def serve(socket) do
-    :ok = :inet.setopts(socket, packet: :http_bin)
+    with :ok <- :inet.setopts(socket, packet: :http_bin) do
+      case :gen_tcp.recv(socket, 0, @idle_timeout_ms) do
+        {:ok, {:http_request, method, target, version}} ->
+          handle_request(socket, method, target, version)
 
-    case :gen_tcp.recv(socket, 0, @idle_timeout_ms) do
-      {:ok, {:http_request, method, target, version}} ->
-        handle_request(socket, method, target, version)
+        {:ok, _not_a_request_line} ->
+          send_and_close(socket, {1, 1}, 400, "malformed request line")
 
-      {:ok, {:http_error, _}} ->
-        send_and_close(socket, {1, 1}, 400, "malformed request line")
-
-      {:error, _closed_or_timeout} ->
-        :gen_tcp.close(socket)
+        {:error, _closed_or_timeout} ->
+          :gen_tcp.close(socket)
+      end
+    else
+      {:error, _closed} -> :gen_tcp.close(socket)
     end
   end
 
@@ -33,7 +35,7 @@ defmodule Coordination.HTTP.Connection do
       request = Request.new(method, path, version, headers, body)
       response = with_in_flight(fn -> Router.handle(request) end)
       keep_alive = keep_alive?(version, headers) and not Coordination.Health.draining?()
-      :ok = send_response(socket, request, response, keep_alive)
+      send_response(socket, request, response, keep_alive)
 
       if keep_alive, do: serve(socket), else: :gen_tcp.close(socket)
     else
@@ -65,7 +67,7 @@ defmodule Coordination.HTTP.Connection do
       {:ok, :http_eoh} ->
         {:ok, headers}
 
-      {:ok, {:http_error, _}} ->
+      {:ok, _unexpected} ->
         {:error, 400, "malformed request header"}
 
       {:error, _} ->
@@ -91,10 +93,11 @@ defmodule Coordination.HTTP.Connection do
 
           {length, ""} when length > 0 ->
             maybe_continue(socket, headers, version)
-            :ok = :inet.setopts(socket, packet: :raw)
 
-            case :gen_tcp.recv(socket, length, @body_timeout_ms) do
-              {:ok, body} -> {:ok, body}
+            with :ok <- :inet.setopts(socket, packet: :raw),
+                 {:ok, body} <- :gen_tcp.recv(socket, length, @body_timeout_ms) do
+              {:ok, body}
+            else
               {:error, _} -> {:error, :closed}
             end
 

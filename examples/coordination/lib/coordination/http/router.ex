@@ -17,7 +17,10 @@ defmodule Coordination.HTTP.Router do
     route(request.method, request.segments, request)
   rescue
     exception ->
-      Logger.error("request #{request.method} #{request.path} failed: " <> Exception.format(:error, exception, __STACKTRACE__))
+      Logger.error(
+        "request #{request.method} #{request.path} failed: " <> Exception.format(:error, exception, __STACKTRACE__)
+      )
+
       error(500, "internal error")
   catch
     kind, reason ->
@@ -35,7 +38,9 @@ defmodule Coordination.HTTP.Router do
   defp route(method, ["health"], _req) when method in ["GET", "HEAD"], do: health()
   defp route(method, ["metrics"], _req) when method in ["GET", "HEAD"], do: {200, @prometheus, Metrics.render()}
 
-  defp route("GET", ["work"], req), do: Work.list(Map.get(req.query, "status")) |> reply(200, &%{"items" => &1, "count" => length(&1)})
+  defp route("GET", ["work"], req),
+    do: Work.list(Map.get(req.query, "status")) |> reply(200, &%{"items" => &1, "count" => length(&1)})
+
   defp route("POST", ["work"], req), do: with_json(req, &Work.create/1) |> reply(201, & &1)
   defp route("GET", ["work", id], _req), do: Work.get(id) |> reply(200, & &1)
   defp route("POST", ["work", id, "claim"], req), do: timed_claim(id, req)
