@@ -39,6 +39,18 @@ defmodule Coordination.HealthTest do
     assert response.json["status"] == "unavailable"
   end
 
+  test "until start-up has finished /health is 503 starting" do
+    :persistent_term.erase({Health, :started})
+    on_exit(&Health.mark_started/0)
+
+    starting = request("GET", "/health")
+    assert starting.status == 503
+    assert starting.json["status"] == "starting"
+
+    Health.mark_started()
+    assert request("GET", "/health").status == 200
+  end
+
   test "database targets come from the URL; the port defaults to 5432" do
     assert Health.database_target(nil) == nil
     assert Health.database_target("postgres://u:p@db.internal/app") == {~c"db.internal", 5432}
