@@ -72,6 +72,8 @@ pub struct ActionContext<'a> {
     pub ui: &'a Ui,
     /// `down --purge`: volumes and data may go too.
     pub purge: bool,
+    /// `up --no-cache`: rebuild instead of trusting what an earlier run built.
+    pub no_cache: bool,
 }
 
 impl ActionContext<'_> {

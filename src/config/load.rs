@@ -286,6 +286,7 @@ const KNOWN_KEYS: &[&str] = &[
     "registry",
     "builder",
     "runner",
+    "runtime_packages",
     "provider",
     "docker_host",
     "advertise_addr",

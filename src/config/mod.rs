@@ -77,6 +77,10 @@ pub struct Image {
     /// Runtime base image.
     #[serde(default)]
     pub runner: Option<String>,
+    /// Debian packages the release needs at run time, installed in the runner stage when the
+    /// base image lacks them. Default: the C++ runtime, ncurses, OpenSSL and CA certificates.
+    #[serde(default)]
+    pub runtime_packages: Option<Vec<String>>,
 }
 
 /// The Debian release hexpm builds its default images on, and the date stamp in their tags.
@@ -105,6 +109,20 @@ impl Config {
             .runner
             .clone()
             .unwrap_or_else(|| format!("debian:{DEFAULT_DEBIAN_SUITE}-slim"))
+    }
+
+    pub fn runtime_packages(&self) -> Vec<String> {
+        self.image.runtime_packages.clone().unwrap_or_else(|| {
+            // Debian renamed OpenSSL's library for the 64-bit time_t transition in trixie.
+            let libssl = if self.runner_image().contains("bookworm") {
+                "libssl3"
+            } else {
+                "libssl3t64"
+            };
+            ["libstdc++6", "libncurses6", libssl, "ca-certificates"]
+                .map(String::from)
+                .to_vec()
+        })
     }
 
     pub fn environment(&self, name: &str) -> Option<&Environment> {
