@@ -63,6 +63,8 @@ pub enum Command {
     Doctor,
     /// Print the project root, state dir, environment and external tools.
     Env(EnvArgs),
+    /// List git worktrees, and remove them without ever losing work.
+    Worktree(WorktreeArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -112,4 +114,51 @@ pub struct EnvArgs {
     /// Print `export NAME=value` lines for a shell.
     #[arg(long)]
     pub shell: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorktreeArgs {
+    #[command(subcommand)]
+    pub command: WorktreeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorktreeCommand {
+    /// Every worktree: branch, HEAD, lock, file counts, ahead/behind, merged.
+    List,
+    /// Remove a worktree; refuses (exit 4) while anything in it would be lost.
+    Remove(WorktreeRemoveArgs),
+    /// Recreate a worktree from a `remove --backup` backup.
+    Restore(WorktreeRestoreArgs),
+    /// Stale administrative entries; a dry run (exit 2 when any) unless --apply.
+    Prune {
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WorktreeRemoveArgs {
+    /// The worktree: its path, name or branch.
+    #[arg(value_name = "PATH|NAME")]
+    pub worktree: String,
+    /// Save what is at risk under .beamops/backups/ first, then remove.
+    #[arg(long)]
+    pub backup: bool,
+    /// Also delete its branch, only when fully merged.
+    #[arg(long)]
+    pub delete_branch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorktreeRestoreArgs {
+    /// The backup directory (or its name under .beamops/backups/).
+    #[arg(value_name = "BACKUP")]
+    pub backup: PathBuf,
+    /// Recreate it here instead of where it was.
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+    /// Check out this (new) branch instead of the one it had.
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
 }

@@ -16,3 +16,4 @@ pub mod project;
 pub mod render;
 pub mod state;
 pub mod tools;
+pub mod worktree;

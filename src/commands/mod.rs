@@ -7,6 +7,7 @@ mod init;
 mod plan;
 mod status;
 mod up;
+mod worktree;
 
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Status => status::run(&global, &ui),
         Command::Doctor => doctor::run(&global, &ui),
         Command::Env(args) => env::run(&global, &ui, args.shell),
+        Command::Worktree(args) => worktree::run(&global, &ui, &args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -1,0 +1,205 @@
+//! `worktree restore`: recreate a removed worktree from its backup, files, index and commits.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use git2::{BranchType, IndexEntry, IndexTime, Oid, WorktreeAddOptions};
+use serde::Serialize;
+
+use super::backup::{self, Manifest};
+use super::inventory::open;
+use super::{Repo, absolute, gitcli, normalize};
+use crate::exit::Failure;
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Where to recreate it (default: where it was).
+    pub path: Option<PathBuf>,
+    /// Branch name to use (default: the one it had).
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Restored {
+    pub backup: PathBuf,
+    pub name: String,
+    pub path: PathBuf,
+    pub branch: Option<String>,
+    pub head: Option<String>,
+    pub files_restored: usize,
+    pub staged_restored: usize,
+    pub commits_restored: usize,
+}
+
+/// A backup named by path, or by its directory name under `.beamops/backups/`.
+pub fn locate(repo: &Repo, spec: &Path) -> Result<PathBuf> {
+    let direct = absolute(spec);
+    if direct.join(backup::MANIFEST).is_file() {
+        return Ok(direct);
+    }
+    let under = repo.state_dir()?.join("backups").join(spec);
+    if under.join(backup::MANIFEST).is_file() {
+        return Ok(under);
+    }
+    bail!(
+        "{}: no backup there (looked for {} in it and under .beamops/backups/)\n  fix: pass a directory printed by `beamops worktree remove --backup`",
+        spec.display(),
+        backup::MANIFEST
+    )
+}
+
+pub fn restore(repo: &Repo, spec: &Path, opts: &RestoreOptions) -> Result<Restored> {
+    let dir = locate(repo, spec)?;
+    let run_in = backup::repo_dir(repo);
+    let manifest = backup::verify(&dir, Some(&run_in))?;
+    let path = opts
+        .path
+        .as_deref()
+        .map(absolute)
+        .unwrap_or_else(|| manifest.path.clone());
+    if path.symlink_metadata().is_ok() {
+        return Err(Failure::refused(
+            format!("{} already exists", path.display()),
+            "  fix: move it away, or restore elsewhere with --path DIR",
+        )
+        .into());
+    }
+    if let Some(bundle) = &manifest.bundle {
+        let file = dir.join(bundle);
+        // `git bundle unbundle` — libgit2 cannot read bundles. It only adds objects; no ref moves.
+        gitcli::run(
+            &run_in,
+            &[
+                "bundle",
+                "unbundle",
+                file.to_str().context("a path that is not UTF-8")?,
+            ],
+            None,
+        )
+        .with_context(|| format!("reading commits from {}", file.display()))?;
+    }
+    let head = match &manifest.head {
+        Some(h) => Some(repo.git.find_commit(Oid::from_str(h)?).with_context(|| {
+            format!("commit {h} is neither in the repository nor in the backup's bundle")
+        })?),
+        None => None,
+    };
+    let Some(head) = head else {
+        bail!("the backup records no HEAD commit; there is nothing to check out");
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+
+    let branch = opts.branch.clone().or_else(|| manifest.branch.clone());
+    match &branch {
+        Some(name) => {
+            let reference = match repo.git.find_branch(name, BranchType::Local) {
+                Ok(existing) => {
+                    let at = existing.get().peel_to_commit()?.id();
+                    if at != head.id() {
+                        return Err(Failure::refused(
+                            format!(
+                                "branch {name} now points at {at}, the backup at {}",
+                                head.id()
+                            ),
+                            "  fix: restore onto a new branch with --branch NAME",
+                        )
+                        .into());
+                    }
+                    existing.into_reference()
+                }
+                Err(_) => repo.git.branch(name, &head, false)?.into_reference(),
+            };
+            let admin = free_admin_name(repo, &manifest);
+            repo.git
+                .worktree(
+                    &admin,
+                    &path,
+                    Some(WorktreeAddOptions::new().reference(Some(&reference))),
+                )
+                .with_context(|| format!("adding worktree {admin} at {}", path.display()))?;
+        }
+        None => {
+            // libgit2's worktree add always checks out a branch; only git can add a detached one.
+            let p = path.to_str().context("a path that is not UTF-8")?;
+            gitcli::run(
+                &run_in,
+                &["worktree", "add", "--detach", p, &head.id().to_string()],
+                None,
+            )?;
+        }
+    }
+
+    let path = path.canonicalize()?;
+    let (files_restored, staged_blobs) = backup::extract(&dir, &path)?;
+    for rel in &manifest.deleted {
+        let full = normalize(&path.join(rel));
+        if full.starts_with(&path) && full.symlink_metadata().is_ok() {
+            std::fs::remove_file(&full)
+                .with_context(|| format!("deleting {} as it was", full.display()))?;
+        }
+    }
+    let staged_restored = restage(&path, &manifest, &staged_blobs)?;
+    Ok(Restored {
+        backup: dir,
+        name: manifest.name.clone(),
+        path,
+        branch,
+        head: manifest.head.clone(),
+        files_restored,
+        staged_restored,
+        commits_restored: manifest.commits.len(),
+    })
+}
+
+fn free_admin_name(repo: &Repo, manifest: &Manifest) -> String {
+    let taken = |n: &str| repo.git.find_worktree(n).is_ok();
+    let mut name = manifest.name.clone();
+    let mut n = 2;
+    while taken(&name) {
+        name = format!("{}-{n}", manifest.name);
+        n += 1;
+    }
+    name
+}
+
+/// Put the staged versions back into the worktree's index.
+fn restage(
+    path: &Path,
+    manifest: &Manifest,
+    blobs: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<usize> {
+    if manifest.staged.is_empty() {
+        return Ok(0);
+    }
+    let wt_repo = open(path)?;
+    let mut index = wt_repo.index()?;
+    for entry in &manifest.staged {
+        match (&entry.sha256, blobs.get(&entry.path)) {
+            (None, _) => index.remove_path(Path::new(&entry.path))?,
+            (Some(_), Some(bytes)) => {
+                let zero = IndexTime::new(0, 0);
+                let index_entry = IndexEntry {
+                    ctime: zero,
+                    mtime: zero,
+                    dev: 0,
+                    ino: 0,
+                    mode: entry.mode,
+                    uid: 0,
+                    gid: 0,
+                    file_size: bytes.len() as u32,
+                    id: Oid::ZERO_SHA1,
+                    flags: entry.path.len().min(0xfff) as u16,
+                    flags_extended: 0,
+                    path: entry.path.as_bytes().to_vec(),
+                };
+                index.add_frombuffer(&index_entry, bytes)?;
+            }
+            (Some(_), None) => bail!("the backup lacks the staged version of {}", entry.path),
+        }
+    }
+    index.write()?;
+    Ok(manifest.staged.len())
+}
