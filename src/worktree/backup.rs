@@ -395,10 +395,10 @@ pub fn verify(dir: &Path, repo_dir: Option<&Path>) -> Result<Manifest> {
         gitcli::run(run_in, &["bundle", "verify", "--quiet", file_str], None)
             .with_context(|| format!("verifying {}", file.display()))?;
         let heads = gitcli::run(run_in, &["bundle", "list-heads", file_str], None)?;
-        if let Some(head) = &manifest.head {
-            if !heads.lines().any(|l| l.starts_with(head.as_str())) {
-                bail!("{}: does not hold HEAD {head}", file.display());
-            }
+        if let Some(head) = &manifest.head
+            && !heads.lines().any(|l| l.starts_with(head.as_str()))
+        {
+            bail!("{}: does not hold HEAD {head}", file.display());
         }
     }
     Ok(manifest)

@@ -218,15 +218,15 @@ pub fn default_branch(repo: &Repo) -> Option<(String, Oid)> {
             .and_then(|b| b.get().peel_to_commit().ok())
             .map(|c| (name.to_string(), c.id()))
     };
-    if let Ok(origin_head) = git.find_reference("refs/remotes/origin/HEAD") {
-        if let Ok(Some(target)) = origin_head.symbolic_target() {
-            let short = target.trim_start_matches("refs/remotes/origin/");
-            if let Some(found) = local(short) {
-                return Some(found);
-            }
-            if let Ok(commit) = origin_head.peel_to_commit() {
-                return Some((format!("origin/{short}"), commit.id()));
-            }
+    if let Ok(origin_head) = git.find_reference("refs/remotes/origin/HEAD")
+        && let Ok(Some(target)) = origin_head.symbolic_target()
+    {
+        let short = target.trim_start_matches("refs/remotes/origin/");
+        if let Some(found) = local(short) {
+            return Some(found);
+        }
+        if let Ok(commit) = origin_head.peel_to_commit() {
+            return Some((format!("origin/{short}"), commit.id()));
         }
     }
     let configured = git
@@ -274,17 +274,16 @@ fn describe(repo: &Repo, entry: Entry, default: Option<Oid>) -> Result<WorktreeI
     };
     let mut upstream = None;
     let (mut ahead, mut behind) = (None, None);
-    if let Some(branch) = &head.branch {
-        if let Ok(local) = repo.git.find_branch(branch, BranchType::Local) {
-            if let Ok(up) = local.upstream() {
-                upstream = up.name().ok().flatten().map(String::from);
-                if let (Some(ours), Some(theirs)) = (head.oid, up.get().target()) {
-                    if let Ok((a, b)) = repo.git.graph_ahead_behind(ours, theirs) {
-                        ahead = Some(a);
-                        behind = Some(b);
-                    }
-                }
-            }
+    if let Some(branch) = &head.branch
+        && let Ok(local) = repo.git.find_branch(branch, BranchType::Local)
+        && let Ok(up) = local.upstream()
+    {
+        upstream = up.name().ok().flatten().map(String::from);
+        if let (Some(ours), Some(theirs)) = (head.oid, up.get().target())
+            && let Ok((a, b)) = repo.git.graph_ahead_behind(ours, theirs)
+        {
+            ahead = Some(a);
+            behind = Some(b);
         }
     }
     let merged = match (head.oid, default) {

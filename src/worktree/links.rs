@@ -88,14 +88,16 @@ fn walk(
                     kind: LinkKind::Symlink,
                 });
             }
-        } else if meta.is_file() && meta.len() < WRAPPER_MAX_BYTES && name != ".git" {
-            if let Some(named) = wrapper_target(&path, target) {
-                found.push(Link {
-                    from: path.clone(),
-                    target: named,
-                    kind: LinkKind::Wrapper,
-                });
-            }
+        } else if meta.is_file()
+            && meta.len() < WRAPPER_MAX_BYTES
+            && name != ".git"
+            && let Some(named) = wrapper_target(&path, target)
+        {
+            found.push(Link {
+                from: path.clone(),
+                target: named,
+                kind: LinkKind::Wrapper,
+            });
         }
     }
 }

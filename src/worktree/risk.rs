@@ -271,10 +271,8 @@ pub fn unique_commits(
         };
         let counts = (name.starts_with("refs/heads/") && Some(name) != own.as_deref())
             || (name.starts_with("refs/remotes/") && !name.ends_with("/HEAD"));
-        if counts {
-            if let Ok(commit) = reference.peel_to_commit() {
-                tips.push(commit.id());
-            }
+        if counts && let Ok(commit) = reference.peel_to_commit() {
+            tips.push(commit.id());
         }
     }
     tips.sort();
