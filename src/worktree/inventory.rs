@@ -164,12 +164,22 @@ impl Head {
 }
 
 /// A worktree as git records it, before its files are looked at.
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub name: String,
     pub path: PathBuf,
     pub main: bool,
     pub lock: Option<Option<String>>,
     pub prunable: bool,
+}
+
+impl Entry {
+    /// The branch checked out there, without reading its files.
+    pub fn branch(&self) -> Option<String> {
+        Repository::open(&self.path)
+            .ok()
+            .and_then(|r| Head::read(&r).branch)
+    }
 }
 
 pub fn entries(repo: &Repo) -> Result<Vec<Entry>> {
@@ -261,7 +271,7 @@ impl Inventory {
     }
 }
 
-fn describe(repo: &Repo, entry: Entry, default: Option<Oid>) -> Result<WorktreeInfo> {
+pub fn describe(repo: &Repo, entry: Entry, default: Option<Oid>) -> Result<WorktreeInfo> {
     let opened = if entry.prunable || !entry.path.is_dir() {
         None
     } else {

@@ -93,34 +93,36 @@ impl Repo {
         Ok(dir)
     }
 
-    /// Find a worktree by admin name, branch, path, or the last component of its path.
+    /// Find a worktree by admin name, branch, path, or the last component of its path. Only the
+    /// match is described in full (its status is the expensive part).
     pub fn find(&self, spec: &str) -> Result<WorktreeInfo> {
-        let inventory = Inventory::read(self)?;
+        let all = inventory::entries(self)?;
         let as_path = absolute(Path::new(spec));
-        let matches: Vec<&WorktreeInfo> = inventory
-            .worktrees
+        let real = as_path.canonicalize().ok();
+        let matches: Vec<&inventory::Entry> = all
             .iter()
             .filter(|w| {
                 w.name == spec
-                    || w.branch.as_deref() == Some(spec)
                     || w.path == as_path
-                    || as_path.canonicalize().is_ok_and(|p| p == w.path)
+                    || real.as_ref() == Some(&w.path)
+                    || w.branch().as_deref() == Some(spec)
             })
             .collect();
         let matches = if matches.is_empty() {
-            inventory
-                .worktrees
-                .iter()
+            all.iter()
                 .filter(|w| w.path.file_name().is_some_and(|n| n == spec))
                 .collect()
         } else {
             matches
         };
         match matches.as_slice() {
-            [one] => Ok((*one).clone()),
+            [one] => inventory::describe(
+                self,
+                (*one).clone(),
+                inventory::default_branch(self).map(|d| d.1),
+            ),
             [] => {
-                let known: Vec<String> = inventory
-                    .worktrees
+                let known: Vec<String> = all
                     .iter()
                     .map(|w| format!("{} ({})", w.name, w.path.display()))
                     .collect();
