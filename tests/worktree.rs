@@ -930,3 +930,29 @@ fn the_callers_own_shell_inside_refuses() {
     assert!(stdout.contains("(sh)"), "{stdout}");
     assert_eq!(digest(&fx.wt), files_before);
 }
+
+#[test]
+fn a_wrapper_building_its_exec_path_in_a_variable_refuses() {
+    let fx = fixture();
+    write(
+        &fx.main.join("scripts/build"),
+        "#!/bin/sh\nset -e\nself_dir=${0%/*}\ntarget=\"$self_dir/../../wt/bin/run.sh\"\nexec \"$target\" \"$@\"\n",
+    );
+    // A script that merely runs something else is not a wrapper into the worktree.
+    write(
+        &fx.main.join("scripts/other"),
+        "#!/bin/sh\nexec ls \"$(dirname \"$0\")/..\"\n",
+    );
+    let report = assert_refused(&fx, &[], "links-into");
+    let links = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "links-into")
+        .unwrap()["items"]
+        .to_string();
+    assert!(
+        links.contains("scripts/build") && !links.contains("scripts/other"),
+        "{links}"
+    );
+}

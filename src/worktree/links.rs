@@ -110,7 +110,7 @@ fn leads_into(path: &Path, target: &Path) -> bool {
             .is_ok_and(|real| real.starts_with(target))
 }
 
-/// The path a small script `exec`s (or, in a marked dedupe wrapper, names anywhere) when it
+/// A path named by a small wrapper script (one that `exec`s, or carries the dedupe marker) that
 /// resolves into `target`. Shell expressions in front of a path (`$(dirname "$0")/`,
 /// `${0%/*}/`, `$here/`) stand for the script's own directory, which is how wrappers find
 /// their canonical script.
@@ -120,13 +120,19 @@ fn wrapper_target(file: &Path, target: &Path) -> Option<String> {
         return None;
     }
     let text = String::from_utf8_lossy(&bytes);
-    let marked = text.contains(DEDUPE_MARKER);
+    let code = || {
+        text.lines()
+            .map(str::trim_start)
+            .filter(|line| !line.starts_with('#'))
+    };
+    let is_wrapper = text.contains(DEDUPE_MARKER)
+        || code().any(|line| line.split_whitespace().any(|word| word == "exec"));
+    if !is_wrapper {
+        return None;
+    }
     let base = file.parent()?;
-    text.lines()
-        .filter(|line| {
-            let code = line.trim_start();
-            !code.starts_with('#') && (marked || code.split_whitespace().any(|word| word == "exec"))
-        })
+    // Every line counts, not only the `exec` one: wrappers often build the path in a variable.
+    code()
         .flat_map(path_words)
         .find(|(word, relative)| {
             let candidate = if *relative || !word.starts_with('/') {
