@@ -956,3 +956,15 @@ fn a_wrapper_building_its_exec_path_in_a_variable_refuses() {
         "{links}"
     );
 }
+
+#[test]
+fn a_beamops_dedupe_wrapper_as_dedupe_writes_it_refuses() {
+    let fx = fixture();
+    // The exact shape `beamops dedupe --apply` writes (a quoted path after the script's dir).
+    write(
+        &fx.main.join("bin/run.sh"),
+        "#!/bin/sh\n# beamops-dedupe-wrapper: consolidated into ../../wt/bin/run.sh; `beamops dedupe --undo .beamops/dedupe/x.json` restores the original.\nexec \"$(dirname -- \"$0\")\"/'../../wt/bin/run.sh' \"$@\"\n",
+    );
+    let report = assert_refused(&fx, &[], "links-into");
+    assert!(report.to_string().contains("bin/run.sh"));
+}

@@ -7,10 +7,11 @@ use serde::Serialize;
 
 use super::{allow_listed, normalize};
 
-/// Wrappers smaller than this are read; real programs are larger and never `exec` a sibling.
+/// Wrappers are a few lines; reading only files this small keeps the scan cheap.
 const WRAPPER_MAX_BYTES: u64 = 4096;
-/// The comment `beamops dedupe` writes into each wrapper it makes.
-pub const DEDUPE_MARKER: &str = "# beamops dedupe wrapper";
+/// Comments `beamops dedupe` writes into each wrapper it makes (the agreed one, and the one its
+/// implementation writes).
+pub const DEDUPE_MARKERS: [&str; 2] = ["beamops dedupe wrapper", "beamops-dedupe-wrapper"];
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Link {
@@ -125,7 +126,7 @@ fn wrapper_target(file: &Path, target: &Path) -> Option<String> {
             .map(str::trim_start)
             .filter(|line| !line.starts_with('#'))
     };
-    let is_wrapper = text.contains(DEDUPE_MARKER)
+    let is_wrapper = DEDUPE_MARKERS.iter().any(|m| text.contains(m))
         || code().any(|line| line.split_whitespace().any(|word| word == "exec"));
     if !is_wrapper {
         return None;
