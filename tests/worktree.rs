@@ -484,9 +484,9 @@ fn a_locked_worktree_refuses_even_with_backup() {
     );
 }
 
-#[test]
-fn a_submodule_with_changes_refuses() {
-    let fx = fixture();
+/// A worktree with a submodule initialized from a sibling repository; its commit is also on a
+/// remote-tracking ref, so only the submodule is at risk.
+fn with_submodule(fx: &Fixture) {
     let sub = fx.main.parent().unwrap().join("sub-origin");
     std::fs::create_dir(&sub).unwrap();
     git(&sub, &["init", "-q", "-b", "main"]);
@@ -506,16 +506,36 @@ fn a_submodule_with_changes_refuses() {
         ],
     );
     git(&fx.wt, &["commit", "-q", "-m", "add submodule"]);
-    // The commit exists on a remote-tracking ref, so only the submodule itself is at risk.
     let head = git(&fx.wt, &["rev-parse", "HEAD"]);
     git(
         &fx.main,
         &["update-ref", "refs/remotes/origin/feature", head.trim()],
     );
+}
+
+#[test]
+fn a_submodule_with_changes_refuses() {
+    let fx = fixture();
+    with_submodule(&fx);
     write(
         &fx.wt.join("vendor/sub/lib.txt"),
         "changed inside the submodule\n",
     );
+    let report = assert_refused(&fx, &["--backup"], "submodules");
+    assert!(
+        report.to_string().contains("vendor/sub: modified files"),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn a_clean_initialized_submodule_refuses_before_git_would() {
+    let fx = fixture();
+    with_submodule(&fx);
+    untracked(&fx);
+    // Without this check the backup would be taken and git would refuse afterwards.
+    assert_refused(&fx, &["--backup"], "submodules");
+    git(&fx.wt, &["submodule", "deinit", "-q", "vendor/sub"]);
     assert_refused(&fx, &["--backup"], "submodules");
 }
 

@@ -162,7 +162,7 @@ pub fn create(repo: &Repo, wt: &WorktreeInfo, assessment: &Assessment) -> Result
         n += 1;
     }
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    match write(repo, wt, assessment, &dir).and_then(|manifest| {
+    match write(wt, assessment, &dir).and_then(|manifest| {
         verify(&dir, Some(&repo_dir(repo)))?;
         Ok(manifest)
     }) {
@@ -184,7 +184,7 @@ pub fn repo_dir(repo: &Repo) -> PathBuf {
         .unwrap_or_else(|| repo.git.path().to_path_buf())
 }
 
-fn write(repo: &Repo, wt: &WorktreeInfo, assessment: &Assessment, dir: &Path) -> Result<Manifest> {
+fn write(wt: &WorktreeInfo, assessment: &Assessment, dir: &Path) -> Result<Manifest> {
     let wt_repo = open(&wt.path)?;
     let archive = dir.join(ARCHIVE);
     let mut builder = tar::Builder::new(BufWriter::new(
@@ -229,7 +229,6 @@ fn write(repo: &Repo, wt: &WorktreeInfo, assessment: &Assessment, dir: &Path) ->
             .map(|o| o.to_string())
             .collect(),
     };
-    let _ = repo;
     fsutil::atomic_write(
         &dir.join(MANIFEST),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),

@@ -49,6 +49,8 @@ pub fn remove(repo: &Repo, wt: &WorktreeInfo, opts: RemoveOptions) -> Result<Rem
             wt.path.display()
         );
     }
+    // Removal and backups need git; find out before anything is touched.
+    gitcli::git()?;
     let state_dir = repo.state_dir()?;
     let assessment = risk::assess(repo, wt, opts.delete_branch)?;
     let blocking: Vec<CheckId> = assessment
@@ -82,8 +84,14 @@ pub fn remove(repo: &Repo, wt: &WorktreeInfo, opts: RemoveOptions) -> Result<Rem
         ));
         removal.backup = Some(dir);
     }
-    let result = clear_backed_up(wt, &assessment, removal.backup.as_deref())
-        .and_then(|()| git_remove(repo, wt))
+    let backup_dir = removal.backup.clone();
+    let result = clear_backed_up(wt, &assessment, backup_dir.as_deref())
+        .and_then(|cleared| {
+            git_remove(repo, wt).map_err(|err| match (&backup_dir, cleared) {
+                (Some(dir), true) => put_back(err, dir, wt),
+                _ => err,
+            })
+        })
         .and_then(|()| delete_branch(repo, wt, opts.delete_branch));
     match result {
         Ok(deleted) => {
@@ -99,6 +107,18 @@ pub fn remove(repo: &Repo, wt: &WorktreeInfo, opts: RemoveOptions) -> Result<Rem
                 None => Err(err),
             }
         }
+    }
+}
+
+/// git refused after we cleared the saved files: put them back, so the worktree is as it was
+/// and not merely recoverable.
+fn put_back(err: anyhow::Error, dir: &Path, wt: &WorktreeInfo) -> anyhow::Error {
+    match backup::read_manifest(dir).and_then(|m| super::restore::put_back(dir, &m, &wt.path)) {
+        Ok(_) => err.context("the backed-up files were put back in the worktree"),
+        Err(failed) => err.context(format!(
+            "putting the backed-up files back failed too ({failed:#}); `beamops worktree restore {} --path <new dir>` recovers them",
+            dir.display()
+        )),
     }
 }
 
@@ -131,16 +151,17 @@ fn shown<'a>(repo: &Repo, path: &'a Path) -> &'a Path {
 
 /// After a verified backup, put the worktree back to a clean checkout of HEAD so that plain
 /// `git worktree remove` accepts it. Refuses when anything changed since the backup was taken.
+/// Returns whether anything was cleared.
 fn clear_backed_up(
     wt: &WorktreeInfo,
     assessment: &Assessment,
     backup: Option<&Path>,
-) -> Result<()> {
+) -> Result<bool> {
     if assessment
         .failing()
         .all(|c| c.check == CheckId::UniqueCommits)
     {
-        return Ok(());
+        return Ok(false);
     }
     let Some(dir) = backup else {
         bail!("internal: files at risk without a backup");
@@ -202,7 +223,7 @@ fn clear_backed_up(
         }
         .with_context(|| format!("deleting the backed-up {}", full.display()))?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// `git worktree remove` without `--force`: libgit2 can only prune, which deletes the directory

@@ -133,15 +133,7 @@ pub fn restore(repo: &Repo, spec: &Path, opts: &RestoreOptions) -> Result<Restor
     }
 
     let path = path.canonicalize()?;
-    let (files_restored, staged_blobs) = backup::extract(&dir, &path)?;
-    for rel in &manifest.deleted {
-        let full = normalize(&path.join(rel));
-        if full.starts_with(&path) && full.symlink_metadata().is_ok() {
-            std::fs::remove_file(&full)
-                .with_context(|| format!("deleting {} as it was", full.display()))?;
-        }
-    }
-    let staged_restored = restage(&path, &manifest, &staged_blobs)?;
+    let (files_restored, staged_restored) = put_back(&dir, &manifest, &path)?;
     Ok(Restored {
         backup: dir,
         name: manifest.name.clone(),
@@ -152,6 +144,21 @@ pub fn restore(repo: &Repo, spec: &Path, opts: &RestoreOptions) -> Result<Restor
         staged_restored,
         commits_restored: manifest.commits.len(),
     })
+}
+
+/// Over a checkout of the backup's HEAD at `path`: the saved files, the deletions and the staged
+/// entries. Returns how many files and staged entries came back.
+pub fn put_back(dir: &Path, manifest: &Manifest, path: &Path) -> Result<(usize, usize)> {
+    let (files_restored, staged_blobs) = backup::extract(dir, path)?;
+    for rel in &manifest.deleted {
+        let full = normalize(&path.join(rel));
+        if full.starts_with(path) && full.symlink_metadata().is_ok() {
+            std::fs::remove_file(&full)
+                .with_context(|| format!("deleting {} as it was", full.display()))?;
+        }
+    }
+    let staged_restored = restage(path, manifest, &staged_blobs)?;
+    Ok((files_restored, staged_restored))
 }
 
 fn free_admin_name(repo: &Repo, manifest: &Manifest) -> String {

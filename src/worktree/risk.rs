@@ -40,7 +40,7 @@ impl CheckId {
             CheckId::Untracked => "untracked files",
             CheckId::Ignored => "ignored files that are not build output (would be deleted)",
             CheckId::UniqueCommits => "commits on no other branch or remote-tracking ref",
-            CheckId::Submodules => "submodules with changes",
+            CheckId::Submodules => "submodules with changes, or initialized",
             CheckId::Processes => "processes working inside it",
             CheckId::LinksInto => "symlinks or wrappers elsewhere that point into it",
             CheckId::BranchMerged => "branch not fully merged (--delete-branch)",
@@ -72,7 +72,7 @@ impl CheckId {
             }
             CheckId::UniqueCommits => "push or merge the branch, or pass --backup",
             CheckId::Submodules => {
-                "commit and push inside the submodule; --backup does not cover submodules"
+                "commit and push inside each submodule; git then still refuses to remove a worktree that had submodules without --force, which beamops never uses: check, then run `git worktree remove --force` yourself. --backup does not cover submodules"
             }
             CheckId::Processes => "leave the directory (cd elsewhere) or stop those processes",
             CheckId::LinksInto => {
@@ -187,7 +187,7 @@ pub fn assess(repo: &Repo, wt: &WorktreeInfo, delete_branch: bool) -> Result<Ass
             .map(|oid| describe_commit(&repo.git, *oid))
             .collect(),
     );
-    push(CheckId::Submodules, dirty_submodules(&wt_repo));
+    push(CheckId::Submodules, submodules_at_risk(&wt_repo, &wt.path));
     push(
         CheckId::Processes,
         processes::inside(&wt.path)
@@ -295,29 +295,55 @@ fn describe_commit(git: &Repository, oid: Oid) -> String {
     format!("{} {summary}", &oid.to_string()[..12])
 }
 
-fn dirty_submodules(repo: &Repository) -> Vec<String> {
-    let Ok(submodules) = repo.submodules() else {
-        return Vec::new();
+/// Submodules with changes, and initialized ones: `git worktree remove` refuses those by itself,
+/// so they are reported here instead of after a backup.
+fn submodules_at_risk(repo: &Repository, root: &Path) -> Vec<String> {
+    let mut found: Vec<String> = match repo.submodules() {
+        Ok(submodules) => submodules
+            .iter()
+            .filter_map(|sm| {
+                let status = repo
+                    .submodule_status(sm.name().ok()?, SubmoduleIgnore::None)
+                    .ok()?;
+                let mut why = Vec::new();
+                if status.intersects(
+                    SubmoduleStatus::WD_WD_MODIFIED | SubmoduleStatus::WD_INDEX_MODIFIED,
+                ) {
+                    why.push("modified files");
+                }
+                if status.contains(SubmoduleStatus::WD_UNTRACKED) {
+                    why.push("untracked files");
+                }
+                if status.intersects(SubmoduleStatus::WD_MODIFIED | SubmoduleStatus::INDEX_MODIFIED)
+                {
+                    why.push("another commit checked out");
+                }
+                if status.intersects(
+                    SubmoduleStatus::WD_ADDED
+                        | SubmoduleStatus::WD_DELETED
+                        | SubmoduleStatus::INDEX_ADDED
+                        | SubmoduleStatus::INDEX_DELETED,
+                ) {
+                    why.push("added or deleted");
+                }
+                if why.is_empty() && root.join(sm.path()).join(".git").exists() {
+                    why.push("initialized (git removes no worktree containing submodules)");
+                }
+                (!why.is_empty()).then(|| format!("{}: {}", sm.path().display(), why.join(", ")))
+            })
+            .collect(),
+        Err(_) => Vec::new(),
     };
-    let dirty = SubmoduleStatus::WD_MODIFIED
-        | SubmoduleStatus::WD_INDEX_MODIFIED
-        | SubmoduleStatus::WD_WD_MODIFIED
-        | SubmoduleStatus::WD_UNTRACKED
-        | SubmoduleStatus::WD_ADDED
-        | SubmoduleStatus::WD_DELETED
-        | SubmoduleStatus::INDEX_MODIFIED
-        | SubmoduleStatus::INDEX_ADDED
-        | SubmoduleStatus::INDEX_DELETED;
-    submodules
-        .iter()
-        .filter_map(|sm| {
-            let name = sm.name().ok()?;
-            let status = repo.submodule_status(name, SubmoduleIgnore::None).ok()?;
-            status
-                .intersects(dirty)
-                .then(|| format!("{} ({status:?})", sm.path().display()))
-        })
-        .collect()
+    // git keeps a linked worktree's submodule repositories here, and refuses removal while it
+    // exists, even after `git submodule deinit`.
+    let modules = repo.path().join("modules");
+    if found.is_empty() && modules.is_dir() {
+        found.push(format!(
+            "{}: submodule repositories (may hold unpushed submodule commits)",
+            modules.display()
+        ));
+    }
+    found
 }
 
 /// Like `git branch -d`: the branch must be contained in the default branch or its upstream.
