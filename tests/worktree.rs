@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command as Process;
+use std::process::{Command as Process, Stdio};
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -30,6 +30,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_NAME", "Test")
         .env("GIT_COMMITTER_EMAIL", "test@example.com")
         .env("GIT_EDITOR", "true")
+        .stdin(Stdio::piped())
         .output()
         .expect("git runs");
     assert!(
@@ -52,6 +53,7 @@ fn git_may_fail(dir: &Path, args: &[&str]) {
         .env("GIT_COMMITTER_NAME", "Test")
         .env("GIT_COMMITTER_EMAIL", "test@example.com")
         .env("GIT_EDITOR", "true")
+        .stdin(Stdio::piped())
         .output()
         .expect("git runs");
 }
@@ -246,7 +248,23 @@ fn assert_backup_restores(fx: &Fixture) {
         git(&fx.main, &["branch", "-D", before.branch.trim()]);
     }
     git(&fx.main, &["reflog", "expire", "--expire=now", "--all"]);
-    git(&fx.main, &["gc", "-q", "--prune=now"]);
+    // `prune` rather than `gc`: the objects are loose here, and it runs no child git.
+    git(&fx.main, &["prune", "--expire=now"]);
+    let head = before.head.trim();
+    let still_there = Process::new("git")
+        .arg("-C")
+        .arg(&fx.main)
+        .args(["cat-file", "-e", head])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap()
+        .status
+        .success();
+    let on_main = git(&fx.main, &["rev-parse", "main"]).trim() == head;
+    assert!(
+        on_main || !still_there,
+        "HEAD {head} survived; the restore would not prove the bundle works"
+    );
 
     let out = beamops(&fx.main)
         .args(["worktree", "restore", "--format", "json"])
