@@ -77,7 +77,13 @@ pub fn remove(repo: &Repo, wt: &WorktreeInfo, opts: RemoveOptions) -> Result<Rem
     }
 
     if opts.backup {
-        let dir = backup::create(repo, wt, &assessment)?;
+        let dir = match backup::create(repo, wt, &assessment) {
+            Ok(dir) => dir,
+            Err(err) => {
+                record(&state_dir, &removal, "failed")?;
+                return Err(err);
+            }
+        };
         removal.restore_command = Some(format!(
             "beamops worktree restore {}",
             shown(repo, &dir).display()
