@@ -203,7 +203,11 @@ pub fn entries(repo: &Repo) -> Result<Vec<Entry>> {
             .find_worktree(name)
             .with_context(|| format!("reading worktree {name}"))?;
         let lock = match wt.is_locked() {
-            Ok(WorktreeLockStatus::Locked(reason)) => Some(reason),
+            Ok(WorktreeLockStatus::Locked(reason)) => Some(
+                reason
+                    .map(|r| r.trim().to_string())
+                    .filter(|r| !r.is_empty()),
+            ),
             _ => None,
         };
         let path = canonical(wt.path());
