@@ -18,7 +18,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "BEAMOPS_PROJECT", value_name = "DIR")]
     pub project: Option<PathBuf>,
     /// The environment to act on (default: default_environment, else `local`).
-    #[arg(long = "env", short = 'e', global = true, env = "BEAMOPS_ENV", value_name = "ENV")]
+    #[arg(
+        long = "env",
+        short = 'e',
+        global = true,
+        env = "BEAMOPS_ENV",
+        value_name = "ENV"
+    )]
     pub environment: Option<String>,
     /// Output format; `json` is stable and documented in docs/json.md.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text, env = "BEAMOPS_FORMAT")]
@@ -57,6 +63,9 @@ pub enum Command {
     Doctor,
     /// Print the project root, state dir, environment and external tools.
     Env(EnvArgs),
+    /// Base images (Elixir builder, runtime, PostgreSQL): build them from Debian when no registry has them.
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -103,4 +112,15 @@ pub struct EnvArgs {
     /// Print `export NAME=value` lines for a shell.
     #[arg(long)]
     pub shell: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Make sure every base image the project names is on the Engine; build absent ones from
+    /// Debian's packages (debootstrap + apt) with the versions their tags name, or refuse.
+    Bootstrap {
+        /// Build every image again, even tags that exist.
+        #[arg(long)]
+        rebuild: bool,
+    },
 }

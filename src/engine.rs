@@ -64,9 +64,10 @@ impl ChapterPlan {
     pub fn satisfied(&self) -> bool {
         self.implemented
             && !self.has_changes()
-            && self.actions.iter().all(|a| {
-                matches!(a.status, ActionStatus::Satisfied | ActionStatus::Skipped)
-            })
+            && self
+                .actions
+                .iter()
+                .all(|a| matches!(a.status, ActionStatus::Satisfied | ActionStatus::Skipped))
     }
 
     /// The plan's own exit code: failed and blocked outrank pending.
@@ -105,21 +106,25 @@ pub struct UpOptions {
 
 impl<'a> Engine<'a> {
     pub fn new(project: &'a Project, env_name: &str, ui: &'a Ui) -> Result<Self> {
-        let env = project.config.environment(env_name).cloned().ok_or_else(|| {
-            let names: Vec<&str> = project
-                .config
-                .environments
-                .keys()
-                .map(String::as_str)
-                .collect();
-            let hint = crate::config::nearest_word(env_name, &names)
-                .map(|n| format!("; did you mean `{n}`?"))
-                .unwrap_or_default();
-            anyhow::anyhow!(
-                "no environment `{env_name}` in beamops.yaml{hint}\n  fix: use one of: {}",
-                names.join(", ")
-            )
-        })?;
+        let env = project
+            .config
+            .environment(env_name)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = project
+                    .config
+                    .environments
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                let hint = crate::config::nearest_word(env_name, &names)
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                anyhow::anyhow!(
+                    "no environment `{env_name}` in beamops.yaml{hint}\n  fix: use one of: {}",
+                    names.join(", ")
+                )
+            })?;
         Ok(Engine {
             project,
             env_name: env_name.to_string(),
@@ -168,7 +173,10 @@ impl<'a> Engine<'a> {
         } else if !action.providers().contains(&self.env.provider) {
             (
                 ActionStatus::Skipped,
-                format!("not applicable to {} ({})", self.env_name, self.env.provider),
+                format!(
+                    "not applicable to {} ({})",
+                    self.env_name, self.env.provider
+                ),
             )
         } else {
             let previous = state
@@ -218,11 +226,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Plans for `targets` and, first, for the chapters they need that are not yet satisfied.
-    pub fn plan(
-        &self,
-        targets: &[&'static Manifest],
-        with_deps: bool,
-    ) -> Result<Vec<ChapterPlan>> {
+    pub fn plan(&self, targets: &[&'static Manifest], with_deps: bool) -> Result<Vec<ChapterPlan>> {
         let lock = LockFile::read(&self.project.root)?;
         let state = State::read(&self.project.state_dir())?;
         let ordered = if with_deps {
@@ -240,7 +244,10 @@ impl<'a> Engine<'a> {
                 }
                 plan.needed_by = targets
                     .iter()
-                    .find(|t| chapter::with_dependencies(&[t]).is_ok_and(|d| d.iter().any(|c| c.id == chapter.id)))
+                    .find(|t| {
+                        chapter::with_dependencies(&[t])
+                            .is_ok_and(|d| d.iter().any(|c| c.id == chapter.id))
+                    })
                     .map(|t| t.label());
             }
             plans.push(plan);
@@ -329,9 +336,10 @@ impl<'a> Engine<'a> {
                 lock.write_if_changed(&self.project.root)?;
             }
             let rendered = self.render(chapter)?;
-            let bar = self
-                .ui
-                .progress(chapter.actions.len() as u64, format!("{} {}", plan.label, plan.title));
+            let bar = self.ui.progress(
+                chapter.actions.len() as u64,
+                format!("{} {}", plan.label, plan.title),
+            );
             plan.actions = Vec::new();
             for action in Self::actions(chapter) {
                 bar.set_message(format!("{}: {}", plan.label, action.describe()));
@@ -357,34 +365,39 @@ impl<'a> Engine<'a> {
     ) -> Result<ActionPlan> {
         let key = chapter.key();
         let mut step = self.check_action(action, rendered, state, chapter);
-        let record = |state: &mut State, outcome: Outcome, applied: Option<&crate::action::Applied>| {
-            let actions = &mut state.chapter_mut(&self.env_name, &key).actions;
-            let same = actions.get(&step.id).is_some_and(|r| {
-                r.outcome == outcome && applied.is_none()
-            });
-            if !same {
-                actions.insert(
-                    step.id.clone(),
-                    ActionRecord {
-                        outcome,
-                        inputs_digest: applied.and_then(|a| a.inputs_digest.clone()),
-                        data: applied.map(|a| a.data.clone()).unwrap_or_default(),
-                        at: state::now_rfc3339(),
-                    },
-                );
-            }
-        };
+        let record =
+            |state: &mut State, outcome: Outcome, applied: Option<&crate::action::Applied>| {
+                let actions = &mut state.chapter_mut(&self.env_name, &key).actions;
+                let same = actions
+                    .get(&step.id)
+                    .is_some_and(|r| r.outcome == outcome && applied.is_none());
+                if !same {
+                    actions.insert(
+                        step.id.clone(),
+                        ActionRecord {
+                            outcome,
+                            inputs_digest: applied.and_then(|a| a.inputs_digest.clone()),
+                            data: applied.map(|a| a.data.clone()).unwrap_or_default(),
+                            at: state::now_rfc3339(),
+                        },
+                    );
+                }
+            };
         match step.status {
             ActionStatus::Satisfied => {
                 // Keep what an earlier apply recorded (an image id…); only a new outcome is news.
                 let actions = &mut state.chapter_mut(&self.env_name, &key).actions;
-                if !actions.get(&step.id).is_some_and(|r| {
-                    matches!(r.outcome, Outcome::Applied | Outcome::Satisfied)
-                }) {
+                if !actions
+                    .get(&step.id)
+                    .is_some_and(|r| matches!(r.outcome, Outcome::Applied | Outcome::Satisfied))
+                {
                     record(state, Outcome::Satisfied, None);
                 }
             }
-            ActionStatus::Skipped | ActionStatus::NotImplemented | ActionStatus::Applied | ActionStatus::Undone => {}
+            ActionStatus::Skipped
+            | ActionStatus::NotImplemented
+            | ActionStatus::Applied
+            | ActionStatus::Undone => {}
             ActionStatus::Blocked => {
                 record(state, Outcome::Blocked, None);
                 return Err(Failure::Blocked(format!("{}: {}", step.id, step.detail)).into());
@@ -394,7 +407,8 @@ impl<'a> Engine<'a> {
                 anyhow::bail!("{} {}: {}", chapter.label(), step.id, step.detail);
             }
             ActionStatus::Pending => {
-                self.ui.detail(format!("applying {}: {}", step.id, step.detail));
+                self.ui
+                    .detail(format!("applying {}: {}", step.id, step.detail));
                 let previous = state
                     .chapter(&self.env_name, &key)
                     .and_then(|c| c.actions.get(&step.id))
@@ -425,7 +439,12 @@ impl<'a> Engine<'a> {
         Ok(step)
     }
 
-    pub fn down(&self, chapter: &'static Manifest, purge: bool, lock_wait: Duration) -> Result<ChapterPlan> {
+    pub fn down(
+        &self,
+        chapter: &'static Manifest,
+        purge: bool,
+        lock_wait: Duration,
+    ) -> Result<ChapterPlan> {
         if !chapter.implemented {
             return Err(Failure::NotImplemented(chapter.label()).into());
         }
@@ -447,15 +466,18 @@ impl<'a> Engine<'a> {
             let cx = self.context(&rendered, previous.as_ref(), purge);
             let (status, detail) = match action.undo(&cx)? {
                 Some(summary) => {
-                    state.chapter_mut(&self.env_name, &chapter.key()).actions.insert(
-                        id.clone(),
-                        ActionRecord {
-                            outcome: Outcome::Undone,
-                            inputs_digest: None,
-                            data: serde_json::Value::Null,
-                            at: state::now_rfc3339(),
-                        },
-                    );
+                    state
+                        .chapter_mut(&self.env_name, &chapter.key())
+                        .actions
+                        .insert(
+                            id.clone(),
+                            ActionRecord {
+                                outcome: Outcome::Undone,
+                                inputs_digest: None,
+                                data: serde_json::Value::Null,
+                                at: state::now_rfc3339(),
+                            },
+                        );
                     state.write(&state_dir)?;
                     (ActionStatus::Undone, summary)
                 }
@@ -540,7 +562,9 @@ impl<'a> Engine<'a> {
                         continue;
                     }
                     let plan = self.check_action(action.as_ref(), &rendered, &state, chapter);
-                    if plan.status != ActionStatus::Satisfied && plan.status != ActionStatus::Skipped {
+                    if plan.status != ActionStatus::Satisfied
+                        && plan.status != ActionStatus::Skipped
+                    {
                         drift.push(Drift {
                             chapter: key.clone(),
                             subject: plan.id,

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// Temp files carry this marker so a later run can sweep what a killed run left behind.
 pub const TEMP_MARKER: &str = ".beamops-tmp";

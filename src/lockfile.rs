@@ -69,7 +69,10 @@ impl LockFile {
         Ok(true)
     }
 
-    pub fn chapter_files<'a>(&'a self, chapter: &'a str) -> impl Iterator<Item = (&'a String, &'a LockedFile)> {
+    pub fn chapter_files<'a>(
+        &'a self,
+        chapter: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a LockedFile)> {
         self.files.iter().filter(move |(_, f)| f.chapter == chapter)
     }
 }

@@ -23,4 +23,3 @@ fn main() {
     };
     std::process::exit(code.code());
 }
-

@@ -127,7 +127,11 @@ pub fn plan_files(
                     }
                     let block = String::from_utf8_lossy(&r.content);
                     // A new file needs no blank line separating the block from what came before.
-                    new.push_str(if new.is_empty() { block.trim_start() } else { &block });
+                    new.push_str(if new.is_empty() {
+                        block.trim_start()
+                    } else {
+                        &block
+                    });
                     plan.status = if current.is_some() {
                         FileStatus::Update
                     } else {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::config::{self, Config, CONFIG_FILE};
+use crate::config::{self, CONFIG_FILE, Config};
 
 /// Where beamops keeps runtime state; git-ignored.
 pub const STATE_DIR: &str = ".beamops";

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use include_dir::{include_dir, Dir};
+use include_dir::{Dir, include_dir};
 use serde_json::json;
 
 use crate::chapter::{FileSpec, Manifest};
@@ -106,8 +106,7 @@ fn mix_has_deps(root: &Path) -> bool {
     };
     let body = &mix[start..];
     let body = &body[..body.find("\n  end").unwrap_or(body.len())];
-    body.lines()
-        .any(|l| l.trim_start().starts_with("{:"))
+    body.lines().any(|l| l.trim_start().starts_with("{:"))
 }
 
 pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Rendered>> {

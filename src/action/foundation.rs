@@ -23,9 +23,7 @@ impl Action for GitRepository {
             Ok(repo) => Check::Satisfied(format!(
                 "repository at {}",
                 repo.workdir()
-                    .map(|w| {
-                        pathdiff(&cx.project.root, w)
-                    })
+                    .map(|w| { pathdiff(&cx.project.root, w) })
                     .unwrap_or_else(|| "(bare)".into())
             )),
             Err(_) => Check::Failed(

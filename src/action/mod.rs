@@ -24,7 +24,9 @@ pub enum ActionSpec {
     MixProject,
     VersionsAgree,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
-    Planned { does: String },
+    Planned {
+        does: String,
+    },
 }
 
 impl ActionSpec {

@@ -10,7 +10,7 @@ pub use name::resolve;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use include_dir::{include_dir, Dir};
+use include_dir::{Dir, include_dir};
 
 static CHAPTER_DIR: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/chapters");
 
@@ -57,11 +57,16 @@ pub fn with_dependencies(targets: &[&'static Manifest]) -> Result<Vec<&'static M
             return Ok(());
         }
         if path.contains(&chapter.key()) {
-            anyhow::bail!("chapter dependency cycle: {} → {}", path.join(" → "), chapter.key());
+            anyhow::bail!(
+                "chapter dependency cycle: {} → {}",
+                path.join(" → "),
+                chapter.key()
+            );
         }
         path.push(chapter.key());
         for need in &chapter.needs {
-            let dep = resolve(need).with_context(|| format!("chapter {} needs {need}", chapter.key()))?;
+            let dep =
+                resolve(need).with_context(|| format!("chapter {} needs {need}", chapter.key()))?;
             visit(dep, path, out)?;
         }
         path.pop();

@@ -1,6 +1,6 @@
 use anyhow::Result;
 
-use super::{all, Manifest};
+use super::{Manifest, all};
 
 /// Accepts `chapter-08`, `08`, `8`, `swarm`, `08-swarm` and `chapter-08-swarm`.
 pub fn resolve(name: &str) -> Result<&'static Manifest> {
@@ -41,7 +41,15 @@ mod tests {
 
     #[test]
     fn every_spelling_resolves() {
-        for n in ["chapter-08", "08", "8", "swarm", "08-swarm", "chapter-08-swarm", "Chapter-08"] {
+        for n in [
+            "chapter-08",
+            "08",
+            "8",
+            "swarm",
+            "08-swarm",
+            "chapter-08-swarm",
+            "Chapter-08",
+        ] {
             assert_eq!(resolve(n).unwrap().key(), "08-swarm", "{n}");
         }
     }

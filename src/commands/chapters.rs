@@ -3,7 +3,7 @@ use serde::Serialize;
 
 use crate::chapter;
 use crate::exit::Exit;
-use crate::output::{emit, Paint, Report, Ui};
+use crate::output::{Paint, Report, Ui, emit};
 
 #[derive(Serialize)]
 pub struct ChapterEntry {

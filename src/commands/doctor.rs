@@ -3,7 +3,7 @@ use serde::Serialize;
 
 use super::Global;
 use crate::exit::Exit;
-use crate::output::{emit, Paint, Report, Ui};
+use crate::output::{Paint, Report, Ui, emit};
 use crate::tools;
 
 #[derive(Serialize)]

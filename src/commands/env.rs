@@ -3,7 +3,7 @@ use serde::Serialize;
 
 use super::Global;
 use crate::exit::Exit;
-use crate::output::{emit, Format, Paint, Report, Ui};
+use crate::output::{Format, Paint, Report, Ui, emit};
 use crate::tools::{self, Tool};
 
 #[derive(Serialize)]
@@ -55,9 +55,7 @@ impl Report for EnvReport {
                         Paint::dim(p)
                     )
                 }
-                (None, _) => {
-                    out += &format!("  {:<10} {}\n", t.name, Paint::warn("not found"))
-                }
+                (None, _) => out += &format!("  {:<10} {}\n", t.name, Paint::warn("not found")),
             }
         }
         out
@@ -69,12 +67,20 @@ pub fn run(global: &Global, ui: &Ui, shell: bool) -> Result<Exit> {
     let engine = global.engine(&project, ui)?;
     let report = EnvReport {
         root: project.root.display().to_string(),
-        config: project.root.join(crate::config::CONFIG_FILE).display().to_string(),
+        config: project
+            .root
+            .join(crate::config::CONFIG_FILE)
+            .display()
+            .to_string(),
         state_dir: project.state_dir().display().to_string(),
         environment: engine.env_name.clone(),
         provider: engine.env.provider.to_string(),
         docker_host: engine.env.docker_host.clone(),
-        tools: if shell { Vec::new() } else { tools::probe_all() },
+        tools: if shell {
+            Vec::new()
+        } else {
+            tools::probe_all()
+        },
         shell: shell && ui.format == Format::Text,
     };
     emit(&report, ui)

@@ -8,7 +8,7 @@ use super::Global;
 use crate::action::foundation::{mix_elixir_requirement, tool_versions};
 use crate::config::CONFIG_FILE;
 use crate::exit::{Exit, Failure};
-use crate::output::{emit, Report, Ui};
+use crate::output::{Report, Ui, emit};
 
 #[derive(Serialize)]
 pub struct InitReport {
@@ -64,7 +64,9 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
         .expect("static regex")
         .captures(&mix)
         .map(|c| c[1].to_string())
-        .context("mix.exs: no `app: :name` in project/0\n  fix: add it to the project keyword list")?;
+        .context(
+            "mix.exs: no `app: :name` in project/0\n  fix: add it to the project keyword list",
+        )?;
     sources.push(format!("app and otp_app from mix.exs (app: :{otp_app})"));
     let name = otp_app.replace('_', "-");
 
@@ -90,16 +92,22 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
             v
         }
         None => {
-            sources.push(format!("otp {FALLBACK_OTP}: no .tool-versions; Debian trixie's OTP"));
+            sources.push(format!(
+                "otp {FALLBACK_OTP}: no .tool-versions; Debian trixie's OTP"
+            ));
             FALLBACK_OTP.to_string()
         }
     };
     let repository = git_remote_repository(&dir).unwrap_or_else(|| {
-        sources.push(format!("image repository `{name}`: no GitHub remote named origin"));
+        sources.push(format!(
+            "image repository `{name}`: no GitHub remote named origin"
+        ));
         name.clone()
     });
     if repository != name {
-        sources.push(format!("image repository from the git remote ({repository})"));
+        sources.push(format!(
+            "image repository from the git remote ({repository})"
+        ));
     }
     let ctx = tera::Context::from_value(json!({
         "name": name, "otp_app": otp_app, "elixir": elixir, "otp": otp,

@@ -3,6 +3,7 @@
 mod chapters;
 mod doctor;
 mod env;
+mod images;
 mod init;
 mod plan;
 mod status;
@@ -37,8 +38,14 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Status => status::run(&global, &ui),
         Command::Doctor => doctor::run(&global, &ui),
         Command::Env(args) => env::run(&global, &ui, args.shell),
+        Command::Images(args) => images::run(&global, &ui, &args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "beamops", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "beamops",
+                &mut std::io::stdout(),
+            );
             Ok(Exit::Ok)
         }
     }

@@ -1,11 +1,11 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{select, Global};
+use super::{Global, select};
 use crate::cli::Selection;
 use crate::engine::{ActionStatus, ChapterPlan};
 use crate::exit::Exit;
-use crate::output::{colour_diff, emit, Paint, Report, Ui};
+use crate::output::{Paint, Report, Ui, colour_diff, emit};
 use crate::plan::FileStatus;
 
 #[derive(Serialize)]
@@ -41,11 +41,7 @@ pub fn render_chapters(env: &str, chapters: &[ChapterPlan], ui: &Ui, diffs: bool
             .as_ref()
             .map(|t| Paint::dim(format!(" (needed by {t})")))
             .unwrap_or_default();
-        out += &format!(
-            "{} {} [{env}]{needed}\n",
-            Paint::bold(&c.label),
-            c.title
-        );
+        out += &format!("{} {} [{env}]{needed}\n", Paint::bold(&c.label), c.title);
         if !c.implemented {
             out += &format!("  {}\n", Paint::warn("not implemented"));
             continue;

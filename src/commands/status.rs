@@ -4,7 +4,7 @@ use serde::Serialize;
 use super::Global;
 use crate::engine::Drift;
 use crate::exit::Exit;
-use crate::output::{emit, Paint, Report, Ui};
+use crate::output::{Paint, Report, Ui, emit};
 
 #[derive(Serialize)]
 pub struct StatusReport {
@@ -23,7 +23,12 @@ impl Report for StatusReport {
             self.environment
         );
         for d in &self.drift {
-            out += &format!("  {} {}: {}\n", d.chapter, Paint::bold(&d.subject), d.detail);
+            out += &format!(
+                "  {} {}: {}\n",
+                d.chapter,
+                Paint::bold(&d.subject),
+                d.detail
+            );
         }
         out
     }

@@ -1,13 +1,13 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::plan::{render_chapters, PlanReport};
-use super::{select, Global};
+use super::plan::{PlanReport, render_chapters};
+use super::{Global, select};
 use crate::chapter;
 use crate::cli::{DownArgs, UpArgs};
 use crate::engine::{ChapterPlan, UpOptions};
 use crate::exit::Exit;
-use crate::output::{emit, Paint, Report, Ui};
+use crate::output::{Paint, Report, Ui, emit};
 
 #[derive(Serialize)]
 pub struct UpReport {

@@ -27,15 +27,14 @@ pub fn load_str(
     source: &str,
     overrides: &[(String, String)],
 ) -> Result<Config, ConfigError> {
-    let err = |line: Option<usize>, column: Option<usize>, message: String, fix: String| {
-        ConfigError {
+    let err =
+        |line: Option<usize>, column: Option<usize>, message: String, fix: String| ConfigError {
             file: path.to_path_buf(),
             line,
             column,
             message,
             fix,
-        }
-    };
+        };
     let mut value: Value = serde_yaml_ng::from_str(source).map_err(|e| {
         let loc = e.location();
         err(
@@ -56,14 +55,14 @@ pub fn load_str(
 
     for (name, raw) in overrides {
         if let Some(keys) = override_path(name) {
-            set_path(&mut value, &keys, raw).map_err(|message| {
-                ConfigError {
-                    file: path.to_path_buf(),
-                    line: None,
-                    column: None,
-                    message: format!("environment variable {name}: {message}"),
-                    fix: format!("unset {name} or give it a path of keys that exist, separated by `__`"),
-                }
+            set_path(&mut value, &keys, raw).map_err(|message| ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: format!("environment variable {name}: {message}"),
+                fix: format!(
+                    "unset {name} or give it a path of keys that exist, separated by `__`"
+                ),
             })?;
         }
     }
@@ -109,7 +108,10 @@ pub fn load_str(
         return Err(err(
             line,
             column,
-            format!("app.name `{}` cannot name an image or a stack", config.app.name),
+            format!(
+                "app.name `{}` cannot name an image or a stack",
+                config.app.name
+            ),
             "use lowercase letters, digits, `-` and `_` only".into(),
         ));
     }
@@ -119,7 +121,10 @@ pub fn load_str(
             line,
             column,
             format!("app.health_path `{}` is not a path", config.app.health_path),
-            format!("write it with a leading slash: `/{}`", config.app.health_path),
+            format!(
+                "write it with a leading slash: `/{}`",
+                config.app.health_path
+            ),
         ));
     }
     for (name, env) in &config.environments {

@@ -8,7 +8,7 @@ mod load;
 mod versions;
 
 pub use error::ConfigError;
-pub use load::{load, load_str, nearest as nearest_word, CONFIG_FILE};
+pub use load::{CONFIG_FILE, load, load_str, nearest as nearest_word};
 pub use versions::{requirement_matches, version_prefix_matches};
 
 use std::collections::BTreeMap;
@@ -77,11 +77,17 @@ pub struct Image {
     /// Runtime base image.
     #[serde(default)]
     pub runner: Option<String>,
+    /// PostgreSQL image the stacks run; `beamops images bootstrap` builds it from Debian when
+    /// no registry has it, so its tag must name a version and suite Debian ships.
+    #[serde(default)]
+    pub postgres: Option<String>,
 }
 
 /// The Debian release hexpm builds its default images on, and the date stamp in their tags.
 pub const DEFAULT_DEBIAN_SUITE: &str = "trixie";
 pub const DEFAULT_HEXPM_DATE: &str = "20251117";
+/// The PostgreSQL release Debian trixie ships (postgresql-17).
+pub const DEFAULT_POSTGRES_VERSION: &str = "17.12";
 
 impl Config {
     pub fn image_repository(&self) -> String {
@@ -105,6 +111,12 @@ impl Config {
             .runner
             .clone()
             .unwrap_or_else(|| format!("debian:{DEFAULT_DEBIAN_SUITE}-slim"))
+    }
+
+    pub fn postgres_image(&self) -> String {
+        self.image.postgres.clone().unwrap_or_else(|| {
+            format!("postgres:{DEFAULT_POSTGRES_VERSION}-{DEFAULT_DEBIAN_SUITE}")
+        })
     }
 
     pub fn environment(&self, name: &str) -> Option<&Environment> {
