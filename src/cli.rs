@@ -96,6 +96,9 @@ pub struct UpArgs {
     /// Refuse instead of applying needed chapters first.
     #[arg(long)]
     pub no_deps: bool,
+    /// Rebuild images without the Engine's layer cache or beamops' record of earlier builds.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Args)]

@@ -95,6 +95,8 @@ pub struct Engine<'a> {
     pub ui: &'a Ui,
     /// `--yes`: the confirmation a protected environment asks for.
     pub yes: bool,
+    /// `up --no-cache`, handed to every action.
+    pub no_cache: bool,
 }
 
 pub struct UpOptions {
@@ -131,6 +133,7 @@ impl<'a> Engine<'a> {
             env,
             ui,
             yes: false,
+            no_cache: false,
         })
     }
 
@@ -157,6 +160,7 @@ impl<'a> Engine<'a> {
             previous,
             ui: self.ui,
             purge,
+            no_cache: self.no_cache,
         }
     }
 

@@ -15,4 +15,5 @@ pub mod plan;
 pub mod project;
 pub mod render;
 pub mod state;
+pub mod swarm;
 pub mod tools;

@@ -204,19 +204,19 @@ pub fn apply_file(project: &Project, plan: &FilePlan, lock: &mut LockFile) -> an
         }
         FileStatus::Adopt => {}
         FileStatus::Stale => {
-            if let (Ok(c), Some(rec)) = (std::fs::read(&abs), &plan.record) {
-                if sha256_hex(&c) == rec.sha256 {
-                    std::fs::remove_file(&abs)?;
-                }
+            if let (Ok(c), Some(rec)) = (std::fs::read(&abs), &plan.record)
+                && sha256_hex(&c) == rec.sha256
+            {
+                std::fs::remove_file(&abs)?;
             }
             lock.files.remove(&plan.path);
             return Ok(());
         }
     }
-    if plan.policy == Policy::Managed {
-        if let Some(rec) = &plan.record {
-            lock.files.insert(plan.path.clone(), rec.clone());
-        }
+    if plan.policy == Policy::Managed
+        && let Some(rec) = &plan.record
+    {
+        lock.files.insert(plan.path.clone(), rec.clone());
     }
     Ok(())
 }

@@ -60,6 +60,14 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
         .environment(env_name)
         .with_context(|| format!("no environment `{env_name}` in beamops.yaml"))?;
     let has = |p: &str| project.root.join(p).exists();
+    let source_dirs: Vec<&str> = ["config", "priv", "lib", "assets", "rel"]
+        .into_iter()
+        .filter(|d| project.root.join(d).is_dir())
+        .collect();
+    let build_config: Vec<&str> = ["config/config.exs", "config/prod.exs"]
+        .into_iter()
+        .filter(|f| project.root.join(f).is_file())
+        .collect();
     let value = json!({
         "config": config,
         "app": {
@@ -76,6 +84,7 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "registry": config.image.registry,
             "builder": config.builder_image(),
             "runner": config.runner_image(),
+            "runtime_packages": config.runtime_packages(),
         },
         "env": {
             "name": env_name,
@@ -90,10 +99,30 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "has_mix_lock": has("mix.lock"),
             "has_deps": mix_has_deps(&project.root),
             "has_database": false,
+            // Directories the release build copies, in an order that keeps slow layers cached.
+            "source_dirs": source_dirs,
+            // Compile-time config the dependency layer needs (runtime.exs is read at boot).
+            "build_config": build_config,
+            "source": source_url(&project.root),
         },
         "beamops": { "version": env!("CARGO_PKG_VERSION") },
     });
     tera::Context::from_value(value).context("building the template context")
+}
+
+/// The repository's web address for image labels: the origin remote, as https.
+fn source_url(root: &Path) -> String {
+    let Ok(repo) = git2::Repository::discover(root) else {
+        return String::new();
+    };
+    let Ok(remote) = repo.find_remote("origin") else {
+        return String::new();
+    };
+    let url = remote.url().unwrap_or_default();
+    match url.strip_prefix("git@").and_then(|r| r.split_once(':')) {
+        Some((host, path)) => format!("https://{host}/{}", path.trim_end_matches(".git")),
+        None => url.trim_end_matches(".git").to_string(),
+    }
 }
 
 /// A project has dependencies when `deps` in mix.exs lists anything.

@@ -55,10 +55,10 @@ fn pathdiff(from: &std::path::Path, to: &std::path::Path) -> String {
         }
     }
     let mut parts: Vec<String> = vec!["..".into(); up];
-    if let Ok(rest) = to.strip_prefix(base) {
-        if !rest.as_os_str().is_empty() {
-            parts.push(rest.display().to_string());
-        }
+    if let Ok(rest) = to.strip_prefix(base)
+        && !rest.as_os_str().is_empty()
+    {
+        parts.push(rest.display().to_string());
     }
     parts.join("/")
 }

@@ -61,11 +61,12 @@ pub fn render_chapters(env: &str, chapters: &[ChapterPlan], ui: &Ui, diffs: bool
                 .map(|n| Paint::dim(format!(" ({n})")))
                 .unwrap_or_default();
             out += &format!("  {label} {}{note}\n", f.path);
-            if diffs && (ui.verbose || f.status != FileStatus::Unchanged) {
-                if let Some(d) = &f.diff {
-                    for line in colour_diff(d).lines() {
-                        out += &format!("      {line}\n");
-                    }
+            if diffs
+                && (ui.verbose || f.status != FileStatus::Unchanged)
+                && let Some(d) = &f.diff
+            {
+                for line in colour_diff(d).lines() {
+                    out += &format!("      {line}\n");
                 }
             }
         }

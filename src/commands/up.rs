@@ -35,7 +35,8 @@ impl Report for UpReport {
 
 pub fn run(global: &Global, ui: &Ui, args: &UpArgs) -> Result<Exit> {
     let project = global.project()?;
-    let engine = global.engine(&project, ui)?;
+    let mut engine = global.engine(&project, ui)?;
+    engine.no_cache = args.no_cache;
     let targets = select(&args.selection)?;
     let opts = UpOptions {
         dry_run: args.dry_run,

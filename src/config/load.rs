@@ -35,16 +35,7 @@ pub fn load_str(
             message,
             fix,
         };
-    let mut value: Value = serde_yaml_ng::from_str(source).map_err(|e| {
-        let loc = e.location();
-        err(
-            loc.as_ref().map(|l| l.line()),
-            loc.as_ref().map(|l| l.column()),
-            strip_location(&e.to_string()),
-            "fix the YAML syntax at that place (indentation, a missing `:` or quote)".into(),
-        )
-    })?;
-    if value.is_null() {
+    if source.trim().is_empty() {
         return Err(err(
             Some(1),
             Some(1),
@@ -52,10 +43,35 @@ pub fn load_str(
             "run `beamops init` to write a complete beamops.yaml".into(),
         ));
     }
+    // Deserialize straight from the text first: only then do type errors carry a position.
+    let config: Config = serde_yaml_ng::from_str(source).map_err(|e| {
+        let message = strip_location(&e.to_string());
+        let (line, column) = match e.location() {
+            Some(l) if !message.starts_with("missing field") => (Some(l.line()), Some(l.column())),
+            _ => locate_error(source, &message),
+        };
+        let fix = if message.contains("did not find expected")
+            || message.contains("mapping values are not allowed")
+            || message.contains("while parsing")
+            || message.contains("while scanning")
+        {
+            "fix the YAML syntax at that place (indentation, a missing `:` or quote)".to_string()
+        } else {
+            fix_for(&message)
+        };
+        err(line, column, with_suggestion(&message), fix)
+    })?;
 
-    for (name, raw) in overrides {
-        if let Some(keys) = override_path(name) {
-            set_path(&mut value, &keys, raw).map_err(|message| ConfigError {
+    let active: Vec<(Vec<String>, &String, &String)> = overrides
+        .iter()
+        .filter_map(|(name, raw)| override_path(name).map(|keys| (keys, name, raw)))
+        .collect();
+    let config = if active.is_empty() {
+        config
+    } else {
+        let mut value: Value = serde_yaml_ng::from_str(source).expect("parsed above");
+        for (keys, name, raw) in &active {
+            set_path(&mut value, keys, raw).map_err(|message| ConfigError {
                 file: path.to_path_buf(),
                 line: None,
                 column: None,
@@ -65,13 +81,19 @@ pub fn load_str(
                 ),
             })?;
         }
-    }
-
-    let config: Config = serde_yaml_ng::from_value(value.clone()).map_err(|e| {
-        let message = strip_location(&e.to_string());
-        let (line, column) = locate_error(source, &message);
-        err(line, column, with_suggestion(&message), fix_for(&message))
-    })?;
+        let names: Vec<&str> = active.iter().map(|(_, n, _)| n.as_str()).collect();
+        serde_yaml_ng::from_value(value).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!(
+                "with overrides from {}: {}",
+                names.join(", "),
+                with_suggestion(&strip_location(&e.to_string()))
+            ),
+            fix: "correct or unset those BEAMOPS_* variables".into(),
+        })?
+    };
 
     if config.version != SCHEMA_VERSION {
         let (line, column) = locate_key(source, &["version"]);
@@ -85,17 +107,17 @@ pub fn load_str(
             format!("set `version: {SCHEMA_VERSION}` or upgrade beamops"),
         ));
     }
-    if let Some(default) = &config.default_environment {
-        if !config.environments.contains_key(default) {
-            let (line, column) = locate_key(source, &["default_environment"]);
-            let names: Vec<&str> = config.environments.keys().map(String::as_str).collect();
-            return Err(err(
-                line,
-                column,
-                format!("default_environment `{default}` is not one of the environments"),
-                format!("use one of: {}", names.join(", ")),
-            ));
-        }
+    if let Some(default) = &config.default_environment
+        && !config.environments.contains_key(default)
+    {
+        let (line, column) = locate_key(source, &["default_environment"]);
+        let names: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+        return Err(err(
+            line,
+            column,
+            format!("default_environment `{default}` is not one of the environments"),
+            format!("use one of: {}", names.join(", ")),
+        ));
     }
     if config.app.name.is_empty()
         || !config
@@ -225,11 +247,11 @@ pub(crate) fn locate_key(source: &str, keys: &[&str]) -> (Option<usize>, Option<
             continue;
         }
         let indent = line.len() - trimmed.len();
-        if let Some(p) = parent_indent {
-            if indent <= p {
-                // Left the parent mapping without finding the key.
-                return (None, None);
-            }
+        if let Some(p) = parent_indent
+            && indent <= p
+        {
+            // Left the parent mapping without finding the key.
+            return (None, None);
         }
         let key = trimmed
             .split_once(':')
@@ -264,6 +286,8 @@ const KNOWN_KEYS: &[&str] = &[
     "registry",
     "builder",
     "runner",
+    "runtime_packages",
+    "postgres",
     "provider",
     "docker_host",
     "advertise_addr",

@@ -81,6 +81,10 @@ pub struct Image {
     /// no registry has it, so its tag must name a version and suite Debian ships.
     #[serde(default)]
     pub postgres: Option<String>,
+    /// Debian packages the release needs at run time, installed in the runner stage when the
+    /// base image lacks them. Default: the C++ runtime, ncurses, OpenSSL and CA certificates.
+    #[serde(default)]
+    pub runtime_packages: Option<Vec<String>>,
 }
 
 /// The Debian release hexpm builds its default images on, and the date stamp in their tags.
@@ -116,6 +120,20 @@ impl Config {
     pub fn postgres_image(&self) -> String {
         self.image.postgres.clone().unwrap_or_else(|| {
             format!("postgres:{DEFAULT_POSTGRES_VERSION}-{DEFAULT_DEBIAN_SUITE}")
+        })
+    }
+
+    pub fn runtime_packages(&self) -> Vec<String> {
+        self.image.runtime_packages.clone().unwrap_or_else(|| {
+            // Debian renamed OpenSSL's library for the 64-bit time_t transition in trixie.
+            let libssl = if self.runner_image().contains("bookworm") {
+                "libssl3"
+            } else {
+                "libssl3t64"
+            };
+            ["libstdc++6", "libncurses6", libssl, "ca-certificates"]
+                .map(String::from)
+                .to_vec()
         })
     }
 

@@ -1,5 +1,6 @@
 //! Talking to a Docker Engine through its API (bollard), never through the docker CLI.
 
+pub mod context;
 pub mod debian;
 pub mod images;
 mod rootfs;
