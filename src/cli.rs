@@ -65,6 +65,9 @@ pub enum Command {
     Env(EnvArgs),
     /// List git worktrees, and remove them without ever losing work.
     Worktree(WorktreeArgs),
+    /// Base images (Elixir builder, runtime, PostgreSQL): build them from Debian when no registry has them.
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -161,4 +164,14 @@ pub struct WorktreeRestoreArgs {
     /// Check out this (new) branch instead of the one it had.
     #[arg(long, value_name = "NAME")]
     pub branch: Option<String>,
+}
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Make sure every base image the project names is on the Engine; build absent ones from
+    /// Debian's packages (debootstrap + apt) with the versions their tags name, or refuse.
+    Bootstrap {
+        /// Build every image again, even tags that exist.
+        #[arg(long)]
+        rebuild: bool,
+    },
 }

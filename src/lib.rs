@@ -15,5 +15,6 @@ pub mod plan;
 pub mod project;
 pub mod render;
 pub mod state;
+pub mod swarm;
 pub mod tools;
 pub mod worktree;

@@ -4,6 +4,7 @@
 //! struct implementing [`Action`]. The engine only ever sees the trait.
 
 pub mod foundation;
+pub mod swarm;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,7 @@ pub enum ActionSpec {
     GitRepository,
     MixProject,
     VersionsAgree,
+    SwarmMode,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -35,6 +37,7 @@ impl ActionSpec {
             ActionSpec::GitRepository => Box::new(foundation::GitRepository),
             ActionSpec::MixProject => Box::new(foundation::MixProject),
             ActionSpec::VersionsAgree => Box::new(foundation::VersionsAgree),
+            ActionSpec::SwarmMode => Box::new(swarm::SwarmModeAction),
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
         }
     }

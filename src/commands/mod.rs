@@ -3,6 +3,7 @@
 mod chapters;
 mod doctor;
 mod env;
+mod images;
 mod init;
 mod plan;
 mod status;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Doctor => doctor::run(&global, &ui),
         Command::Env(args) => env::run(&global, &ui, args.shell),
         Command::Worktree(args) => worktree::run(&global, &ui, &args),
+        Command::Images(args) => images::run(&global, &ui, &args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -287,6 +287,7 @@ const KNOWN_KEYS: &[&str] = &[
     "builder",
     "runner",
     "runtime_packages",
+    "postgres",
     "provider",
     "docker_host",
     "advertise_addr",

@@ -77,6 +77,10 @@ pub struct Image {
     /// Runtime base image.
     #[serde(default)]
     pub runner: Option<String>,
+    /// PostgreSQL image the stacks run; `beamops images bootstrap` builds it from Debian when
+    /// no registry has it, so its tag must name a version and suite Debian ships.
+    #[serde(default)]
+    pub postgres: Option<String>,
     /// Debian packages the release needs at run time, installed in the runner stage when the
     /// base image lacks them. Default: the C++ runtime, ncurses, OpenSSL and CA certificates.
     #[serde(default)]
@@ -86,6 +90,8 @@ pub struct Image {
 /// The Debian release hexpm builds its default images on, and the date stamp in their tags.
 pub const DEFAULT_DEBIAN_SUITE: &str = "trixie";
 pub const DEFAULT_HEXPM_DATE: &str = "20251117";
+/// The PostgreSQL release Debian trixie ships (postgresql-17).
+pub const DEFAULT_POSTGRES_VERSION: &str = "17.12";
 
 impl Config {
     pub fn image_repository(&self) -> String {
@@ -109,6 +115,12 @@ impl Config {
             .runner
             .clone()
             .unwrap_or_else(|| format!("debian:{DEFAULT_DEBIAN_SUITE}-slim"))
+    }
+
+    pub fn postgres_image(&self) -> String {
+        self.image.postgres.clone().unwrap_or_else(|| {
+            format!("postgres:{DEFAULT_POSTGRES_VERSION}-{DEFAULT_DEBIAN_SUITE}")
+        })
     }
 
     pub fn runtime_packages(&self) -> Vec<String> {

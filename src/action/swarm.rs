@@ -1,0 +1,55 @@
+//! Swarm mode as an action, shared by every chapter that needs a swarm (07 secrets, 08 swarm).
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{Action, ActionContext, Applied, Check};
+use crate::config::Provider;
+use crate::docker;
+use crate::swarm::{self, SwarmMode};
+
+pub struct SwarmModeAction;
+
+impl Action for SwarmModeAction {
+    fn id(&self) -> String {
+        "swarm-mode".into()
+    }
+    fn describe(&self) -> String {
+        "the Engine is a swarm manager".into()
+    }
+    fn providers(&self) -> &'static [Provider] {
+        // On AWS the nodes are made a swarm by their bootstrap (chapter 10), not from a laptop.
+        &[Provider::Local]
+    }
+    fn check(&self, cx: &ActionContext) -> Result<Check> {
+        let rt = docker::runtime()?;
+        let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+        Ok(match rt.block_on(swarm::mode(&daemon))? {
+            SwarmMode::Manager { node_id } => Check::Satisfied(format!("manager {node_id}")),
+            SwarmMode::Inactive => Check::Pending(format!(
+                "swarm init, advertising {}",
+                swarm::advertise_addr(cx.env)
+            )),
+            SwarmMode::Other(state) => Check::Failed(format!(
+                "{} is in a swarm but not a manager ({state}); fix: point docker_host at a manager",
+                daemon.host
+            )),
+        })
+    }
+    fn apply(&self, cx: &ActionContext) -> Result<Applied> {
+        let rt = docker::runtime()?;
+        let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+        let addr = swarm::advertise_addr(cx.env);
+        let (node_id, initialised) = rt.block_on(swarm::ensure(&daemon, &addr))?;
+        Ok(Applied {
+            summary: if initialised {
+                format!("initialised a swarm (manager {node_id}, advertising {addr})")
+            } else {
+                format!("already a manager ({node_id})")
+            },
+            data: json!({"node_id": node_id}),
+            inputs_digest: None,
+        })
+    }
+    // No undo: leaving a swarm destroys every service, secret and network in it.
+}

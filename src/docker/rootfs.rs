@@ -1,0 +1,325 @@
+//! A Debian root filesystem made by debootstrap, changed inside a chroot, packed as a tar for
+//! the Engine's image import.
+//!
+//! The minbase rootfs of a suite is made once per mirror and kept in the cache; each image
+//! starts from a copy, so three images of one suite debootstrap once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+
+use super::debian::Mirror;
+use crate::exit::Failure;
+
+/// A cached minbase older than this is made again; newer ones are brought up to date by apt.
+const CACHE_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `BEAMOPS_CACHE_DIR`, else /var/cache/beamops: building needs root, and the rootfs serves
+/// every project on the machine, so it does not belong in one project's state dir.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("BEAMOPS_CACHE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/beamops"))
+}
+
+/// debootstrap and chroot need root; say so before spending a minute on the way there.
+pub fn require_tools() -> Result<()> {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        });
+    if uid.as_deref() != Some("0") {
+        return Err(Failure::Blocked(
+            "building base images from Debian needs root (debootstrap and chroot)\n  fix: run `sudo beamops images bootstrap`".into(),
+        )
+        .into());
+    }
+    for (tool, package) in [("debootstrap", "debootstrap"), ("chroot", "coreutils")] {
+        if which::which(tool).is_err() {
+            return Err(Failure::Blocked(format!(
+                "{tool} not found: it builds the base images from Debian\n  fix: apt-get install {package}"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The cached minbase rootfs for `suite` from `mirror`, made now when missing or stale.
+pub fn minbase(suite: &str, mirror: &Mirror, on_step: &dyn Fn(&str)) -> Result<PathBuf> {
+    let cache = cache_dir().join("rootfs");
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let key = mirror.cache_key(suite);
+    let dir = cache.join(&key);
+    let marker = cache.join(format!("{key}.complete"));
+    let fresh = std::fs::metadata(&marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age < CACHE_MAX_AGE);
+    if fresh && dir.is_dir() {
+        return Ok(dir);
+    }
+    on_step(&format!(
+        "debootstrap --variant=minbase {suite} from {}",
+        mirror.archive
+    ));
+    // Made beside its final place and renamed in, so a crash or a parallel run never leaves a
+    // half-made rootfs under the cached name.
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{key}-"))
+        .tempdir_in(&cache)?;
+    let target = staging.path().join("rootfs");
+    let out = Command::new("debootstrap")
+        .args(["--variant=minbase", suite])
+        .arg(&target)
+        .arg(&mirror.archive)
+        .stdin(Stdio::null())
+        .output()
+        .context("running debootstrap")?;
+    if !out.status.success() {
+        bail!(
+            "debootstrap {suite} from {} failed:\n{}\n  fix: check that the mirror is reachable (apt-get update on the host) and names {suite}",
+            mirror.archive,
+            tail(&out.stdout, &out.stderr, 20)
+        );
+    }
+    std::fs::write(
+        target.join("etc/apt/sources.list"),
+        mirror.sources_list(suite),
+    )?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("replacing the stale {}", dir.display()))?;
+    }
+    std::fs::rename(&target, &dir)
+        .with_context(|| format!("moving the new rootfs to {}", dir.display()))?;
+    std::fs::write(&marker, crate::state::now_rfc3339())?;
+    Ok(dir)
+}
+
+/// A private copy of a rootfs to change in a chroot. Dropping it unmounts what it mounted and,
+/// only when nothing is mounted below it any more, deletes it.
+pub struct Rootfs {
+    dir: Option<tempfile::TempDir>,
+    proc_mounted: bool,
+}
+
+impl Rootfs {
+    pub fn copy_of(base: &Path) -> Result<Rootfs> {
+        let parent = cache_dir().join("work");
+        std::fs::create_dir_all(&parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix("rootfs-")
+            .tempdir_in(&parent)?;
+        // cp -a keeps owners, modes, hard links and device nodes, which std::fs::copy does not.
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", base.display()))
+            .arg(dir.path())
+            .status()
+            .context("running cp -a")?;
+        if !status.success() {
+            bail!(
+                "copying {} to {} failed",
+                base.display(),
+                dir.path().display()
+            );
+        }
+        Ok(Rootfs {
+            dir: Some(dir),
+            proc_mounted: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .expect("rootfs dir lives until drop")
+            .path()
+    }
+
+    /// Mounts /proc (some maintainer scripts read it) and stops services from starting.
+    pub fn prepare_chroot(&mut self) -> Result<()> {
+        let root = self.path().to_path_buf();
+        std::fs::write(
+            root.join("usr/sbin/policy-rc.d"),
+            "#!/bin/sh\n# beamops: no daemons start while an image is built\nexit 101\n",
+        )?;
+        set_mode(&root.join("usr/sbin/policy-rc.d"), 0o755)?;
+        // apt in the chroot resolves the mirror with the host's resolver.
+        if let Ok(resolv) = std::fs::read("/etc/resolv.conf") {
+            let _ = std::fs::remove_file(root.join("etc/resolv.conf"));
+            std::fs::write(root.join("etc/resolv.conf"), resolv)?;
+        }
+        let status = Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(root.join("proc"))
+            .status()
+            .context("mounting /proc in the rootfs")?;
+        if !status.success() {
+            bail!(
+                "mount -t proc proc {}/proc failed\n  fix: run as root on a host that allows mounts",
+                root.display()
+            );
+        }
+        self.proc_mounted = true;
+        Ok(())
+    }
+
+    /// Runs a command inside the rootfs; its output is kept for the error when it fails.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("chroot")
+            .arg(self.path())
+            .args(args)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LANG", "C.UTF-8")
+            .env("HOME", "/root")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running `{}` in the rootfs", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "`{}` failed in the {} rootfs:\n{}",
+                args.join(" "),
+                self.path().display(),
+                tail(&out.stdout, &out.stderr, 30)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn unmount(&mut self) -> Result<()> {
+        if !self.proc_mounted {
+            return Ok(());
+        }
+        let proc_dir = self.path().join("proc");
+        let ok = Command::new("umount")
+            .arg(&proc_dir)
+            .status()
+            .is_ok_and(|s| s.success())
+            || Command::new("umount")
+                .arg("-l")
+                .arg(&proc_dir)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok || is_mounted_below(self.path()) {
+            bail!(
+                "{} is still mounted\n  fix: umount -l {} and delete the directory",
+                proc_dir.display(),
+                proc_dir.display()
+            );
+        }
+        self.proc_mounted = false;
+        Ok(())
+    }
+
+    /// Leaves the chroot, removes what only the build needed, and packs the rootfs as a tar
+    /// file for the Engine (owners and modes kept, symlinks not followed).
+    pub fn finish_into_tar(&mut self) -> Result<tempfile::NamedTempFile> {
+        self.unmount()?;
+        let root = self.path().to_path_buf();
+        let _ = std::fs::remove_file(root.join("usr/sbin/policy-rc.d"));
+        // Docker supplies /dev, /proc, /sys and resolv.conf at run time; caches are dead weight.
+        for dir in [
+            "dev",
+            "proc",
+            "sys",
+            "tmp",
+            "run/lock",
+            "var/tmp",
+            "var/cache/apt",
+            "var/lib/apt/lists",
+            "var/cache/debconf",
+            "var/log",
+        ] {
+            empty_dir(&root.join(dir))?;
+        }
+        std::fs::write(root.join("etc/resolv.conf"), "")?;
+        set_mode(&root.join("tmp"), 0o1777)?;
+        set_mode(&root.join("var/tmp"), 0o1777)?;
+        let file = tempfile::Builder::new()
+            .prefix("image-")
+            .suffix(".tar")
+            .tempfile_in(cache_dir().join("work"))?;
+        let mut builder = tar::Builder::new(std::io::BufWriter::new(file.reopen()?));
+        builder.follow_symlinks(false);
+        builder.mode(tar::HeaderMode::Complete);
+        builder
+            .append_dir_all(".", &root)
+            .with_context(|| format!("packing {}", root.display()))?;
+        builder
+            .into_inner()?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        Ok(file)
+    }
+}
+
+impl Drop for Rootfs {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount() {
+            // Deleting a tree with a live mount below it could reach into that mount: keep it.
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!("warning: left {} in place: {e:#}", kept.display());
+            }
+        }
+    }
+}
+
+fn is_mounted_below(dir: &Path) -> bool {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|info| {
+        info.lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .any(|mount_point| {
+                mount_point == prefix || mount_point.starts_with(&format!("{prefix}/"))
+            })
+    })
+}
+
+fn empty_dir(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let is_dir = std::fs::symlink_metadata(&path)?.is_dir();
+        if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))
+}
+
+/// The last lines a failed tool printed, stderr after stdout.
+fn tail(stdout: &[u8], stderr: &[u8], lines: usize) -> String {
+    let text = String::from_utf8_lossy(stdout).into_owned() + &String::from_utf8_lossy(stderr);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

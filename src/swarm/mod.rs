@@ -1,0 +1,72 @@
+//! Docker Swarm through the Engine API: swarm mode itself here; stacks, services and
+//! convergence beside it.
+
+use anyhow::{Context, Result};
+use bollard::models::{LocalNodeState, SwarmInitRequest};
+
+use crate::docker::Daemon;
+
+/// Where this Engine stands in a swarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwarmMode {
+    /// Not part of any swarm.
+    Inactive,
+    /// A manager: services can be created here.
+    Manager { node_id: String },
+    /// A worker, or a node that is still joining or in error: beamops cannot manage it from here.
+    Other(String),
+}
+
+pub async fn mode(daemon: &Daemon) -> Result<SwarmMode> {
+    let info = daemon
+        .client
+        .info()
+        .await
+        .with_context(|| format!("asking {} for its swarm state", daemon.host))?;
+    let swarm = info.swarm.unwrap_or_default();
+    Ok(match swarm.local_node_state {
+        Some(LocalNodeState::INACTIVE) | Some(LocalNodeState::EMPTY) | None => SwarmMode::Inactive,
+        Some(LocalNodeState::ACTIVE) if swarm.control_available == Some(true) => {
+            SwarmMode::Manager {
+                node_id: swarm.node_id.unwrap_or_default(),
+            }
+        }
+        Some(state) => SwarmMode::Other(format!(
+            "{state:?} (control available: {})",
+            swarm.control_available.unwrap_or(false)
+        )),
+    })
+}
+
+/// Swarm mode, idempotently: an inactive Engine becomes a single-node swarm advertising
+/// `advertise_addr`; a manager is left as it is. Returns the node id and whether it initialised.
+pub async fn ensure(daemon: &Daemon, advertise_addr: &str) -> Result<(String, bool)> {
+    match mode(daemon).await? {
+        SwarmMode::Manager { node_id } => Ok((node_id, false)),
+        SwarmMode::Other(state) => anyhow::bail!(
+            "{} is in a swarm but not a manager ({state})\n  fix: point the environment's docker_host at a manager node",
+            daemon.host
+        ),
+        SwarmMode::Inactive => {
+            let request = SwarmInitRequest {
+                listen_addr: Some("0.0.0.0:2377".into()),
+                advertise_addr: Some(advertise_addr.to_string()),
+                ..Default::default()
+            };
+            let node_id = daemon
+                .client
+                .init_swarm(request)
+                .await
+                .with_context(|| format!("docker swarm init on {} (advertise {advertise_addr})", daemon.host))?;
+            Ok((node_id, true))
+        }
+    }
+}
+
+/// The address a local swarm advertises when beamops.yaml names none: loopback keeps a
+/// single-node development swarm off every real network.
+pub fn advertise_addr(env: &crate::config::Environment) -> String {
+    env.advertise_addr
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".to_string())
+}
