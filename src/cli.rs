@@ -65,6 +65,9 @@ pub enum Command {
     Env(EnvArgs),
     /// List git worktrees, and remove them without ever losing work.
     Worktree(WorktreeArgs),
+    /// Find duplicated shell scripts across folders and worktrees; consolidate them; undo.
+    /// Dry run by default: exit 2 when duplicates are found.
+    Dedupe(DedupeArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -161,4 +164,39 @@ pub struct WorktreeRestoreArgs {
     /// Check out this (new) branch instead of the one it had.
     #[arg(long, value_name = "NAME")]
     pub branch: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DedupeArgs {
+    /// Directories to scan (default: the project root, or the git repository's root);
+    /// every worktree of that repository is always added.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Also treat files matching GLOB as scripts (repeatable; matched on the name and the path).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip files matching GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Consider every text file, not only shell scripts.
+    #[arg(long)]
+    pub all_files: bool,
+    /// Only identical bytes: skip the normalized and near tiers.
+    #[arg(long)]
+    pub exact_only: bool,
+    /// Similarity (0-1) from which two scripts are reported as near copies.
+    #[arg(long, default_value_t = crate::dedupe::DEFAULT_THRESHOLD, value_name = "SIMILARITY")]
+    pub threshold: f64,
+    /// Replace exact and normalized copies with a link to their canonical (near ones never).
+    #[arg(long, conflicts_with = "undo")]
+    pub apply: bool,
+    /// How a replaced copy points to its canonical.
+    #[arg(long, value_enum, default_value_t, requires = "apply")]
+    pub strategy: crate::dedupe::manifest::Strategy,
+    /// Replace copies that git has no clean copy of (modified or untracked); backed up anyway.
+    #[arg(long, requires = "apply")]
+    pub allow_dirty: bool,
+    /// Restore every file an apply replaced, from the manifest it printed.
+    #[arg(long, value_name = "MANIFEST")]
+    pub undo: Option<PathBuf>,
 }

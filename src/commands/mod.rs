@@ -1,6 +1,7 @@
 //! One function per subcommand: load what it needs, call the domain, emit one typed report.
 
 mod chapters;
+mod dedupe;
 mod doctor;
 mod env;
 mod init;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Doctor => doctor::run(&global, &ui),
         Command::Env(args) => env::run(&global, &ui, args.shell),
         Command::Worktree(args) => worktree::run(&global, &ui, &args),
+        Command::Dedupe(args) => dedupe::run(&global, &ui, &args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
