@@ -1,14 +1,14 @@
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::Global;
 use crate::cli::DedupeArgs;
 use crate::dedupe::consolidate::{self, ApplyOptions};
 use crate::dedupe::report::{DedupeReport, UndoReport};
-use crate::dedupe::{self, manifest, undo, Options};
+use crate::dedupe::{self, Options, manifest, undo};
 use crate::exit::Exit;
-use crate::output::{emit, Ui};
+use crate::output::{Ui, emit};
 use crate::project;
 
 pub fn run(global: &Global, ui: &Ui, args: &DedupeArgs) -> Result<Exit> {

@@ -15,7 +15,7 @@ use super::{Findings, worktrees};
 use crate::exit::Failure;
 use crate::fsutil;
 use crate::project::STATE_DIR;
-use crate::state::{now_rfc3339, RunLock};
+use crate::state::{RunLock, now_rfc3339};
 
 /// Test hook: sleep this long after N replacements so a test can kill -9 the run mid-apply.
 pub const PAUSE_AFTER_ENV: &str = "BEAMOPS_DEDUPE_PAUSE_AFTER";
@@ -44,7 +44,11 @@ struct Planned {
     wrapper: Option<Vec<u8>>,
 }
 
-pub fn apply(findings: &Findings, opts: &ApplyOptions, on_wait: impl Fn(&str)) -> Result<ApplyOutcome> {
+pub fn apply(
+    findings: &Findings,
+    opts: &ApplyOptions,
+    on_wait: impl Fn(&str),
+) -> Result<ApplyOutcome> {
     let dir = manifest::dedupe_dir(&findings.root);
     let manifest_path = manifest::new_manifest_path(&dir);
     let mut planned = plan(findings, opts.strategy, &manifest_path)?;
@@ -80,7 +84,9 @@ pub fn apply(findings: &Findings, opts: &ApplyOptions, on_wait: impl Fn(&str)) -
     };
     manifest.write(&manifest_path)?;
 
-    let pause_after: Option<usize> = std::env::var(PAUSE_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+    let pause_after: Option<usize> = std::env::var(PAUSE_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
     let mut canonical_ok: HashMap<PathBuf, bool> = HashMap::new();
     let mut replaced = Vec::new();
     let mut last_flush = Instant::now();
@@ -102,7 +108,10 @@ pub fn apply(findings: &Findings, opts: &ApplyOptions, on_wait: impl Fn(&str)) -
         replaced.push(p.display.clone());
         // The manifest already lists this copy, so flushing its state is only bookkeeping:
         // every time for small runs, at most a few times a second for huge ones.
-        if planned.len() <= 200 || last_flush.elapsed() > Duration::from_millis(250) || pause_after.is_some() {
+        if planned.len() <= 200
+            || last_flush.elapsed() > Duration::from_millis(250)
+            || pause_after.is_some()
+        {
             manifest.write(&manifest_path)?;
             last_flush = Instant::now();
         }
@@ -113,7 +122,9 @@ pub fn apply(findings: &Findings, opts: &ApplyOptions, on_wait: impl Fn(&str)) -
     manifest.state = RunState::Complete;
     manifest.write(&manifest_path)?;
     Ok(ApplyOutcome {
-        manifest: scan::relative_path(&findings.root, &manifest_path).display().to_string(),
+        manifest: scan::relative_path(&findings.root, &manifest_path)
+            .display()
+            .to_string(),
         strategy: opts.strategy,
         replaced,
         skipped,
@@ -212,7 +223,12 @@ fn read_if_unchanged(path: &Path, scan_hash: Option<u128>) -> Option<Vec<u8>> {
 }
 
 /// A wrapper that runs the canonical with the same arguments; `exec` passes the exit status.
-fn wrapper_script(target: &Path, canonical: &super::FileInfo, manifest: &Path, root: &Path) -> Vec<u8> {
+fn wrapper_script(
+    target: &Path,
+    canonical: &super::FileInfo,
+    manifest: &Path,
+    root: &Path,
+) -> Vec<u8> {
     let quoted = format!("'{}'", target.display().to_string().replace('\'', r"'\''"));
     let runner = if canonical.mode & 0o111 != 0 {
         String::new()
@@ -221,7 +237,11 @@ fn wrapper_script(target: &Path, canonical: &super::FileInfo, manifest: &Path, r
         std::fs::read(&canonical.path)
             .ok()
             .and_then(|b| {
-                let line = b.split(|&c| c == b'\n').next()?.strip_prefix(b"#!")?.to_vec();
+                let line = b
+                    .split(|&c| c == b'\n')
+                    .next()?
+                    .strip_prefix(b"#!")?
+                    .to_vec();
                 Some(String::from_utf8_lossy(&line).trim().to_string() + " ")
             })
             .filter(|r| r.trim().len() > 0)
@@ -259,6 +279,8 @@ fn replace(entry: &Entry, wrapper: Option<&[u8]>) -> Result<()> {
             }
             Ok(())
         }
-        (Replacement::Wrapper { .. }, None) => unreachable!("wrappers are planned with their bytes"),
+        (Replacement::Wrapper { .. }, None) => {
+            unreachable!("wrappers are planned with their bytes")
+        }
     }
 }

@@ -10,10 +10,10 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use rayon::prelude::*;
-use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use super::near;
-use super::scan::{is_script, is_wrapper, Candidate, Kind};
+use super::scan::{Candidate, Kind, is_script, is_wrapper};
 use super::shell_tokens;
 
 /// Same-size groups larger than this are hashed and compared by streaming, not held in memory.
@@ -103,9 +103,10 @@ fn same_size(candidates: &[Candidate], group: &[usize], fingerprints: bool) -> C
                 .errors
                 .push(format!("{}: {e}", candidates[i].path.display())),
             Ok(bytes) if is_wrapper(&bytes) => out.wrappers += 1,
-            Ok(bytes) if is_script(candidates[i].kind, &bytes) => {
-                buckets.entry(xxh3_128(&bytes)).or_default().push((i, bytes))
-            }
+            Ok(bytes) if is_script(candidates[i].kind, &bytes) => buckets
+                .entry(xxh3_128(&bytes))
+                .or_default()
+                .push((i, bytes)),
             Ok(_) => {}
         }
     }
@@ -152,9 +153,9 @@ fn same_size_streaming(candidates: &[Candidate], group: &[usize], fingerprints: 
         let mut classes: Vec<Vec<usize>> = Vec::new();
         for i in members {
             let path = &candidates[i].path;
-            let home = classes.iter_mut().find(|ids| {
-                same_bytes(&candidates[ids[0]].path, path).unwrap_or(false)
-            });
+            let home = classes
+                .iter_mut()
+                .find(|ids| same_bytes(&candidates[ids[0]].path, path).unwrap_or(false));
             match home {
                 Some(ids) => ids.push(i),
                 None => classes.push(vec![i]),

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::Tier;
@@ -134,7 +134,10 @@ pub fn resolve(root: &Path, given: &Path) -> Result<PathBuf> {
         return Ok(given.to_path_buf());
     }
     let dir = dedupe_dir(root);
-    for candidate in [dir.join(given), dir.join(format!("{}.json", given.display()))] {
+    for candidate in [
+        dir.join(given),
+        dir.join(format!("{}.json", given.display())),
+    ] {
         if candidate.is_file() {
             return Ok(candidate);
         }

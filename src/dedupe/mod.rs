@@ -167,7 +167,11 @@ pub fn find(root: &Path, opts: &Options) -> Result<Findings> {
     } else {
         let mut by_norm: HashMap<u128, usize> = HashMap::new();
         for (c, content) in contents.contents.iter().enumerate() {
-            let key = content.fingerprint.as_ref().expect("fingerprinted").normalized_hash;
+            let key = content
+                .fingerprint
+                .as_ref()
+                .expect("fingerprinted")
+                .normalized_hash;
             match by_norm.get(&key) {
                 Some(&s) => sets[s].push(c),
                 None => {
@@ -212,7 +216,11 @@ pub fn find(root: &Path, opts: &Options) -> Result<Findings> {
             })
             .collect();
         groups.push(Group {
-            tier: if set.len() > 1 { Tier::Normalized } else { Tier::Exact },
+            tier: if set.len() > 1 {
+                Tier::Normalized
+            } else {
+                Tier::Exact
+            },
             canonical,
             reason,
             copies,
@@ -223,7 +231,14 @@ pub fn find(root: &Path, opts: &Options) -> Result<Findings> {
     let near = if opts.exact_only {
         Vec::new()
     } else {
-        near_clusters(&files, &worktrees, &contents, &sets, &set_canonical, opts.threshold)
+        near_clusters(
+            &files,
+            &worktrees,
+            &contents,
+            &sets,
+            &set_canonical,
+            opts.threshold,
+        )
     };
 
     let symlinks = walked
@@ -266,7 +281,10 @@ fn near_clusters(
     let shingles: Vec<&[u64]> = sets
         .iter()
         .map(|set| {
-            let fp = contents.contents[set[0]].fingerprint.as_ref().expect("fingerprinted");
+            let fp = contents.contents[set[0]]
+                .fingerprint
+                .as_ref()
+                .expect("fingerprinted");
             fp.shingles.as_slice()
         })
         .collect();

@@ -119,7 +119,10 @@ pub fn similar_pairs(sets: &[&[u64]], threshold: f64) -> Vec<(usize, usize, f64)
     let mut pairs: Vec<(usize, usize, f64)> = candidates
         .par_iter()
         .filter_map(|&(a, b)| {
-            let (small, large) = (sets[a].len().min(sets[b].len()), sets[a].len().max(sets[b].len()));
+            let (small, large) = (
+                sets[a].len().min(sets[b].len()),
+                sets[a].len().max(sets[b].len()),
+            );
             if (small as f64) < threshold * large as f64 {
                 return None; // Jaccard can never exceed |small| / |large|.
             }

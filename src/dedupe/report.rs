@@ -110,7 +110,11 @@ impl DedupeReport {
                 tier: g.tier,
                 canonical: file_ref(g.canonical, None),
                 reason: g.reason.into(),
-                copies: g.copies.iter().map(|&(f, t)| file_ref(f, Some(t))).collect(),
+                copies: g
+                    .copies
+                    .iter()
+                    .map(|&(f, t)| file_ref(f, Some(t)))
+                    .collect(),
             })
             .collect();
         let near = findings
@@ -137,11 +141,7 @@ impl DedupeReport {
             near_clusters: near.len(),
             unique_after: findings.unique_after,
             duplicate_copies: groups.iter().map(|g| g.copies.len()).sum(),
-            reclaimable_bytes: groups
-                .iter()
-                .flat_map(|g| &g.copies)
-                .map(|c| c.size)
-                .sum(),
+            reclaimable_bytes: groups.iter().flat_map(|g| &g.copies).map(|c| c.size).sum(),
         };
         let mut backups: Vec<String> = findings
             .files
@@ -181,7 +181,8 @@ impl DedupeReport {
 
 fn where_text(f: &FileRef) -> String {
     match (&f.worktree, &f.branch) {
-        (Some(w), Some(b)) => format!("[{w} @ {b}]"),
+        (Some(w), Some(b)) if w == "." => format!("[main worktree @ {b}]"),
+        (Some(w), Some(b)) => format!("[worktree {w} @ {b}]"),
         _ => "[outside git]".into(),
     }
 }
@@ -203,13 +204,18 @@ impl Report for DedupeReport {
         }
         for (n, g) in self.groups.iter().enumerate() {
             out += &format!(
-                "\n{} {} ({} copies)\n  {} {} {} {} B — {}\n",
+                "\n{} {} ({} {})\n  {} {} {} {} B — {}\n",
                 Paint::bold(format!("group {}", n + 1)),
                 match g.tier {
                     Tier::Exact => "exact",
                     Tier::Normalized => "normalized",
                 },
                 g.copies.len(),
+                if g.copies.len() == 1 {
+                    "copy"
+                } else {
+                    "copies"
+                },
                 Paint::ok("canonical"),
                 g.canonical.path,
                 Paint::dim(where_text(&g.canonical)),
@@ -258,7 +264,11 @@ impl Report for DedupeReport {
         if !self.symlinks.is_empty() {
             out += &format!("\n{} symlinks (not followed):\n", self.symlinks.len());
             for l in &self.symlinks {
-                let outside = if l.inside { "" } else { " (leads outside the scanned roots)" };
+                let outside = if l.inside {
+                    ""
+                } else {
+                    " (leads outside the scanned roots)"
+                };
                 out += &format!("  {} -> {}{outside}\n", l.path, l.target);
             }
         }
@@ -283,7 +293,10 @@ impl Report for DedupeReport {
                     a.manifest
                 );
                 for k in &a.skipped {
-                    out += &format!("  {} {k}: changed since the scan, left alone\n", Paint::warn("skipped"));
+                    out += &format!(
+                        "  {} {k}: changed since the scan, left alone\n",
+                        Paint::warn("skipped")
+                    );
                 }
             }
         }

@@ -10,7 +10,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 /// Directories that hold tools' state or vendored code, never a maintainer's scripts.
-pub const SKIPPED_DIRS: [&str; 6] = [".git", ".beamops", "_build", "deps", "node_modules", "target"];
+pub const SKIPPED_DIRS: [&str; 6] = [
+    ".git",
+    ".beamops",
+    "_build",
+    "deps",
+    "node_modules",
+    "target",
+];
 
 /// Every wrapper `--strategy wrapper` writes carries this line, so a later scan skips it.
 pub const WRAPPER_MARKER: &str = "beamops-dedupe-wrapper";
@@ -33,6 +40,8 @@ pub struct Candidate {
     pub mtime: i64,
     pub kind: Kind,
     pub backup: bool,
+    /// (device, inode): hard links are one file under two names.
+    pub identity: (u64, u64),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,10 +94,19 @@ impl Filter {
         if self.all_files {
             return Some((Kind::NeedsText, backup));
         }
-        let extension = |n: &str| Path::new(n).extension().map(|e| e.to_string_lossy().into_owned());
+        let extension = |n: &str| {
+            Path::new(n)
+                .extension()
+                .map(|e| e.to_string_lossy().into_owned())
+        };
         match extension(stem)
-            .or_else(|| name.contains("_backup_").then(|| extension(&name)).flatten())
-            .as_deref() {
+            .or_else(|| {
+                name.contains("_backup_")
+                    .then(|| extension(&name))
+                    .flatten()
+            })
+            .as_deref()
+        {
             Some("sh" | "bash") => Some((Kind::ByName, backup)),
             None => Some((Kind::NeedsShebang, backup)),
             Some(_) => None,
@@ -204,11 +222,7 @@ pub fn walk(roots: &[PathBuf], scan_root: &Path, filter: &Filter) -> Walked {
     let mut seen = HashSet::new();
     let mut walked = walked;
     walked.candidates.sort_by(|a, b| a.path.cmp(&b.path));
-    walked.candidates.retain(|c| {
-        std::fs::symlink_metadata(&c.path)
-            .map(|m| seen.insert((m.dev(), m.ino())))
-            .unwrap_or(true)
-    });
+    walked.candidates.retain(|c| seen.insert(c.identity));
     walked
 }
 
@@ -259,6 +273,7 @@ fn visit_file(path: &Path, scan_root: &Path, filter: &Filter, out: &mut Walked) 
             mtime: meta.mtime(),
             kind,
             backup,
+            identity: (meta.dev(), meta.ino()),
         }),
         Err(e) => out.errors.push(format!("{}: {e}", path.display())),
     }
@@ -295,7 +310,10 @@ mod tests {
         assert_eq!(strip_backup_suffix("x.sh.bak"), ("x.sh", true));
         assert_eq!(strip_backup_suffix("x.sh~"), ("x.sh", true));
         assert_eq!(strip_backup_suffix("x.sh.orig"), ("x.sh", true));
-        assert_eq!(strip_backup_suffix("x.sh.80_20_backup_2021"), ("x.sh", true));
+        assert_eq!(
+            strip_backup_suffix("x.sh.80_20_backup_2021"),
+            ("x.sh", true)
+        );
         assert_eq!(strip_backup_suffix("x_backup_2020.sh"), ("x", true));
         assert_eq!(strip_backup_suffix("x.sh"), ("x.sh", false));
     }
@@ -315,6 +333,9 @@ mod tests {
             relative_path(Path::new("/a/b/c"), Path::new("/a/d/e.sh")),
             PathBuf::from("../../d/e.sh")
         );
-        assert_eq!(relative_path(Path::new("/a"), Path::new("/a/x")), PathBuf::from("x"));
+        assert_eq!(
+            relative_path(Path::new("/a"), Path::new("/a/x")),
+            PathBuf::from("x")
+        );
     }
 }

@@ -8,7 +8,10 @@
 pub enum Token {
     /// A word, or an operator whose spacing matters (redirections, parentheses); `spaced` says
     /// whether blanks came before it, because `2>x` and `2 >x` mean different things.
-    Word { text: Vec<u8>, spaced: bool },
+    Word {
+        text: Vec<u8>,
+        spaced: bool,
+    },
     /// `;` `&` `|` `&&` `||` `;;` `|&`…: blanks around these never change the meaning.
     Control(Vec<u8>),
     Newline,
@@ -102,7 +105,10 @@ fn is_blank(b: u8) -> bool {
 }
 
 fn is_meta(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b';' | b'&' | b'|' | b'<' | b'>' | b'(' | b')')
+    matches!(
+        b,
+        b' ' | b'\t' | b'\r' | b'\n' | b';' | b'&' | b'|' | b'<' | b'>' | b'(' | b')'
+    )
 }
 
 struct Lexer<'a> {
@@ -389,7 +395,14 @@ impl Lexer<'_> {
     }
 
     /// Copy an expansion whose inside is data (`${…}`, `$((…))`) up to its closing bracket.
-    fn balanced(&mut self, out: &mut Vec<u8>, open_len: usize, open: u8, close: u8, closers: usize) {
+    fn balanced(
+        &mut self,
+        out: &mut Vec<u8>,
+        open_len: usize,
+        open: u8,
+        close: u8,
+        closers: usize,
+    ) {
         let start = self.pos;
         self.pos += open_len;
         let mut depth = closers;
@@ -499,7 +512,10 @@ mod tests {
         assert!(!same("echo \"a # b\"\n", "echo \"a # c\"\n"));
         assert!(!same("echo 'a # b'\n", "echo 'a # c'\n"));
         assert!(!same("echo $'a # b'\n", "echo $'a # c'\n"));
-        assert!(!same("echo \"$(echo \"x # y\")\"\n", "echo \"$(echo \"x # z\")\"\n"));
+        assert!(!same(
+            "echo \"$(echo \"x # y\")\"\n",
+            "echo \"$(echo \"x # z\")\"\n"
+        ));
         assert!(norm("echo \"a # b\" # real\n").contains("a # b"));
         assert!(!norm("echo \"a # b\" # real\n").contains("real"));
     }

@@ -30,7 +30,11 @@ enum Now {
     Foreign(String),
 }
 
-pub fn undo(manifest_path: &Path, lock_wait: Duration, on_wait: impl Fn(&str)) -> Result<UndoOutcome> {
+pub fn undo(
+    manifest_path: &Path,
+    lock_wait: Duration,
+    on_wait: impl Fn(&str),
+) -> Result<UndoOutcome> {
     let mut manifest = Manifest::read(manifest_path)?;
     let _lock = RunLock::acquire(&manifest.root.join(STATE_DIR), lock_wait, on_wait)?;
     let dir = manifest_path
@@ -55,8 +59,9 @@ pub fn undo(manifest_path: &Path, lock_wait: Duration, on_wait: impl Fn(&str)) -
             }
             Now::Replacement => {
                 let object = manifest::object_path(&dir, &entry.original_sha256);
-                let bytes = std::fs::read(&object)
-                    .with_context(|| format!("reading the backup of {shown} ({})", object.display()))?;
+                let bytes = std::fs::read(&object).with_context(|| {
+                    format!("reading the backup of {shown} ({})", object.display())
+                })?;
                 if fsutil::sha256_hex(&bytes) != entry.original_sha256 {
                     conflicts.push(format!(
                         "  {shown}: its backup {} is damaged; left as is",
