@@ -244,7 +244,7 @@ fn wrapper_script(
                     .to_vec();
                 Some(String::from_utf8_lossy(&line).trim().to_string() + " ")
             })
-            .filter(|r| r.trim().len() > 0)
+            .filter(|r| !r.trim().is_empty())
             .unwrap_or_else(|| "sh ".into())
     };
     format!(

@@ -20,6 +20,9 @@ use super::shell_tokens;
 const IN_MEMORY_GROUP_BYTES: u64 = 256 << 20;
 const CHUNK: usize = 256 << 10;
 
+/// A file's xxh3-128 and its first 8 KiB.
+type HashAndHead = (u128, Vec<u8>);
+
 /// One distinct content: the candidates (by index) that hold exactly these bytes.
 #[derive(Debug)]
 pub struct Content {
@@ -132,7 +135,7 @@ fn same_size(candidates: &[Candidate], group: &[usize], fingerprints: bool) -> C
 
 fn same_size_streaming(candidates: &[Candidate], group: &[usize], fingerprints: bool) -> Contents {
     let mut out = Contents::default();
-    let hashed: Vec<(usize, io::Result<(u128, Vec<u8>)>)> = group
+    let hashed: Vec<(usize, io::Result<HashAndHead>)> = group
         .par_iter()
         .map(|&i| (i, stream_hash(&candidates[i].path)))
         .collect();
@@ -185,7 +188,7 @@ fn same_size_streaming(candidates: &[Candidate], group: &[usize], fingerprints: 
 }
 
 /// The xxh3 of a whole file read in chunks, and its first 8 KiB (to tell scripts and text).
-pub fn stream_hash(path: &Path) -> io::Result<(u128, Vec<u8>)> {
+pub fn stream_hash(path: &Path) -> io::Result<HashAndHead> {
     let mut file = File::open(path)?;
     let mut hasher = Xxh3::new();
     let mut buf = vec![0u8; CHUNK];

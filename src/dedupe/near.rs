@@ -130,7 +130,7 @@ pub fn similar_pairs(sets: &[&[u64]], threshold: f64) -> Vec<(usize, usize, f64)
             (s >= threshold).then_some((a.min(b), a.max(b), s))
         })
         .collect();
-    pairs.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+    pairs.sort_by_key(|x| (x.0, x.1));
     pairs
 }
 
