@@ -658,3 +658,60 @@ fn kill_9_mid_apply_then_undo_or_rerun_gives_back_the_original_tree() {
         assert_eq!(snapshot(&fx.top), before, "pause after {pause_after}");
     }
 }
+
+fn all_grouped(report: &Value) -> BTreeSet<String> {
+    report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| {
+            let mut v = paths(&g["copies"]);
+            v.insert(g["canonical"]["path"].as_str().unwrap().into());
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn include_exclude_all_files_and_threshold_change_what_is_compared() {
+    let fx = fixture();
+    write(
+        &fx.repo.join("copies/notes.txt"),
+        "#!/bin/sh\nnot a script by name\n",
+        0o644,
+    );
+    let run = |args: &[&str]| {
+        let out = beamops(&fx.repo)
+            .args(["dedupe", "--format", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        json(&out)
+    };
+
+    let excluded = run(&["--exclude", "copies/**"]);
+    assert!(
+        all_grouped(&excluded)
+            .iter()
+            .all(|p| !p.starts_with("copies/"))
+    );
+    assert_eq!(excluded["summary"]["normalized_groups"], 0);
+
+    let default = all_grouped(&run(&[]));
+    assert!(!default.contains("notes.txt"));
+    let included = all_grouped(&run(&["--include", "*.txt"]));
+    assert!(included.contains("notes.txt") && included.contains("copies/notes.txt"));
+    let every = run(&["--all-files"]);
+    let every_grouped = all_grouped(&every);
+    assert!(every_grouped.contains("notes.txt"));
+    // Any text file: the python script (copied into every worktree) too, but not by default.
+    assert!(every_grouped.contains("tools/report"));
+    assert!(!default.contains("tools/report"));
+
+    assert_eq!(run(&["--threshold", "0.99"])["summary"]["near_clusters"], 0);
+    assert_eq!(run(&["--threshold", "0.5"])["summary"]["near_clusters"], 1);
+    beamops(&fx.repo)
+        .args(["dedupe", "--threshold", "1.5"])
+        .assert()
+        .code(1);
+}
