@@ -715,3 +715,44 @@ fn include_exclude_all_files_and_threshold_change_what_is_compared() {
         .assert()
         .code(1);
 }
+
+#[test]
+fn a_symlink_never_takes_away_a_copys_execute_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(&tmp.path().join("a.sh"), "echo same\n", 0o644);
+    write(&tmp.path().join("c/a.sh"), "echo same\n", 0o755);
+    let out = beamops(tmp.path())
+        .args(["dedupe", "--format", "json", "--apply"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let skipped = &json(&out)["apply"]["skipped"][0];
+    assert_eq!(skipped["path"], "c/a.sh");
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--strategy wrapper")
+    );
+    assert!(
+        !std::fs::symlink_metadata(tmp.path().join("c/a.sh"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    let out = beamops(tmp.path())
+        .args([
+            "dedupe",
+            "--format",
+            "json",
+            "--apply",
+            "--strategy",
+            "wrapper",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let direct = Process::new(tmp.path().join("c/a.sh")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&direct.stdout), "same\n");
+}

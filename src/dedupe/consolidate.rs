@@ -32,8 +32,21 @@ pub struct ApplyOutcome {
     pub manifest: String,
     pub strategy: Strategy,
     pub replaced: Vec<String>,
-    /// Copies left alone because they changed after the scan.
-    pub skipped: Vec<String>,
+    /// Copies left alone, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+fn skip(list: &mut Vec<Skipped>, path: &str, reason: impl Into<String>) {
+    list.push(Skipped {
+        path: path.to_string(),
+        reason: reason.into(),
+    });
 }
 
 struct Planned {
@@ -56,6 +69,23 @@ pub fn apply(
 
     let _lock = RunLock::acquire(&findings.root.join(STATE_DIR), opts.lock_wait, on_wait)?;
     let mut skipped = Vec::new();
+    // A symlink to a file without the copy's execute bits would stop `./copy` from running.
+    if opts.strategy == Strategy::Symlink {
+        planned.retain(|p| {
+            let canonical_mode = std::fs::metadata(&p.entry.canonical)
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+                .unwrap_or(0);
+            let lost = p.entry.mode & 0o111 & !canonical_mode;
+            if lost != 0 {
+                skip(
+                    &mut skipped,
+                    &p.display,
+                    "executable but its canonical is not: a symlink would change its mode (use --strategy wrapper)",
+                );
+            }
+            lost == 0
+        });
+    }
     // Every original is stored (fsynced) before the manifest names it, and the manifest is on
     // disk before the first copy is touched: a kill at any point leaves an undoable state.
     planned.retain_mut(|p| match read_if_unchanged(&p.entry.path, p.scan_hash) {
@@ -64,13 +94,17 @@ pub fn apply(
                 p.entry.original_sha256 = sha;
                 true
             }
-            Err(_) => {
-                skipped.push(p.display.clone());
+            Err(e) => {
+                skip(
+                    &mut skipped,
+                    &p.display,
+                    format!("could not be backed up: {e:#}"),
+                );
                 false
             }
         },
         None => {
-            skipped.push(p.display.clone());
+            skip(&mut skipped, &p.display, "changed since the scan");
             false
         }
     });
@@ -99,7 +133,16 @@ pub fn apply(
             .is_ok_and(|b| fsutil::sha256_hex(&b) == p.entry.original_sha256);
         if !canonical_intact || !still_original {
             manifest.entries[k].state = EntryState::SkippedChanged;
-            skipped.push(p.display.clone());
+            let what = if canonical_intact {
+                "the copy"
+            } else {
+                "its canonical"
+            };
+            skip(
+                &mut skipped,
+                &p.display,
+                format!("{what} changed since the scan"),
+            );
             continue;
         }
         replace(&p.entry, p.wrapper.as_deref())

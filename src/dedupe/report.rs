@@ -7,6 +7,7 @@ use serde::Serialize;
 use similar::{ChangeTag, TextDiff};
 
 use super::consolidate::ApplyOutcome;
+use super::manifest::Strategy;
 use super::scan::SymlinkEntry;
 use super::undo::UndoOutcome;
 use super::{Findings, Tier};
@@ -285,17 +286,22 @@ impl Report for DedupeReport {
             None => {}
             Some(a) => {
                 out += &format!(
-                    "\n{} replaced {} copies ({:?}); manifest {}\n  undo: beamops dedupe --undo {}\n",
+                    "\n{} replaced {} copies with {}s; manifest {}\n  undo: beamops dedupe --undo {}\n",
                     Paint::ok("✓"),
                     a.replaced.len(),
-                    a.strategy,
+                    match a.strategy {
+                        Strategy::Symlink => "symlink",
+                        Strategy::Wrapper => "wrapper",
+                    },
                     a.manifest,
                     a.manifest
                 );
                 for k in &a.skipped {
                     out += &format!(
-                        "  {} {k}: changed since the scan, left alone\n",
-                        Paint::warn("skipped")
+                        "  {} {}: {}; left alone\n",
+                        Paint::warn("skipped"),
+                        k.path,
+                        k.reason
                     );
                 }
             }
