@@ -68,6 +68,9 @@ pub enum Command {
     /// Base images (Elixir builder, runtime, PostgreSQL): build them from Debian when no registry has them.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Find duplicated shell scripts across folders and worktrees; consolidate them; undo.
+    /// Dry run by default: exit 2 when duplicates are found.
+    Dedupe(DedupeArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -165,6 +168,7 @@ pub struct WorktreeRestoreArgs {
     #[arg(long, value_name = "NAME")]
     pub branch: Option<String>,
 }
+
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
     /// Make sure every base image the project names is on the Engine; build absent ones from
@@ -174,4 +178,39 @@ pub enum ImagesCommand {
         #[arg(long)]
         rebuild: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DedupeArgs {
+    /// Directories to scan (default: the project root, or the git repository's root);
+    /// every worktree of that repository is always added.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Also treat files matching GLOB as scripts (repeatable; matched on the name and the path).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip files matching GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Consider every text file, not only shell scripts.
+    #[arg(long)]
+    pub all_files: bool,
+    /// Only identical bytes: skip the normalized and near tiers.
+    #[arg(long)]
+    pub exact_only: bool,
+    /// Similarity (0-1) from which two scripts are reported as near copies.
+    #[arg(long, default_value_t = crate::dedupe::DEFAULT_THRESHOLD, value_name = "SIMILARITY")]
+    pub threshold: f64,
+    /// Replace exact and normalized copies with a link to their canonical (near ones never).
+    #[arg(long, conflicts_with = "undo")]
+    pub apply: bool,
+    /// How a replaced copy points to its canonical.
+    #[arg(long, value_enum, default_value_t, requires = "apply")]
+    pub strategy: crate::dedupe::manifest::Strategy,
+    /// Replace copies that git has no clean copy of (modified or untracked); backed up anyway.
+    #[arg(long, requires = "apply")]
+    pub allow_dirty: bool,
+    /// Restore every file an apply replaced, from the manifest it printed.
+    #[arg(long, value_name = "MANIFEST")]
+    pub undo: Option<PathBuf>,
 }

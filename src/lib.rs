@@ -5,6 +5,7 @@ pub mod chapter;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dedupe;
 pub mod docker;
 pub mod engine;
 pub mod exit;

@@ -1,6 +1,7 @@
 //! One function per subcommand: load what it needs, call the domain, emit one typed report.
 
 mod chapters;
+mod dedupe;
 mod doctor;
 mod env;
 mod images;
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Env(args) => env::run(&global, &ui, args.shell),
         Command::Worktree(args) => worktree::run(&global, &ui, &args),
         Command::Images(args) => images::run(&global, &ui, &args),
+        Command::Dedupe(args) => dedupe::run(&global, &ui, &args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
