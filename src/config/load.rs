@@ -408,6 +408,14 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_environments_key_gives_a_usable_local() {
+        let src = GOOD.split("environments:").next().unwrap();
+        let c = parse(src).unwrap();
+        assert_eq!(c.environments["local"].replicas, 1);
+        assert_eq!(c.environments["local"].managers, 1);
+    }
+
+    #[test]
     fn default_environment_must_exist() {
         let e = parse(&format!("{GOOD}default_environment: prod\n")).unwrap_err();
         assert_eq!(e.line, Some(12));

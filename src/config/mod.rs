@@ -164,7 +164,7 @@ impl std::fmt::Display for Provider {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
     #[serde(default)]
@@ -188,6 +188,23 @@ pub struct Environment {
     /// `up`, `down` and `deploy` need `--yes` (or a typed confirmation) here.
     #[serde(default)]
     pub protected: bool,
+}
+
+impl Default for Environment {
+    /// The same values an empty mapping (`local: {}`) deserializes to.
+    fn default() -> Self {
+        Environment {
+            provider: Provider::Local,
+            docker_host: None,
+            advertise_addr: None,
+            replicas: default_replicas(),
+            region: None,
+            managers: default_managers(),
+            workers: 0,
+            domain: None,
+            protected: false,
+        }
+    }
 }
 
 /// Options for single chapters. Later chapters add their keys here.
