@@ -419,7 +419,14 @@ impl<'a> Engine<'a> {
                     .cloned();
                 let cx = self.context(rendered, previous.as_ref(), false);
                 let applied = action.apply(&cx).and_then(|a| {
-                    action.verify(&cx)?;
+                    // Verify against what this apply will record, not the record it replaces.
+                    let fresh = ActionRecord {
+                        outcome: Outcome::Applied,
+                        inputs_digest: a.inputs_digest.clone(),
+                        data: a.data.clone(),
+                        at: state::now_rfc3339(),
+                    };
+                    action.verify(&self.context(rendered, Some(&fresh), false))?;
                     Ok(a)
                 });
                 match applied {

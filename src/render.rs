@@ -85,6 +85,13 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "builder": config.builder_image(),
             "runner": config.runner_image(),
             "runtime_packages": config.runtime_packages(),
+            "postgres": config.postgres_image(),
+        },
+        "dev": {
+            "app_port": config.chapters.development.app_port.unwrap_or(config.app.port),
+            "db_port": config.chapters.development.db_port,
+            "db_user": config.app.otp_app,
+            "db_name": format!("{}_dev", config.app.otp_app),
         },
         "env": {
             "name": env_name,

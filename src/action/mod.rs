@@ -3,6 +3,8 @@
 //! A manifest names actions by type (`action: versions-agree`) with parameters; each type is a
 //! struct implementing [`Action`]. The engine only ever sees the trait.
 
+pub mod compose;
+pub mod docker;
 pub mod foundation;
 pub mod swarm;
 
@@ -25,6 +27,10 @@ pub enum ActionSpec {
     MixProject,
     VersionsAgree,
     SwarmMode,
+    BaseImages,
+    ReleaseImage,
+    DevSecrets,
+    DevEnvironment,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -38,6 +44,10 @@ impl ActionSpec {
             ActionSpec::MixProject => Box::new(foundation::MixProject),
             ActionSpec::VersionsAgree => Box::new(foundation::VersionsAgree),
             ActionSpec::SwarmMode => Box::new(swarm::SwarmModeAction),
+            ActionSpec::BaseImages => Box::new(docker::BaseImages),
+            ActionSpec::ReleaseImage => Box::new(docker::ReleaseImage),
+            ActionSpec::DevSecrets => Box::new(compose::DevSecrets),
+            ActionSpec::DevEnvironment => Box::new(compose::DevEnvironment),
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
         }
     }

@@ -299,6 +299,9 @@ const KNOWN_KEYS: &[&str] = &[
     "protected",
     "foundation",
     "gitignore",
+    "development",
+    "app_port",
+    "db_port",
     "allow_list",
 ];
 

@@ -213,6 +213,32 @@ impl Default for Environment {
 pub struct ChapterOptions {
     #[serde(default)]
     pub foundation: FoundationOptions,
+    #[serde(default)]
+    pub development: DevelopmentOptions,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevelopmentOptions {
+    /// Host port (on 127.0.0.1) for the app; default: `app.port`.
+    #[serde(default)]
+    pub app_port: Option<u16>,
+    /// Host port (on 127.0.0.1) for Postgres.
+    #[serde(default = "default_db_port")]
+    pub db_port: u16,
+}
+
+impl Default for DevelopmentOptions {
+    fn default() -> Self {
+        DevelopmentOptions {
+            app_port: None,
+            db_port: default_db_port(),
+        }
+    }
+}
+
+fn default_db_port() -> u16 {
+    5432
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
