@@ -133,6 +133,10 @@ impl Rootfs {
                 dir.path().display()
             );
         }
+        // cp -a gave the copy the cached rootfs's age; the sweep of abandoned copies goes by it.
+        std::fs::File::open(dir.path())
+            .and_then(|d| d.set_modified(SystemTime::now()))
+            .with_context(|| format!("touching {}", dir.path().display()))?;
         Ok(Rootfs {
             dir: Some(dir),
             proc_mounted: false,
