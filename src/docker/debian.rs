@@ -122,14 +122,15 @@ pub fn deb822_uris(text: &str) -> Vec<String> {
         };
         let types = field("Types").unwrap_or_default();
         let enabled = field("Enabled").is_none_or(|v| !v.eq_ignore_ascii_case("no"));
-        if enabled && types.split_whitespace().any(|t| t == "deb") {
-            if let Some(uris) = field("URIs") {
-                out.extend(
-                    uris.split_whitespace()
-                        .filter(|u| u.starts_with("http"))
-                        .map(String::from),
-                );
-            }
+        if enabled
+            && types.split_whitespace().any(|t| t == "deb")
+            && let Some(uris) = field("URIs")
+        {
+            out.extend(
+                uris.split_whitespace()
+                    .filter(|u| u.starts_with("http"))
+                    .map(String::from),
+            );
         }
     }
     out

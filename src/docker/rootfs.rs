@@ -115,6 +115,7 @@ impl Rootfs {
     pub fn copy_of(base: &Path) -> Result<Rootfs> {
         let parent = cache_dir().join("work");
         std::fs::create_dir_all(&parent)?;
+        sweep_abandoned(&parent);
         let dir = tempfile::Builder::new()
             .prefix("rootfs-")
             .tempdir_in(&parent)?;
@@ -132,6 +133,10 @@ impl Rootfs {
                 dir.path().display()
             );
         }
+        // cp -a gave the copy the cached rootfs's age; the sweep of abandoned copies goes by it.
+        std::fs::File::open(dir.path())
+            .and_then(|d| d.set_modified(SystemTime::now()))
+            .with_context(|| format!("touching {}", dir.path().display()))?;
         Ok(Rootfs {
             dir: Some(dir),
             proc_mounted: false,
@@ -276,6 +281,41 @@ impl Drop for Rootfs {
                 eprintln!("warning: left {} in place: {e:#}", kept.display());
             }
         }
+    }
+}
+
+/// A run killed mid-build (Ctrl-C, kill -9) never ran its guard: its copy may still have /proc
+/// mounted. Copies older than any build are unmounted and deleted by the next run.
+fn sweep_abandoned(work: &Path) {
+    const ABANDONED_AFTER: Duration = Duration::from_secs(6 * 3600);
+    let Ok(entries) = std::fs::read_dir(work) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > ABANDONED_AFTER);
+        if !old {
+            continue;
+        }
+        if is_mounted_below(&path) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(path.join("proc"))
+                .status();
+        }
+        if is_mounted_below(&path) {
+            continue;
+        }
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
     }
 }
 
