@@ -376,12 +376,21 @@ impl<'a> Engine<'a> {
                     .get(&step.id)
                     .is_some_and(|r| r.outcome == outcome && applied.is_none());
                 if !same {
+                    // A failed or blocked run keeps what the last apply recorded (image ids,
+                    // secret versions): the next run must still know what exists.
+                    let earlier = actions.get(&step.id).cloned();
                     actions.insert(
                         step.id.clone(),
                         ActionRecord {
                             outcome,
-                            inputs_digest: applied.and_then(|a| a.inputs_digest.clone()),
-                            data: applied.map(|a| a.data.clone()).unwrap_or_default(),
+                            inputs_digest: match applied {
+                                Some(a) => a.inputs_digest.clone(),
+                                None => earlier.as_ref().and_then(|r| r.inputs_digest.clone()),
+                            },
+                            data: match applied {
+                                Some(a) => a.data.clone(),
+                                None => earlier.map(|r| r.data).unwrap_or_default(),
+                            },
                             at: state::now_rfc3339(),
                         },
                     );

@@ -142,7 +142,9 @@ fn mix_has_deps(root: &Path) -> bool {
     };
     let body = &mix[start..];
     let body = &body[..body.find("\n  end").unwrap_or(body.len())];
-    body.lines().any(|l| l.trim_start().starts_with("{:"))
+    body.lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .any(|l| l.contains("{:"))
 }
 
 pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Rendered>> {

@@ -275,8 +275,15 @@ fn bootstrap_builds_true_images_skips_existing_and_refuses_mislabels() {
     assert_eq!(stdout(&out).trim(), "shop@shop_prod", "{out:?}");
     let out = login("wrong");
     assert!(!out.status.success(), "a wrong password logged in: {out:?}");
-    let out = docker(&["exec", &pg_container, "sh", "-c", "id -un; echo $PGDATA"]);
-    assert_eq!(stdout(&out), "postgres\n/var/lib/postgresql/data\n");
+    // The server (PID 1 after the entrypoint drops privileges) runs as postgres, not root.
+    let out = docker(&[
+        "exec",
+        &pg_container,
+        "sh",
+        "-c",
+        "id -un $(awk '/^Uid:/ {print $2}' /proc/1/status); stat -c %U \"$PGDATA\"",
+    ]);
+    assert_eq!(stdout(&out), "postgres\npostgres\n");
     let out = docker(&[
         "exec",
         &pg_container,

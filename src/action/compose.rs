@@ -158,7 +158,8 @@ fn compose(cx: &ActionContext, args: &[&str]) -> Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("running {}", tool.join(" ")))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     cx.ui.detail(text.trim_end());
     if !out.status.success() {
         anyhow::bail!("{} {} failed:\n{text}", tool.join(" "), args.join(" "));
@@ -234,7 +235,9 @@ impl Action for DevEnvironment {
         }
         let digest = compose_digest(cx);
         if cx.previous.and_then(|p| p.inputs_digest.as_deref()) != Some(digest.as_str()) {
-            return Ok(Check::Pending("compose.yaml changed since it was started".into()));
+            return Ok(Check::Pending(
+                "compose.yaml changed since it was started".into(),
+            ));
         }
         Ok(Check::Satisfied(format!(
             "{} healthy on 127.0.0.1:{}",
@@ -256,7 +259,11 @@ impl Action for DevEnvironment {
             let health = service_health(cx)?;
             let waiting: Vec<String> = SERVICES
                 .iter()
-                .filter(|s| health.get(**s).is_none_or(|(st, h)| st != "running" || h != "healthy"))
+                .filter(|s| {
+                    health
+                        .get(**s)
+                        .is_none_or(|(st, h)| st != "running" || h != "healthy")
+                })
                 .map(|s| {
                     let (st, h) = health.get(*s).cloned().unwrap_or_default();
                     format!("{s} {st}/{h}")

@@ -9,8 +9,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{Action, ActionContext, Applied, Check};
-use crate::docker::{self, context, images, Daemon};
-
+use crate::docker::{self, Daemon, context, images};
 
 /// Base images (builder, runner, database) present on the environment's Engine.
 pub struct BaseImages;
@@ -28,7 +27,10 @@ impl Action for BaseImages {
         let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
         let mut missing = Vec::new();
         for image in &wanted {
-            if rt.block_on(daemon.client.inspect_image(&image.reference)).is_err() {
+            if rt
+                .block_on(daemon.client.inspect_image(&image.reference))
+                .is_err()
+            {
                 missing.push(image.reference.clone());
             }
         }
@@ -129,7 +131,10 @@ impl Action for ReleaseImage {
         let digest = context::digest(&entries)?;
         let rev = revision(&cx.project.root)?;
         let wanted_tag = format!("{}:{}", Self::repository(cx), rev.tag());
-        let Some(prev) = cx.previous.filter(|p| p.inputs_digest.as_deref() == Some(&digest)) else {
+        let Some(prev) = cx
+            .previous
+            .filter(|p| p.inputs_digest.as_deref() == Some(&digest))
+        else {
             return Ok(Check::Pending("the build context changed".into()));
         };
         let Some(id) = prev.data.get("id").and_then(|v| v.as_str()) else {
@@ -137,11 +142,15 @@ impl Action for ReleaseImage {
         };
         let (rt, daemon) = Self::connect(cx)?;
         let Ok(image) = rt.block_on(daemon.client.inspect_image(id)) else {
-            return Ok(Check::Pending(format!("image {id} is gone from the Engine")));
+            return Ok(Check::Pending(format!(
+                "image {id} is gone from the Engine"
+            )));
         };
         let tags = image.repo_tags.unwrap_or_default();
         if !tags.contains(&wanted_tag) {
-            return Ok(Check::Pending(format!("tag {wanted_tag} (context unchanged: no build)")));
+            return Ok(Check::Pending(format!(
+                "tag {wanted_tag} (context unchanged: no build)"
+            )));
         }
         Ok(Check::Satisfied(format!("{wanted_tag} ({})", short_id(id))))
     }
@@ -156,23 +165,21 @@ impl Action for ReleaseImage {
         let (rt, daemon) = Self::connect(cx)?;
 
         // Same context as the recorded image: only the tag is missing, nothing to build.
-        if !cx.no_cache {
-            if let Some(id) = cx
+        if !cx.no_cache
+            && let Some(id) = cx
                 .previous
                 .filter(|p| p.inputs_digest.as_deref() == Some(&digest))
                 .and_then(|p| p.data.get("id").and_then(|v| v.as_str()))
-            {
-                if rt.block_on(daemon.client.inspect_image(id)).is_ok() {
-                    for t in [&sha_tag, &latest] {
-                        rt.block_on(tag(&daemon, id, t))?;
-                    }
-                    return Ok(Applied {
-                        summary: format!("tagged {sha_tag} (context unchanged, no build)"),
-                        data: json!({"id": id, "tags": [sha_tag, latest], "built": false}),
-                        inputs_digest: Some(digest),
-                    });
-                }
+            && rt.block_on(daemon.client.inspect_image(id)).is_ok()
+        {
+            for t in [&sha_tag, &latest] {
+                rt.block_on(tag(&daemon, id, t))?;
             }
+            return Ok(Applied {
+                summary: format!("tagged {sha_tag} (context unchanged, no build)"),
+                data: json!({"id": id, "tags": [sha_tag, latest], "built": false}),
+                inputs_digest: Some(digest),
+            });
         }
 
         let tar = context::tar(&entries)?;
@@ -197,9 +204,10 @@ impl Action for ReleaseImage {
         let mut log = String::new();
         let mut id = None;
         let result: Result<()> = rt.block_on(async {
-            let mut stream = daemon
-                .client
-                .build_image(options, None, Some(bollard::body_full(tar.into())));
+            let mut stream =
+                daemon
+                    .client
+                    .build_image(options, None, Some(bollard::body_full(tar.into())));
             while let Some(item) = stream.next().await {
                 let info = item.map_err(|e| anyhow::anyhow!("{e}"))?;
                 if let Some(text) = &info.stream {
@@ -212,10 +220,10 @@ impl Action for ReleaseImage {
                 if let Some(detail) = &info.error_detail {
                     anyhow::bail!("{}", detail.message.clone().unwrap_or_default());
                 }
-                if let Some(aux) = &info.aux {
-                    if let Some(i) = &aux.id {
-                        id = Some(i.clone());
-                    }
+                if let Some(aux) = &info.aux
+                    && let Some(i) = &aux.id
+                {
+                    id = Some(i.clone());
                 }
             }
             Ok(())
@@ -232,7 +240,10 @@ impl Action for ReleaseImage {
         rt.block_on(tag(&daemon, &id, &latest))?;
         let cached = log.matches("Using cache").count();
         Ok(Applied {
-            summary: format!("built {sha_tag} and {latest} ({}; {cached} cached steps)", short_id(&id)),
+            summary: format!(
+                "built {sha_tag} and {latest} ({}; {cached} cached steps)",
+                short_id(&id)
+            ),
             data: json!({"id": id, "tags": [sha_tag, latest], "built": true, "cached_steps": cached}),
             inputs_digest: Some(digest),
         })
@@ -260,4 +271,3 @@ async fn tag(daemon: &Daemon, id: &str, reference: &str) -> Result<()> {
         .with_context(|| format!("tagging {reference}"))?;
     Ok(())
 }
-

@@ -20,9 +20,12 @@ impl Report for UpReport {
         let mut out = render_chapters(&self.environment, &self.chapters, ui, false);
         let changed = self.chapters.iter().any(|c| {
             c.files.iter().any(|f| f.status.is_change())
-                || c.actions
-                    .iter()
-                    .any(|a| a.status == crate::engine::ActionStatus::Applied)
+                || c.actions.iter().any(|a| {
+                    matches!(
+                        a.status,
+                        crate::engine::ActionStatus::Applied | crate::engine::ActionStatus::Undone
+                    )
+                })
         });
         out += &if changed {
             Paint::ok("applied\n")

@@ -347,7 +347,7 @@ fn changes(image: &BaseImage) -> Vec<String> {
             out.push(format!("ENV PGDATA={PGDATA}"));
             out.push(format!("VOLUME {PGDATA}"));
             out.push("EXPOSE 5432".into());
-            out.push("USER postgres".into());
+            // No USER: the entrypoint reads secrets as root, then drops to postgres itself.
             out.push(r#"ENTRYPOINT ["docker-entrypoint.sh"]"#.into());
             out.push(r#"CMD ["postgres"]"#.into());
         }
@@ -674,7 +674,6 @@ mod tests {
         let changes = changes(&images[2]).join("\n");
         for needle in [
             "EXPOSE 5432",
-            "USER postgres",
             "ENV PGDATA=/var/lib/postgresql/data",
             "ENTRYPOINT [\"docker-entrypoint.sh\"]",
             "CMD [\"postgres\"]",

@@ -32,9 +32,17 @@ if [ "$#" -eq 0 ] || [ "${1#-}" != "$1" ]; then
 	set -- postgres "$@"
 fi
 
+# Like the official image: start as root so secrets from files any user may own (compose
+# bind-mounts them with the host's owner and mode) can be read, prepare PGDATA, then drop to
+# the postgres user for everything else.
 if [ "$1" = postgres ] && [ "$(id -u)" = 0 ]; then
-	echo "error: this image runs PostgreSQL as the postgres user; drop --user root" >&2
-	exit 1
+	file_env POSTGRES_PASSWORD
+	file_env POSTGRES_USER
+	file_env POSTGRES_DB
+	mkdir -p "$PGDATA"
+	chown postgres:postgres "$PGDATA"
+	chmod 700 "$PGDATA"
+	exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
 
 if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
