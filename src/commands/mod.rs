@@ -6,6 +6,7 @@ mod env;
 mod images;
 mod init;
 mod plan;
+mod secrets;
 mod status;
 mod up;
 
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Doctor => doctor::run(&global, &ui),
         Command::Env(args) => env::run(&global, &ui, args.shell),
         Command::Images(args) => images::run(&global, &ui, &args),
+        Command::Secrets(args) => secrets::run(&global, &ui, &args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
