@@ -590,3 +590,42 @@ fn the_argv_watch_sees_a_value_in_argv() {
     let (_, seen) = run_watched(&mut cmd, std::slice::from_ref(&needle));
     assert!(seen);
 }
+
+#[test]
+fn edit_uses_sops_private_temporary_file_and_re_encrypts() {
+    if !have_tools() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new(6);
+    f.init();
+    f.set("DATABASE_PASSWORD", "before-edit").success();
+    let editor = f.keys.path().join("editor.sh");
+    let seen = f.keys.path().join("seen");
+    std::fs::write(
+        &editor,
+        format!(
+            "#!/bin/sh\nstat -c '%a' \"$1\" \"$(dirname \"$1\")\" > {}\necho 'EDITED: done' >> \"$1\"\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f.beamops()
+        .env("EDITOR", &editor)
+        .args(["secrets", "edit", "local"])
+        .assert()
+        .success();
+    // sops' own temporary copy: 0600 in a 0700 directory.
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "600\n700\n");
+    assert!(
+        !f.project
+            .read("secrets/local.enc.yaml")
+            .contains("before-edit")
+    );
+    let plain = String::from_utf8_lossy(&f.decrypt_with(&f.key_file()).stdout).into_owned();
+    assert!(
+        plain.contains("EDITED: done") && plain.contains("before-edit"),
+        "{plain}"
+    );
+}
