@@ -470,6 +470,29 @@ fn docker_secrets_get_a_new_version_only_when_a_value_changes() {
     );
     assert_eq!(names["SECRET_KEY_BASE"], format!("{s}_secret_key_base_v1"));
     assert_eq!(names.len(), 3);
+
+    // A lost state: no HMAC to compare, so new versions, and the service still follows.
+    std::fs::remove_file(f.project.file(".beamops/state.json")).unwrap();
+    up(&f, &[]);
+    let mounted = Std::new("docker")
+        .args([
+            "service",
+            "inspect",
+            &service,
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Secrets}}",
+        ])
+        .output()
+        .unwrap();
+    let mounted = String::from_utf8_lossy(&mounted.stdout);
+    assert!(
+        mounted.contains(&format!("\"SecretName\":\"{s}_database_password_v3\"")),
+        "{mounted}"
+    );
+    assert!(
+        !f.engine_secrets()
+            .contains(&format!("{s}_database_password_v2"))
+    );
 }
 
 #[test]

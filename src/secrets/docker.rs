@@ -129,7 +129,9 @@ pub async fn converge(
             .inspect_secret(&created.id)
             .await
             .with_context(|| format!("{name} was created but cannot be inspected"))?;
-        if let Some(old) = recorded {
+        // Every older version of this key, not only the recorded one: a lost state must not
+        // leave services on a value that was replaced.
+        for old in existing.iter().filter(|e| &e.key == key) {
             done.rotated
                 .extend(rotate_services(daemon, &old.name, &name, &created.id).await?);
         }
