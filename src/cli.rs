@@ -71,6 +71,9 @@ pub enum Command {
     /// Find duplicated shell scripts across folders and worktrees; consolidate them; undo.
     /// Dry run by default: exit 2 when duplicates are found.
     Dedupe(DedupeArgs),
+    /// SOPS + age encrypted secrets: the key, recipients and values (chapter 07).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -213,4 +216,42 @@ pub struct DedupeArgs {
     /// Restore every file an apply replaced, from the manifest it printed.
     #[arg(long, value_name = "MANIFEST")]
     pub undo: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Create your age key (outside the repository, mode 0600) and `.sops.yaml`.
+    Init {
+        /// More recipients (age public keys: team members, CI) to encrypt for.
+        #[arg(long = "recipient", value_name = "AGE_PUBLIC_KEY")]
+        recipients: Vec<String>,
+    },
+    /// Set KEY in secrets/ENV.enc.yaml to the value read from stdin (never from arguments).
+    Set {
+        #[arg(value_name = "ENV")]
+        environment: String,
+        #[arg(value_name = "KEY")]
+        key: String,
+    },
+    /// Open secrets/ENV.enc.yaml decrypted in $EDITOR (through `sops edit`).
+    Edit {
+        #[arg(value_name = "ENV")]
+        environment: String,
+    },
+    /// List, add or remove recipients; every secrets file is re-encrypted for the new list.
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecipientsCommand {
+    List,
+    Add {
+        #[arg(value_name = "AGE_PUBLIC_KEY")]
+        recipient: String,
+    },
+    Remove {
+        #[arg(value_name = "AGE_PUBLIC_KEY")]
+        recipient: String,
+    },
 }

@@ -15,6 +15,7 @@ pub mod output;
 pub mod plan;
 pub mod project;
 pub mod render;
+pub mod secrets;
 pub mod state;
 pub mod swarm;
 pub mod tools;

@@ -6,6 +6,7 @@
 pub mod compose;
 pub mod docker;
 pub mod foundation;
+pub mod secrets;
 pub mod swarm;
 
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ pub enum ActionSpec {
     ReleaseImage,
     DevSecrets,
     DevEnvironment,
+    DockerSecrets,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -48,6 +50,7 @@ impl ActionSpec {
             ActionSpec::ReleaseImage => Box::new(docker::ReleaseImage),
             ActionSpec::DevSecrets => Box::new(compose::DevSecrets),
             ActionSpec::DevEnvironment => Box::new(compose::DevEnvironment),
+            ActionSpec::DockerSecrets => Box::new(secrets::DockerSecrets),
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
         }
     }

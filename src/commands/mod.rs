@@ -7,6 +7,7 @@ mod env;
 mod images;
 mod init;
 mod plan;
+mod secrets;
 mod status;
 mod up;
 mod worktree;
@@ -43,6 +44,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Worktree(args) => worktree::run(&global, &ui, &args),
         Command::Images(args) => images::run(&global, &ui, &args),
         Command::Dedupe(args) => dedupe::run(&global, &ui, &args),
+        Command::Secrets(args) => secrets::run(&global, &ui, &args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -1,0 +1,313 @@
+//! `beamops secrets …`: the age key, `.sops.yaml` recipients and values (chapter 07).
+
+use std::io::{IsTerminal, Read};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::Global;
+use crate::cli::{RecipientsCommand, SecretsCommand};
+use crate::exit::Exit;
+use crate::output::{Paint, Report, Ui, emit};
+use crate::project::Project;
+use crate::secrets::{self, age, encrypted_file, sops::Sops};
+
+/// One report for every `secrets` subcommand; fields a subcommand does not touch are absent.
+/// It never carries a value: only names, paths and public keys.
+#[derive(Debug, Serialize, Default)]
+pub struct SecretsReport {
+    pub command: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_created: Option<bool>,
+    pub recipients: Vec<String>,
+    /// Files whose data key was re-encrypted for the new recipients (`sops updatekeys`).
+    pub reencrypted: Vec<String>,
+    /// Something was written.
+    pub changed: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl Report for SecretsReport {
+    fn text(&self, _ui: &Ui) -> String {
+        let mut out = String::new();
+        let mark = if self.changed {
+            Paint::ok("✓")
+        } else {
+            Paint::dim("=")
+        };
+        match self.command {
+            "init" => {
+                out += &format!(
+                    "{mark} age key {} {}\n",
+                    self.key_file.as_deref().unwrap_or(""),
+                    Paint::dim(if self.key_created == Some(true) {
+                        "(created, mode 0600)"
+                    } else {
+                        "(exists)"
+                    })
+                );
+                out += &format!(
+                    "  public key {}\n",
+                    Paint::bold(self.public_key.as_deref().unwrap_or(""))
+                );
+            }
+            "set" => {
+                out += &format!(
+                    "{mark} {} set in {}\n",
+                    self.key.as_deref().unwrap_or(""),
+                    self.file.as_deref().unwrap_or("")
+                );
+            }
+            "edit" => {
+                out += &format!("{mark} edited {}\n", self.file.as_deref().unwrap_or(""));
+            }
+            _ => {}
+        }
+        if self.command != "set" && self.command != "edit" {
+            out += &format!("  recipients ({}):\n", self.recipients.len());
+            for r in &self.recipients {
+                out += &format!("    {r}\n");
+            }
+        }
+        for f in &self.reencrypted {
+            out += &format!("  re-encrypted {f}\n");
+        }
+        for n in &self.notes {
+            out += &format!("  {} {n}\n", Paint::warn("!"));
+        }
+        out
+    }
+}
+
+pub fn run(global: &Global, ui: &Ui, command: &SecretsCommand) -> Result<Exit> {
+    let project = global.project()?;
+    let report = match command {
+        SecretsCommand::Init { recipients } => init(&project, recipients)?,
+        SecretsCommand::Set { environment, key } => set(&project, ui, environment, key)?,
+        SecretsCommand::Edit { environment } => {
+            known_environment(&project, environment)?;
+            Sops::new(&project)?.edit(environment)?;
+            SecretsReport {
+                command: "edit",
+                environment: Some(environment.clone()),
+                file: Some(encrypted_file(environment)),
+                changed: true,
+                ..Default::default()
+            }
+        }
+        SecretsCommand::Recipients(RecipientsCommand::List) => SecretsReport {
+            command: "recipients",
+            recipients: current_recipients(&project)?,
+            ..Default::default()
+        },
+        SecretsCommand::Recipients(RecipientsCommand::Add { recipient }) => {
+            age::validate_recipient(recipient)?;
+            let mut list = current_recipients(&project)?;
+            change_recipients(&project, &mut list, |l| {
+                if l.contains(recipient) {
+                    false
+                } else {
+                    l.push(recipient.clone());
+                    true
+                }
+            })?
+        }
+        SecretsCommand::Recipients(RecipientsCommand::Remove { recipient }) => {
+            let mut list = current_recipients(&project)?;
+            if !list.contains(recipient) {
+                anyhow::bail!(
+                    "{recipient} is not a recipient in .sops.yaml\n  fix: `beamops secrets recipients list` shows them"
+                );
+            }
+            if list.len() == 1 {
+                return Err(crate::exit::Failure::refused(
+                    "that is the last recipient",
+                    "  fix: add another recipient first; with none, nobody could decrypt the secrets",
+                )
+                .into());
+            }
+            change_recipients(&project, &mut list, |l| {
+                l.retain(|r| r != recipient);
+                true
+            })?
+        }
+    };
+    emit(&report, ui)
+}
+
+fn known_environment(project: &Project, env: &str) -> Result<()> {
+    if project.config.environment(env).is_some() {
+        return Ok(());
+    }
+    let names: Vec<&str> = project
+        .config
+        .environments
+        .keys()
+        .map(String::as_str)
+        .collect();
+    anyhow::bail!(
+        "no environment `{env}` in beamops.yaml\n  fix: use one of: {}",
+        names.join(", ")
+    )
+}
+
+fn current_recipients(project: &Project) -> Result<Vec<String>> {
+    age::recipients(&project.root)?.ok_or_else(|| {
+        crate::exit::Failure::Blocked(format!(
+            "no {} in {}\n  fix: run `beamops secrets init`",
+            age::SOPS_CONFIG,
+            project.root.display()
+        ))
+        .into()
+    })
+}
+
+/// Applies `change` to the recipients, writes `.sops.yaml` and re-encrypts every file for them.
+fn change_recipients(
+    project: &Project,
+    list: &mut Vec<String>,
+    change: impl FnOnce(&mut Vec<String>) -> bool,
+) -> Result<SecretsReport> {
+    let mut report = SecretsReport {
+        command: "recipients",
+        ..Default::default()
+    };
+    // Checked before writing, so a missing sops or key leaves .sops.yaml as it was.
+    let sops = Sops::new(project)?;
+    if change(list) {
+        let before = std::fs::read(project.root.join(age::SOPS_CONFIG))?;
+        age::write_recipients(&project.root, list)?;
+        for env in sops.environments()? {
+            if let Err(e) = sops.updatekeys(&env) {
+                // Put the old recipients back: .sops.yaml must describe what the files are.
+                crate::fsutil::atomic_write(
+                    &project.root.join(age::SOPS_CONFIG),
+                    &before,
+                    Some(0o644),
+                )?;
+                return Err(e.context(
+                    "re-encrypting for the new recipients failed; .sops.yaml is unchanged",
+                ));
+            }
+            report.reencrypted.push(encrypted_file(&env));
+        }
+        report.changed = true;
+    }
+    report.recipients = list.clone();
+    Ok(report)
+}
+
+fn init(project: &Project, extra: &[String]) -> Result<SecretsReport> {
+    for r in extra {
+        age::validate_recipient(r)?;
+    }
+    let key_file = age::key_file(project)?;
+    let (public_key, key_created) = age::ensure_identity(&key_file)?;
+    let mut report = SecretsReport {
+        command: "init",
+        key_file: Some(key_file.display().to_string()),
+        public_key: Some(public_key.clone()),
+        key_created: Some(key_created),
+        changed: key_created,
+        ..Default::default()
+    };
+    match age::recipients(&project.root)? {
+        None => {
+            let mut list = vec![public_key];
+            for r in extra {
+                if !list.contains(r) {
+                    list.push(r.clone());
+                }
+            }
+            age::write_recipients(&project.root, &list)?;
+            report.recipients = list;
+            report.changed = true;
+        }
+        Some(mut list) => {
+            if !list.contains(&public_key) {
+                // Adding ourselves needs someone who can already decrypt to re-encrypt.
+                report.notes.push(format!(
+                    "your key is not a recipient yet: ask a teammate to run `beamops secrets recipients add {public_key}`"
+                ));
+            }
+            let missing: Vec<String> = extra
+                .iter()
+                .filter(|r| !list.contains(r))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                report.recipients = list;
+            } else {
+                let changed = change_recipients(project, &mut list, |l| {
+                    l.extend(missing);
+                    true
+                })?;
+                report.recipients = changed.recipients;
+                report.reencrypted = changed.reencrypted;
+                report.changed = true;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn set(project: &Project, ui: &Ui, env: &str, key: &str) -> Result<SecretsReport> {
+    known_environment(project, env)?;
+    secrets::validate_key(key)?;
+    let sops = Sops::new(project)?;
+    let value = read_value(ui, key)?;
+    // Decrypting first makes every existing value available for redacting sops' messages.
+    let known = sops.decrypt(env)?;
+    sops.set(env, key, &value, &known)?;
+    Ok(SecretsReport {
+        command: "set",
+        environment: Some(env.to_string()),
+        key: Some(key.to_string()),
+        file: Some(encrypted_file(env)),
+        changed: true,
+        ..Default::default()
+    })
+}
+
+/// The value from stdin: a hidden prompt on a terminal, else everything piped in, minus the
+/// one trailing newline `echo` adds.
+fn read_value(ui: &Ui, key: &str) -> Result<String> {
+    let mut value = if std::io::stdin().is_terminal() {
+        let _ = ui;
+        console::Term::stderr()
+            .write_str(&format!("{key} (input hidden): "))
+            .ok();
+        console::Term::stderr()
+            .read_secure_line()
+            .context("reading the value from the terminal")?
+    } else {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("reading the value from stdin (it must be UTF-8 text)")?;
+        buf
+    };
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    if value.is_empty() {
+        anyhow::bail!(
+            "no value on stdin for {key}\n  fix: pipe it in, e.g. `pass show db | beamops secrets set ENV {key}`"
+        );
+    }
+    Ok(value)
+}
