@@ -27,11 +27,13 @@ echo "== generating $files files / $bytes bytes in $tree"
 time python3 "$here/bench/gen_dedupe_tree.py" "$tree" --files "$files" --bytes "$bytes"
 echo "files: $(find "$tree" -type f | wc -l), bytes: $(du -sb "$tree" | cut -f1), cores: $(nproc)"
 
-cd "$work"   # rmlint writes its reports into the working directory
+# rmlint writes its reports into the working directory, and replaces (renames over) the file
+# it is told to write: never point it at /dev/null.
+cd "$work"
 hyperfine --runs "$runs" --warmup 1 --ignore-failure --export-json "$work/exact.json" \
   -n beamops-exact "$beamops dedupe --exact-only --format json $tree > /dev/null" \
   -n jdupes "jdupes -r -q $tree > /dev/null" \
-  -n rmlint "rmlint -T df -o fdupes:/dev/null $tree" \
+  -n rmlint "rmlint -T df -o fdupes:$work/rmlint.out $tree" \
   -n fdupes "fdupes -r -q $tree > /dev/null"
 hyperfine --runs "$runs" --warmup 1 --ignore-failure --export-json "$work/full.json" \
   -n beamops-full "$beamops dedupe --format json $tree > /dev/null"
