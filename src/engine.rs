@@ -108,25 +108,7 @@ pub struct UpOptions {
 
 impl<'a> Engine<'a> {
     pub fn new(project: &'a Project, env_name: &str, ui: &'a Ui) -> Result<Self> {
-        let env = project
-            .config
-            .environment(env_name)
-            .cloned()
-            .ok_or_else(|| {
-                let names: Vec<&str> = project
-                    .config
-                    .environments
-                    .keys()
-                    .map(String::as_str)
-                    .collect();
-                let hint = crate::config::nearest_word(env_name, &names)
-                    .map(|n| format!("; did you mean `{n}`?"))
-                    .unwrap_or_default();
-                anyhow::anyhow!(
-                    "no environment `{env_name}` in beamops.yaml{hint}\n  fix: use one of: {}",
-                    names.join(", ")
-                )
-            })?;
+        let env = project.config.require_environment(env_name)?.clone();
         Ok(Engine {
             project,
             env_name: env_name.to_string(),

@@ -9,20 +9,8 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 
-const GATE: &str = "BEAMOPS_DOCKER_TESTS";
-
-fn docker_tests_enabled(test: &str) -> bool {
-    let on = std::env::var(GATE).is_ok_and(|v| v == "1");
-    if !on {
-        // Straight to the stderr handle: the test harness captures eprintln! of passing tests.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED {test}: set {GATE}=1 to build base images on the Docker Engine (needs root, debootstrap, a Debian mirror) !!!!!\n"
-        );
-    }
-    on
-}
+mod common;
+use common::docker_tests_enabled;
 
 fn write_project(dir: &Path, builder: &str, runner: &str, postgres: &str) {
     std::fs::write(

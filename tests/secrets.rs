@@ -8,7 +8,7 @@ use std::process::Command as Std;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::TestProject;
+use common::{docker_tests_enabled, TestProject};
 
 /// PATH for the binary: the checkout's venv (where .ci/setup installs sops) first.
 fn tool_path() -> String {
@@ -30,15 +30,6 @@ fn have_tools() -> bool {
 fn loud_skip(why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {why} ***");
-}
-
-fn docker_tests() -> bool {
-    if std::env::var("BEAMOPS_DOCKER_TESTS").as_deref() == Ok("1") {
-        true
-    } else {
-        loud_skip("Docker secrets tests need a Docker Engine; set BEAMOPS_DOCKER_TESTS=1");
-        false
-    }
 }
 
 /// A project with its own stack name, and an age key in a directory outside it.
@@ -383,7 +374,7 @@ fn up(f: &Fixture, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn docker_secrets_get_a_new_version_only_when_a_value_changes() {
-    if !have_tools() || !docker_tests() {
+    if !have_tools() || !docker_tests_enabled("docker secrets") {
         return;
     }
     let f = Fixture::new(4);
@@ -499,7 +490,7 @@ fn docker_secrets_get_a_new_version_only_when_a_value_changes() {
 
 #[test]
 fn a_canary_value_never_leaves_memory() {
-    if !have_tools() || !docker_tests() {
+    if !have_tools() || !docker_tests_enabled("docker secrets") {
         return;
     }
     let f = Fixture::new(5);

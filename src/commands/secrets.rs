@@ -96,7 +96,7 @@ pub fn run(global: &Global, ui: &Ui, command: &SecretsCommand) -> Result<Exit> {
         SecretsCommand::Init { recipients } => init(&project, recipients)?,
         SecretsCommand::Set { environment, key } => set(&project, ui, environment, key)?,
         SecretsCommand::Edit { environment } => {
-            known_environment(&project, environment)?;
+            project.config.require_environment(environment)?;
             Sops::new(&project)?.edit(environment)?;
             SecretsReport {
                 command: "edit",
@@ -146,21 +146,6 @@ pub fn run(global: &Global, ui: &Ui, command: &SecretsCommand) -> Result<Exit> {
     emit(&report, ui)
 }
 
-fn known_environment(project: &Project, env: &str) -> Result<()> {
-    if project.config.environment(env).is_some() {
-        return Ok(());
-    }
-    let names: Vec<&str> = project
-        .config
-        .environments
-        .keys()
-        .map(String::as_str)
-        .collect();
-    anyhow::bail!(
-        "no environment `{env}` in beamops.yaml\n  fix: use one of: {}",
-        names.join(", ")
-    )
-}
 
 fn current_recipients(project: &Project) -> Result<Vec<String>> {
     age::recipients(&project.root)?.ok_or_else(|| {
@@ -263,7 +248,7 @@ fn init(project: &Project, extra: &[String]) -> Result<SecretsReport> {
 }
 
 fn set(project: &Project, ui: &Ui, env: &str, key: &str) -> Result<SecretsReport> {
-    known_environment(project, env)?;
+    project.config.require_environment(env)?;
     secrets::validate_key(key)?;
     let sops = Sops::new(project)?;
     let value = read_value(ui, key)?;

@@ -141,6 +141,20 @@ impl Config {
         self.environments.get(name)
     }
 
+    /// The named environment, or an error that lists the real ones and the nearest match.
+    pub fn require_environment(&self, name: &str) -> anyhow::Result<&Environment> {
+        self.environments.get(name).ok_or_else(|| {
+            let names: Vec<&str> = self.environments.keys().map(String::as_str).collect();
+            let hint = nearest_word(name, &names)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "no environment `{name}` in beamops.yaml{hint}\n  fix: use one of: {}",
+                names.join(", ")
+            )
+        })
+    }
+
     /// The environment a command acts on when `--env` is not given.
     pub fn default_environment_name(&self) -> &str {
         self.default_environment.as_deref().unwrap_or("local")

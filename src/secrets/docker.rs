@@ -163,11 +163,7 @@ async fn rotate_services(
     new: &str,
     new_id: &str,
 ) -> Result<Vec<String>> {
-    let services = daemon
-        .client
-        .list_services(None::<ListServicesOptions>)
-        .await
-        .with_context(|| format!("listing services on {}", daemon.host))?;
+    let services = all_services(daemon).await?;
     let mut moved = Vec::new();
     for service in services {
         let (Some(id), Some(version), Some(mut spec)) = (
@@ -222,11 +218,7 @@ pub async fn prune_unused(
     stack: &str,
     keep: &BTreeSet<String>,
 ) -> Result<Vec<String>> {
-    let services = daemon
-        .client
-        .list_services(None::<ListServicesOptions>)
-        .await
-        .with_context(|| format!("listing services on {}", daemon.host))?;
+    let services = all_services(daemon).await?;
     let used: BTreeSet<String> = services
         .iter()
         .filter_map(|s| {
@@ -259,4 +251,12 @@ pub async fn prune_unused(
         }
     }
     Ok(removed)
+}
+
+async fn all_services(daemon: &Daemon) -> Result<Vec<bollard::models::Service>> {
+    daemon
+        .client
+        .list_services(None::<ListServicesOptions>)
+        .await
+        .with_context(|| format!("listing services on {}", daemon.host))
 }
