@@ -23,6 +23,8 @@ pub enum ActionStatus {
     Satisfied,
     Pending,
     Blocked,
+    /// A check refused to go on to protect data (a key inside the project…): exit 4.
+    Refused,
     Failed,
     Skipped,
     Applied,
@@ -78,6 +80,8 @@ impl ChapterPlan {
         let statuses: Vec<ActionStatus> = self.actions.iter().map(|a| a.status).collect();
         if statuses.contains(&ActionStatus::Failed) {
             Exit::Error
+        } else if statuses.contains(&ActionStatus::Refused) {
+            Exit::Refused
         } else if statuses.contains(&ActionStatus::Blocked) {
             Exit::Blocked
         } else if self.has_changes() {
@@ -173,7 +177,12 @@ impl<'a> Engine<'a> {
                 Ok(Check::Pending(d)) => (ActionStatus::Pending, d),
                 Ok(Check::Blocked(d)) => (ActionStatus::Blocked, d),
                 Ok(Check::Failed(d)) => (ActionStatus::Failed, d),
-                Err(e) => (ActionStatus::Failed, format!("{e:#}")),
+                // A check's error still says what kind of stop it is: blocked (3), refused (4).
+                Err(e) => match crate::exit::exit_for(&e) {
+                    Exit::Blocked => (ActionStatus::Blocked, format!("{e:#}")),
+                    Exit::Refused => (ActionStatus::Refused, format!("{e:#}")),
+                    _ => (ActionStatus::Failed, format!("{e:#}")),
+                },
             }
         };
         ActionPlan {
@@ -270,32 +279,7 @@ impl<'a> Engine<'a> {
             ))
             .into());
         }
-        let conflicts: Vec<&FilePlan> = plans
-            .iter()
-            .flat_map(|p| &p.files)
-            .filter(|f| f.status == FileStatus::Conflict)
-            .collect();
-        if !conflicts.is_empty() && !opts.force {
-            let detail: String = conflicts
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{} ({}):\n{}",
-                        f.path,
-                        f.note.as_deref().unwrap_or("conflict"),
-                        crate::output::colour_diff(f.diff.as_deref().unwrap_or(""))
-                    )
-                })
-                .collect();
-            return Err(Failure::refused(
-                format!(
-                    "{} file(s) changed since beamops wrote them; nothing was written. Keep your edits, or run again with --force to take beamops' version",
-                    conflicts.len()
-                ),
-                detail,
-            )
-            .into());
-        }
+        refuse_conflicts(&plans, opts.force)?;
         if opts.dry_run {
             return Ok(plans);
         }
@@ -303,8 +287,10 @@ impl<'a> Engine<'a> {
 
         let state_dir = self.project.state_dir();
         let _run = RunLock::acquire(&state_dir, opts.lock_wait, |m| self.ui.note(m))?;
-        // Another run may have finished while we waited: plan again under the lock.
+        // Another run, or a person, may have changed files while we waited: plan again under
+        // the lock, and refuse again if a file was edited meanwhile.
         let plans = self.plan(targets, !opts.no_deps)?;
+        refuse_conflicts(&plans, opts.force)?;
         let mut lock = LockFile::read(&self.project.root)?;
         let mut state = State::read(&state_dir)?;
         let mut done = Vec::new();
@@ -313,9 +299,6 @@ impl<'a> Engine<'a> {
             for f in &plan.files {
                 if let Some(dir) = self.project.root.join(&f.path).parent() {
                     crate::fsutil::sweep_temp_files(dir);
-                }
-                if f.status == FileStatus::Conflict && !opts.force {
-                    continue;
                 }
                 plan::apply_file(self.project, f, &mut lock)
                     .with_context(|| format!("writing {}", f.path))?;
@@ -396,6 +379,14 @@ impl<'a> Engine<'a> {
             ActionStatus::Blocked => {
                 record(state, Outcome::Blocked, None);
                 return Err(Failure::Blocked(format!("{}: {}", step.id, step.detail)).into());
+            }
+            ActionStatus::Refused => {
+                record(state, Outcome::Failed, None);
+                return Err(Failure::refused(
+                    format!("{} {}", chapter.label(), step.id),
+                    step.detail.clone(),
+                )
+                .into());
             }
             ActionStatus::Failed => {
                 record(state, Outcome::Failed, None);
@@ -579,6 +570,37 @@ impl<'a> Engine<'a> {
         }
         Ok(drift)
     }
+}
+
+/// Edited generated files stop the run before anything is written (exit 4), unless --force.
+fn refuse_conflicts(plans: &[ChapterPlan], force: bool) -> Result<()> {
+    let conflicts: Vec<&FilePlan> = plans
+        .iter()
+        .flat_map(|p| &p.files)
+        .filter(|f| f.status == FileStatus::Conflict)
+        .collect();
+    if conflicts.is_empty() || force {
+        return Ok(());
+    }
+    let detail: String = conflicts
+        .iter()
+        .map(|f| {
+            format!(
+                "{} ({}):\n{}",
+                f.path,
+                f.note.as_deref().unwrap_or("conflict"),
+                crate::output::colour_diff(f.diff.as_deref().unwrap_or(""))
+            )
+        })
+        .collect();
+    Err(Failure::refused(
+        format!(
+            "{} file(s) changed since beamops wrote them; nothing was written. Keep your edits, or run again with --force to take beamops' version",
+            conflicts.len()
+        ),
+        detail,
+    )
+    .into())
 }
 
 #[derive(Debug, Clone, Serialize)]

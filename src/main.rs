@@ -1,10 +1,22 @@
 use clap::Parser;
 
-use beamops::exit::exit_for;
+use beamops::exit::{Exit, exit_for};
 use beamops::output::Format;
 
 fn main() {
-    let cli = beamops::cli::Cli::parse();
+    // clap exits 2 on a usage error; in our table 2 means "changes pending", so bad input is 1.
+    let cli = match beamops::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            let exit = if e.use_stderr() {
+                Exit::Error
+            } else {
+                Exit::Ok
+            };
+            std::process::exit(exit.code());
+        }
+    };
     let format = cli.format;
     let code = match beamops::commands::run(cli) {
         Ok(exit) => exit,

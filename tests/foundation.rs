@@ -535,6 +535,14 @@ fn init_reads_the_project_and_refuses_to_overwrite() {
 }
 
 #[test]
+fn usage_errors_exit_1_not_the_pending_code() {
+    let p = TestProject::new();
+    p.beamops().arg("--bogus").assert().code(1);
+    p.beamops().args(["up"]).assert().code(1);
+    p.beamops().arg("--version").assert().code(0);
+}
+
+#[test]
 fn completions_are_generated() {
     let p = TestProject::new();
     p.beamops()

@@ -8,7 +8,7 @@ use std::process::Command as Std;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{docker_tests_enabled, TestProject};
+use common::{TestProject, docker_tests_enabled};
 
 /// PATH for the binary: the checkout's venv (where .ci/setup installs sops) first.
 fn tool_path() -> String {
@@ -643,5 +643,19 @@ fn edit_uses_sops_private_temporary_file_and_re_encrypts() {
     assert!(
         plain.contains("EDITED: done") && plain.contains("before-edit"),
         "{plain}"
+    );
+}
+
+#[test]
+fn a_relative_key_path_inside_the_project_is_refused() {
+    let p = TestProject::new();
+    p.beamops()
+        .env("BEAMOPS_AGE_KEY_FILE", "age.key")
+        .args(["secrets", "init"])
+        .assert()
+        .code(4);
+    assert!(
+        !p.file("age.key").exists(),
+        "the private key was written inside the project"
     );
 }

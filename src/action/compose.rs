@@ -45,24 +45,16 @@ impl DevSecrets {
     fn dir(cx: &ActionContext) -> PathBuf {
         cx.project.root.join(SECRETS_DIR)
     }
-    fn wanted(cx: &ActionContext) -> Result<Vec<(&'static str, String)>> {
-        let app = &cx.project.config.app;
-        let password = match std::fs::read_to_string(Self::dir(cx).join("postgres_password")) {
-            Ok(p) => p,
-            Err(_) => random_hex(24)?,
-        };
-        let port = 5432;
-        Ok(vec![
-            (
-                "database_url",
-                format!(
-                    "postgres://{user}:{password}@db:{port}/{user}_dev",
-                    user = app.otp_app
-                ),
-            ),
-            ("postgres_password", password),
-            ("secret_key_base", random_hex(64)?),
-        ])
+
+    fn read(cx: &ActionContext, name: &str) -> Option<String> {
+        std::fs::read_to_string(Self::dir(cx).join(name)).ok()
+    }
+
+    /// The URL is derived from the password file, never generated on its own, so the two can
+    /// never disagree (not after a kill between writes, not after a person deletes one).
+    fn database_url(cx: &ActionContext, password: &str) -> String {
+        let user = &cx.project.config.app.otp_app;
+        format!("postgres://{user}:{password}@db:5432/{user}_dev")
     }
 }
 
@@ -78,17 +70,24 @@ impl Action for DevSecrets {
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         let dir = Self::dir(cx);
-        let mut missing = Vec::new();
-        for name in ["database_url", "postgres_password", "secret_key_base"] {
+        let mut pending = Vec::new();
+        for name in ["postgres_password", "database_url", "secret_key_base"] {
             let path = dir.join(name);
             if !path.is_file() || fsutil::existing_mode(&path) != Some(0o600) {
-                missing.push(name);
+                pending.push(name.to_string());
             }
         }
-        Ok(if missing.is_empty() {
+        if let (Some(password), Some(url)) = (
+            Self::read(cx, "postgres_password"),
+            Self::read(cx, "database_url"),
+        ) && url != Self::database_url(cx, &password)
+        {
+            pending.push("database_url (does not match the password)".into());
+        }
+        Ok(if pending.is_empty() {
             Check::Satisfied("present, mode 0600".into())
         } else {
-            Check::Pending(format!("generate {}", missing.join(", ")))
+            Check::Pending(format!("write {}", pending.join(", ")))
         })
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
@@ -96,21 +95,34 @@ impl Action for DevSecrets {
         std::fs::create_dir_all(&dir)?;
         fsutil::set_mode(&dir, 0o700)?;
         let mut made = Vec::new();
-        for (name, value) in Self::wanted(cx)? {
-            let path = dir.join(name);
-            if path.is_file() {
-                // Made once: an existing value is kept, only its mode is mended.
-                fsutil::set_mode(&path, 0o600)?;
-                continue;
+        // Made once: existing values are kept; the password goes first, the URL follows it.
+        let password = match Self::read(cx, "postgres_password") {
+            Some(p) => p,
+            None => {
+                let p = random_hex(24)?;
+                fsutil::atomic_write(&dir.join("postgres_password"), p.as_bytes(), Some(0o600))?;
+                made.push("postgres_password");
+                p
             }
-            fsutil::atomic_write(&path, value.as_bytes(), Some(0o600))?;
-            made.push(name);
+        };
+        let url = Self::database_url(cx, &password);
+        if Self::read(cx, "database_url").as_deref() != Some(url.as_str()) {
+            fsutil::atomic_write(&dir.join("database_url"), url.as_bytes(), Some(0o600))?;
+            made.push("database_url");
+        }
+        if Self::read(cx, "secret_key_base").is_none() {
+            let key = random_hex(64)?;
+            fsutil::atomic_write(&dir.join("secret_key_base"), key.as_bytes(), Some(0o600))?;
+            made.push("secret_key_base");
+        }
+        for name in ["postgres_password", "database_url", "secret_key_base"] {
+            fsutil::set_mode(&dir.join(name), 0o600)?;
         }
         Ok(Applied {
             summary: if made.is_empty() {
                 "modes mended".into()
             } else {
-                format!("generated {}", made.join(", "))
+                format!("wrote {}", made.join(", "))
             },
             ..Default::default()
         })

@@ -91,6 +91,13 @@ fn revision(root: &std::path::Path) -> Result<Revision> {
     };
     let mut opts = git2::StatusOptions::new();
     opts.include_untracked(true).include_ignored(false);
+    // A project inside a larger repository is dirty only when its own files are.
+    if let (Some(workdir), Ok(root)) = (repo.workdir(), root.canonicalize())
+        && let Ok(sub) = root.strip_prefix(workdir.canonicalize().unwrap_or(workdir.to_path_buf()))
+        && !sub.as_os_str().is_empty()
+    {
+        opts.pathspec(sub);
+    }
     let dirty = !repo.statuses(Some(&mut opts))?.is_empty();
     Ok(Revision { sha, dirty })
 }

@@ -76,6 +76,7 @@ pub fn render_chapters(env: &str, chapters: &[ChapterPlan], ui: &Ui, diffs: bool
                 ActionStatus::Applied => Paint::ok("applied  "),
                 ActionStatus::Pending => Paint::warn("pending  "),
                 ActionStatus::Blocked => Paint::bad("blocked  "),
+                ActionStatus::Refused => Paint::bad("refused  "),
                 ActionStatus::Failed => Paint::bad("failed   "),
                 ActionStatus::Skipped => Paint::dim("skipped  "),
                 ActionStatus::Undone => Paint::ok("undone   "),

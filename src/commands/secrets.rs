@@ -146,7 +146,6 @@ pub fn run(global: &Global, ui: &Ui, command: &SecretsCommand) -> Result<Exit> {
     emit(&report, ui)
 }
 
-
 fn current_recipients(project: &Project) -> Result<Vec<String>> {
     age::recipients(&project.root)?.ok_or_else(|| {
         crate::exit::Failure::Blocked(format!(

@@ -30,6 +30,10 @@ pub fn key_file(project: &Project) -> Result<PathBuf> {
                 .join(format!("{}.key", project.config.app.name))
         }
     };
+    // Relative to where beamops was started, made absolute once: sops runs in the project root,
+    // and the inside-the-project check must see the real place.
+    let path = std::path::absolute(&path)
+        .with_context(|| format!("BEAMOPS_AGE_KEY_FILE {}: not a usable path", path.display()))?;
     if super::is_inside(&project.root, &path) {
         return Err(Failure::refused(
             format!("the age key {} is inside the project", path.display()),
