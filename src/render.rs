@@ -85,6 +85,11 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "builder": config.builder_image(),
             "runner": config.runner_image(),
             "runtime_packages": config.runtime_packages(),
+            "postgres": config.postgres_image(),
+        },
+        "swarm": {
+            "secrets": config.chapters.swarm.stack_secrets(),
+            "stop_grace_seconds": config.chapters.swarm.drain_seconds + 10,
         },
         "env": {
             "name": env_name,

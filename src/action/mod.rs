@@ -4,6 +4,7 @@
 //! struct implementing [`Action`]. The engine only ever sees the trait.
 
 pub mod foundation;
+pub mod stack;
 pub mod swarm;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ pub enum ActionSpec {
     MixProject,
     VersionsAgree,
     SwarmMode,
+    StackConverged,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -38,6 +40,7 @@ impl ActionSpec {
             ActionSpec::MixProject => Box::new(foundation::MixProject),
             ActionSpec::VersionsAgree => Box::new(foundation::VersionsAgree),
             ActionSpec::SwarmMode => Box::new(swarm::SwarmModeAction),
+            ActionSpec::StackConverged => Box::new(stack::StackConverged),
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
         }
     }

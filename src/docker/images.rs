@@ -627,9 +627,13 @@ mod tests {
     use super::*;
 
     fn config(extra: &str) -> Config {
-        crate::config::load_str(&format!(
-            "version: 1\napp:\n  name: shop\n  otp_app: shop\n  elixir: 1.18.3\n  otp: 27.3.4.1\n{extra}"
-        ))
+        crate::config::load_str(
+            std::path::Path::new("beamops.yaml"),
+            &format!(
+                "version: 1\napp:\n  name: shop\n  otp_app: shop\n  elixir: 1.18.3\n  otp: 27.3.4.1\n{extra}"
+            ),
+            &[],
+        )
         .unwrap()
     }
 

@@ -1,10 +1,49 @@
 //! Docker Swarm through the Engine API: swarm mode itself here; stacks, services and
 //! convergence beside it.
 
+pub mod converge;
+pub mod spec;
+pub mod stack;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use bollard::models::{LocalNodeState, SwarmInitRequest};
 
+use crate::config::Config;
 use crate::docker::Daemon;
+
+/// Where chapter 08 renders the stack, relative to the project root.
+pub const STACK_FILE: &str = "deploy/stack.yml";
+/// `${BEAMOPS_SECRET_<KEY>}` in the stack file names the Docker secret holding KEY.
+pub const SECRET_VARIABLE_PREFIX: &str = "BEAMOPS_SECRET_";
+
+/// The variables the stack file interpolates: the Docker secret name for each secret the stack
+/// mounts. Until chapter 07 records versions, a secret is `<stack>_<key>_v1`; an exported
+/// `BEAMOPS_SECRET_<KEY>` overrides it, as `docker stack deploy` would read it.
+pub fn variables(config: &Config) -> BTreeMap<String, String> {
+    let stack = config.app.stack_name();
+    config
+        .chapters
+        .swarm
+        .stack_secrets()
+        .into_iter()
+        .map(|key| {
+            let variable = format!("{SECRET_VARIABLE_PREFIX}{key}");
+            let name = std::env::var(&variable)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| format!("{stack}_{}_v1", key.to_ascii_lowercase()));
+            (variable, name)
+        })
+        .collect()
+}
+
+/// The stack file's content parsed with the project's variables.
+pub fn parse_stack(root: &Path, text: &str, config: &Config) -> Result<stack::StackFile> {
+    stack::StackFile::parse(&root.join(STACK_FILE), text, &variables(config))
+}
 
 /// Where this Engine stands in a swarm.
 #[derive(Debug, Clone, PartialEq, Eq)]
