@@ -200,20 +200,62 @@ pub async fn resolve(
     Ok((resolved, pending))
 }
 
-/// A service as it runs now: its version (for updates) and spec.
-async fn current_service(daemon: &Daemon, name: &str) -> Result<Option<(u64, ServiceSpec)>> {
-    match daemon
-        .client
-        .inspect_service(name, None::<InspectServiceOptions>)
+/// A service as it runs now: its version (for updates) and its spec as the Engine wrote it.
+///
+/// Read as raw JSON because bollard's model names the container healthcheck `HealthCheck`
+/// while the Engine writes `Healthcheck`: through bollard's types a stored healthcheck reads as
+/// none, and every comparison would see a change. (Writing is fine: the Engine's Go decoder
+/// matches field names without regard to case.)
+async fn current_service(daemon: &Daemon, name: &str) -> Result<Option<(u64, Value)>> {
+    let path = format!("/v{}/services/{name}", daemon.api_version);
+    let (status, body) = raw_get(&daemon.host, &path)
         .await
-    {
-        Ok(service) => Ok(Some((
-            service.version.and_then(|v| v.index).unwrap_or_default(),
-            service.spec.unwrap_or_default(),
-        ))),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("inspecting service {name}")),
+        .with_context(|| format!("inspecting service {name} on {}", daemon.host))?;
+    if status == 404 {
+        return Ok(None);
     }
+    if status != 200 {
+        bail!(
+            "inspecting service {name}: the Engine answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let service: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("inspecting service {name}: the answer is not JSON"))?;
+    let version = service["Version"]["Index"].as_u64().unwrap_or_default();
+    Ok(Some((version, service["Spec"].clone())))
+}
+
+/// One GET against the Engine API over its unix socket or plain TCP, HTTP/1.0 so the answer
+/// ends with the connection and is never chunked.
+async fn raw_get(host: &str, path: &str) -> Result<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
+    let mut answer = Vec::new();
+    if let Some(socket) = host.strip_prefix("unix://") {
+        let mut stream = tokio::net::UnixStream::connect(socket).await?;
+        stream.write_all(request.as_bytes()).await?;
+        stream.read_to_end(&mut answer).await?;
+    } else {
+        let address = host
+            .trim_start_matches("tcp://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream.write_all(request.as_bytes()).await?;
+        stream.read_to_end(&mut answer).await?;
+    }
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("the Engine's answer has no header end")?;
+    let head = String::from_utf8_lossy(&answer[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("the Engine's answer has no status")?;
+    Ok((status, answer[split + 4..].to_vec()))
 }
 
 /// What `converge` would change, from inspect and list calls only.
@@ -239,7 +281,7 @@ pub async fn pending(daemon: &Daemon, stack: &str, file: &StackFile) -> Result<V
         let desired = spec::services(stack, &single(file, key, service), &resolved)?
             .remove(0)
             .1;
-        let diff = spec::differences(&spec::normalise(&desired), &spec::normalise(&current));
+        let diff = spec::differences(&spec::normalise(&desired), &spec::normalise_value(current));
         if !diff.is_empty() {
             pending.push(Pending {
                 object: format!("service {name}"),
@@ -291,7 +333,7 @@ pub async fn converge(
                 done.created.push(name);
             }
             Some((version, current)) => {
-                if spec::normalise(&desired) == spec::normalise(&current) {
+                if spec::normalise(&desired) == spec::normalise_value(current) {
                     done.unchanged.push(name);
                     continue;
                 }

@@ -152,7 +152,8 @@ fn service_value(
         if let Some(retries) = h.retries {
             health.insert("Retries".into(), json!(retries));
         }
-        container.insert("Healthcheck".into(), Value::Object(health));
+        // bollard's field name; the Engine reads it regardless of case.
+        container.insert("HealthCheck".into(), Value::Object(health));
     }
     let mut secrets = Vec::new();
     for r in &service.secrets {
@@ -167,6 +168,8 @@ fn service_value(
             "SecretName": engine_name,
         }));
     }
+    // The CLI sorts them by target; the same order keeps equal specs equal.
+    secrets.sort_by(|a, b| a["File"]["Name"].as_str().cmp(&b["File"]["Name"].as_str()));
     if !secrets.is_empty() {
         container.insert("Secrets".into(), json!(secrets));
     }
@@ -183,6 +186,7 @@ fn service_value(
             "ConfigName": engine_name,
         }));
     }
+    configs.sort_by(|a, b| a["File"]["Name"].as_str().cmp(&b["File"]["Name"].as_str()));
     if !configs.is_empty() {
         container.insert("Configs".into(), json!(configs));
     }
@@ -340,7 +344,11 @@ fn update_config(c: &stack::UpdateConfig) -> Result<Value> {
 /// A spec as JSON with what the Engine adds on its own taken out: zero values, empty
 /// collections and the defaults it fills in. Two specs that normalise equal run the same tasks.
 pub fn normalise(spec: &ServiceSpec) -> Value {
-    let mut value = serde_json::to_value(spec).unwrap_or(Value::Null);
+    normalise_value(serde_json::to_value(spec).unwrap_or(Value::Null))
+}
+
+/// [`normalise`] for a spec as JSON, e.g. as the Engine wrote it.
+pub fn normalise_value(mut value: Value) -> Value {
     prune(&mut value);
     if let Some(task) = value.get_mut("TaskTemplate").and_then(Value::as_object_mut) {
         if task.get("Runtime") == Some(&json!("container")) {
@@ -349,6 +357,10 @@ pub fn normalise(spec: &ServiceSpec) -> Value {
         if let Some(container) = task.get_mut("ContainerSpec").and_then(Value::as_object_mut) {
             if container.get("Isolation") == Some(&json!("default")) {
                 container.remove("Isolation");
+            }
+            // bollard spells it `HealthCheck`, the Engine `Healthcheck`: one name for both.
+            if let Some(health) = container.remove("HealthCheck") {
+                container.insert("Healthcheck".into(), health);
             }
         }
     }
