@@ -38,7 +38,9 @@ impl StackConverged {
     fn timeout(cx: &ActionContext) -> Result<Duration> {
         let text = &cx.project.config.chapters.swarm.converge_timeout;
         humantime::parse_duration(text).with_context(|| {
-            format!("beamops.yaml: chapters.swarm.converge_timeout `{text}` is not a duration like 5m")
+            format!(
+                "beamops.yaml: chapters.swarm.converge_timeout `{text}` is not a duration like 5m"
+            )
         })
     }
 }
@@ -59,13 +61,20 @@ impl Action for StackConverged {
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         let rt = docker::runtime()?;
         let target = self.target(cx, &rt)?;
-        if !matches!(rt.block_on(swarm::mode(&target.daemon))?, SwarmMode::Manager { .. }) {
+        if !matches!(
+            rt.block_on(swarm::mode(&target.daemon))?,
+            SwarmMode::Manager { .. }
+        ) {
             return Ok(Check::Pending(format!(
                 "deploy stack {} once the Engine is a swarm manager",
                 target.stack
             )));
         }
-        let pending = rt.block_on(converge::pending(&target.daemon, &target.stack, &target.file))?;
+        let pending = rt.block_on(converge::pending(
+            &target.daemon,
+            &target.stack,
+            &target.file,
+        ))?;
         Ok(if pending.is_empty() {
             Check::Satisfied(format!(
                 "stack {}: {} service(s) as specified, every task running healthy",

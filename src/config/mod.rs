@@ -254,13 +254,17 @@ impl SwarmOptions {
 }
 
 fn default_stack_secrets() -> Vec<String> {
-    ["SECRET_KEY_BASE", "RELEASE_COOKIE"].map(String::from).to_vec()
+    ["SECRET_KEY_BASE", "RELEASE_COOKIE"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_drain_seconds() -> u32 {
     5
 }
 fn default_app_healthcheck() -> Vec<String> {
-    ["CMD", "/usr/local/bin/healthcheck"].map(String::from).to_vec()
+    ["CMD", "/usr/local/bin/healthcheck"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_converge_timeout() -> String {
     "5m".into()

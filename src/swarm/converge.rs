@@ -83,7 +83,8 @@ async fn config(daemon: &Daemon, name: &str) -> Result<Option<(String, String)>>
         .with_context(|| format!("listing configs named {name}"))?;
     Ok(found.into_iter().find_map(|c| {
         let spec = c.spec?;
-        (spec.name.as_deref() == Some(name)).then(|| (c.id.unwrap_or_default(), spec.data.unwrap_or_default()))
+        (spec.name.as_deref() == Some(name))
+            .then(|| (c.id.unwrap_or_default(), spec.data.unwrap_or_default()))
     }))
 }
 
@@ -104,7 +105,12 @@ pub async fn resolve(
     let mut resolved = Resolved::default();
     let mut pending = Vec::new();
     for key in spec::used_networks(file) {
-        let def = file.networks.get(&key).cloned().flatten().unwrap_or_default();
+        let def = file
+            .networks
+            .get(&key)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
         let name = spec::object_name(stack, &key, def.name.as_deref(), def.external);
         if let Some(id) = network_id(daemon, &name).await? {
             resolved.networks.insert(key, id);
@@ -163,7 +169,10 @@ pub async fn resolve(
         let existing = config(daemon, &name).await?;
         if def.external {
             let (id, _) = existing.with_context(|| {
-                format!("config `{name}` is external but does not exist on {}", daemon.host)
+                format!(
+                    "config `{name}` is external but does not exist on {}",
+                    daemon.host
+                )
             })?;
             resolved.configs.insert(key.clone(), (name, id));
             continue;
@@ -350,7 +359,11 @@ pub async fn converge(
             }
         }
     }
-    let names: Vec<String> = file.services.keys().map(|k| spec::scoped(stack, k)).collect();
+    let names: Vec<String> = file
+        .services
+        .keys()
+        .map(|k| spec::scoped(stack, k))
+        .collect();
     wait(daemon, &names, ui, timeout).await?;
     done.wait_seconds = started.elapsed().as_secs_f64();
     Ok(done)
@@ -438,7 +451,11 @@ pub async fn progress(daemon: &Daemon, name: &str) -> Result<Progress> {
             .max_by_key(|t| t.updated_at.clone().map(|d| d.to_string()));
         out.lagging = Some(match latest_failed {
             Some(task) => describe_task(name, task, true),
-            None => format!("{name}: {} of {} tasks scheduled", wanted.len(), out.desired),
+            None => format!(
+                "{name}: {} of {} tasks scheduled",
+                wanted.len(),
+                out.desired
+            ),
         });
     }
     Ok(out)
@@ -485,7 +502,12 @@ fn describe_task(service: &str, task: &Task, current_spec: bool) -> String {
     let mut text = format!(
         "{service}.{} ({}): {state}",
         task.slot.unwrap_or_default(),
-        task.id.as_deref().unwrap_or("?").chars().take(12).collect::<String>()
+        task.id
+            .as_deref()
+            .unwrap_or("?")
+            .chars()
+            .take(12)
+            .collect::<String>()
     );
     if !current_spec {
         text.push_str(", previous version");
@@ -627,7 +649,14 @@ pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<S
         for v in listed.volumes.unwrap_or_default() {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                match daemon.client.remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+                match daemon
+                    .client
+                    .remove_volume(
+                        &v.name,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await
+                {
                     Ok(()) => {
                         removed.push(format!("volume {}", v.name));
                         break;

@@ -92,11 +92,12 @@ pub async fn ensure(daemon: &Daemon, advertise_addr: &str) -> Result<(String, bo
                 advertise_addr: Some(advertise_addr.to_string()),
                 ..Default::default()
             };
-            let node_id = daemon
-                .client
-                .init_swarm(request)
-                .await
-                .with_context(|| format!("docker swarm init on {} (advertise {advertise_addr})", daemon.host))?;
+            let node_id = daemon.client.init_swarm(request).await.with_context(|| {
+                format!(
+                    "docker swarm init on {} (advertise {advertise_addr})",
+                    daemon.host
+                )
+            })?;
             Ok((node_id, true))
         }
     }

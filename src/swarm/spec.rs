@@ -419,7 +419,11 @@ fn diff_into(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
                 }
             }
         }
-        _ if a != b => out.push(if path.is_empty() { "(root)".into() } else { path.into() }),
+        _ if a != b => out.push(if path.is_empty() {
+            "(root)".into()
+        } else {
+            path.into()
+        }),
         _ => {}
     }
 }
@@ -464,7 +468,10 @@ secrets:
         let v = normalise(spec);
         assert_eq!(v["Labels"][NAMESPACE_LABEL], "demo");
         assert_eq!(v["Labels"][IMAGE_LABEL], "example:latest");
-        assert_eq!(v["TaskTemplate"]["ContainerSpec"]["Env"], json!(["A=1", "B=2"]));
+        assert_eq!(
+            v["TaskTemplate"]["ContainerSpec"]["Env"],
+            json!(["A=1", "B=2"])
+        );
         assert_eq!(
             v["TaskTemplate"]["Networks"],
             json!([{"Target": "net1", "Aliases": ["app"]}])
@@ -475,7 +482,10 @@ secrets:
         );
         assert_eq!(v["Mode"]["Replicated"]["Replicas"], 3);
         assert_eq!(v["UpdateConfig"]["Monitor"], 45_000_000_000i64);
-        assert_eq!(v["TaskTemplate"]["Resources"]["Limits"]["NanoCPUs"], 500_000_000);
+        assert_eq!(
+            v["TaskTemplate"]["Resources"]["Limits"]["NanoCPUs"],
+            500_000_000
+        );
         assert_eq!(v["EndpointSpec"]["Mode"], "vip");
     }
 
@@ -493,7 +503,14 @@ secrets:
             Vec::<String>::new()
         );
         let mut scaled = spec.clone();
-        scaled.mode.as_mut().unwrap().replicated.as_mut().unwrap().replicas = Some(4);
+        scaled
+            .mode
+            .as_mut()
+            .unwrap()
+            .replicated
+            .as_mut()
+            .unwrap()
+            .replicas = Some(4);
         assert_eq!(
             differences(&normalise(&spec), &normalise(&scaled)),
             vec!["Mode.Replicated.Replicas".to_string()]

@@ -475,10 +475,9 @@ pub fn interpolate(
                 for _ in 0..body.chars().count() + 2 {
                     chars.next();
                 }
-                out.push_str(&expand(body, vars).map_err(|message| InterpolationError {
-                    line,
-                    message,
-                })?);
+                out.push_str(
+                    &expand(body, vars).map_err(|message| InterpolationError { line, message })?,
+                );
             }
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {
                 let rest = &text[i + 1..];
@@ -486,10 +485,9 @@ pub fn interpolate(
                 for _ in 0..name.chars().count() {
                     chars.next();
                 }
-                out.push_str(&expand(&name, vars).map_err(|message| InterpolationError {
-                    line,
-                    message,
-                })?);
+                out.push_str(
+                    &expand(&name, vars).map_err(|message| InterpolationError { line, message })?,
+                );
             }
             _ => out.push('$'),
         }
