@@ -391,3 +391,76 @@ fn the_cli_accepts_the_stack_file_and_deploys_the_same_specs() {
     assert_eq!(net(&ours), net(&theirs));
     assert!(net(&ours).starts_with("overlay swarm"));
 }
+
+#[test]
+fn postgres_runs_pinned_with_its_volume_and_down_removes_the_stack() {
+    let test = "postgres_runs_pinned_with_its_volume_and_down_removes_the_stack";
+    if !docker_tests_enabled(test) {
+        return;
+    }
+    let (rt, daemon) = connect();
+    let postgres = "postgres:17.12-trixie";
+    if rt.block_on(daemon.client.inspect_image(postgres)).is_err() {
+        eprintln!(
+            "!!! SKIPPED {test}: no {postgres} image on this Engine (beamops images bootstrap builds it)"
+        );
+        return;
+    }
+    let stack = stack_name("db");
+    let mut cleanup = Cleanup {
+        stacks: vec![stack.clone()],
+        secrets: vec![],
+    };
+    let p = project(&stack, 1, &mut cleanup);
+    let config = p
+        .read("beamops.yaml")
+        .replace("database: false", "database: true");
+    p.write("beamops.yaml", &config);
+    for key in ["database_password", "database_url"] {
+        let name = format!("{stack}_{key}_v1");
+        rt.block_on(daemon.client.create_secret(bollard::models::SecretSpec {
+            name: Some(name.clone()),
+            data: Some("dGVzdA==".into()),
+            ..Default::default()
+        }))
+        .unwrap();
+        cleanup.secrets.push(name);
+    }
+    let up = p.beamops().args(["up", "chapter-08"]).output().unwrap();
+    assert!(
+        up.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let db = format!("{stack}_db");
+    assert_eq!(healthy_tasks(&db), 1, "postgres runs healthy");
+    let (_, spec) = inspect(&db);
+    let mount = &spec["TaskTemplate"]["ContainerSpec"]["Mounts"][0];
+    assert_eq!(mount["Type"], "volume");
+    assert_eq!(mount["Source"], format!("{stack}_pgdata").as_str());
+    assert_eq!(
+        mount["VolumeOptions"]["Labels"][spec::NAMESPACE_LABEL],
+        stack.as_str()
+    );
+    assert_eq!(
+        spec["TaskTemplate"]["Placement"]["Constraints"][0],
+        "node.role == manager"
+    );
+
+    // down keeps the data; the services go.
+    p.beamops().args(["down", "chapter-08"]).assert().success();
+    let gone = Process::new("docker")
+        .args(["service", "inspect", &db])
+        .output()
+        .unwrap();
+    assert!(
+        !gone.status.success(),
+        "service {db} is still there after down"
+    );
+    assert!(
+        rt.block_on(daemon.client.inspect_volume(&format!("{stack}_pgdata")))
+            .is_ok(),
+        "down without --purge must keep the database volume"
+    );
+}
