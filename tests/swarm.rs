@@ -464,3 +464,45 @@ fn postgres_runs_pinned_with_its_volume_and_down_removes_the_stack() {
         "down without --purge must keep the database volume"
     );
 }
+
+#[test]
+fn a_missing_secret_blocks_and_an_unhealthy_app_times_out_naming_its_task() {
+    let test = "a_missing_secret_blocks_and_an_unhealthy_app_times_out_naming_its_task";
+    if !docker_tests_enabled(test) {
+        return;
+    }
+    let stack = stack_name("bad");
+    let mut cleanup = Cleanup {
+        stacks: vec![stack.clone()],
+        secrets: vec![],
+    };
+    test_image();
+    let p = TestProject::new();
+    write_config(&p, &stack, 1);
+
+    // No secrets yet: blocked (exit 3), naming the secret and the chapter that makes it.
+    let blocked = p.beamops().args(["up", "chapter-08"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&blocked.stderr);
+    assert_eq!(blocked.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{stack}_release_cookie_v1")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("chapter-07"), "{stderr}");
+
+    // With the secrets but a healthcheck that never passes: the wait ends with the task named.
+    let p = project(&stack, 1, &mut cleanup);
+    let config = p
+        .read("beamops.yaml")
+        .replace(
+            r#"healthcheck: ["CMD", "/bin/busybox", "wget", "-q", "-O-", "http://127.0.0.1:4000/health"]"#,
+            r#"healthcheck: ["CMD", "/bin/busybox", "false"]"#,
+        )
+        .replace("converge_timeout: 3m", "converge_timeout: 8s");
+    p.write("beamops.yaml", &config);
+    let failed = p.beamops().args(["up", "chapter-08"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not converge in 8s"), "{stderr}");
+    assert!(stderr.contains(&format!("{stack}_app.1")), "{stderr}");
+}

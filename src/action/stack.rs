@@ -35,30 +35,8 @@ impl StackConverged {
         })
     }
 
-    fn timeout(cx: &ActionContext) -> Result<Duration> {
-        let text = &cx.project.config.chapters.swarm.converge_timeout;
-        humantime::parse_duration(text).with_context(|| {
-            format!(
-                "beamops.yaml: chapters.swarm.converge_timeout `{text}` is not a duration like 5m"
-            )
-        })
-    }
-}
-
-impl Action for StackConverged {
-    fn id(&self) -> String {
-        "stack-converged".into()
-    }
-    fn describe(&self) -> String {
-        format!(
-            "{} applied through the Engine API, every task running healthy",
-            swarm::STACK_FILE
-        )
-    }
-    fn providers(&self) -> &'static [Provider] {
-        &[Provider::Local]
-    }
-    fn check(&self, cx: &ActionContext) -> Result<Check> {
+    /// The check itself: inspect calls comparing the rendered stack with the Engine's.
+    fn inspect(&self, cx: &ActionContext) -> Result<Check> {
         let rt = docker::runtime()?;
         let target = self.target(cx, &rt)?;
         if !matches!(
@@ -90,6 +68,39 @@ impl Action for StackConverged {
                     .join("; "),
             )
         })
+    }
+
+    fn timeout(cx: &ActionContext) -> Result<Duration> {
+        let text = &cx.project.config.chapters.swarm.converge_timeout;
+        humantime::parse_duration(text).with_context(|| {
+            format!(
+                "beamops.yaml: chapters.swarm.converge_timeout `{text}` is not a duration like 5m"
+            )
+        })
+    }
+}
+
+impl Action for StackConverged {
+    fn id(&self) -> String {
+        "stack-converged".into()
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{} applied through the Engine API, every task running healthy",
+            swarm::STACK_FILE
+        )
+    }
+    fn providers(&self) -> &'static [Provider] {
+        &[Provider::Local]
+    }
+    fn check(&self, cx: &ActionContext) -> Result<Check> {
+        // An unreachable Engine or a missing secret is "blocked", not a failure of this action.
+        match self.inspect(cx) {
+            Err(e) if crate::exit::exit_for(&e) == crate::exit::Exit::Blocked => {
+                Ok(Check::Blocked(format!("{e:#}")))
+            }
+            other => other,
+        }
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
         let rt = docker::runtime()?;
