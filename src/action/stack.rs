@@ -26,7 +26,7 @@ impl StackConverged {
                 swarm::STACK_FILE
             )
         })?;
-        let file = swarm::parse_stack(&cx.project.root, &text, &cx.project.config)?;
+        let file = swarm::parse_stack(cx.project, cx.env_name, &text)?;
         let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
         Ok(Target {
             daemon,

@@ -628,9 +628,9 @@ mod tests {
 
     fn config(extra: &str) -> Config {
         crate::config::load_str(
-            std::path::Path::new("beamops.yaml"),
+            Path::new("beamops.yaml"),
             &format!(
-                "version: 1\napp:\n  name: shop\n  otp_app: shop\n  elixir: 1.18.3\n  otp: 27.3.4.1\n{extra}"
+                "version: 1\napp:\n  name: shop\n  otp_app: shop\n  elixir: 1.18.3\n  otp: 27.3.4.1\nenvironments:\n  local:\n    replicas: 1\n{extra}"
             ),
             &[],
         )

@@ -6,13 +6,12 @@ pub mod spec;
 pub mod stack;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use bollard::models::{LocalNodeState, SwarmInitRequest};
 
-use crate::config::Config;
 use crate::docker::Daemon;
+use crate::project::Project;
 
 /// Where chapter 08 renders the stack, relative to the project root.
 pub const STACK_FILE: &str = "deploy/stack.yml";
@@ -20,11 +19,15 @@ pub const STACK_FILE: &str = "deploy/stack.yml";
 pub const SECRET_VARIABLE_PREFIX: &str = "BEAMOPS_SECRET_";
 
 /// The variables the stack file interpolates: the Docker secret name for each secret the stack
-/// mounts. Until chapter 07 records versions, a secret is `<stack>_<key>_v1`; an exported
-/// `BEAMOPS_SECRET_<KEY>` overrides it, as `docker stack deploy` would read it.
-pub fn variables(config: &Config) -> BTreeMap<String, String> {
+/// mounts, `BEAMOPS_SECRET_<KEY>`. The list of keys is `chapters.swarm` (`stack_secrets`).
+///
+/// Until chapter 07's `secrets::current_secret_names(project, env)` is wired in here, a secret
+/// is `<stack>_<key>_v1`; an exported `BEAMOPS_SECRET_<KEY>` overrides it, as it would for
+/// `docker stack deploy`.
+pub fn variables(project: &Project, _env: &str) -> Result<BTreeMap<String, String>> {
+    let config = &project.config;
     let stack = config.app.stack_name();
-    config
+    Ok(config
         .chapters
         .swarm
         .stack_secrets()
@@ -37,12 +40,16 @@ pub fn variables(config: &Config) -> BTreeMap<String, String> {
                 .unwrap_or_else(|| format!("{stack}_{}_v1", key.to_ascii_lowercase()));
             (variable, name)
         })
-        .collect()
+        .collect())
 }
 
-/// The stack file's content parsed with the project's variables.
-pub fn parse_stack(root: &Path, text: &str, config: &Config) -> Result<stack::StackFile> {
-    stack::StackFile::parse(&root.join(STACK_FILE), text, &variables(config))
+/// The stack file's content parsed with the variables for `env`.
+pub fn parse_stack(project: &Project, env: &str, text: &str) -> Result<stack::StackFile> {
+    stack::StackFile::parse(
+        &project.root.join(STACK_FILE),
+        text,
+        &variables(project, env)?,
+    )
 }
 
 /// Where this Engine stands in a swarm.
