@@ -19,10 +19,16 @@ fn docker_tests_enabled(test: &str) -> bool {
     if std::env::var("BEAMOPS_DOCKER_TESTS").as_deref() == Ok("1") {
         return true;
     }
-    eprintln!(
-        "!!! SKIPPED {test}: set BEAMOPS_DOCKER_TESTS=1 to run it against the Docker Engine (it creates swarm services)"
-    );
+    loud_skip(&format!(
+        "{test}: set BEAMOPS_DOCKER_TESTS=1 to run it against the Docker Engine (it creates swarm services)"
+    ));
     false
+}
+
+/// Written to the real stderr, past libtest's capture, so a skip is seen without --nocapture.
+fn loud_skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {why} ***");
 }
 
 fn connect() -> (tokio::runtime::Runtime, Daemon) {
@@ -310,8 +316,8 @@ fn the_cli_accepts_the_stack_file_and_deploys_the_same_specs() {
         return;
     }
     if which::which("docker").is_err() {
-        eprintln!(
-            "!!! SKIPPED the_cli_accepts_the_stack_file_and_deploys_the_same_specs: no docker CLI on PATH"
+        loud_skip(
+            "the_cli_accepts_the_stack_file_and_deploys_the_same_specs: no docker CLI on PATH",
         );
         return;
     }
@@ -401,9 +407,9 @@ fn postgres_runs_pinned_with_its_volume_and_down_removes_the_stack() {
     let (rt, daemon) = connect();
     let postgres = "postgres:17.12-trixie";
     if rt.block_on(daemon.client.inspect_image(postgres)).is_err() {
-        eprintln!(
-            "!!! SKIPPED {test}: no {postgres} image on this Engine (beamops images bootstrap builds it)"
-        );
+        loud_skip(&format!(
+            "{test}: no {postgres} image on this Engine (beamops images bootstrap builds it)"
+        ));
         return;
     }
     let stack = stack_name("db");
