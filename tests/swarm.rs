@@ -42,51 +42,54 @@ fn connect() -> (tokio::runtime::Runtime, Daemon) {
 /// A static busybox serving /health on port 4000, built once per test run through the API.
 fn test_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut add = |path: &str, data: &[u8], mode: u32| {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(mode);
-            header.set_cksum();
-            tar.append_data(&mut header, path, data).unwrap();
-        };
-        let dockerfile = r#"FROM scratch
+    BUILT.get_or_init(|| build_image(TEST_IMAGE, "ok"));
+}
+
+/// The busybox httpd image under `tag`; `health` is the /health body, so two builds differ.
+fn build_image(tag: &str, health: &str) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8], mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        tar.append_data(&mut header, path, data).unwrap();
+    };
+    let dockerfile = r#"FROM scratch
 COPY busybox /bin/busybox
 COPY www /www
 # sh as PID 1 with a TERM trap: a bare httpd as PID 1 ignores SIGTERM and every stop would
 # wait out the grace period.
 CMD ["/bin/busybox", "sh", "-c", "trap 'exit 0' TERM; /bin/busybox httpd -f -p 4000 -h /www & wait"]
 "#;
-        add("Dockerfile", dockerfile.as_bytes(), 0o644);
-        add(
-            "busybox",
-            &std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)"),
-            0o755,
-        );
-        add("www/health", b"ok\n", 0o644);
-        let context = tar.into_inner().unwrap();
-        let (rt, daemon) = connect();
-        rt.block_on(async {
-            use futures_util::StreamExt;
-            let options = bollard::query_parameters::BuildImageOptions {
-                t: Some(TEST_IMAGE.into()),
-                rm: true,
-                ..Default::default()
-            };
-            let mut stream =
-                daemon
-                    .client
-                    .build_image(options, None, Some(bollard::body_full(context.into())));
-            while let Some(step) = stream.next().await {
-                let step = step.expect("building the test image");
-                assert!(
-                    step.error_detail.is_none(),
-                    "test image build: {:?}",
-                    step.error_detail
-                );
-            }
-        });
+    add("Dockerfile", dockerfile.as_bytes(), 0o644);
+    add(
+        "busybox",
+        &std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)"),
+        0o755,
+    );
+    add("www/health", format!("{health}\n").as_bytes(), 0o644);
+    let context = tar.into_inner().unwrap();
+    let (rt, daemon) = connect();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let options = bollard::query_parameters::BuildImageOptions {
+            t: Some(tag.into()),
+            rm: true,
+            ..Default::default()
+        };
+        let mut stream =
+            daemon
+                .client
+                .build_image(options, None, Some(bollard::body_full(context.into())));
+        while let Some(step) = stream.next().await {
+            let step = step.expect("building the test image");
+            assert!(
+                step.error_detail.is_none(),
+                "test image build: {:?}",
+                step.error_detail
+            );
+        }
     });
 }
 
@@ -94,6 +97,7 @@ CMD ["/bin/busybox", "sh", "-c", "trap 'exit 0' TERM; /bin/busybox httpd -f -p 4
 struct Cleanup {
     stacks: Vec<String>,
     secrets: Vec<String>,
+    images: Vec<String>,
 }
 
 impl Drop for Cleanup {
@@ -107,6 +111,13 @@ impl Drop for Cleanup {
         for secret in &self.secrets {
             let _ = rt.block_on(daemon.client.delete_secret(secret));
         }
+        for image in &self.images {
+            let _ = rt.block_on(daemon.client.remove_image(
+                image,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            ));
+        }
     }
 }
 
@@ -114,7 +125,7 @@ impl Drop for Cleanup {
 fn project(stack: &str, replicas: u32, cleanup: &mut Cleanup) -> TestProject {
     test_image();
     let p = TestProject::new();
-    write_config(&p, stack, replicas);
+    write_config(&p, stack, replicas, TEST_IMAGE);
     let (rt, daemon) = connect();
     rt.block_on(beamops::swarm::ensure(&daemon, "127.0.0.1"))
         .unwrap();
@@ -131,7 +142,7 @@ fn project(stack: &str, replicas: u32, cleanup: &mut Cleanup) -> TestProject {
     p
 }
 
-fn write_config(p: &TestProject, stack: &str, replicas: u32) {
+fn write_config(p: &TestProject, stack: &str, replicas: u32, image: &str) {
     p.write(
         "beamops.yaml",
         &format!(
@@ -153,7 +164,7 @@ environments:
   local:
     replicas: {replicas}
 "#,
-            repo = TEST_IMAGE.trim_end_matches(":latest")
+            repo = image.trim_end_matches(":latest")
         ),
     );
 }
@@ -179,34 +190,11 @@ fn inspect(name: &str) -> (u64, Value) {
 /// Running tasks of a service whose containers report healthy.
 fn healthy_tasks(service: &str) -> usize {
     let (rt, daemon) = connect();
-    let tasks = rt
-        .block_on(
-            daemon
-                .client
-                .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
-                    filters: Some(
-                        [
-                            ("service".to_string(), vec![service.to_string()]),
-                            ("desired-state".to_string(), vec!["running".to_string()]),
-                        ]
-                        .into(),
-                    ),
-                })),
-        )
-        .unwrap();
-    tasks
+    current_containers(service)
         .iter()
-        .filter(|t| {
-            let Some(id) = t
-                .status
-                .as_ref()
-                .and_then(|s| s.container_status.as_ref())
-                .and_then(|c| c.container_id.clone())
-            else {
-                return false;
-            };
+        .filter(|id| {
             let c = rt
-                .block_on(daemon.client.inspect_container(&id, None))
+                .block_on(daemon.client.inspect_container(id, None))
                 .unwrap();
             c.state.and_then(|s| s.health).and_then(|h| h.status)
                 == Some(bollard::models::HealthStatusEnum::HEALTHY)
@@ -227,8 +215,14 @@ fn up_converges_then_changes_only_what_changed() {
     let mut cleanup = Cleanup {
         stacks: vec![stack.clone()],
         secrets: vec![],
+        images: vec![],
     };
     let p = project(&stack, 3, &mut cleanup);
+    // Its own image tag: this test rebuilds it, and other tests share TEST_IMAGE.
+    let image = format!("{stack}-httpd:latest");
+    build_image(&image, "first");
+    cleanup.images.push(image.clone());
+    write_config(&p, &stack, 3, &image);
     let service = format!("{stack}_app");
 
     let first = p.beamops().args(["up", "chapter-08"]).output().unwrap();
@@ -257,7 +251,7 @@ fn up_converges_then_changes_only_what_changed() {
     p.beamops().args(["plan", "chapter-08"]).assert().code(0);
 
     // Replicas only: the plan names that one field, and up changes nothing else.
-    write_config(&p, &stack, 2);
+    write_config(&p, &stack, 2, &image);
     let plan = p.beamops().args(["plan", "chapter-08"]).output().unwrap();
     assert_eq!(plan.status.code(), Some(2));
     let plan_text = String::from_utf8_lossy(&plan.stdout);
@@ -272,10 +266,83 @@ fn up_converges_then_changes_only_what_changed() {
     assert_eq!(scaled["Mode"]["Replicated"]["Replicas"], 2);
     let changed = spec::differences(
         &spec::normalise_value(created),
-        &spec::normalise_value(scaled),
+        &spec::normalise_value(scaled.clone()),
     );
     assert_eq!(changed, vec!["Mode.Replicated.Replicas".to_string()]);
     assert_eq!(healthy_tasks(&service), 2);
+
+    // The image rebuilt under the same tag: the spec names only the tag, yet the tasks roll.
+    build_image(&image, "second");
+    let plan = p.beamops().args(["plan", "chapter-08"]).output().unwrap();
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("roll out the rebuilt image"));
+    p.beamops().args(["up", "chapter-08"]).assert().success();
+    let (rolled_version, rolled) = inspect(&service);
+    assert!(rolled_version > new_version);
+    assert_eq!(
+        spec::differences(
+            &spec::normalise_value(scaled),
+            &spec::normalise_value(rolled)
+        ),
+        Vec::<String>::new(),
+        "only ForceUpdate may change"
+    );
+    let (rt, daemon) = connect();
+    let new_id = rt
+        .block_on(daemon.client.inspect_image(&image))
+        .unwrap()
+        .id
+        .unwrap();
+    let running: Vec<String> = running_images(&service);
+    assert_eq!(running.len(), 2);
+    assert!(
+        running.iter().all(|id| *id == new_id),
+        "{running:?} vs {new_id}"
+    );
+    p.beamops().args(["plan", "chapter-08"]).assert().code(0);
+}
+
+/// Image ids of the containers of a service's tasks that should be running.
+fn running_images(service: &str) -> Vec<String> {
+    let (rt, daemon) = connect();
+    current_containers(service)
+        .iter()
+        .map(|id| {
+            rt.block_on(daemon.client.inspect_container(id, None))
+                .unwrap()
+                .image
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Container ids of a service's tasks whose desired state is running.
+fn current_containers(service: &str) -> Vec<String> {
+    let (rt, daemon) = connect();
+    let tasks = rt
+        .block_on(
+            daemon
+                .client
+                .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
+                    filters: Some(
+                        [
+                            ("service".to_string(), vec![service.to_string()]),
+                            ("desired-state".to_string(), vec!["running".to_string()]),
+                        ]
+                        .into(),
+                    ),
+                })),
+        )
+        .unwrap();
+    tasks
+        .iter()
+        .filter_map(|t| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.container_status.as_ref())
+                .and_then(|c| c.container_id.clone())
+        })
+        .collect()
 }
 
 /// Replaces what depends on the stack's name, and ids, so two stacks' specs compare.
@@ -326,6 +393,7 @@ fn the_cli_accepts_the_stack_file_and_deploys_the_same_specs() {
     let mut cleanup = Cleanup {
         stacks: vec![ours.clone(), theirs.clone()],
         secrets: vec![],
+        images: vec![],
     };
     let p = project(&ours, 2, &mut cleanup);
     p.beamops().args(["up", "chapter-08"]).assert().success();
@@ -416,6 +484,7 @@ fn postgres_runs_pinned_with_its_volume_and_down_removes_the_stack() {
     let mut cleanup = Cleanup {
         stacks: vec![stack.clone()],
         secrets: vec![],
+        images: vec![],
     };
     let p = project(&stack, 1, &mut cleanup);
     let config = p
@@ -481,10 +550,11 @@ fn a_missing_secret_blocks_and_an_unhealthy_app_times_out_naming_its_task() {
     let mut cleanup = Cleanup {
         stacks: vec![stack.clone()],
         secrets: vec![],
+        images: vec![],
     };
     test_image();
     let p = TestProject::new();
-    write_config(&p, &stack, 1);
+    write_config(&p, &stack, 1, TEST_IMAGE);
 
     // No secrets yet: blocked (exit 3), naming the secret and the chapter that makes it.
     let blocked = p.beamops().args(["up", "chapter-08"]).output().unwrap();

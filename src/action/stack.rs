@@ -1,5 +1,6 @@
 //! Chapter 08's stack as an action: the rendered stack file, converged through the Engine API.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -11,6 +12,13 @@ use crate::docker::{self, Daemon};
 use crate::swarm::{self, SwarmMode, converge, stack::StackFile};
 
 pub struct StackConverged;
+
+/// Service → local image id as the last converge in this environment saw it.
+fn previous_images(cx: &ActionContext) -> BTreeMap<String, String> {
+    cx.previous
+        .and_then(|r| serde_json::from_value(r.data["images"].clone()).ok())
+        .unwrap_or_default()
+}
 
 struct Target {
     daemon: Daemon,
@@ -36,7 +44,7 @@ impl StackConverged {
     }
 
     /// The check itself: inspect calls comparing the rendered stack with the Engine's.
-    fn inspect(&self, cx: &ActionContext) -> Result<Check> {
+    fn inspect(&self, cx: &ActionContext, images: &BTreeMap<String, String>) -> Result<Check> {
         let rt = docker::runtime()?;
         let target = self.target(cx, &rt)?;
         if !matches!(
@@ -52,6 +60,7 @@ impl StackConverged {
             &target.daemon,
             &target.stack,
             &target.file,
+            images,
         ))?;
         Ok(if pending.is_empty() {
             Check::Satisfied(format!(
@@ -95,7 +104,7 @@ impl Action for StackConverged {
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         // An unreachable Engine or a missing secret is "blocked", not a failure of this action.
-        match self.inspect(cx) {
+        match self.inspect(cx, &previous_images(cx)) {
             Err(e) if crate::exit::exit_for(&e) == crate::exit::Exit::Blocked => {
                 Ok(Check::Blocked(format!("{e:#}")))
             }
@@ -112,6 +121,7 @@ impl Action for StackConverged {
             &target.file,
             cx.ui,
             timeout,
+            &previous_images(cx),
         ))?;
         let mut parts = Vec::new();
         if !done.created.is_empty() {
@@ -136,9 +146,18 @@ impl Action for StackConverged {
                 "updated": done.updated,
                 "unchanged": done.unchanged,
                 "converge_seconds": done.wait_seconds,
+                "images": done.images,
             }),
             inputs_digest: None,
         })
+    }
+    /// Apply waited for convergence; the rebuilt-image comparison would still see the record
+    /// from before this apply, so it is left out here.
+    fn verify(&self, cx: &ActionContext) -> Result<()> {
+        match self.inspect(cx, &BTreeMap::new())? {
+            Check::Satisfied(_) => Ok(()),
+            other => anyhow::bail!("{}: still not satisfied after apply: {other:?}", self.id()),
+        }
     }
     fn undo(&self, cx: &ActionContext) -> Result<Option<String>> {
         let rt = docker::runtime()?;

@@ -37,6 +37,35 @@ pub struct Converged {
     pub unchanged: Vec<String>,
     /// Seconds from the first change until every task ran healthy.
     pub wait_seconds: f64,
+    /// Service → id of the local image its tag named, to notice a rebuild under the same tag.
+    pub images: BTreeMap<String, String>,
+}
+
+/// The id of the image a tag names on this Engine; none for an image only a registry has.
+async fn local_image_id(daemon: &Daemon, image: &str) -> Result<Option<String>> {
+    match daemon.client.inspect_image(image).await {
+        Ok(found) => Ok(found.id),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("inspecting image {image}")),
+    }
+}
+
+/// A local image rebuilt under the same tag since the last converge: the spec cannot show it
+/// (it names the tag), so the service is forced to roll.
+async fn rebuilt(
+    daemon: &Daemon,
+    spec: &ServiceSpec,
+    previous: Option<&String>,
+) -> Result<(Option<String>, bool)> {
+    let image = spec
+        .task_template
+        .as_ref()
+        .and_then(|t| t.container_spec.as_ref())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let id = local_image_id(daemon, &image).await?;
+    let changed = matches!((previous, &id), (Some(before), Some(now)) if before != now);
+    Ok((id, changed))
 }
 
 fn filters(key: &str, value: &str) -> Option<HashMap<String, Vec<String>>> {
@@ -268,7 +297,12 @@ async fn raw_get(host: &str, path: &str) -> Result<(u16, Vec<u8>)> {
 }
 
 /// What `converge` would change, from inspect and list calls only.
-pub async fn pending(daemon: &Daemon, stack: &str, file: &StackFile) -> Result<Vec<Pending>> {
+pub async fn pending(
+    daemon: &Daemon,
+    stack: &str,
+    file: &StackFile,
+    previous_images: &BTreeMap<String, String>,
+) -> Result<Vec<Pending>> {
     let (resolved, mut pending) = resolve(daemon, stack, file, false).await?;
     let unresolved = !pending.is_empty();
     for (key, service) in &file.services {
@@ -295,6 +329,16 @@ pub async fn pending(daemon: &Daemon, stack: &str, file: &StackFile) -> Result<V
             pending.push(Pending {
                 object: format!("service {name}"),
                 change: format!("update {}", diff.join(", ")),
+            });
+            continue;
+        }
+        if rebuilt(daemon, &desired, previous_images.get(&name))
+            .await?
+            .1
+        {
+            pending.push(Pending {
+                object: format!("service {name}"),
+                change: format!("roll out the rebuilt image {}", service.image),
             });
             continue;
         }
@@ -327,11 +371,17 @@ pub async fn converge(
     file: &StackFile,
     ui: &Ui,
     timeout: Duration,
+    previous_images: &BTreeMap<String, String>,
 ) -> Result<Converged> {
     let (resolved, _) = resolve(daemon, stack, file, true).await?;
     let mut done = Converged::default();
     let started = Instant::now();
-    for (name, desired) in spec::services(stack, file, &resolved)? {
+    for (name, mut desired) in spec::services(stack, file, &resolved)? {
+        let (image_id, image_rebuilt) =
+            rebuilt(daemon, &desired, previous_images.get(&name)).await?;
+        if let Some(id) = image_id {
+            done.images.insert(name.clone(), id);
+        }
         match current_service(daemon, &name).await? {
             None => {
                 daemon
@@ -342,9 +392,13 @@ pub async fn converge(
                 done.created.push(name);
             }
             Some((version, current)) => {
-                if spec::normalise(&desired) == spec::normalise_value(current) {
+                let force = current["TaskTemplate"]["ForceUpdate"].as_u64().unwrap_or(0);
+                if !image_rebuilt && spec::normalise(&desired) == spec::normalise_value(current) {
                     done.unchanged.push(name);
                     continue;
+                }
+                if let Some(task) = desired.task_template.as_mut() {
+                    task.force_update = Some(force + u64::from(image_rebuilt));
                 }
                 let options = UpdateServiceOptions {
                     version: i32::try_from(version).context("service version out of range")?,
@@ -461,12 +515,17 @@ pub async fn progress(daemon: &Daemon, name: &str) -> Result<Progress> {
     Ok(out)
 }
 
+/// A task spec for "is this task of the current version": ForceUpdate counts here, since a
+/// forced rollout changes nothing else.
 fn normalised_task(task: Option<&bollard::models::TaskSpec>) -> Value {
     let spec = ServiceSpec {
         task_template: task.cloned(),
         ..Default::default()
     };
-    spec::normalise(&spec)
+    let mut value = spec::normalise(&spec);
+    let force = task.and_then(|t| t.force_update).unwrap_or(0);
+    value["ForceUpdate"] = Value::from(force);
+    value
 }
 
 /// A running task's container is healthy, or has no healthcheck, or lives on another node.

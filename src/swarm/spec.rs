@@ -354,6 +354,9 @@ pub fn normalise_value(mut value: Value) -> Value {
         if task.get("Runtime") == Some(&json!("container")) {
             task.remove("Runtime");
         }
+        // beamops bumps it to roll out a rebuilt local image under the same tag; it says
+        // nothing about what should run.
+        task.remove("ForceUpdate");
         if let Some(container) = task.get_mut("ContainerSpec").and_then(Value::as_object_mut) {
             if container.get("Isolation") == Some(&json!("default")) {
                 container.remove("Isolation");
