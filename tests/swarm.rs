@@ -250,6 +250,41 @@ fn up_converges_then_changes_only_what_changed() {
     );
     p.beamops().args(["plan", "chapter-08"]).assert().code(0);
 
+    // A service labelled as the stack's that the file lacks goes, as with --prune.
+    let stray = format!("{stack}_stray");
+    let (rt, daemon) = connect();
+    rt.block_on(
+        daemon.client.create_service(
+            serde_json::from_value(serde_json::json!({
+                "Name": stray,
+                "Labels": {spec::NAMESPACE_LABEL: stack},
+                "TaskTemplate": {"ContainerSpec": {"Image": TEST_IMAGE}},
+                "Mode": {"Replicated": {"Replicas": 0}},
+            }))
+            .unwrap(),
+            None,
+        ),
+    )
+    .unwrap();
+    let plan = p.beamops().args(["plan", "chapter-08"]).output().unwrap();
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("no longer in the stack file"));
+    p.beamops().args(["up", "chapter-08"]).assert().success();
+    assert!(
+        !Process::new("docker")
+            .args(["service", "inspect", &stray])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "{stray} should be gone"
+    );
+    assert_eq!(
+        inspect(&service).0,
+        version,
+        "removing a stray leaves the app alone"
+    );
+
     // Replicas only: the plan names that one field, and up changes nothing else.
     write_config(&p, &stack, 2, &image);
     let plan = p.beamops().args(["plan", "chapter-08"]).output().unwrap();

@@ -130,6 +130,9 @@ impl Action for StackConverged {
         if !done.updated.is_empty() {
             parts.push(format!("updated {}", done.updated.join(", ")));
         }
+        if !done.removed.is_empty() {
+            parts.push(format!("removed {}", done.removed.join(", ")));
+        }
         if !done.unchanged.is_empty() {
             parts.push(format!("unchanged {}", done.unchanged.join(", ")));
         }
@@ -145,6 +148,7 @@ impl Action for StackConverged {
                 "created": done.created,
                 "updated": done.updated,
                 "unchanged": done.unchanged,
+                "removed": done.removed,
                 "converge_seconds": done.wait_seconds,
                 "images": done.images,
             }),

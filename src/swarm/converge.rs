@@ -35,6 +35,8 @@ pub struct Converged {
     pub created: Vec<String>,
     pub updated: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Services of the stack that the file no longer has (`docker stack deploy --prune`).
+    pub removed: Vec<String>,
     /// Seconds from the first change until every task ran healthy.
     pub wait_seconds: f64,
     /// Service → id of the local image its tag named, to notice a rebuild under the same tag.
@@ -353,7 +355,35 @@ pub async fn pending(
             });
         }
     }
+    for name in strays(daemon, stack, file).await? {
+        pending.push(Pending {
+            object: format!("service {name}"),
+            change: "remove (no longer in the stack file)".into(),
+        });
+    }
     Ok(pending)
+}
+
+/// Services labelled as this stack's that the file does not have.
+async fn strays(daemon: &Daemon, stack: &str, file: &StackFile) -> Result<Vec<String>> {
+    let wanted: Vec<String> = file
+        .services
+        .keys()
+        .map(|k| spec::scoped(stack, k))
+        .collect();
+    let listed = daemon
+        .client
+        .list_services(Some(ListServicesOptions {
+            filters: filters("label", &format!("{NAMESPACE_LABEL}={stack}")),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("listing the services of stack {stack}"))?;
+    Ok(listed
+        .into_iter()
+        .filter_map(|s| s.spec.and_then(|s| s.name))
+        .filter(|name| !wanted.contains(name))
+        .collect())
 }
 
 /// A stack file holding only one of its services, to build that service's spec alone.
@@ -411,6 +441,13 @@ pub async fn converge(
                     .with_context(|| format!("updating service {name}"))?;
                 done.updated.push(name);
             }
+        }
+    }
+    for name in strays(daemon, stack, file).await? {
+        match daemon.client.delete_service(&name).await {
+            Ok(()) => done.removed.push(name),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing service {name}")),
         }
     }
     let names: Vec<String> = file
