@@ -505,6 +505,19 @@ secrets:
             differences(&normalise(&spec), &normalise(&stored)),
             Vec::<String>::new()
         );
+        // The Engine's spelling of the healthcheck key and bollard's compare equal.
+        let mut engine = serde_json::to_value(&spec).unwrap();
+        let health = json!({"Test": ["CMD", "true"], "Interval": 5_000_000_000i64});
+        engine["TaskTemplate"]["ContainerSpec"]["Healthcheck"] = health.clone();
+        let mut ours = spec.clone();
+        ours.task_template
+            .as_mut()
+            .unwrap()
+            .container_spec
+            .as_mut()
+            .unwrap()
+            .health_check = serde_json::from_value(health).unwrap();
+        assert_eq!(normalise(&ours), normalise_value(engine));
         let mut scaled = spec.clone();
         scaled
             .mode
