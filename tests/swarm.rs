@@ -114,7 +114,11 @@ impl Drop for Cleanup {
         for image in &self.images {
             let _ = rt.block_on(daemon.client.remove_image(
                 image,
-                None::<bollard::query_parameters::RemoveImageOptions>,
+                // Forced: stopped task containers of the removed services may still hold it.
+                Some(bollard::query_parameters::RemoveImageOptions {
+                    force: true,
+                    ..Default::default()
+                }),
                 None,
             ));
         }

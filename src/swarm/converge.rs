@@ -608,7 +608,7 @@ fn describe_task(service: &str, task: &Task, current_spec: bool) -> String {
     if !current_spec {
         text.push_str(", previous version");
     }
-    if let Some(message) = status.message.filter(|m| !m.is_empty()) {
+    if let Some(message) = status.message.filter(|m| !m.is_empty() && *m != state) {
         text.push_str(&format!(" — {message}"));
     }
     if let Some(err) = status.err.filter(|e| !e.is_empty()) {
