@@ -93,6 +93,10 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "db_user": config.app.otp_app,
             "db_name": format!("{}_dev", config.app.otp_app),
         },
+        "swarm": {
+            "secrets": config.chapters.swarm.stack_secrets(),
+            "stop_grace_seconds": config.chapters.swarm.drain_seconds + 10,
+        },
         "env": {
             "name": env_name,
             "provider": env.provider,

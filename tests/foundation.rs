@@ -193,7 +193,7 @@ fn chapters_not_implemented_refuse_up_and_dependencies_are_planned_first() {
     let p = TestProject::new();
     let out = p
         .beamops()
-        .args(["plan", "swarm", "--format", "json"])
+        .args(["plan", "production", "--format", "json"])
         .output()
         .unwrap();
     let plan = json(&out.stdout);
@@ -204,11 +204,11 @@ fn chapters_not_implemented_refuse_up_and_dependencies_are_planned_first() {
         .map(|c| c["chapter"].as_str().unwrap())
         .collect();
     assert_eq!(keys.first(), Some(&"01-foundation"), "{keys:?}");
-    assert_eq!(keys.last(), Some(&"08-swarm"));
-    assert_eq!(plan["chapters"][0]["needed_by"], "chapter-08");
+    assert_eq!(keys.last(), Some(&"06-production"));
+    assert_eq!(plan["chapters"][0]["needed_by"], "chapter-06");
     let before = p.snapshot(false);
     p.beamops()
-        .args(["up", "chapter-08"])
+        .args(["up", "chapter-06"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("not implemented"));

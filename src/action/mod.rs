@@ -7,6 +7,7 @@ pub mod compose;
 pub mod docker;
 pub mod foundation;
 pub mod secrets;
+pub mod stack;
 pub mod swarm;
 
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ pub enum ActionSpec {
     DevSecrets,
     DevEnvironment,
     DockerSecrets,
+    StackConverged,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -51,6 +53,7 @@ impl ActionSpec {
             ActionSpec::DevSecrets => Box::new(compose::DevSecrets),
             ActionSpec::DevEnvironment => Box::new(compose::DevEnvironment),
             ActionSpec::DockerSecrets => Box::new(secrets::DockerSecrets),
+            ActionSpec::StackConverged => Box::new(stack::StackConverged),
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
         }
     }

@@ -229,6 +229,8 @@ pub struct ChapterOptions {
     pub foundation: FoundationOptions,
     #[serde(default)]
     pub development: DevelopmentOptions,
+    #[serde(default)]
+    pub swarm: SwarmOptions,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -251,8 +253,78 @@ impl Default for DevelopmentOptions {
     }
 }
 
+/// Chapter 08: what the rendered stack file contains and how long `up` waits for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmOptions {
+    /// Run PostgreSQL in the stack (pinned to one node, with its volume).
+    #[serde(default = "yes")]
+    pub database: bool,
+    /// Secrets the app reads from `/run/secrets/<key in lowercase>` through `<KEY>_FILE`.
+    /// `DATABASE_PASSWORD` and `DATABASE_URL` are added when `database` is on.
+    #[serde(default = "default_stack_secrets")]
+    pub secrets: Vec<String>,
+    /// The app's `DRAIN_SECONDS`; the stop grace period is this plus 10 s.
+    #[serde(default = "default_drain_seconds")]
+    pub drain_seconds: u32,
+    /// The app's healthcheck command, exec form.
+    #[serde(default = "default_app_healthcheck")]
+    pub healthcheck: Vec<String>,
+    /// Publish the app's port on the swarm's ingress at this port; none publishes nothing.
+    #[serde(default)]
+    pub publish: Option<u16>,
+    /// How long `up` waits for every task to run healthy, e.g. `5m`.
+    #[serde(default = "default_converge_timeout")]
+    pub converge_timeout: String,
+}
+
+impl Default for SwarmOptions {
+    fn default() -> Self {
+        SwarmOptions {
+            database: true,
+            secrets: default_stack_secrets(),
+            drain_seconds: default_drain_seconds(),
+            healthcheck: default_app_healthcheck(),
+            publish: None,
+            converge_timeout: default_converge_timeout(),
+        }
+    }
+}
+
 fn default_db_port() -> u16 {
     5432
+}
+
+impl SwarmOptions {
+    /// Every secret the stack mounts: the one list the template and the interpolation share.
+    pub fn stack_secrets(&self) -> Vec<String> {
+        let mut keys = self.secrets.clone();
+        if self.database {
+            for key in ["DATABASE_PASSWORD", "DATABASE_URL"] {
+                if !keys.iter().any(|k| k == key) {
+                    keys.push(key.to_string());
+                }
+            }
+        }
+        keys
+    }
+}
+
+fn default_stack_secrets() -> Vec<String> {
+    ["SECRET_KEY_BASE", "RELEASE_COOKIE"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_drain_seconds() -> u32 {
+    5
+}
+fn default_app_healthcheck() -> Vec<String> {
+    ["CMD", "/usr/local/bin/healthcheck"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_converge_timeout() -> String {
+    "5m".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,10 +1,60 @@
 //! Docker Swarm through the Engine API: swarm mode itself here; stacks, services and
 //! convergence beside it.
 
+pub mod converge;
+pub mod spec;
+pub mod stack;
+
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use bollard::models::{LocalNodeState, SwarmInitRequest};
 
 use crate::docker::Daemon;
+use crate::project::Project;
+
+/// Where chapter 08 renders the stack, relative to the project root.
+pub const STACK_FILE: &str = "deploy/stack.yml";
+/// `${BEAMOPS_SECRET_<KEY>}` in the stack file names the Docker secret holding KEY.
+pub const SECRET_VARIABLE_PREFIX: &str = "BEAMOPS_SECRET_";
+
+/// The variables the stack file interpolates: the Docker secret name for each secret the stack
+/// mounts, `BEAMOPS_SECRET_<KEY>`. The list of keys is `chapters.swarm` (`stack_secrets`).
+///
+/// Until chapter 07's `secrets::current_secret_names(project, env)` is wired in here, a secret
+/// is `<stack>_<key>_v1`; an exported `BEAMOPS_SECRET_<KEY>` overrides it, as it would for
+/// `docker stack deploy`.
+pub fn variables(project: &Project, env: &str) -> Result<BTreeMap<String, String>> {
+    let config = &project.config;
+    let stack = config.app.stack_name();
+    // The versions chapter 07 created; an exported variable still wins (the CLI-equivalence
+    // test and by-hand `docker stack deploy` use it).
+    let current = crate::secrets::current_secret_names(project, env)?;
+    Ok(config
+        .chapters
+        .swarm
+        .stack_secrets()
+        .into_iter()
+        .map(|key| {
+            let variable = format!("{SECRET_VARIABLE_PREFIX}{key}");
+            let name = std::env::var(&variable)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .or_else(|| current.get(&key).cloned())
+                .unwrap_or_else(|| format!("{stack}_{}_v1", key.to_ascii_lowercase()));
+            (variable, name)
+        })
+        .collect())
+}
+
+/// The stack file's content parsed with the variables for `env`.
+pub fn parse_stack(project: &Project, env: &str, text: &str) -> Result<stack::StackFile> {
+    stack::StackFile::parse(
+        &project.root.join(STACK_FILE),
+        text,
+        &variables(project, env)?,
+    )
+}
 
 /// Where this Engine stands in a swarm.
 #[derive(Debug, Clone, PartialEq, Eq)]

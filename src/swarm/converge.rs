@@ -1,0 +1,773 @@
+//! Applying a stack through the Engine API and waiting until it runs: networks, secrets,
+//! configs and services, each created or updated only when it differs from what is there.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use bollard::models::{
+    ConfigSpec, SecretSpec, ServiceSpec, ServiceUpdateStatusStateEnum, Task, TaskState,
+};
+use bollard::query_parameters::{
+    InspectServiceOptions, ListConfigsOptions, ListNetworksOptions, ListSecretsOptions,
+    ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::spec::{self, NAMESPACE_LABEL, Resolved};
+use super::stack::StackFile;
+use crate::docker::{Daemon, is_not_found};
+use crate::exit::Failure;
+use crate::output::Ui;
+
+/// Something the stack needs that is not there yet, or differs.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Pending {
+    pub object: String,
+    pub change: String,
+}
+
+/// What a converge did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Converged {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Services of the stack that the file no longer has (`docker stack deploy --prune`).
+    pub removed: Vec<String>,
+    /// Seconds from the first change until every task ran healthy.
+    pub wait_seconds: f64,
+    /// Service → id of the local image its tag named, to notice a rebuild under the same tag.
+    pub images: BTreeMap<String, String>,
+}
+
+/// The id of the image a tag names on this Engine; none for an image only a registry has.
+async fn local_image_id(daemon: &Daemon, image: &str) -> Result<Option<String>> {
+    match daemon.client.inspect_image(image).await {
+        Ok(found) => Ok(found.id),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("inspecting image {image}")),
+    }
+}
+
+/// A local image rebuilt under the same tag since the last converge: the spec cannot show it
+/// (it names the tag), so the service is forced to roll.
+async fn rebuilt(
+    daemon: &Daemon,
+    spec: &ServiceSpec,
+    previous: Option<&String>,
+) -> Result<(Option<String>, bool)> {
+    let image = spec
+        .task_template
+        .as_ref()
+        .and_then(|t| t.container_spec.as_ref())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let id = local_image_id(daemon, &image).await?;
+    let changed = matches!((previous, &id), (Some(before), Some(now)) if before != now);
+    Ok((id, changed))
+}
+
+fn filters(key: &str, value: &str) -> Option<HashMap<String, Vec<String>>> {
+    Some(HashMap::from([(key.to_string(), vec![value.to_string()])]))
+}
+
+async fn network_id(daemon: &Daemon, name: &str) -> Result<Option<String>> {
+    let found = daemon
+        .client
+        .list_networks(Some(ListNetworksOptions {
+            filters: filters("name", name),
+        }))
+        .await
+        .with_context(|| format!("listing networks named {name}"))?;
+    // The name filter matches substrings; only an exact name (or id) is this network.
+    Ok(found
+        .into_iter()
+        .find(|n| n.name.as_deref() == Some(name))
+        .and_then(|n| n.id))
+}
+
+async fn secret_id(daemon: &Daemon, name: &str) -> Result<Option<String>> {
+    let found = daemon
+        .client
+        .list_secrets(Some(ListSecretsOptions {
+            filters: filters("name", name),
+        }))
+        .await
+        .with_context(|| format!("listing secrets named {name}"))?;
+    Ok(found
+        .into_iter()
+        .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
+        .and_then(|s| s.id))
+}
+
+/// A config's id and its data (base64), when it exists.
+async fn config(daemon: &Daemon, name: &str) -> Result<Option<(String, String)>> {
+    let found = daemon
+        .client
+        .list_configs(Some(ListConfigsOptions {
+            filters: filters("name", name),
+        }))
+        .await
+        .with_context(|| format!("listing configs named {name}"))?;
+    Ok(found.into_iter().find_map(|c| {
+        let spec = c.spec?;
+        (spec.name.as_deref() == Some(name))
+            .then(|| (c.id.unwrap_or_default(), spec.data.unwrap_or_default()))
+    }))
+}
+
+fn read_base64(file: &StackFile, relative: &str) -> Result<String> {
+    let path = file.file_path(relative);
+    let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(data))
+}
+
+/// Looks up (and with `create`, creates) every network, secret and config the stack uses.
+/// Without `create`, what is missing comes back as pending and is left out of `Resolved`.
+pub async fn resolve(
+    daemon: &Daemon,
+    stack: &str,
+    file: &StackFile,
+    create: bool,
+) -> Result<(Resolved, Vec<Pending>)> {
+    let mut resolved = Resolved::default();
+    let mut pending = Vec::new();
+    for key in spec::used_networks(file) {
+        let def = file
+            .networks
+            .get(&key)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        let name = spec::object_name(stack, &key, def.name.as_deref(), def.external);
+        if let Some(id) = network_id(daemon, &name).await? {
+            resolved.networks.insert(key, id);
+        } else if def.external {
+            bail!(
+                "network `{name}` is external but does not exist on {}\n  fix: create it (docker network create -d overlay {name}) or drop `external: true`",
+                daemon.host
+            );
+        } else if create {
+            let request = spec::network_request(stack, file, &key);
+            let created = daemon
+                .client
+                .create_network(request)
+                .await
+                .with_context(|| format!("creating overlay network {name}"))?;
+            resolved.networks.insert(key, created.id);
+        } else {
+            pending.push(Pending {
+                object: format!("network {name}"),
+                change: "create".into(),
+            });
+        }
+    }
+    for (key, def) in &file.secrets {
+        let name = spec::object_name(stack, key, def.name.as_deref(), def.external);
+        if let Some(id) = secret_id(daemon, &name).await? {
+            resolved.secrets.insert(key.clone(), (name, id));
+        } else if def.external {
+            return Err(Failure::Blocked(format!(
+                "secret `{name}` (stack secret `{key}`) does not exist on {}\n  fix: beamops up chapter-07 creates the stack's secrets",
+                daemon.host
+            ))
+            .into());
+        } else if create {
+            let data = read_base64(file, def.file.as_deref().unwrap_or_default())?;
+            let created = daemon
+                .client
+                .create_secret(SecretSpec {
+                    name: Some(name.clone()),
+                    labels: Some(spec::namespace_labels(stack, &def.labels)),
+                    data: Some(data),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("creating secret {name}"))?;
+            resolved.secrets.insert(key.clone(), (name, created.id));
+        } else {
+            pending.push(Pending {
+                object: format!("secret {name}"),
+                change: "create".into(),
+            });
+        }
+    }
+    for (key, def) in &file.configs {
+        let name = spec::object_name(stack, key, def.name.as_deref(), def.external);
+        let existing = config(daemon, &name).await?;
+        if def.external {
+            let (id, _) = existing.with_context(|| {
+                format!(
+                    "config `{name}` is external but does not exist on {}",
+                    daemon.host
+                )
+            })?;
+            resolved.configs.insert(key.clone(), (name, id));
+            continue;
+        }
+        let relative = def.file.as_deref().unwrap_or_default();
+        let data = read_base64(file, relative)?;
+        match existing {
+            Some((id, stored)) if stored == data => {
+                resolved.configs.insert(key.clone(), (name, id));
+            }
+            Some(_) => bail!(
+                "config `{name}` exists with other content than {}; the Engine cannot change a config in place\n  fix: give the config a new `name:` in the stack file (e.g. with a version suffix), or remove the stack and deploy again",
+                file.file_path(relative).display()
+            ),
+            None if create => {
+                let created = daemon
+                    .client
+                    .create_config(ConfigSpec {
+                        name: Some(name.clone()),
+                        labels: Some(spec::namespace_labels(stack, &def.labels)),
+                        data: Some(data),
+                        ..Default::default()
+                    })
+                    .await
+                    .with_context(|| format!("creating config {name}"))?;
+                resolved.configs.insert(key.clone(), (name, created.id));
+            }
+            None => pending.push(Pending {
+                object: format!("config {name}"),
+                change: "create".into(),
+            }),
+        }
+    }
+    Ok((resolved, pending))
+}
+
+/// A service as it runs now: its version (for updates) and its spec as the Engine wrote it.
+///
+/// Read as raw JSON because bollard's model names the container healthcheck `HealthCheck`
+/// while the Engine writes `Healthcheck`: through bollard's types a stored healthcheck reads as
+/// none, and every comparison would see a change. (Writing is fine: the Engine's Go decoder
+/// matches field names without regard to case.)
+async fn current_service(daemon: &Daemon, name: &str) -> Result<Option<(u64, Value)>> {
+    let path = format!("/v{}/services/{name}", daemon.api_version);
+    let (status, body) = raw_get(&daemon.host, &path)
+        .await
+        .with_context(|| format!("inspecting service {name} on {}", daemon.host))?;
+    if status == 404 {
+        return Ok(None);
+    }
+    if status != 200 {
+        bail!(
+            "inspecting service {name}: the Engine answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let service: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("inspecting service {name}: the answer is not JSON"))?;
+    let version = service["Version"]["Index"].as_u64().unwrap_or_default();
+    Ok(Some((version, service["Spec"].clone())))
+}
+
+/// One GET against the Engine API over its unix socket or plain TCP, HTTP/1.0 so the answer
+/// ends with the connection and is never chunked.
+async fn raw_get(host: &str, path: &str) -> Result<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
+    let mut answer = Vec::new();
+    if let Some(socket) = host.strip_prefix("unix://") {
+        let mut stream = tokio::net::UnixStream::connect(socket).await?;
+        stream.write_all(request.as_bytes()).await?;
+        stream.read_to_end(&mut answer).await?;
+    } else {
+        let address = host
+            .trim_start_matches("tcp://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream.write_all(request.as_bytes()).await?;
+        stream.read_to_end(&mut answer).await?;
+    }
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("the Engine's answer has no header end")?;
+    let head = String::from_utf8_lossy(&answer[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("the Engine's answer has no status")?;
+    Ok((status, answer[split + 4..].to_vec()))
+}
+
+/// What `converge` would change, from inspect and list calls only.
+pub async fn pending(
+    daemon: &Daemon,
+    stack: &str,
+    file: &StackFile,
+    previous_images: &BTreeMap<String, String>,
+) -> Result<Vec<Pending>> {
+    let (resolved, mut pending) = resolve(daemon, stack, file, false).await?;
+    let unresolved = !pending.is_empty();
+    for (key, service) in &file.services {
+        let name = spec::scoped(stack, key);
+        let Some((_, current)) = current_service(daemon, &name).await? else {
+            pending.push(Pending {
+                object: format!("service {name}"),
+                change: "create".into(),
+            });
+            continue;
+        };
+        if unresolved {
+            pending.push(Pending {
+                object: format!("service {name}"),
+                change: "update (it uses objects that do not exist yet)".into(),
+            });
+            continue;
+        }
+        let desired = spec::services(stack, &single(file, key, service), &resolved)?
+            .remove(0)
+            .1;
+        let diff = spec::differences(&spec::normalise(&desired), &spec::normalise_value(current));
+        if !diff.is_empty() {
+            pending.push(Pending {
+                object: format!("service {name}"),
+                change: format!("update {}", diff.join(", ")),
+            });
+            continue;
+        }
+        if rebuilt(daemon, &desired, previous_images.get(&name))
+            .await?
+            .1
+        {
+            pending.push(Pending {
+                object: format!("service {name}"),
+                change: format!("roll out the rebuilt image {}", service.image),
+            });
+            continue;
+        }
+        let progress = progress(daemon, &name).await?;
+        if !progress.converged() {
+            pending.push(Pending {
+                object: format!("service {name}"),
+                change: format!(
+                    "wait: {}/{} tasks running healthy",
+                    progress.healthy, progress.desired
+                ),
+            });
+        }
+    }
+    for name in strays(daemon, stack, file).await? {
+        pending.push(Pending {
+            object: format!("service {name}"),
+            change: "remove (no longer in the stack file)".into(),
+        });
+    }
+    Ok(pending)
+}
+
+/// Services labelled as this stack's that the file does not have.
+async fn strays(daemon: &Daemon, stack: &str, file: &StackFile) -> Result<Vec<String>> {
+    let wanted: Vec<String> = file
+        .services
+        .keys()
+        .map(|k| spec::scoped(stack, k))
+        .collect();
+    let listed = daemon
+        .client
+        .list_services(Some(ListServicesOptions {
+            filters: filters("label", &format!("{NAMESPACE_LABEL}={stack}")),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("listing the services of stack {stack}"))?;
+    Ok(listed
+        .into_iter()
+        .filter_map(|s| s.spec.and_then(|s| s.name))
+        .filter(|name| !wanted.contains(name))
+        .collect())
+}
+
+/// A stack file holding only one of its services, to build that service's spec alone.
+fn single(file: &StackFile, key: &str, service: &super::stack::Service) -> StackFile {
+    let mut one = file.clone();
+    one.services = BTreeMap::from([(key.to_string(), service.clone())]);
+    one
+}
+
+/// Creates what is missing, updates services whose spec differs, then waits for every task
+/// to run healthy.
+pub async fn converge(
+    daemon: &Daemon,
+    stack: &str,
+    file: &StackFile,
+    ui: &Ui,
+    timeout: Duration,
+    previous_images: &BTreeMap<String, String>,
+) -> Result<Converged> {
+    let (resolved, _) = resolve(daemon, stack, file, true).await?;
+    let mut done = Converged::default();
+    let started = Instant::now();
+    for (name, mut desired) in spec::services(stack, file, &resolved)? {
+        let (image_id, image_rebuilt) =
+            rebuilt(daemon, &desired, previous_images.get(&name)).await?;
+        if let Some(id) = image_id {
+            done.images.insert(name.clone(), id);
+        }
+        match current_service(daemon, &name).await? {
+            None => {
+                daemon
+                    .client
+                    .create_service(desired, None)
+                    .await
+                    .with_context(|| format!("creating service {name}"))?;
+                done.created.push(name);
+            }
+            Some((version, current)) => {
+                let force = current["TaskTemplate"]["ForceUpdate"].as_u64().unwrap_or(0);
+                if !image_rebuilt && spec::normalise(&desired) == spec::normalise_value(current) {
+                    done.unchanged.push(name);
+                    continue;
+                }
+                if let Some(task) = desired.task_template.as_mut() {
+                    task.force_update = Some(force + u64::from(image_rebuilt));
+                }
+                let options = UpdateServiceOptions {
+                    version: i32::try_from(version).context("service version out of range")?,
+                    ..Default::default()
+                };
+                daemon
+                    .client
+                    .update_service(&name, desired, options, None)
+                    .await
+                    .with_context(|| format!("updating service {name}"))?;
+                done.updated.push(name);
+            }
+        }
+    }
+    for name in strays(daemon, stack, file).await? {
+        match daemon.client.delete_service(&name).await {
+            Ok(()) => done.removed.push(name),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing service {name}")),
+        }
+    }
+    let names: Vec<String> = file
+        .services
+        .keys()
+        .map(|k| spec::scoped(stack, k))
+        .collect();
+    wait(daemon, &names, ui, timeout).await?;
+    done.wait_seconds = started.elapsed().as_secs_f64();
+    Ok(done)
+}
+
+/// How far one service is from running every desired task healthy.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub desired: u64,
+    pub healthy: u64,
+    /// The update went back to the previous spec.
+    pub rolled_back: Option<String>,
+    /// The most telling task that is not running healthy: `name: state — message/error`.
+    pub lagging: Option<String>,
+}
+
+impl Progress {
+    pub fn converged(&self) -> bool {
+        self.rolled_back.is_none() && self.healthy == self.desired && self.lagging.is_none()
+    }
+}
+
+pub async fn progress(daemon: &Daemon, name: &str) -> Result<Progress> {
+    let service = daemon
+        .client
+        .inspect_service(name, None::<InspectServiceOptions>)
+        .await
+        .with_context(|| format!("inspecting service {name}"))?;
+    let spec = service.spec.clone().unwrap_or_default();
+    let template = normalised_task(spec.task_template.as_ref());
+    let mut out = Progress::default();
+    if let Some(status) = &service.update_status
+        && matches!(
+            status.state,
+            Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED)
+                | Some(ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED)
+        )
+    {
+        out.rolled_back = Some(status.message.clone().unwrap_or_default());
+    }
+    let tasks = daemon
+        .client
+        .list_tasks(Some(ListTasksOptions {
+            filters: filters("service", name),
+        }))
+        .await
+        .with_context(|| format!("listing tasks of {name}"))?;
+    // The service filter also matches services whose name starts with this one.
+    let service_id = service.id.clone().unwrap_or_default();
+    let tasks: Vec<Task> = tasks
+        .into_iter()
+        .filter(|t| t.service_id.as_deref() == Some(service_id.as_str()))
+        .collect();
+    let global = spec.mode.as_ref().and_then(|m| m.global.as_ref()).is_some();
+    let wanted: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+        .collect();
+    out.desired = if global {
+        wanted.len() as u64
+    } else {
+        spec.mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .and_then(|r| r.replicas)
+            .unwrap_or(1) as u64
+    };
+    for task in &wanted {
+        let state = task.status.as_ref().and_then(|s| s.state);
+        let current_spec = normalised_task(task.spec.as_ref()) == template;
+        let healthy = state == Some(TaskState::RUNNING)
+            && current_spec
+            && container_healthy(daemon, task).await?;
+        if healthy {
+            out.healthy += 1;
+        } else if out.lagging.is_none() {
+            out.lagging = Some(describe_task(name, task, current_spec));
+        }
+    }
+    if out.lagging.is_none() && out.healthy < out.desired {
+        // Fewer tasks than replicas: the scheduler could not place them, or they keep failing.
+        let latest_failed = tasks
+            .iter()
+            .filter(|t| t.desired_state != Some(TaskState::RUNNING))
+            .max_by_key(|t| t.updated_at.clone().map(|d| d.to_string()));
+        out.lagging = Some(match latest_failed {
+            Some(task) => describe_task(name, task, true),
+            None => format!(
+                "{name}: {} of {} tasks scheduled",
+                wanted.len(),
+                out.desired
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// A task spec for "is this task of the current version": ForceUpdate counts here, since a
+/// forced rollout changes nothing else.
+fn normalised_task(task: Option<&bollard::models::TaskSpec>) -> Value {
+    let spec = ServiceSpec {
+        task_template: task.cloned(),
+        ..Default::default()
+    };
+    let mut value = spec::normalise(&spec);
+    let force = task.and_then(|t| t.force_update).unwrap_or(0);
+    value["ForceUpdate"] = Value::from(force);
+    value
+}
+
+/// A running task's container is healthy, or has no healthcheck, or lives on another node.
+async fn container_healthy(daemon: &Daemon, task: &Task) -> Result<bool> {
+    let Some(id) = task
+        .status
+        .as_ref()
+        .and_then(|s| s.container_status.as_ref())
+        .and_then(|c| c.container_id.clone())
+    else {
+        return Ok(false);
+    };
+    match daemon.client.inspect_container(&id, None).await {
+        Ok(container) => Ok(container
+            .state
+            .and_then(|s| s.health)
+            .and_then(|h| h.status)
+            .map(|s| s == bollard::models::HealthStatusEnum::HEALTHY)
+            .unwrap_or(true)),
+        // On another node of the swarm: the Engine there reported it running, which with a
+        // healthcheck means it passed one.
+        Err(e) if is_not_found(&e) => Ok(true),
+        Err(e) => Err(e).with_context(|| format!("inspecting container {id}")),
+    }
+}
+
+fn describe_task(service: &str, task: &Task, current_spec: bool) -> String {
+    let status = task.status.clone().unwrap_or_default();
+    let state = status
+        .state
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mut text = format!(
+        "{service}.{} ({}): {state}",
+        task.slot.unwrap_or_default(),
+        task.id
+            .as_deref()
+            .unwrap_or("?")
+            .chars()
+            .take(12)
+            .collect::<String>()
+    );
+    if !current_spec {
+        text.push_str(", previous version");
+    }
+    if let Some(message) = status.message.filter(|m| !m.is_empty() && *m != state) {
+        text.push_str(&format!(" — {message}"));
+    }
+    if let Some(err) = status.err.filter(|e| !e.is_empty()) {
+        text.push_str(&format!(" — error: {err}"));
+    }
+    text
+}
+
+/// Waits until every service runs all its desired tasks healthy, with a progress bar.
+pub async fn wait(daemon: &Daemon, services: &[String], ui: &Ui, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let bar = ui.progress(0, "waiting for tasks to run healthy");
+    loop {
+        let mut desired = 0;
+        let mut healthy = 0;
+        let mut lagging = Vec::new();
+        for name in services {
+            let p = progress(daemon, name).await?;
+            if let Some(message) = p.rolled_back {
+                bar.finish_and_clear();
+                return Err(Failure::RolledBack(format!(
+                    "{name}: the update failed and swarm rolled it back: {message}"
+                ))
+                .into());
+            }
+            desired += p.desired;
+            healthy += p.healthy;
+            lagging.extend(p.lagging);
+        }
+        bar.set_length(desired);
+        bar.set_position(healthy);
+        if lagging.is_empty() && healthy == desired {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bar.finish_and_clear();
+            bail!(
+                "the stack did not converge in {}: {healthy}/{desired} tasks running healthy\n  {}\n  fix: docker service ps --no-trunc <service> shows every attempt; raise chapters.swarm.converge_timeout if the app is only slow to start",
+                humantime::format_duration(timeout),
+                lagging.join("\n  ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `docker stack rm` through the API: services first (their tasks hold the networks), then
+/// networks, configs and the secrets the stack created. Volumes stay unless `volumes` is set.
+/// Returns what it removed.
+pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<String>> {
+    let label = filters("label", &format!("{NAMESPACE_LABEL}={stack}"));
+    let mut removed = Vec::new();
+    let services = daemon
+        .client
+        .list_services(Some(ListServicesOptions {
+            filters: label.clone(),
+            ..Default::default()
+        }))
+        .await
+        .context("listing the stack's services")?;
+    for service in services {
+        let name = service.spec.and_then(|s| s.name).unwrap_or_default();
+        match daemon.client.delete_service(&name).await {
+            Ok(()) => removed.push(format!("service {name}")),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing service {name}")),
+        }
+    }
+    // A network stays in use until the removed services' tasks have stopped.
+    let networks = daemon
+        .client
+        .list_networks(Some(ListNetworksOptions {
+            filters: label.clone(),
+        }))
+        .await
+        .context("listing the stack's networks")?;
+    for network in networks {
+        let name = network.name.unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match daemon.client.remove_network(&name).await {
+                Ok(()) => {
+                    removed.push(format!("network {name}"));
+                    break;
+                }
+                Err(e) if is_not_found(&e) => break,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("removing network {name}")),
+            }
+        }
+    }
+    let configs = daemon
+        .client
+        .list_configs(Some(ListConfigsOptions {
+            filters: label.clone(),
+        }))
+        .await
+        .context("listing the stack's configs")?;
+    for c in configs {
+        let name = c.spec.and_then(|s| s.name).unwrap_or_default();
+        match daemon.client.delete_config(&name).await {
+            Ok(()) => removed.push(format!("config {name}")),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing config {name}")),
+        }
+    }
+    let secrets = daemon
+        .client
+        .list_secrets(Some(ListSecretsOptions {
+            filters: label.clone(),
+        }))
+        .await
+        .context("listing the stack's secrets")?;
+    for s in secrets {
+        let name = s.spec.and_then(|s| s.name).unwrap_or_default();
+        match daemon.client.delete_secret(&name).await {
+            Ok(()) => removed.push(format!("secret {name}")),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing secret {name}")),
+        }
+    }
+    if volumes {
+        let listed = daemon
+            .client
+            .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+                filters: label.clone(),
+            }))
+            .await
+            .context("listing the stack's volumes")?;
+        for v in listed.volumes.unwrap_or_default() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match daemon
+                    .client
+                    .remove_volume(
+                        &v.name,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        removed.push(format!("volume {}", v.name));
+                        break;
+                    }
+                    Err(e) if is_not_found(&e) => break,
+                    // Held by a container that is still stopping.
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(500)).await
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("removing volume {}", v.name));
+                    }
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
