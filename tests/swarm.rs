@@ -10,20 +10,10 @@ use std::sync::OnceLock;
 
 use beamops::docker::{self, Daemon};
 use beamops::swarm::{converge, spec};
-use common::TestProject;
+use common::{TestProject, docker_tests_enabled};
 use serde_json::Value;
 
 const TEST_IMAGE: &str = "beamops-swarm-test-httpd:latest";
-
-fn docker_tests_enabled(test: &str) -> bool {
-    if std::env::var("BEAMOPS_DOCKER_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    loud_skip(&format!(
-        "{test}: set BEAMOPS_DOCKER_TESTS=1 to run it against the Docker Engine (it creates swarm services)"
-    ));
-    false
-}
 
 /// Written to the real stderr, past libtest's capture, so a skip is seen without --nocapture.
 fn loud_skip(why: &str) {

@@ -88,6 +88,11 @@ pub const DOCKER_GATE: &str = "BEAMOPS_DOCKER_TESTS";
 /// Docker-backed tests run only when asked (`.ci/run` asks); otherwise they say so loudly.
 pub fn docker_tests_enabled(test: &str) -> bool {
     let on = std::env::var(DOCKER_GATE).is_ok_and(|v| v == "1");
+    // CI runs every Docker test (.ci/run sets the gate): a CI run without it is a broken set-up.
+    assert!(
+        on || std::env::var_os("CI").is_none(),
+        "{test}: CI must set {DOCKER_GATE}=1 (see .ci/run)"
+    );
     if !on {
         // Straight to the stderr handle: the harness captures eprintln! of passing tests.
         use std::io::Write;
