@@ -92,6 +92,15 @@ impl Report for SecretsReport {
 
 pub fn run(global: &Global, ui: &Ui, command: &SecretsCommand) -> Result<Exit> {
     let project = global.project()?;
+    // Writers take the run lock: `up chapter-07` rewrites the same encrypted files.
+    let _run = match command {
+        SecretsCommand::Recipients(RecipientsCommand::List) => None,
+        _ => Some(crate::state::RunLock::acquire(
+            &project.state_dir(),
+            global.lock_wait,
+            |m| ui.note(m),
+        )?),
+    };
     let report = match command {
         SecretsCommand::Init { recipients } => init(&project, recipients)?,
         SecretsCommand::Set { environment, key } => set(&project, ui, environment, key)?,
@@ -169,25 +178,37 @@ fn change_recipients(
     };
     // Checked before writing, so a missing sops or key leaves .sops.yaml as it was.
     let sops = Sops::new(project)?;
-    if change(list) {
-        let before = std::fs::read(project.root.join(age::SOPS_CONFIG))?;
+    let changed = change(list);
+    let before = std::fs::read(project.root.join(age::SOPS_CONFIG))?;
+    if changed {
         age::write_recipients(&project.root, list)?;
-        for env in sops.environments()? {
-            if let Err(e) = sops.updatekeys(&env) {
-                // Put the old recipients back: .sops.yaml must describe what the files are.
+    }
+    // Every file, even when the list did not change: `updatekeys` is idempotent, so running the
+    // command again repairs a run that was killed or failed half-way.
+    let mut done: Vec<String> = Vec::new();
+    for env in sops.environments()? {
+        if let Err(e) = sops.updatekeys(&env) {
+            if changed {
+                // Put the old recipients back, in .sops.yaml and in the files already done.
                 crate::fsutil::atomic_write(
                     &project.root.join(age::SOPS_CONFIG),
                     &before,
                     Some(0o644),
                 )?;
-                return Err(e.context(
-                    "re-encrypting for the new recipients failed; .sops.yaml is unchanged",
-                ));
+                for d in &done {
+                    let _ = sops.updatekeys(d);
+                }
             }
+            return Err(e.context(
+                "re-encrypting for the recipients failed; .sops.yaml and the files done so far are back to the old recipients",
+            ));
+        }
+        if changed {
             report.reencrypted.push(encrypted_file(&env));
         }
-        report.changed = true;
+        done.push(env.to_string());
     }
+    report.changed = changed;
     report.recipients = list.clone();
     Ok(report)
 }
