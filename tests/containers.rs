@@ -5,23 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{TestProject, docker, docker_tests_enabled, example_copy, json, wait_http_ok};
-
-/// Render a chapter's files for the example into its directory, through the library.
-fn render_into(p: &TestProject, chapter: &str) -> Vec<String> {
-    let project = beamops::project::Project::discover(Some(p.path())).unwrap();
-    let manifest = beamops::chapter::resolve(chapter).unwrap();
-    let ctx = beamops::render::context(&project, "local").unwrap();
-    let mut paths = Vec::new();
-    for r in beamops::render::render_chapter(manifest, &ctx).unwrap() {
-        let target = p.file(&r.path);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::write(&target, &r.content).unwrap();
-        beamops::fsutil::set_mode(&target, r.spec.mode_bits()).unwrap();
-        paths.push(r.path);
-    }
-    paths
-}
+use common::{
+    TestProject, docker, docker_tests_enabled, example_copy, json, render_into, wait_http_ok,
+};
 
 fn lint(tool: &str, args: &[&str], dir: &Path) {
     let out = std::process::Command::new(tool)

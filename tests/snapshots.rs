@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::TestProject;
+use common::{TestProject, example_copy, render_into};
 
 #[test]
 fn chapter_01_files() {
@@ -31,4 +31,14 @@ fn init_beamops_yaml() {
         "init-beamops-yaml",
         std::fs::read_to_string(dir.path().join("beamops.yaml")).unwrap()
     );
+}
+
+#[test]
+fn chapter_08_stack_files() {
+    let p = example_copy("coordination");
+    let files = render_into(&p, "08");
+    assert_eq!(files, ["deploy/stack.yml", "deploy/release.env"]);
+    for f in &files {
+        insta::assert_snapshot!(f.replace('/', "_"), p.read(f));
+    }
 }

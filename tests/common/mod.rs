@@ -195,3 +195,19 @@ pub fn docker(args: &[&str]) -> std::process::Output {
         .output()
         .expect("the docker CLI")
 }
+
+/// Render a chapter's files for a project into its directory, through the library.
+pub fn render_into(p: &TestProject, chapter: &str) -> Vec<String> {
+    let project = beamops::project::Project::discover(Some(p.path())).unwrap();
+    let manifest = beamops::chapter::resolve(chapter).unwrap();
+    let ctx = beamops::render::context(&project, "local").unwrap();
+    let mut paths = Vec::new();
+    for r in beamops::render::render_chapter(manifest, &ctx).unwrap() {
+        let target = p.file(&r.path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, &r.content).unwrap();
+        beamops::fsutil::set_mode(&target, r.spec.mode_bits()).unwrap();
+        paths.push(r.path);
+    }
+    paths
+}
