@@ -727,7 +727,16 @@ pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<S
         .await
         .context("listing the stack's secrets")?;
     for s in secrets {
-        let name = s.spec.and_then(|s| s.name).unwrap_or_default();
+        let spec = s.spec.unwrap_or_default();
+        // Versions chapter 07 made belong to chapter 07: its state still records them.
+        if spec
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(crate::secrets::docker::LABEL_KEY))
+        {
+            continue;
+        }
+        let name = spec.name.unwrap_or_default();
         match daemon.client.delete_secret(&name).await {
             Ok(()) => removed.push(format!("secret {name}")),
             Err(e) if is_not_found(&e) => {}
