@@ -32,7 +32,7 @@ impl Exit {
         (Exit::Ok, "done, or nothing to do"),
         (
             Exit::Error,
-            "error: bad input, a failure, or a chapter that is not implemented",
+            "error: bad input, a failure, or `up` of a chapter that is not implemented",
         ),
         (
             Exit::Pending,
