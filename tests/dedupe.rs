@@ -1,6 +1,8 @@
 //! `beamops dedupe` end to end on a synthetic repository: a main worktree, a linked worktree
 //! inside it at the newest commit, another outside it at an older commit, and copied folders.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -123,13 +125,7 @@ fn fixture() -> Fixture {
 }
 
 fn beamops(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("beamops").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("BEAMOPS_PROJECT")
-        .env_remove("BEAMOPS_FORMAT")
-        .env_remove("BEAMOPS_DEDUPE_PAUSE_AFTER")
-        .env("NO_COLOR", "1");
-    cmd
+    common::beamops_in(dir)
 }
 
 fn json(out: &Output) -> Value {

@@ -3,6 +3,8 @@
 //! Every at-risk state: `remove` refuses with exit 4 and leaves the worktree byte-identical; the
 //! states a backup covers: `remove --backup` then `restore` brings every file and commit back.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -105,12 +107,7 @@ fn fixture() -> Fixture {
 }
 
 fn beamops(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("beamops").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("BEAMOPS_PROJECT")
-        .env_remove("BEAMOPS_FORMAT")
-        .env("NO_COLOR", "1");
-    cmd
+    common::beamops_in(dir)
 }
 
 /// Every file under `dir`: relative path -> kind, mode and content digest (symlinks by target).

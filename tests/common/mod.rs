@@ -7,6 +7,19 @@ use assert_cmd::Command;
 
 pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/coordination");
 
+/// The binary, run in `dir`, with no inherited `BEAMOPS_*` settings and no colour.
+pub fn beamops_in(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("beamops").expect("binary");
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BEAMOPS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
 pub struct TestProject {
     pub dir: tempfile::TempDir,
 }
@@ -42,15 +55,7 @@ impl TestProject {
 
     /// The binary, run inside the project, with no inherited beamops settings.
     pub fn beamops(&self) -> Command {
-        let mut cmd = Command::cargo_bin("beamops").expect("binary");
-        cmd.current_dir(self.path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("BEAMOPS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        cmd
+        beamops_in(self.path())
     }
 
     /// Every file under the project (but .git) with its bytes, for before/after comparisons.
