@@ -181,8 +181,7 @@ fn compose(cx: &ActionContext, args: &[&str]) -> Result<String> {
 
 /// Each service's container state and health, as the Engine reports them.
 fn service_health(cx: &ActionContext) -> Result<HashMap<String, (String, String)>> {
-    let rt = docker::runtime()?;
-    let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+    let (rt, daemon) = cx.engine()?;
     let filters = HashMap::from([(
         "label".to_string(),
         vec![format!("com.docker.compose.project={}", project_name(cx))],

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{Action, ActionContext, Applied, Check};
-use crate::docker::{self, Daemon, context, images};
+use crate::docker::{Daemon, context, images};
 
 /// Base images (builder, runner, database) present on the environment's Engine.
 pub struct BaseImages;
@@ -23,8 +23,7 @@ impl Action for BaseImages {
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         let wanted = images::base_images(&cx.project.config)?;
-        let rt = docker::runtime()?;
-        let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+        let (rt, daemon) = cx.engine()?;
         let mut missing = Vec::new();
         for image in &wanted {
             if rt
@@ -115,12 +114,6 @@ impl ReleaseImage {
     fn repository(cx: &ActionContext) -> String {
         cx.project.config.image_repository()
     }
-
-    fn connect(cx: &ActionContext) -> Result<(tokio::runtime::Runtime, Daemon)> {
-        let rt = docker::runtime()?;
-        let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
-        Ok((rt, daemon))
-    }
 }
 
 impl Action for ReleaseImage {
@@ -147,7 +140,7 @@ impl Action for ReleaseImage {
         let Some(id) = prev.data.get("id").and_then(|v| v.as_str()) else {
             return Ok(Check::Pending("no image recorded".into()));
         };
-        let (rt, daemon) = Self::connect(cx)?;
+        let (rt, daemon) = cx.engine()?;
         let Ok(image) = rt.block_on(daemon.client.inspect_image(id)) else {
             return Ok(Check::Pending(format!(
                 "image {id} is gone from the Engine"
@@ -169,7 +162,7 @@ impl Action for ReleaseImage {
         let repository = Self::repository(cx);
         let sha_tag = format!("{repository}:{}", rev.tag());
         let latest = format!("{repository}:latest");
-        let (rt, daemon) = Self::connect(cx)?;
+        let (rt, daemon) = cx.engine()?;
 
         // Same context as the recorded image: only the tag is missing, nothing to build.
         if !cx.no_cache

@@ -108,6 +108,14 @@ impl ActionContext<'_> {
     pub fn path(&self, relative: &str) -> PathBuf {
         self.project.root.join(relative)
     }
+
+    /// The environment's Docker Engine, and a runtime to drive its async API from here.
+    pub fn engine(&self) -> Result<(tokio::runtime::Runtime, crate::docker::Daemon)> {
+        let rt = crate::docker::runtime()?;
+        let host = crate::docker::host_for(self.project, self.env_name);
+        let daemon = rt.block_on(crate::docker::connect(&host))?;
+        Ok((rt, daemon))
+    }
 }
 
 pub trait Action {

@@ -4,7 +4,6 @@ use anyhow::Result;
 
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
-use crate::docker;
 use crate::secrets::{self, RELEASE_COOKIE, SECRET_KEY_BASE, age, encrypted_file, sops::Sops};
 
 pub struct DockerSecrets;
@@ -57,9 +56,8 @@ impl Action for DockerSecrets {
                 encrypted_file(cx.env_name)
             )));
         };
-        let daemon =
-            docker::block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))??;
-        let on_engine = docker::block_on(secrets::docker::stack_secrets(&daemon, stack))??;
+        let (rt, daemon) = cx.engine()?;
+        let on_engine = rt.block_on(secrets::docker::stack_secrets(&daemon, stack))?;
         let missing: Vec<&str> = recorded
             .secrets
             .values()
@@ -98,8 +96,7 @@ impl Action for DockerSecrets {
         let previous = cx
             .previous
             .and_then(|p| secrets::Applied::from_record(&p.data));
-        let rt = docker::runtime()?;
-        let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+        let (rt, daemon) = cx.engine()?;
         let done = rt.block_on(secrets::docker::converge(
             &daemon,
             stack,

@@ -164,8 +164,7 @@ impl Action for StackConverged {
         }
     }
     fn undo(&self, cx: &ActionContext) -> Result<Option<String>> {
-        let rt = docker::runtime()?;
-        let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+        let (rt, daemon) = cx.engine()?;
         let stack = cx.project.config.app.stack_name();
         let removed = rt.block_on(converge::remove(&daemon, stack, cx.purge))?;
         Ok((!removed.is_empty()).then(|| format!("removed {}", removed.join(", "))))

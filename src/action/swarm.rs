@@ -5,7 +5,6 @@ use serde_json::json;
 
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
-use crate::docker;
 use crate::swarm::{self, SwarmMode};
 
 pub struct SwarmModeAction;
@@ -22,8 +21,7 @@ impl Action for SwarmModeAction {
         &[Provider::Local]
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
-        let rt = docker::runtime()?;
-        let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+        let (rt, daemon) = cx.engine()?;
         Ok(match rt.block_on(swarm::mode(&daemon))? {
             SwarmMode::Manager { node_id } => Check::Satisfied(format!("manager {node_id}")),
             SwarmMode::Inactive => Check::Pending(format!(
@@ -37,8 +35,7 @@ impl Action for SwarmModeAction {
         })
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
-        let rt = docker::runtime()?;
-        let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+        let (rt, daemon) = cx.engine()?;
         let addr = swarm::advertise_addr(cx.env);
         let (node_id, initialised) = rt.block_on(swarm::ensure(&daemon, &addr))?;
         Ok(Applied {
