@@ -96,6 +96,7 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
         "swarm": {
             "secrets": config.chapters.swarm.stack_secrets(),
             "stop_grace_seconds": config.chapters.swarm.drain_seconds + 10,
+            "subnet": config.chapters.swarm.subnet(config.app.stack_name()).to_string(),
         },
         "env": {
             "name": env_name,

@@ -450,13 +450,27 @@ fn the_cli_accepts_the_stack_file_and_deploys_the_same_specs() {
         String::from_utf8_lossy(&config.stderr)
     );
 
+    // Two stacks on one swarm cannot share the app network's fixed subnet: the CLI's copy of the
+    // file differs in that one line.
+    let rendered = std::fs::read_to_string(p.path().join("deploy/stack.yml")).unwrap();
+    let ours_subnet = subnet_in(&rendered);
+    let theirs_subnet = if ours_subnet == "10.199.1.0/24" {
+        "10.199.2.0/24"
+    } else {
+        "10.199.1.0/24"
+    };
+    std::fs::write(
+        p.path().join("deploy/stack-cli.yml"),
+        rendered.replace(&ours_subnet, theirs_subnet),
+    )
+    .unwrap();
     let deploy = Process::new("docker")
         .args([
             "stack",
             "deploy",
             "--detach=true",
             "-c",
-            "deploy/stack.yml",
+            "deploy/stack-cli.yml",
             &theirs,
         ])
         .current_dir(p.path())
@@ -493,6 +507,30 @@ fn the_cli_accepts_the_stack_file_and_deploys_the_same_specs() {
     };
     assert_eq!(net(&ours), net(&theirs));
     assert!(net(&ours).starts_with("overlay swarm"));
+    let subnet = |stack: &str| {
+        let out = Process::new("docker")
+            .args([
+                "network",
+                "inspect",
+                &format!("{stack}_backend"),
+                "--format",
+                "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(subnet(&ours), ours_subnet);
+    assert_eq!(subnet(&theirs), theirs_subnet);
+}
+
+/// The app network's subnet as the rendered stack file fixes it.
+fn subnet_in(stack_file: &str) -> String {
+    stack_file
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("- subnet: "))
+        .expect("the stack file fixes a subnet")
+        .to_string()
 }
 
 #[test]

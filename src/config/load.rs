@@ -149,6 +149,30 @@ pub fn load_str(
             ),
         ));
     }
+    let swarm = &config.chapters.swarm;
+    if let Some(subnet) = &swarm.subnet
+        && super::Ipv4Net::parse(subnet).is_none()
+    {
+        let (line, column) = locate_key(source, &["chapters", "swarm", "subnet"]);
+        return Err(err(
+            line,
+            column,
+            format!("chapters.swarm.subnet `{subnet}` is not an IPv4 network"),
+            "write it as address/prefix with a prefix from 8 to 29, e.g. 10.213.0.0/24".into(),
+        ));
+    }
+    if swarm.endpoint_mode == super::EndpointMode::Dnsrr
+        && swarm.publish.is_some()
+        && swarm.publish_mode == super::PublishMode::Ingress
+    {
+        let (line, column) = locate_key(source, &["chapters", "swarm", "endpoint_mode"]);
+        return Err(err(
+            line,
+            column,
+            "chapters.swarm.endpoint_mode dnsrr cannot publish through the ingress mesh".into(),
+            "set chapters.swarm.publish_mode: host, or endpoint_mode: vip".into(),
+        ));
+    }
     for (name, env) in &config.environments {
         if env.replicas == 0 {
             let (line, column) = locate_key(source, &["environments", name, "replicas"]);

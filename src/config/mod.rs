@@ -276,6 +276,38 @@ pub struct SwarmOptions {
     /// How long `up` waits for every task to run healthy, e.g. `5m`.
     #[serde(default = "default_converge_timeout")]
     pub converge_timeout: String,
+    /// How the app's tasks are reached: `vip` (a virtual IP balanced by IPVS, the routing mesh)
+    /// or `dnsrr` (DNS answers with every task's address; for kernels without IPVS).
+    #[serde(default)]
+    pub endpoint_mode: EndpointMode,
+    /// `ingress` (every node answers on the port) or `host` (the node running a task does;
+    /// one task per node). `dnsrr` needs `host`.
+    #[serde(default)]
+    pub publish_mode: PublishMode,
+    /// The app network's subnet, fixed so a task can name its Erlang node after its own address
+    /// on it before any DNS answers (chapter 09). Default: a /24 in 10.200.0.0–10.249.255.0
+    /// derived from the stack name, so two stacks on one swarm rarely share one.
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// Let plain containers (`docker run --network`) join the app network: probes, debugging.
+    #[serde(default)]
+    pub attachable: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    #[default]
+    Vip,
+    Dnsrr,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    #[default]
+    Ingress,
+    Host,
 }
 
 impl Default for SwarmOptions {
@@ -287,6 +319,10 @@ impl Default for SwarmOptions {
             healthcheck: default_app_healthcheck(),
             publish: None,
             converge_timeout: default_converge_timeout(),
+            endpoint_mode: EndpointMode::default(),
+            publish_mode: PublishMode::default(),
+            subnet: None,
+            attachable: false,
         }
     }
 }
@@ -296,6 +332,24 @@ fn default_db_port() -> u16 {
 }
 
 impl SwarmOptions {
+    /// The app network's subnet: the configured one (validated when the file loads), or one
+    /// derived from the stack name.
+    pub fn subnet(&self, stack: &str) -> Ipv4Net {
+        if let Some(net) = self.subnet.as_deref().and_then(Ipv4Net::parse) {
+            return net;
+        }
+        // FNV-1a: stable across Rust versions, unlike the std hasher.
+        let hash = stack.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let second = 200 + (hash % 50) as u8;
+        let third = (hash >> 8) as u8;
+        Ipv4Net {
+            address: std::net::Ipv4Addr::new(10, second, third, 0),
+            prefix: 24,
+        }
+    }
+
     /// Every secret the stack mounts: the one list the template and the interpolation share.
     pub fn stack_secrets(&self) -> Vec<String> {
         let mut keys = self.secrets.clone();
@@ -379,4 +433,63 @@ pub fn default_allow_list() -> Vec<String> {
     ["_build", "deps", "node_modules", "target", ".elixir_ls"]
         .map(String::from)
         .to_vec()
+}
+
+/// An IPv4 network `a.b.c.d/prefix`, as the app network's subnet is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+impl Ipv4Net {
+    /// Prefixes outside 8..=29 leave no room for tasks or are not a network a swarm would use.
+    pub fn parse(text: &str) -> Option<Ipv4Net> {
+        let (address, prefix) = text.split_once('/')?;
+        let address: std::net::Ipv4Addr = address.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok()?;
+        if !(8..=29).contains(&prefix) {
+            return None;
+        }
+        let mask = u32::MAX << (32 - prefix);
+        (u32::from(address) & !mask == 0).then_some(Ipv4Net { address, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::Ipv4Addr) -> bool {
+        let mask = u32::MAX << (32 - self.prefix);
+        u32::from(ip) & mask == u32::from(self.address)
+    }
+}
+
+#[cfg(test)]
+mod ipv4_tests {
+    use super::Ipv4Net;
+
+    #[test]
+    fn subnets_parse_only_when_the_host_bits_are_zero() {
+        let net = Ipv4Net::parse("10.213.0.0/24").unwrap();
+        assert!(net.contains("10.213.0.7".parse().unwrap()));
+        assert!(!net.contains("10.213.1.7".parse().unwrap()));
+        assert!(Ipv4Net::parse("10.213.0.1/24").is_none());
+        assert!(Ipv4Net::parse("10.213.0.0/31").is_none());
+        assert!(Ipv4Net::parse("10.213.0.0").is_none());
+        assert!(Ipv4Net::parse("fd00::/64").is_none());
+    }
+
+    #[test]
+    fn a_derived_subnet_is_stable_per_stack_and_differs_between_stacks() {
+        let options = super::SwarmOptions::default();
+        let a = options.subnet("coordination");
+        assert_eq!(a, options.subnet("coordination"));
+        assert_ne!(a, options.subnet("coordination-staging"));
+        assert_eq!(a.prefix, 24);
+        assert!((200..250).contains(&a.address.octets()[1]), "{a}");
+        assert_eq!(Ipv4Net::parse(&a.to_string()), Some(a));
+    }
 }

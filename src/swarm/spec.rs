@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result, bail};
-use bollard::models::{NetworkCreateRequest, ServiceSpec};
+use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest, ServiceSpec};
 use serde_json::{Map, Value, json};
 
 use super::stack::{self, StackFile, VolumeMount};
@@ -72,6 +72,19 @@ pub fn network_request(stack: &str, file: &StackFile, key: &str) -> NetworkCreat
         internal: Some(def.internal),
         options: (!def.driver_opts.is_empty()).then(|| def.driver_opts.into_iter().collect()),
         labels: Some(namespace_labels(stack, &def.labels)),
+        ipam: def.ipam.map(|ipam| Ipam {
+            driver: Some(ipam.driver.unwrap_or_else(|| "default".into())),
+            config: Some(
+                ipam.config
+                    .into_iter()
+                    .map(|pool| IpamConfig {
+                        subnet: Some(pool.subnet),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

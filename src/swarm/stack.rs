@@ -262,6 +262,23 @@ pub struct NetworkDef {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub driver_opts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ipam: Option<IpamDef>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpamDef {
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub config: Vec<IpamPool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpamPool {
+    pub subnet: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -357,6 +374,23 @@ impl StackFile {
                 && mode != "global"
             {
                 bail!("{file}: service `{name}`: deploy.mode `{mode}` is not replicated or global");
+            }
+            let endpoint_mode = service.deploy.endpoint_mode.as_deref().unwrap_or("vip");
+            if endpoint_mode != "vip" && endpoint_mode != "dnsrr" {
+                bail!(
+                    "{file}: service `{name}`: deploy.endpoint_mode `{endpoint_mode}` is not vip or dnsrr"
+                );
+            }
+            // The Engine refuses this too, but only when the service is created.
+            if endpoint_mode == "dnsrr"
+                && service
+                    .ports
+                    .iter()
+                    .any(|p| p.mode.as_deref().unwrap_or("ingress") == "ingress")
+            {
+                bail!(
+                    "{file}: service `{name}` publishes a port in ingress mode with deploy.endpoint_mode dnsrr\n  fix: `mode: host` on the port (beamops.yaml: chapters.swarm.publish_mode: host)"
+                );
             }
         }
         for (name, def) in self.secrets.iter().chain(self.configs.iter()) {
@@ -568,6 +602,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`nope`"), "{err}");
+    }
+
+    #[test]
+    fn dnsrr_refuses_an_ingress_port_before_the_engine_does() {
+        let text = "services:\n  app:\n    image: x\n    ports:\n      - target: 80\n        published: 8080\n    deploy:\n      endpoint_mode: dnsrr\n";
+        let err = StackFile::parse(Path::new("s.yml"), text, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode: host"), "{err}");
+        let host = text.replace("published: 8080\n", "published: 8080\n        mode: host\n");
+        StackFile::parse(Path::new("s.yml"), &host, &BTreeMap::new()).unwrap();
     }
 
     #[test]
