@@ -131,16 +131,17 @@ impl Action for ReleaseImage {
         let digest = context::digest(&entries)?;
         let rev = revision(&cx.project.root)?;
         let wanted_tag = format!("{}:{}", Self::repository(cx), rev.tag());
-        let Some(prev) = cx
+        let (rt, daemon) = cx.engine()?;
+        let labelled = rt.block_on(image_for_context(&daemon, &Self::repository(cx), &digest))?;
+        let recorded = cx
             .previous
             .filter(|p| p.inputs_digest.as_deref() == Some(&digest))
-        else {
+            .and_then(|p| p.data.get("id").and_then(|v| v.as_str()))
+            .map(str::to_string);
+        let Some(id) = labelled.or(recorded) else {
             return Ok(Check::Pending("the build context changed".into()));
         };
-        let Some(id) = prev.data.get("id").and_then(|v| v.as_str()) else {
-            return Ok(Check::Pending("no image recorded".into()));
-        };
-        let (rt, daemon) = cx.engine()?;
+        let id = id.as_str();
         let Ok(image) = rt.block_on(daemon.client.inspect_image(id)) else {
             return Ok(Check::Pending(format!(
                 "image {id} is gone from the Engine"
@@ -164,14 +165,21 @@ impl Action for ReleaseImage {
         let latest = format!("{repository}:latest");
         let (rt, daemon) = cx.engine()?;
 
-        // Same context as the recorded image: only the tag is missing, nothing to build.
-        if !cx.no_cache
-            && let Some(id) = cx
-                .previous
-                .filter(|p| p.inputs_digest.as_deref() == Some(&digest))
-                .and_then(|p| p.data.get("id").and_then(|v| v.as_str()))
-            && rt.block_on(daemon.client.inspect_image(id)).is_ok()
-        {
+        // An image of this very context exists (built by this chapter or another one that
+        // renders into the build context): only the tags may be missing, nothing to build.
+        let existing = if cx.no_cache {
+            None
+        } else {
+            rt.block_on(image_for_context(&daemon, &repository, &digest))?
+                .or_else(|| {
+                    cx.previous
+                        .filter(|p| p.inputs_digest.as_deref() == Some(&digest))
+                        .and_then(|p| p.data.get("id").and_then(|v| v.as_str()))
+                        .map(str::to_string)
+                })
+                .filter(|id| rt.block_on(daemon.client.inspect_image(id)).is_ok())
+        };
+        if let Some(id) = existing.as_deref() {
             for t in [&sha_tag, &latest] {
                 rt.block_on(tag(&daemon, id, t))?;
             }
@@ -196,6 +204,10 @@ impl Action for ReleaseImage {
             .rm(true)
             .forcerm(true)
             .buildargs(&build_args)
+            .labels(&HashMap::from([(
+                CONTEXT_LABEL.to_string(),
+                digest.clone(),
+            )]))
             // The runner stage may reach the Debian mirror for runtime packages.
             .networkmode("host")
             .version(BuilderVersion::BuilderV1)
@@ -254,6 +266,35 @@ impl Action for ReleaseImage {
         let _ = cx;
         Ok(None)
     }
+}
+
+/// The image label holding the digest of the build context an image was built from.
+pub const CONTEXT_LABEL: &str = "dev.beamops.context";
+
+/// The newest image of `repository` built from the context with this digest.
+async fn image_for_context(
+    daemon: &Daemon,
+    repository: &str,
+    digest: &str,
+) -> Result<Option<String>> {
+    let filters = HashMap::from([
+        (
+            "label".to_string(),
+            vec![format!("{CONTEXT_LABEL}={digest}")],
+        ),
+        ("reference".to_string(), vec![repository.to_string()]),
+    ]);
+    let mut images = daemon
+        .client
+        .list_images(Some(
+            bollard::query_parameters::ListImagesOptionsBuilder::new()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .with_context(|| format!("listing images of {repository}"))?;
+    images.sort_by_key(|i| std::cmp::Reverse(i.created));
+    Ok(images.into_iter().next().map(|i| i.id))
 }
 
 fn short_id(id: &str) -> &str {
