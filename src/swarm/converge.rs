@@ -52,8 +52,10 @@ async fn local_image_id(daemon: &Daemon, image: &str) -> Result<Option<String>> 
     }
 }
 
-/// A local image rebuilt under the same tag since the last converge: the spec cannot show it
-/// (it names the tag), so the service is forced to roll.
+/// A local image rebuilt under the same tag since the service last rolled: the spec cannot show
+/// it (it names the tag), so the service is forced to roll. The containers of its running tasks
+/// on this Engine tell which image they run; with none here (a new service, tasks elsewhere),
+/// the image id the last converge recorded does.
 async fn rebuilt(
     daemon: &Daemon,
     spec: &ServiceSpec,
@@ -66,8 +68,54 @@ async fn rebuilt(
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
     let id = local_image_id(daemon, &image).await?;
-    let changed = matches!((previous, &id), (Some(before), Some(now)) if before != now);
+    let running = match &spec.name {
+        Some(name) => running_image_ids(daemon, name).await?,
+        None => Vec::new(),
+    };
+    let changed = match &id {
+        Some(now) if !running.is_empty() => running.iter().any(|r| r != now),
+        Some(now) => previous.is_some_and(|before| before != now),
+        None => false,
+    };
     Ok((id, changed))
+}
+
+/// The image ids of the containers this Engine runs for the service's running tasks.
+async fn running_image_ids(daemon: &Daemon, service: &str) -> Result<Vec<String>> {
+    let tasks = match daemon
+        .client
+        .list_tasks(Some(ListTasksOptions {
+            filters: Some(HashMap::from([
+                ("service".to_string(), vec![service.to_string()]),
+                ("desired-state".to_string(), vec!["running".to_string()]),
+            ])),
+        }))
+        .await
+    {
+        Ok(tasks) => tasks,
+        Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing tasks of {service}")),
+    };
+    let mut ids = Vec::new();
+    for task in tasks {
+        if task.status.as_ref().and_then(|s| s.state) != Some(TaskState::RUNNING) {
+            continue;
+        }
+        let Some(container) = task
+            .status
+            .and_then(|s| s.container_status)
+            .and_then(|c| c.container_id)
+        else {
+            continue;
+        };
+        match daemon.client.inspect_container(&container, None).await {
+            Ok(found) => ids.extend(found.image),
+            // On another node, or gone since the list.
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("inspecting container {container}")),
+        }
+    }
+    Ok(ids)
 }
 
 fn filters(key: &str, value: &str) -> Option<HashMap<String, Vec<String>>> {
@@ -268,7 +316,7 @@ async fn current_service(daemon: &Daemon, name: &str) -> Result<Option<(u64, Val
 
 /// One GET against the Engine API over its unix socket or plain TCP, HTTP/1.0 so the answer
 /// ends with the connection and is never chunked.
-async fn raw_get(host: &str, path: &str) -> Result<(u16, Vec<u8>)> {
+pub(crate) async fn raw_get(host: &str, path: &str) -> Result<(u16, Vec<u8>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let request = format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
     let mut answer = Vec::new();
