@@ -68,6 +68,8 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
         .into_iter()
         .filter(|f| project.root.join(f).is_file())
         .collect();
+    let subnet = config.chapters.swarm.subnet(config.app.stack_name());
+    let deps = mix_deps(&project.root);
     let value = json!({
         "config": config,
         "app": {
@@ -96,7 +98,11 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
         "swarm": {
             "secrets": config.chapters.swarm.stack_secrets(),
             "stop_grace_seconds": config.chapters.swarm.drain_seconds + 10,
-            "subnet": config.chapters.swarm.subnet(config.app.stack_name()).to_string(),
+            "subnet": subnet.to_string(),
+        },
+        "distributed": {
+            "node_basename": config.chapters.distributed.node_basename.as_deref().unwrap_or(&config.app.otp_app),
+            "module": elixir_module(&config.app.otp_app),
         },
         "env": {
             "name": env_name,
@@ -109,7 +115,8 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
         "project": {
             "has_assets": has("assets"),
             "has_mix_lock": has("mix.lock"),
-            "has_deps": mix_has_deps(&project.root),
+            "has_deps": !deps.is_empty(),
+            "phoenix": deps.iter().any(|d| d == "phoenix"),
             "has_database": false,
             // Directories the release build copies, in an order that keeps slow layers cached.
             "source_dirs": source_dirs,
@@ -137,19 +144,40 @@ fn source_url(root: &Path) -> String {
     }
 }
 
-/// A project has dependencies when `deps` in mix.exs lists anything.
-fn mix_has_deps(root: &Path) -> bool {
+/// The dependencies `deps` in mix.exs lists, by name (`{:phoenix, "~> 1.7"}` → `phoenix`).
+pub fn mix_deps(root: &Path) -> Vec<String> {
     let Ok(mix) = std::fs::read_to_string(root.join("mix.exs")) else {
-        return false;
+        return Vec::new();
     };
     let Some(start) = mix.find("defp deps") else {
-        return false;
+        return Vec::new();
     };
     let body = &mix[start..];
     let body = &body[..body.find("\n  end").unwrap_or(body.len())];
     body.lines()
         .map(|l| l.split('#').next().unwrap_or_default())
-        .any(|l| l.contains("{:"))
+        .flat_map(|l| l.split("{:").skip(1))
+        .map(|dep| {
+            dep.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// `my_app` → `MyApp`, the module name `mix new` gives an OTP app.
+pub fn elixir_module(otp_app: &str) -> String {
+    otp_app
+        .split('_')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Rendered>> {

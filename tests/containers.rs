@@ -45,6 +45,11 @@ fn generated_dockerfile_compose_and_scripts_pass_their_linters() {
         p.path(),
     );
     lint("shellcheck", &["docker/healthcheck.sh"], p.path());
+    // Chapter 09's env.sh has no EEx tags, so it is plain sh to shellcheck as it is.
+    let release = render_into(&p, "09");
+    assert!(release.contains(&"rel/env.sh.eex".to_string()));
+    assert!(!p.read("rel/env.sh.eex").contains("<%"));
+    lint("shellcheck", &["--shell=sh", "rel/env.sh.eex"], p.path());
     lint(
         "docker-compose",
         &["-f", "compose.yaml", "config", "-q"],

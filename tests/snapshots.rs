@@ -42,3 +42,68 @@ fn chapter_08_stack_files() {
         insta::assert_snapshot!(f.replace('/', "_"), p.read(f));
     }
 }
+
+#[test]
+fn chapter_09_release_files() {
+    let p = example_copy("coordination");
+    let files = render_into(&p, "09");
+    // The example has no Phoenix: its own poller reads CLUSTER_DNS_QUERY, no libcluster block.
+    assert_eq!(files, ["rel/env.sh.eex", "rel/vm.args.eex"]);
+    for f in &files {
+        insta::assert_snapshot!(f.replace('/', "_"), p.read(f));
+    }
+    // The example commits what chapter 09 renders for it, so its own `up chapter-09` is clean.
+    for f in &files {
+        assert_eq!(
+            std::fs::read_to_string(std::path::Path::new(common::EXAMPLE).join(f)).unwrap(),
+            p.read(f),
+            "examples/coordination/{f} differs from the rendering"
+        );
+    }
+}
+
+#[test]
+fn chapter_09_configures_libcluster_for_a_phoenix_project() {
+    let p = example_copy("shop");
+    let mix = p.read("mix.exs");
+    let start = mix
+        .find("defp deps")
+        .expect("the example has a deps function");
+    let body_end = start + mix[start..].find("\n  end").unwrap();
+    let deps = "  defp deps do\n    [\n      {:phoenix, \"~> 1.7\"},\n      {:libcluster, \"~> 3.4\"}\n    ]";
+    p.write(
+        "mix.exs",
+        &format!("{}{}{}", &mix[..start - 2], deps, &mix[body_end..]),
+    );
+    let files = render_into(&p, "09");
+    assert_eq!(
+        files,
+        ["rel/env.sh.eex", "rel/vm.args.eex", "config/runtime.exs"]
+    );
+    let block = p.read("config/runtime.exs");
+    insta::assert_snapshot!("phoenix_libcluster_block", block);
+    // The block is Elixir that parses, with the keys libcluster's DNSPoll reads.
+    for key in ["polling_interval:", "query:", "node_basename:"] {
+        assert!(block.contains(key), "{key} missing:\n{block}");
+    }
+    if which::which("elixir").is_ok() {
+        let out = std::process::Command::new("elixir")
+            .args([
+                "-e",
+                "Code.string_to_quoted!(File.read!(\"config/runtime.exs\"))",
+            ])
+            .current_dir(p.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "elixir must be on PATH in CI (.ci/setup installs it)"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! A manifest names actions by type (`action: versions-agree`) with parameters; each type is a
 //! struct implementing [`Action`]. The engine only ever sees the trait.
 
+pub mod cluster;
 pub mod compose;
 pub mod docker;
 pub mod foundation;
@@ -35,6 +36,8 @@ pub enum ActionSpec {
     DevEnvironment,
     DockerSecrets,
     StackConverged,
+    LibclusterWired,
+    ClusterFormed,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -54,6 +57,8 @@ impl ActionSpec {
             ActionSpec::DevEnvironment => Box::new(compose::DevEnvironment),
             ActionSpec::DockerSecrets => Box::new(secrets::DockerSecrets),
             ActionSpec::StackConverged => Box::new(stack::StackConverged),
+            ActionSpec::LibclusterWired => Box::new(cluster::LibclusterWired),
+            ActionSpec::ClusterFormed => Box::new(cluster::ClusterFormed),
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
         }
     }

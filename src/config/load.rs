@@ -173,6 +173,26 @@ pub fn load_str(
             "set chapters.swarm.publish_mode: host, or endpoint_mode: vip".into(),
         ));
     }
+    let [low, high] = config.chapters.distributed.distribution_ports;
+    if low == 0 || low > high || (low..=high).contains(&4369) {
+        let (line, column) = locate_key(source, &["chapters", "distributed", "distribution_ports"]);
+        return Err(err(
+            line,
+            column,
+            format!("chapters.distributed.distribution_ports [{low}, {high}] is not a port range"),
+            "give [first, last] with first <= last, leaving out epmd's 4369, e.g. [9100, 9105]"
+                .into(),
+        ));
+    }
+    if config.chapters.distributed.poll_seconds == 0 {
+        let (line, column) = locate_key(source, &["chapters", "distributed", "poll_seconds"]);
+        return Err(err(
+            line,
+            column,
+            "chapters.distributed.poll_seconds is 0".into(),
+            "poll every 1 s or more; 5 is the default".into(),
+        ));
+    }
     for (name, env) in &config.environments {
         if env.replicas == 0 {
             let (line, column) = locate_key(source, &["environments", name, "replicas"]);

@@ -231,6 +231,47 @@ pub struct ChapterOptions {
     pub development: DevelopmentOptions,
     #[serde(default)]
     pub swarm: SwarmOptions,
+    #[serde(default)]
+    pub distributed: DistributedOptions,
+}
+
+/// Chapter 09: how the release's nodes name and find each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedOptions {
+    /// The first and last port Erlang distribution listens on (`inet_dist_listen_min/max`).
+    #[serde(default = "default_distribution_ports")]
+    pub distribution_ports: [u16; 2],
+    /// Seconds between DNS polls for peers (libcluster's `polling_interval`, in ms there).
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u32,
+    /// The part of a node name before `@`; default: `app.otp_app`.
+    #[serde(default)]
+    pub node_basename: Option<String>,
+    /// How long `up` waits for every node to see all its peers, e.g. `2m`.
+    #[serde(default = "default_verify_timeout")]
+    pub verify_timeout: String,
+}
+
+impl Default for DistributedOptions {
+    fn default() -> Self {
+        DistributedOptions {
+            distribution_ports: default_distribution_ports(),
+            poll_seconds: default_poll_seconds(),
+            node_basename: None,
+            verify_timeout: default_verify_timeout(),
+        }
+    }
+}
+
+fn default_distribution_ports() -> [u16; 2] {
+    [9100, 9105]
+}
+fn default_poll_seconds() -> u32 {
+    5
+}
+fn default_verify_timeout() -> String {
+    "2m".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Docker Swarm through the Engine API: swarm mode itself here; stacks, services and
 //! convergence beside it.
 
+pub mod cluster;
 pub mod converge;
 pub mod spec;
 pub mod stack;

@@ -1,0 +1,223 @@
+//! Chapter 09 as actions: a Phoenix project wired for libcluster, and the Erlang cluster whole.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::{Action, ActionContext, Applied, Check};
+use crate::config::{Config, Provider};
+use crate::swarm::{self, cluster};
+
+/// The pieces of a node name and where the nodes run, from beamops.yaml.
+struct Topology {
+    service: String,
+    otp_app: String,
+    basename: String,
+    subnet: crate::config::Ipv4Net,
+}
+
+impl Topology {
+    fn of(config: &Config) -> Topology {
+        let stack = config.app.stack_name();
+        Topology {
+            service: swarm::spec::scoped(stack, "app"),
+            otp_app: config.app.otp_app.clone(),
+            basename: config
+                .chapters
+                .distributed
+                .node_basename
+                .clone()
+                .unwrap_or_else(|| config.app.otp_app.clone()),
+            subnet: config.chapters.swarm.subnet(stack),
+        }
+    }
+}
+
+/// Every node of the app service sees all the others.
+pub struct ClusterFormed;
+
+impl ClusterFormed {
+    fn timeout(cx: &ActionContext) -> Result<Duration> {
+        let text = &cx.project.config.chapters.distributed.verify_timeout;
+        humantime::parse_duration(text).with_context(|| {
+            format!(
+                "beamops.yaml: chapters.distributed.verify_timeout `{text}` is not a duration like 2m"
+            )
+        })
+    }
+}
+
+impl Action for ClusterFormed {
+    fn id(&self) -> String {
+        "cluster-formed".into()
+    }
+    fn describe(&self) -> String {
+        "every node of the app service connected to every other (asked through `bin/<app> rpc`)"
+            .into()
+    }
+    fn providers(&self) -> &'static [Provider] {
+        &[Provider::Local]
+    }
+    /// Inspect calls only: the tasks running now against the ones the last verification asked.
+    /// Asking the nodes themselves execs, which belongs to apply.
+    fn check(&self, cx: &ActionContext) -> Result<Check> {
+        let topology = Topology::of(&cx.project.config);
+        let (rt, daemon) = match cx.engine() {
+            Ok(engine) => engine,
+            Err(e) => return Ok(Check::Blocked(format!("{e:#}"))),
+        };
+        let Some((replicas, members)) = rt.block_on(cluster::members(
+            &daemon,
+            &topology.service,
+            &topology.basename,
+            topology.subnet,
+        ))?
+        else {
+            return Ok(Check::Pending(format!(
+                "verify the cluster once service {} exists (chapter 08)",
+                topology.service
+            )));
+        };
+        let mut running: Vec<String> = members.iter().map(|m| m.task.clone()).collect();
+        running.sort();
+        let verified: Vec<String> = cx
+            .previous
+            .and_then(|r| serde_json::from_value(r.data["tasks"].clone()).ok())
+            .unwrap_or_default();
+        Ok(
+            if members.len() as u64 == replicas && !running.is_empty() && running == verified {
+                Check::Satisfied(format!(
+                    "{} nodes of {} verified connected to each other; the same tasks run",
+                    running.len(),
+                    topology.service
+                ))
+            } else {
+                Check::Pending(format!(
+                    "ask the {} running node(s) of {} (of {replicas}) which peers they see",
+                    members.len(),
+                    topology.service
+                ))
+            },
+        )
+    }
+    fn apply(&self, cx: &ActionContext) -> Result<Applied> {
+        let topology = Topology::of(&cx.project.config);
+        let timeout = Self::timeout(cx)?;
+        let (rt, daemon) = cx.engine()?;
+        let report = rt.block_on(cluster::wait_whole(
+            &daemon,
+            &topology.service,
+            &topology.otp_app,
+            &topology.basename,
+            topology.subnet,
+            cx.ui,
+            timeout,
+        ))?;
+        let remote = report.members.iter().filter(|m| m.remote).count();
+        let mut summary = format!(
+            "{} nodes connected, each sees the other {} (after {:.1}s)",
+            report.members.len(),
+            report.members.len().saturating_sub(1),
+            report.seconds
+        );
+        if remote > 0 {
+            summary.push_str(&format!(
+                "; {remote} on other swarm nodes checked through the local nodes' view"
+            ));
+        }
+        Ok(Applied {
+            summary,
+            data: json!({
+                "service": report.service,
+                "tasks": report.task_ids(),
+                "nodes": cluster::by_node(&report),
+                "seconds": report.seconds,
+            }),
+            inputs_digest: None,
+        })
+    }
+    /// Apply asked every node and failed unless the cluster was whole.
+    fn verify(&self, _cx: &ActionContext) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A Phoenix project has libcluster and starts its supervisor; the example app polls DNS itself.
+pub struct LibclusterWired;
+
+impl LibclusterWired {
+    fn missing(cx: &ActionContext) -> Option<Vec<String>> {
+        let deps = crate::render::mix_deps(&cx.project.root);
+        if !deps.iter().any(|d| d == "phoenix") {
+            return None;
+        }
+        let module = crate::render::elixir_module(&cx.project.config.app.otp_app);
+        let mut missing = Vec::new();
+        if !deps.iter().any(|d| d == "libcluster") {
+            missing.push("add {:libcluster, \"~> 3.4\"} to deps in mix.exs".to_string());
+        }
+        let starts_supervisor = walk_ex(&cx.project.root.join("lib"))
+            .iter()
+            .any(|text| text.contains("Cluster.Supervisor"));
+        if !starts_supervisor {
+            missing.push(format!(
+                "add {{Cluster.Supervisor, [Application.get_env(:libcluster, :topologies, []), [name: {module}.ClusterSupervisor]]}} to the children in lib/{}/application.ex",
+                cx.project.config.app.otp_app
+            ));
+        }
+        Some(missing)
+    }
+}
+
+/// The text of every `.ex` file under `dir`.
+fn walk_ex(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk_ex(&path));
+        } else if path.extension().is_some_and(|e| e == "ex")
+            && let Ok(text) = std::fs::read_to_string(&path)
+        {
+            out.push(text);
+        }
+    }
+    out
+}
+
+impl Action for LibclusterWired {
+    fn id(&self) -> String {
+        "libcluster-wired".into()
+    }
+    fn describe(&self) -> String {
+        "a Phoenix project depends on libcluster and starts Cluster.Supervisor".into()
+    }
+    fn check(&self, cx: &ActionContext) -> Result<Check> {
+        Ok(match Self::missing(cx) {
+            None => Check::Satisfied(
+                "not a Phoenix project: the app finds its peers itself through CLUSTER_DNS_QUERY"
+                    .into(),
+            ),
+            Some(missing) if missing.is_empty() => Check::Satisfied(
+                "libcluster DNSPoll configured in config/runtime.exs and started".into(),
+            ),
+            Some(missing) => Check::Failed(missing.join("; ")),
+        })
+    }
+    fn apply(&self, cx: &ActionContext) -> Result<Applied> {
+        match Self::missing(cx) {
+            Some(missing) if !missing.is_empty() => anyhow::bail!(
+                "libcluster is not wired into the project (beamops does not edit mix.exs or application.ex):\n  fix: {}",
+                missing.join("\n  fix: ")
+            ),
+            _ => Ok(Applied {
+                summary: "nothing to wire".into(),
+                ..Default::default()
+            }),
+        }
+    }
+}
