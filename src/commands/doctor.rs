@@ -134,6 +134,7 @@ fn engine_finding(configured: Option<&str>) -> Finding {
                 Some((why, fix)) => (why.to_string(), Some(fix.to_string())),
                 None => (text, None),
             };
+            let why = why.strip_prefix("blocked: ").unwrap_or(&why);
             (false, format!("{why} (via {})", reach.describe), fix)
         }
     };

@@ -65,6 +65,10 @@ pub enum Route {
 impl Route {
     /// Reads DOCKER_TLS_VERIFY, DOCKER_TLS and DOCKER_CERT_PATH for `tcp://` addresses.
     pub fn parse(host: &str) -> Result<Route> {
+        Route::parse_with(host, &tls::process_env)
+    }
+
+    pub fn parse_with(host: &str, env: tls::Env) -> Result<Route> {
         if let Some(path) = host.strip_prefix("unix://") {
             return Ok(Route::Unix {
                 socket: path.to_string(),
@@ -88,10 +92,10 @@ impl Route {
         let port = address
             .rsplit_once(':')
             .and_then(|(_, port)| port.parse::<u16>().ok());
-        Ok(if forced_tls || tls::wanted(port) {
+        Ok(if forced_tls || tls::wanted(port, env) {
             Route::Tls {
                 address,
-                cert_path: tls::cert_path().display().to_string(),
+                cert_path: tls::cert_path(env).display().to_string(),
             }
         } else {
             Route::Tcp { address }
@@ -330,6 +334,49 @@ mod tests {
             format!("{err:#}").contains("unix:///nonexistent/beamops-test.sock"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn routes_follow_the_docker_cli_rules() {
+        let none = |_: &str| None;
+        let verify = |name: &str| match name {
+            "DOCKER_TLS_VERIFY" => Some("1".to_string()),
+            "DOCKER_CERT_PATH" => Some("/certs".to_string()),
+            _ => None,
+        };
+        let route = |host: &str, env: tls::Env| Route::parse_with(host, env).unwrap();
+        assert_eq!(
+            route("unix:///var/run/docker.sock", &none),
+            Route::Unix {
+                socket: "/var/run/docker.sock".into()
+            }
+        );
+        assert_eq!(
+            route("tcp://10.0.0.5:2375", &none),
+            Route::Tcp {
+                address: "10.0.0.5:2375".into()
+            }
+        );
+        assert_eq!(
+            route("tcp://10.0.0.5:2375", &verify),
+            Route::Tls {
+                address: "10.0.0.5:2375".into(),
+                cert_path: "/certs".into()
+            }
+        );
+        let home = |name: &str| (name == "HOME").then(|| "/home/ci".to_string());
+        assert_eq!(
+            route("tcp://engine.internal:2376/", &home),
+            Route::Tls {
+                address: "engine.internal:2376".into(),
+                cert_path: "/home/ci/.docker".into()
+            }
+        );
+        assert!(matches!(
+            route("ssh://deploy@engine:2222", &none),
+            Route::Ssh { .. }
+        ));
+        assert!(Route::parse_with("npipe:////./pipe/docker", &none).is_err());
     }
 
     #[test]

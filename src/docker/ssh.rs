@@ -299,7 +299,7 @@ fn spawn(cmd: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("the ssh spawner thread is gone"))?
 }
 
-/// Ctrl-C, SIGTERM and SIGHUP close the tunnels, then end beamops as the signal would have.
+/// Ctrl-C, SIGTERM and SIGHUP end beamops as they would have, taking the tunnels with it.
 fn install_signal_handler() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
@@ -312,7 +312,14 @@ fn install_signal_handler() {
             .name("beamops-signals".into())
             .spawn(move || {
                 if let Some(signal) = signals.forever().next() {
-                    close_all();
+                    // ssh is not closed first: the command would see its Engine vanish and could
+                    // finish "normally" before the signal lands. The private directories go now
+                    // (holding the list so no tunnel opens meanwhile); beamops then dies of the
+                    // signal and PR_SET_PDEATHSIG ends each ssh with it.
+                    let open = tunnels();
+                    for tunnel in open.iter() {
+                        let _ = std::fs::remove_dir_all(tunnel.dir.path());
+                    }
                     let _ = signal_hook::low_level::emulate_default_handler(signal);
                     std::process::exit(128 + signal);
                 }

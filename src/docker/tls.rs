@@ -20,16 +20,22 @@ pub const CA: &str = "ca.pem";
 pub const CERT: &str = "cert.pem";
 pub const KEY: &str = "key.pem";
 
+/// An environment variable's value; empty counts as unset, as in the docker CLI.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 /// The directory the docker CLI reads: DOCKER_CERT_PATH, else its config directory.
-pub fn cert_path() -> PathBuf {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(path) = var("DOCKER_CERT_PATH") {
+pub fn cert_path(env: Env) -> PathBuf {
+    if let Some(path) = env("DOCKER_CERT_PATH") {
         return PathBuf::from(path);
     }
-    if let Some(config) = var("DOCKER_CONFIG") {
+    if let Some(config) = env("DOCKER_CONFIG") {
         return PathBuf::from(config);
     }
-    var("HOME")
+    env("HOME")
         .map(|home| PathBuf::from(home).join(".docker"))
         .unwrap_or_else(|| PathBuf::from(".docker"))
 }
@@ -37,9 +43,8 @@ pub fn cert_path() -> PathBuf {
 /// Whether a `tcp://` address is spoken to over TLS. Like the docker CLI, any non-empty
 /// DOCKER_TLS_VERIFY (or DOCKER_TLS) turns TLS on; port 2376, the Engine's TLS port by
 /// convention, does too so a TLS daemon is never sent plain HTTP.
-pub fn wanted(port: Option<u16>) -> bool {
-    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-    set("DOCKER_TLS_VERIFY") || set("DOCKER_TLS") || port == Some(2376)
+pub fn wanted(port: Option<u16>, env: Env) -> bool {
+    env("DOCKER_TLS_VERIFY").is_some() || env("DOCKER_TLS").is_some() || port == Some(2376)
 }
 
 /// The client configuration from a certificate directory. The server is always verified:
