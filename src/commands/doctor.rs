@@ -51,8 +51,13 @@ impl Report for DoctorReport {
 
 pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
     let mut findings = Vec::new();
+    let mut configured_host = None;
     match global.project() {
         Ok(project) => {
+            configured_host = global
+                .engine(&project, ui)
+                .ok()
+                .and_then(|engine| engine.env.docker_host.clone());
             findings.push(Finding {
                 check: "configuration".into(),
                 ok: true,
@@ -98,5 +103,46 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
             required: false,
         });
     }
+    findings.push(engine_finding(configured_host.as_deref()));
     emit(&DoctorReport { findings }, ui)
+}
+
+/// Reaches the environment's Engine the way every command does (opening an ssh tunnel if the
+/// address says so) and names the route. Not required: many commands never need an Engine.
+fn engine_finding(configured: Option<&str>) -> Finding {
+    let reach = crate::docker::Reach::of(configured);
+    let probe = crate::docker::block_on(async {
+        let daemon = crate::docker::connect(&reach.host).await?;
+        let version = daemon.client.version().await?;
+        anyhow::Ok((daemon, version))
+    });
+    let (ok, detail, fix) = match probe.and_then(|r| r) {
+        Ok((daemon, version)) => (
+            true,
+            format!(
+                "{} {} (API {}) via {}",
+                reach.host,
+                version.version.unwrap_or_else(|| "?".into()),
+                daemon.api_version,
+                reach.describe
+            ),
+            None,
+        ),
+        Err(e) => {
+            let text = format!("{e:#}");
+            let (why, fix) = match text.split_once("\n  fix: ") {
+                Some((why, fix)) => (why.to_string(), Some(fix.to_string())),
+                None => (text, None),
+            };
+            let why = why.strip_prefix("blocked: ").unwrap_or(&why);
+            (false, format!("{why} (via {})", reach.describe), fix)
+        }
+    };
+    Finding {
+        check: "docker engine".into(),
+        ok,
+        detail,
+        fix,
+        required: false,
+    }
 }

@@ -14,6 +14,8 @@ pub struct EnvReport {
     pub environment: String,
     pub provider: String,
     pub docker_host: Option<String>,
+    /// The Engine this environment reaches and how (unix socket, tcp, tcp+TLS, ssh tunnel).
+    pub engine: crate::docker::Reach,
     pub tools: Vec<Tool>,
     #[serde(skip)]
     shell: bool,
@@ -41,9 +43,10 @@ impl Report for EnvReport {
             "root         {}\nconfig       {}\nstate dir    {}\nenvironment  {} ({})\n",
             self.root, self.config, self.state_dir, self.environment, self.provider
         );
-        if let Some(h) = &self.docker_host {
-            out += &format!("docker host  {h}\n");
-        }
+        out += &format!(
+            "engine       {} ({}) via {}\n",
+            self.engine.host, self.engine.source, self.engine.describe
+        );
         out += "tools\n";
         for t in &self.tools {
             match (&t.path, &t.version) {
@@ -76,6 +79,7 @@ pub fn run(global: &Global, ui: &Ui, shell: bool) -> Result<Exit> {
         environment: engine.env_name.clone(),
         provider: engine.env.provider.to_string(),
         docker_host: engine.env.docker_host.clone(),
+        engine: crate::docker::Reach::of(engine.env.docker_host.as_deref()),
         tools: if shell {
             Vec::new()
         } else {

@@ -25,6 +25,8 @@ use crate::output::Ui;
 use crate::project::Project;
 
 pub fn run(cli: Cli) -> Result<Exit> {
+    // ssh tunnels opened for ssh:// engines live exactly as long as the command.
+    let _tunnels = crate::docker::ssh::CloseOnDrop;
     let ui = Ui::new(cli.format, cli.quiet, cli.verbose);
     let global = Global {
         project: cli.project.clone(),

@@ -4,12 +4,17 @@ pub mod context;
 pub mod debian;
 pub mod images;
 mod rootfs;
+pub mod ssh;
+pub mod tls;
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bollard::Docker;
+use serde::Serialize;
 
 use crate::exit::Failure;
 use crate::project::Project;
@@ -27,17 +32,159 @@ pub struct Daemon {
     pub host: String,
     /// The API version both sides agreed on.
     pub api_version: String,
+    /// How the Engine is reached.
+    pub route: Route,
+    /// What `raw_get` dials: the same transport bollard uses.
+    dial: Dial,
+}
+
+#[derive(Debug, Clone)]
+enum Dial {
+    Unix(PathBuf),
+    Tcp(String),
+    Tls {
+        address: String,
+        config: Arc<rustls::ClientConfig>,
+    },
+}
+
+/// How an Engine address is reached, decided without connecting (for `env` and messages).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "via", rename_all = "kebab-case")]
+pub enum Route {
+    /// A local unix socket.
+    Unix { socket: String },
+    /// Plain HTTP over TCP: anyone on the path can drive the Engine.
+    Tcp { address: String },
+    /// HTTPS with a client certificate; the server is verified against `cert_path`/ca.pem.
+    Tls { address: String, cert_path: String },
+    /// The remote Engine's socket forwarded by the system ssh client.
+    Ssh { destination: ssh::Destination },
+}
+
+impl Route {
+    /// Reads DOCKER_TLS_VERIFY, DOCKER_TLS and DOCKER_CERT_PATH for `tcp://` addresses.
+    pub fn parse(host: &str) -> Result<Route> {
+        Route::parse_with(host, &tls::process_env)
+    }
+
+    pub fn parse_with(host: &str, env: tls::Env) -> Result<Route> {
+        if let Some(path) = host.strip_prefix("unix://") {
+            return Ok(Route::Unix {
+                socket: path.to_string(),
+            });
+        }
+        if host.starts_with("ssh://") {
+            return Ok(Route::Ssh {
+                destination: ssh::Destination::parse(host)?,
+            });
+        }
+        let (address, forced_tls) = if let Some(rest) = host.strip_prefix("tcp://") {
+            (rest, false)
+        } else if let Some(rest) = host.strip_prefix("http://") {
+            (rest, false)
+        } else if let Some(rest) = host.strip_prefix("https://") {
+            (rest, true)
+        } else {
+            anyhow::bail!("unsupported address (use unix://, tcp://, https:// or ssh://)");
+        };
+        let address = address.trim_end_matches('/').to_string();
+        let port = address
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        Ok(if forced_tls || tls::wanted(port, env) {
+            Route::Tls {
+                address,
+                cert_path: tls::cert_path(env).display().to_string(),
+            }
+        } else {
+            Route::Tcp { address }
+        })
+    }
+
+    /// One line for reports: which transport, and where.
+    pub fn describe(&self) -> String {
+        match self {
+            Route::Unix { socket } => format!("unix socket {socket}"),
+            Route::Tcp { address } => format!("tcp {address} (plain HTTP, no TLS)"),
+            Route::Tls { address, cert_path } => {
+                format!("tcp+TLS {address} (client certificate and CA from {cert_path})")
+            }
+            Route::Ssh { destination } => {
+                format!("ssh tunnel to {destination}, remote {}", ssh::REMOTE_SOCKET)
+            }
+        }
+    }
 }
 
 /// The Engine address for an environment: its `docker_host` in beamops.yaml, else `DOCKER_HOST`,
 /// else the local socket. The file wins so `--env prod` cannot reach a dev engine by accident.
 pub fn host_for(project: &Project, environment: &str) -> String {
-    project
-        .config
-        .environment(environment)
-        .and_then(|env| env.docker_host.clone())
+    host_from(
+        project
+            .config
+            .environment(environment)
+            .and_then(|env| env.docker_host.as_deref()),
+    )
+}
+
+/// Which Engine an environment reaches and how, decided without connecting.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reach {
+    pub host: String,
+    /// Where the address came from: `beamops.yaml`, `DOCKER_HOST` or `default`.
+    pub source: &'static str,
+    /// `None` when the address cannot be used; `describe` says why.
+    pub route: Option<Route>,
+    pub describe: String,
+}
+
+impl Reach {
+    pub fn of(configured: Option<&str>) -> Reach {
+        let host = host_from(configured);
+        let source = if configured.is_some() {
+            "beamops.yaml"
+        } else if host == DEFAULT_HOST && std::env::var("DOCKER_HOST").is_err() {
+            "default"
+        } else {
+            "DOCKER_HOST"
+        };
+        let (route, describe) = match Route::parse(&host) {
+            Ok(route) => {
+                let describe = route.describe();
+                (Some(route), describe)
+            }
+            Err(e) => (None, format!("unusable: {e:#}")),
+        };
+        Reach {
+            host,
+            source,
+            route,
+            describe,
+        }
+    }
+}
+
+/// The address from a configured `docker_host`, else `DOCKER_HOST`, else the local socket.
+pub fn host_from(configured: Option<&str>) -> String {
+    configured
+        .map(str::to_string)
         .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| DEFAULT_HOST.to_string())
+}
+
+/// An error with every cause in its chain: TLS and connection errors say why only deep down.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text += &format!(": {more}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Connects and negotiates the API version first: the daemon may be older than bollard's default.
@@ -47,31 +194,106 @@ pub async fn connect(host: &str) -> Result<Daemon> {
             "no Docker Engine at {host}: {why}\n  fix: start dockerd, or point DOCKER_HOST (or the environment's docker_host in beamops.yaml) at a running engine"
         )))
     };
-    let client = if let Some(path) = host.strip_prefix("unix://") {
-        Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-    } else if host.starts_with("tcp://") || host.starts_with("http://") {
-        Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-    } else if host.starts_with("ssh://") {
-        return Err(Failure::Blocked(format!(
-            "{host}: this beamops talks to ssh:// engines only through a tunnel\n  fix: ssh -NL /tmp/docker.sock:/var/run/docker.sock HOST, then DOCKER_HOST=unix:///tmp/docker.sock"
-        ))
-        .into());
-    } else {
-        return Err(unreachable(
-            "unsupported address (use unix://, tcp:// or http://)".into(),
-        ));
-    }
-    .map_err(|e| unreachable(e.to_string()))?;
+    let route = Route::parse(host).map_err(|e| unreachable(format!("{e:#}")))?;
+    let version = bollard::API_DEFAULT_VERSION;
+    let (client, dial) = match &route {
+        Route::Unix { socket } => (
+            Docker::connect_with_unix(socket, REQUEST_TIMEOUT_SECS, version),
+            Dial::Unix(socket.into()),
+        ),
+        Route::Tcp { address } => (
+            Docker::connect_with_http(address, REQUEST_TIMEOUT_SECS, version),
+            Dial::Tcp(address.clone()),
+        ),
+        Route::Tls { address, cert_path } => {
+            let config = tls::client_config(std::path::Path::new(cert_path))?;
+            (
+                tls::client(address, config.clone(), REQUEST_TIMEOUT_SECS, version),
+                Dial::Tls {
+                    address: address.clone(),
+                    config,
+                },
+            )
+        }
+        Route::Ssh { destination } => {
+            let socket = ssh::socket_for(destination)?;
+            let path = socket.display().to_string();
+            (
+                Docker::connect_with_unix(&path, REQUEST_TIMEOUT_SECS, version),
+                Dial::Unix(socket),
+            )
+        }
+    };
+    let client = client.map_err(|e| unreachable(chain(&e)))?;
     let client = tokio::time::timeout(CONNECT_TIMEOUT, client.negotiate_version())
         .await
         .map_err(|_| unreachable(format!("no answer in {}s", CONNECT_TIMEOUT.as_secs())))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| {
+            let why = chain(&e);
+            match &route {
+                Route::Ssh { .. } => anyhow::Error::new(Failure::Blocked(format!(
+                    "no Docker Engine at {host}: {why}\n  fix: the ssh login works; the remote user must be able to open {} (root, or the docker group)",
+                    ssh::REMOTE_SOCKET
+                ))),
+                Route::Tls { cert_path, .. } => anyhow::Error::new(Failure::Blocked(format!(
+                    "no Docker Engine at {host} over TLS: {why}\n  fix: check that {cert_path}/ca.pem signed the Engine's certificate (which must name the host you dial) and that the Engine trusts {cert_path}/cert.pem"
+                ))),
+                _ => unreachable(why),
+            }
+        })?;
     let api_version = client.client_version().to_string();
     Ok(Daemon {
         client,
         host: host.to_string(),
         api_version,
+        route,
+        dial,
     })
+}
+
+/// One GET against the Engine API over the daemon's own transport, HTTP/1.0 so the answer ends
+/// with the connection and is never chunked: for the few answers bollard's types would lose.
+pub async fn raw_get(daemon: &Daemon, path: &str) -> Result<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+        mut stream: S,
+        request: &str,
+    ) -> std::io::Result<Vec<u8>> {
+        stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
+        let mut answer = Vec::new();
+        match stream.read_to_end(&mut answer).await {
+            // A TLS peer may close without close_notify; HTTP/1.0 ends with the connection anyway.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+            other => {
+                other?;
+            }
+        }
+        Ok(answer)
+    }
+    let request = format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
+    let answer = match &daemon.dial {
+        Dial::Unix(socket) => {
+            exchange(tokio::net::UnixStream::connect(socket).await?, &request).await?
+        }
+        Dial::Tcp(address) => {
+            exchange(tokio::net::TcpStream::connect(address).await?, &request).await?
+        }
+        Dial::Tls { address, config } => {
+            exchange(tls::stream(address, config.clone()).await?, &request).await?
+        }
+    };
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("the Engine's answer has no header end")?;
+    let head = String::from_utf8_lossy(&answer[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("the Engine's answer has no status")?;
+    Ok((status, answer[split + 4..].to_vec()))
 }
 
 /// A single-threaded runtime so synchronous commands can drive the async Engine API.
@@ -112,6 +334,49 @@ mod tests {
             format!("{err:#}").contains("unix:///nonexistent/beamops-test.sock"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn routes_follow_the_docker_cli_rules() {
+        let none = |_: &str| None;
+        let verify = |name: &str| match name {
+            "DOCKER_TLS_VERIFY" => Some("1".to_string()),
+            "DOCKER_CERT_PATH" => Some("/certs".to_string()),
+            _ => None,
+        };
+        let route = |host: &str, env: tls::Env| Route::parse_with(host, env).unwrap();
+        assert_eq!(
+            route("unix:///var/run/docker.sock", &none),
+            Route::Unix {
+                socket: "/var/run/docker.sock".into()
+            }
+        );
+        assert_eq!(
+            route("tcp://10.0.0.5:2375", &none),
+            Route::Tcp {
+                address: "10.0.0.5:2375".into()
+            }
+        );
+        assert_eq!(
+            route("tcp://10.0.0.5:2375", &verify),
+            Route::Tls {
+                address: "10.0.0.5:2375".into(),
+                cert_path: "/certs".into()
+            }
+        );
+        let home = |name: &str| (name == "HOME").then(|| "/home/ci".to_string());
+        assert_eq!(
+            route("tcp://engine.internal:2376/", &home),
+            Route::Tls {
+                address: "engine.internal:2376".into(),
+                cert_path: "/home/ci/.docker".into()
+            }
+        );
+        assert!(matches!(
+            route("ssh://deploy@engine:2222", &none),
+            Route::Ssh { .. }
+        ));
+        assert!(Route::parse_with("npipe:////./pipe/docker", &none).is_err());
     }
 
     #[test]

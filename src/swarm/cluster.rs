@@ -134,7 +134,7 @@ pub async fn members(
         daemon.api_version,
         percent_encode(&filters.to_string())
     );
-    let (status, body) = crate::swarm::converge::raw_get(&daemon.host, &path)
+    let (status, body) = crate::docker::raw_get(daemon, &path)
         .await
         .with_context(|| format!("listing tasks of {service} on {}", daemon.host))?;
     if status != 200 {

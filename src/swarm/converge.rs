@@ -296,7 +296,7 @@ pub async fn resolve(
 /// matches field names without regard to case.)
 async fn current_service(daemon: &Daemon, name: &str) -> Result<Option<(u64, Value)>> {
     let path = format!("/v{}/services/{name}", daemon.api_version);
-    let (status, body) = raw_get(&daemon.host, &path)
+    let (status, body) = crate::docker::raw_get(daemon, &path)
         .await
         .with_context(|| format!("inspecting service {name} on {}", daemon.host))?;
     if status == 404 {
@@ -312,38 +312,6 @@ async fn current_service(daemon: &Daemon, name: &str) -> Result<Option<(u64, Val
         .with_context(|| format!("inspecting service {name}: the answer is not JSON"))?;
     let version = service["Version"]["Index"].as_u64().unwrap_or_default();
     Ok(Some((version, service["Spec"].clone())))
-}
-
-/// One GET against the Engine API over its unix socket or plain TCP, HTTP/1.0 so the answer
-/// ends with the connection and is never chunked.
-pub(crate) async fn raw_get(host: &str, path: &str) -> Result<(u16, Vec<u8>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let request = format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
-    let mut answer = Vec::new();
-    if let Some(socket) = host.strip_prefix("unix://") {
-        let mut stream = tokio::net::UnixStream::connect(socket).await?;
-        stream.write_all(request.as_bytes()).await?;
-        stream.read_to_end(&mut answer).await?;
-    } else {
-        let address = host
-            .trim_start_matches("tcp://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/');
-        let mut stream = tokio::net::TcpStream::connect(address).await?;
-        stream.write_all(request.as_bytes()).await?;
-        stream.read_to_end(&mut answer).await?;
-    }
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("the Engine's answer has no header end")?;
-    let head = String::from_utf8_lossy(&answer[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("the Engine's answer has no status")?;
-    Ok((status, answer[split + 4..].to_vec()))
 }
 
 /// What `converge` would change, from inspect and list calls only.

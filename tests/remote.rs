@@ -1,0 +1,595 @@
+//! Remote engines for real: a loopback sshd in front of the local Engine (ssh://) and stunnel
+//! terminating TLS with client certificates in front of it (tcp:// + TLS).
+//!
+//! Gated by BEAMOPS_DOCKER_TESTS=1. Needs root (sshd, and a mount namespace for the hung engine), and
+//! Debian's openssh-server, openssh-client, stunnel4 and openssl (.ci/setup installs them).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{TestProject, docker_tests_enabled, json};
+use serde_json::Value;
+
+fn suffix() -> String {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).unwrap();
+    hex::encode(b)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+}
+
+/// A child process killed and reaped when the test ends, pass or fail.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every process whose command line mentions `needle`: the ssh clients a run started.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == me || !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.contains(needle) {
+            found.push(format!("{name}: {line}"));
+        }
+    }
+    found
+}
+
+/// Polls for up to 10 s: a killed ssh takes a moment to be reaped by init.
+fn assert_no_ssh_left(alias: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_mentioning(alias);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "ssh processes left: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two loopback sshds on free ports: `alias` reaches the real Engine; `hung_alias` reaches one
+/// started in its own mount namespace, where /var/run/docker.sock is a socket that accepts and
+/// never answers, to catch beamops mid-call. `bad_key_alias` logs in with a key sshd refuses.
+struct Sshd {
+    dir: tempfile::TempDir,
+    _sshd: Reaped,
+    _hung_sshd: Reaped,
+    alias: String,
+    hung_alias: String,
+    bad_key_alias: String,
+    hung_accepts: Arc<AtomicUsize>,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let id = suffix();
+        let dir = tempfile::Builder::new()
+            .prefix("boremote-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        for key in ["host_key", "client_key", "stranger_key"] {
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(key)));
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        // sshd's privilege separation directory; Debian's package makes it only at boot.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let hung = d.join("hung.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&hung).unwrap();
+        let hung_accepts = Arc::new(AtomicUsize::new(0));
+        let counter = hung_accepts.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        let (port, hung_port) = (free_port(), free_port());
+        // StrictModes off: the keys live under /tmp, which sshd would refuse as world-writable.
+        for (name, port) in [("sshd", port), ("hung-sshd", hung_port)] {
+            let config = format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPidFile none\nStrictModes no\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nAllowStreamLocalForwarding yes\n\
+                 LogLevel DEBUG1\n",
+                d = d.display(),
+            );
+            std::fs::write(d.join(format!("{name}_config")), config).unwrap();
+        }
+        let sshd = Reaped(
+            Command::new("/usr/sbin/sshd")
+                .args(["-D", "-f"])
+                .arg(d.join("sshd_config"))
+                .arg("-E")
+                .arg(d.join("sshd.log"))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("sshd (apt-get install openssh-server)"),
+        );
+        // `unshare` without --fork execs, and so does sh: the child's PID is sshd's.
+        let hung_sshd = Reaped(
+            Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(format!(
+                    "mount --bind {hung} /var/run/docker.sock && exec /usr/sbin/sshd -D -f {d}/hung-sshd_config -E {d}/hung-sshd.log",
+                    hung = hung.display(),
+                    d = d.display()
+                ))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("unshare (util-linux)"),
+        );
+        wait_port(port, "sshd");
+        wait_port(hung_port, "the hung engine's sshd");
+        let (alias, hung_alias, bad_key_alias) = (
+            format!("boremote-{id}"),
+            format!("boremote-hung-{id}"),
+            format!("boremote-badkey-{id}"),
+        );
+        let host = |alias: &str, port: u16, key: &str| {
+            format!(
+                "Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {d}/{key}\n  \
+                 IdentitiesOnly yes\n  UserKnownHostsFile {d}/known_hosts\n  StrictHostKeyChecking accept-new\n",
+                d = d.display()
+            )
+        };
+        let ssh_config = host(&alias, port, "client_key")
+            + &host(&hung_alias, hung_port, "client_key")
+            + &host(&bad_key_alias, port, "stranger_key");
+        std::fs::write(d.join("ssh_config"), ssh_config).unwrap();
+        // beamops runs the `ssh` it finds on PATH; this one reads the test's config, since ssh
+        // takes ~/.ssh/config from the password database, not from $HOME.
+        std::fs::create_dir_all(d.join("bin")).unwrap();
+        let wrapper = d.join("bin/ssh");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec /usr/bin/ssh -F {}/ssh_config \"$@\"\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Sshd {
+            dir,
+            _sshd: sshd,
+            _hung_sshd: hung_sshd,
+            alias,
+            hung_alias,
+            bad_key_alias,
+            hung_accepts,
+        }
+    }
+
+    fn path_env(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    fn logins(&self) -> usize {
+        self.log().matches("Accepted publickey").count()
+    }
+
+    /// Connections forwarded to a unix socket: one per Engine connection through the tunnel.
+    fn forwarded(&self) -> usize {
+        self.log()
+            .matches("ctype direct-streamlocal@openssh.com")
+            .count()
+    }
+}
+
+/// beamops in `project` with DOCKER_HOST and a private TMPDIR (to see what the run leaves).
+fn beamops(project: &TestProject, sshd: &Sshd, host: &str, tmp: &Path) -> assert_cmd::Command {
+    let mut cmd = project.beamops();
+    cmd.env("PATH", sshd.path_env())
+        .env("DOCKER_HOST", host)
+        .env("TMPDIR", tmp)
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH");
+    cmd
+}
+
+fn finding<'a>(doctor: &'a Value, check: &str) -> &'a Value {
+    doctor["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} finding in {doctor}"))
+}
+
+fn action<'a>(plan: &'a Value, id: &str) -> &'a Value {
+    plan["chapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["actions"].as_array().unwrap())
+        .find(|a| a["id"] == id)
+        .unwrap_or_else(|| panic!("no action {id} in {plan}"))
+}
+
+fn leftovers(tmp: &Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("beamops-ssh-"))
+        .collect()
+}
+
+#[test]
+fn ssh_engine_is_reached_through_one_tunnel_closed_on_exit() {
+    if !docker_tests_enabled("ssh_engine_is_reached_through_one_tunnel_closed_on_exit") {
+        return;
+    }
+    let sshd = Sshd::start();
+    let project = TestProject::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let host = format!("ssh://{}", sshd.alias);
+
+    let out = beamops(&project, &sshd, &host, tmp.path())
+        .args(["doctor", "--format", "json"])
+        .output()
+        .unwrap();
+    let engine = finding(&json(&out.stdout), "docker engine").clone();
+    assert_eq!(engine["ok"], true, "{engine}");
+    let detail = engine["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("ssh tunnel to") && detail.contains("API 1."),
+        "{detail}"
+    );
+    assert_eq!(sshd.logins(), 1, "{}", sshd.log());
+    assert_no_ssh_left(&sshd.alias);
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
+
+    // plan asks the Engine for its swarm state through the tunnel: one login for the whole
+    // run, however many Engine connections the checks make.
+    let before = sshd.forwarded();
+    let out = beamops(&project, &sshd, &host, tmp.path())
+        .args(["plan", "chapter-07", "--format", "json"])
+        .output()
+        .unwrap();
+    let plan = json(&out.stdout);
+    let swarm = action(&plan, "swarm-mode");
+    assert_eq!(swarm["status"], "satisfied", "{swarm}");
+    assert!(
+        swarm["detail"].as_str().unwrap().starts_with("manager"),
+        "{swarm}"
+    );
+    assert_eq!(sshd.logins(), 2, "{}", sshd.log());
+    let forwarded = sshd.forwarded() - before;
+    assert!(forwarded >= 2, "{forwarded} forwarded connections");
+    println!("plan chapter-07 over ssh: 1 login, {forwarded} forwarded Engine connections");
+    assert_no_ssh_left(&sshd.alias);
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
+
+    // env names the route without connecting.
+    let out = beamops(&project, &sshd, &host, tmp.path())
+        .args(["env", "--format", "json"])
+        .output()
+        .unwrap();
+    let env = json(&out.stdout);
+    assert_eq!(env["engine"]["route"]["via"], "ssh", "{env}");
+    assert_eq!(env["engine"]["source"], "DOCKER_HOST", "{env}");
+    assert_eq!(sshd.logins(), 2);
+}
+
+#[test]
+fn ssh_login_refused_is_blocked_and_names_host_and_fix() {
+    if !docker_tests_enabled("ssh_login_refused_is_blocked_and_names_host_and_fix") {
+        return;
+    }
+    let sshd = Sshd::start();
+    let project = TestProject::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let host = format!("ssh://{}", sshd.bad_key_alias);
+    let out = beamops(&project, &sshd, &host, tmp.path())
+        .args(["plan", "chapter-07", "--format", "json"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let plan = json(&out.stdout);
+    let swarm = action(&plan, "swarm-mode");
+    assert_eq!(swarm["status"], "blocked", "{swarm}");
+    let detail = swarm["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&host) && detail.contains("Permission denied"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("fix:") && detail.contains("IdentityFile"),
+        "{detail}"
+    );
+    assert_no_ssh_left(&sshd.bad_key_alias);
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
+}
+
+#[test]
+fn ssh_tunnel_dies_with_beamops_on_sigint_sigterm_and_sigkill() {
+    if !docker_tests_enabled("ssh_tunnel_dies_with_beamops_on_sigint_sigterm_and_sigkill") {
+        return;
+    }
+    let sshd = Sshd::start();
+    let project = TestProject::new();
+    let binary = assert_cmd::cargo::cargo_bin("beamops");
+    let host = format!("ssh://{}", sshd.hung_alias);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
+        let tmp = tempfile::tempdir().unwrap();
+        let accepted = sshd.hung_accepts.load(Ordering::SeqCst);
+        let mut child = Reaped(
+            Command::new(&binary)
+                .current_dir(project.path())
+                .args(["doctor", "--format", "json"])
+                .env("PATH", sshd.path_env())
+                .env("DOCKER_HOST", &host)
+                .env("TMPDIR", tmp.path())
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // Two connections reached the hung Engine: the tunnel's readiness probe, then the API
+        // call beamops is now waiting on.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sshd.hung_accepts.load(Ordering::SeqCst) < accepted + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the tunnel never reached the hung engine: {}",
+                sshd.log()
+            );
+            if child.0.try_wait().unwrap().is_some() {
+                let mut said = String::new();
+                use std::io::Read;
+                let _ = child.0.stderr.take().unwrap().read_to_string(&mut said);
+                panic!(
+                    "beamops ended before the signal: {said}\nsshd: {}",
+                    std::fs::read_to_string(sshd.dir.path().join("hung-sshd.log"))
+                        .unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !processes_mentioning(&sshd.hung_alias).is_empty(),
+            "no ssh running mid-call"
+        );
+        let started = Instant::now();
+        assert_eq!(unsafe { libc::kill(child.0.id() as i32, signal) }, 0);
+        let status = child.0.wait().unwrap();
+        assert_eq!(status.signal(), Some(signal), "{status:?}");
+        assert_no_ssh_left(&sshd.hung_alias);
+        println!(
+            "signal {signal}: beamops and its ssh gone in {:.2}s",
+            started.elapsed().as_secs_f64()
+        );
+        if signal != libc::SIGKILL {
+            // A catchable signal also removes the tunnel's private directory.
+            assert!(
+                leftovers(tmp.path()).is_empty(),
+                "{:?}",
+                leftovers(tmp.path())
+            );
+        }
+    }
+}
+
+/// A test CA, a server certificate for 127.0.0.1, a client certificate, and a second CA that
+/// signed neither.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(d));
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for (ca, cn) in [("ca", "beamops test CA"), ("other-ca", "some other CA")] {
+            let subject = format!("/CN={cn}");
+            let (key, cert) = (format!("{ca}-key.pem"), format!("{ca}.pem"));
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            args.extend([
+                "-keyout", &key, "-out", &cert, "-days", "2", "-subj", &subject,
+            ]);
+            openssl(&args);
+        }
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (name, cn) in [("server", "127.0.0.1"), ("client", "beamops")] {
+            let (key, csr, cert, ext) = (
+                format!("{name}-key.pem"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            let subject = format!("/CN={cn}");
+            let mut args = vec!["req"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+            openssl(&args);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        Pki { dir }
+    }
+
+    /// A DOCKER_CERT_PATH directory: the client's certificate and key, and `ca` as ca.pem.
+    fn cert_path(&self, ca: &str) -> PathBuf {
+        let out = self.dir.path().join(format!("docker-{ca}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let d = self.dir.path();
+        std::fs::copy(d.join(format!("{ca}.pem")), out.join("ca.pem")).unwrap();
+        std::fs::copy(d.join("client.pem"), out.join("cert.pem")).unwrap();
+        std::fs::copy(d.join("client-key.pem"), out.join("key.pem")).unwrap();
+        out
+    }
+}
+
+#[test]
+fn tls_engine_with_client_certificates_and_a_wrong_ca() {
+    if !docker_tests_enabled("tls_engine_with_client_certificates_and_a_wrong_ca") {
+        return;
+    }
+    let pki = Pki::new();
+    let d = pki.dir.path();
+    let port = free_port();
+    // stunnel verifies the client's certificate against the test CA before the Engine sees a byte.
+    let conf = format!(
+        "foreground = yes\npid =\ndebug = 4\n[docker]\naccept = 127.0.0.1:{port}\n\
+         connect = /var/run/docker.sock\ncert = {d}/server.pem\nkey = {d}/server-key.pem\n\
+         CAfile = {d}/ca.pem\nverifyChain = yes\nrequireCert = yes\n",
+        d = d.display()
+    );
+    std::fs::write(d.join("stunnel.conf"), conf).unwrap();
+    let _stunnel = Reaped(
+        Command::new("stunnel4")
+            .arg(d.join("stunnel.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("stunnel.log")).unwrap())
+            .spawn()
+            .expect("stunnel4 (apt-get install stunnel4)"),
+    );
+    wait_port(port, "stunnel");
+    let project = TestProject::new();
+    let host = format!("tcp://127.0.0.1:{port}");
+    let with = |cert_path: &Path, args: &[&str]| {
+        project
+            .beamops()
+            .env("DOCKER_HOST", &host)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", cert_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let good = pki.cert_path("ca");
+    let doctor = json(&with(&good, &["doctor", "--format", "json"]).stdout);
+    let engine = finding(&doctor, "docker engine");
+    assert_eq!(engine["ok"], true, "{engine}");
+    assert!(
+        engine["detail"].as_str().unwrap().contains("tcp+TLS"),
+        "{engine}"
+    );
+    let plan = json(&with(&good, &["plan", "chapter-07", "--format", "json"]).stdout);
+    assert_eq!(action(&plan, "swarm-mode")["status"], "satisfied", "{plan}");
+
+    // The client certificate is fine, but the server's is not signed by this ca.pem: blocked
+    // (exit 3), like every Engine beamops cannot reach, naming the file to fix.
+    let wrong = pki.cert_path("other-ca");
+    let out = with(&wrong, &["plan", "chapter-07", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let swarm = action(&json(&out.stdout), "swarm-mode").clone();
+    assert_eq!(swarm["status"], "blocked", "{swarm}");
+    let detail = swarm["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("UnknownIssuer") && detail.contains(&host),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!("{}/ca.pem", wrong.display())),
+        "{detail}"
+    );
+
+    // No certificates where DOCKER_CERT_PATH points: blocked before any connection.
+    let empty = tempfile::tempdir().unwrap();
+    let out = with(empty.path(), &["plan", "chapter-07", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let swarm = action(&json(&out.stdout), "swarm-mode").clone();
+    assert!(
+        swarm["detail"].as_str().unwrap().contains("ca.pem"),
+        "{swarm}"
+    );
+}
