@@ -26,6 +26,34 @@ pub struct LockedFile {
     /// Digest of the template source that produced the file.
     pub template_digest: String,
     pub sha256: String,
+    /// The mode beamops gave the file, `0644`; absent in locks written before modes were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+impl LockedFile {
+    pub fn mode_bits(&self) -> Option<u32> {
+        self.mode
+            .as_deref()
+            .and_then(|m| u32::from_str_radix(m, 8).ok())
+    }
+
+    /// The same file as `other` describes; a record from before modes were kept matches any mode.
+    pub fn matches(&self, other: &LockedFile) -> bool {
+        self.chapter == other.chapter
+            && self.template == other.template
+            && self.template_digest == other.template_digest
+            && self.sha256 == other.sha256
+            && (self.mode.is_none() || other.mode.is_none() || self.mode == other.mode)
+    }
+}
+
+/// Bits a checkout may set on its own: a umask of 002 makes files group-writable.
+const CHECKOUT_BITS: u32 = 0o020;
+
+/// Did a person change the mode beamops wrote (`recorded`) to `on_disk`?
+pub fn mode_edited(recorded: u32, on_disk: u32) -> bool {
+    (recorded ^ on_disk) & 0o7777 & !CHECKOUT_BITS != 0
 }
 
 impl Default for LockFile {

@@ -58,7 +58,9 @@ pub fn plan_files(
         let abs = fsutil::resolve_inside(&project.root, std::path::Path::new(&r.path))?;
         let current = std::fs::read(&abs).ok();
         let mode = r.spec.mode_bits();
-        let mode_differs = current.is_some() && fsutil::existing_mode(&abs) != Some(mode);
+        let mode_differs = current.is_some()
+            && fsutil::existing_mode(&abs)
+                .is_some_and(|now| crate::lockfile::mode_edited(mode, now));
         let recorded = lock.files.get(&r.path);
         let mut plan = FilePlan {
             path: r.path.clone(),
@@ -78,12 +80,27 @@ pub fn plan_files(
                     template: r.spec.template.clone(),
                     template_digest: r.template_digest.clone(),
                     sha256: sha256_hex(&r.content),
+                    mode: Some(format!("{mode:04o}")),
+                };
+                // A person's chmod since beamops wrote the file is an edit like any other.
+                let disk_mode = fsutil::existing_mode(&abs);
+                let chmodded = match (recorded.and_then(LockedFile::mode_bits), disk_mode) {
+                    (Some(wrote), Some(now)) => crate::lockfile::mode_edited(wrote, now),
+                    _ => false,
                 };
                 plan.status = match &current {
                     None => FileStatus::Create,
+                    Some(c) if *c == r.content && mode_differs && chmodded => {
+                        plan.note = Some(format!(
+                            "mode changed since beamops wrote it: {:04o} → {:04o}",
+                            recorded.and_then(LockedFile::mode_bits).unwrap_or(mode),
+                            disk_mode.unwrap_or_default() & 0o7777
+                        ));
+                        FileStatus::Conflict
+                    }
                     Some(c) if *c == r.content && mode_differs => FileStatus::Update,
                     Some(c) if *c == r.content => {
-                        if recorded == Some(&record) {
+                        if recorded.is_some_and(|rec| rec.matches(&record)) {
                             FileStatus::Unchanged
                         } else {
                             FileStatus::Adopt
@@ -152,7 +169,7 @@ pub fn plan_files(
             let new = String::from_utf8_lossy(plan.content.as_deref().unwrap_or_default());
             if old != new {
                 plan.diff = Some(plain_diff(&r.path, &old, &new));
-            } else if mode_differs {
+            } else if mode_differs && plan.note.is_none() {
                 plan.note = Some(format!("mode becomes {mode:o}"));
             }
         }
@@ -160,6 +177,15 @@ pub fn plan_files(
     }
     for (path, record) in lock.chapter_files(chapter) {
         if rendered.iter().any(|r| &r.path == path) {
+            continue;
+        }
+        // A template that moved to another chapter in a newer beamops: that chapter adopts or
+        // updates the file (its record still proves whether a person edited it); removing it
+        // here would only make it disappear until then.
+        if crate::chapter::all()
+            .iter()
+            .any(|m| m.key() != chapter && m.files.iter().any(|f| &f.path == path))
+        {
             continue;
         }
         let abs = project.root.join(path);

@@ -52,9 +52,8 @@ impl Stack {
                 ]);
                 let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
                 let container = text.strip_prefix("running ")?.to_string();
-                let template = format!(
-                    "{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"
-                );
+                let template =
+                    format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
                 let ip = docker(&["inspect", "--format", &template, &container]);
                 let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
                 Some((container, format!("coordination@{ip}")))

@@ -74,6 +74,86 @@ fn an_edited_file_is_refused_with_its_diff_and_force_takes_ours() {
 }
 
 #[test]
+fn a_file_whose_template_moved_to_another_chapter_is_left_for_that_chapter() {
+    let p = TestProject::new();
+    p.beamops().args(["up", "1"]).assert().code(0);
+    // As if an older beamops had rendered .tool-versions in chapter 03.
+    let lock = p.read("beamops.lock");
+    p.write(
+        "beamops.lock",
+        &lock.replace(
+            "\"chapter\": \"01-foundation\"",
+            "\"chapter\": \"03-docker\"",
+        ),
+    );
+    let plan = p
+        .beamops()
+        .args(["plan", "3", "--format", "json"])
+        .output()
+        .unwrap();
+    let report = common::json(&plan.stdout);
+    let docker = report["chapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["chapter"] == "03-docker")
+        .expect("chapter 03 planned");
+    assert!(
+        !docker["files"].to_string().contains(".tool-versions"),
+        "chapter 03 must leave it: {docker:#}"
+    );
+    assert!(p.file(".tool-versions").exists());
+    // Chapter 01 takes the record back without touching the file.
+    let before = p.read(".tool-versions");
+    p.beamops().args(["up", "1"]).assert().code(0);
+    assert_eq!(p.read(".tool-versions"), before);
+    assert!(
+        p.read("beamops.lock")
+            .contains("\"chapter\": \"01-foundation\"")
+    );
+}
+
+#[test]
+fn a_persons_chmod_of_a_generated_file_is_an_edit_too() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &TestProject| {
+        std::fs::metadata(p.file(".tool-versions"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let p = TestProject::new();
+    p.beamops().args(["up", "1"]).assert().code(0);
+    assert_eq!(mode(&p), 0o644);
+    let lock = p.read("beamops.lock");
+    assert!(lock.contains("\"mode\": \"0644\""), "{lock}");
+    // A checkout with umask 002 makes files group-writable: not an edit.
+    std::fs::set_permissions(
+        p.file(".tool-versions"),
+        std::fs::Permissions::from_mode(0o664),
+    )
+    .unwrap();
+    p.beamops().args(["plan", "1"]).assert().code(0);
+    // A person tightening the mode is: refused, kept, named; --force takes ours.
+    std::fs::set_permissions(
+        p.file(".tool-versions"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    p.beamops()
+        .args(["up", "1"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains(
+            "mode changed since beamops wrote it: 0644 → 0600",
+        ));
+    assert_eq!(mode(&p), 0o600, "a refused run must not touch the mode");
+    p.beamops().args(["up", "1", "--force"]).assert().code(0);
+    assert_eq!(mode(&p), 0o644);
+}
+
+#[test]
 fn an_existing_file_beamops_never_wrote_is_a_conflict_unless_identical() {
     let p = TestProject::new();
     p.write(".tool-versions", "erlang 27.3.4.1\nelixir 1.18.3-otp-27\n");
