@@ -1,7 +1,12 @@
 //! Docker Swarm through the Engine API: swarm mode itself here; stacks, services and
 //! convergence beside it.
 
+pub mod console;
 pub mod converge;
+pub mod lock;
+pub mod logs;
+pub mod ps;
+pub mod scale;
 pub mod spec;
 pub mod stack;
 
