@@ -333,7 +333,7 @@ pub async fn acquire(
                 lock,
                 waited,
             };
-            let summary = format!("deploy lock of {stack} held");
+            let summary = "another run is changing this swarm".to_string();
             return Err(anyhow::Error::new(held).context(Failure::Blocked(summary)));
         }
         if !told {
