@@ -234,6 +234,15 @@ fn lock_exists(stack: &str) -> bool {
         .is_ok()
 }
 
+/// A spawned `logs -f` must not outlive a failed test (it would hold the harness's pipes).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Process::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
 #[test]
 fn a_second_create_of_the_same_config_name_fails_so_the_lock_is_atomic() {
     if !docker_tests_enabled("a_second_create_of_the_same_config_name_fails_so_the_lock_is_atomic")
@@ -495,6 +504,7 @@ fn ps_logs_scale_and_console_work_against_the_running_stack() {
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
+    let follower = KillOnDrop(child.id());
     let reader = std::thread::spawn(move || {
         use std::io::Read;
         let mut seen = String::new();
@@ -512,6 +522,12 @@ fn ps_logs_scale_and_console_work_against_the_running_stack() {
     });
 
     // Scale to 3 while the follower runs (it follows the tasks running when it started).
+    let before: Vec<String> = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
     let scaled = p
         .beamops()
         .args(["scale", "local", "3", "--format", "json"])
@@ -536,8 +552,18 @@ fn ps_logs_scale_and_console_work_against_the_running_stack() {
         .filter(|t| t["state"] == "running" && t["health"] == "healthy")
         .count();
     assert_eq!(running, 3, "{ps:#}");
+    let after: Vec<&str> = ps["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        before.iter().all(|id| after.contains(&id.as_str())),
+        "scaling must only add a task, not replace the running ones: {before:?} vs {after:?}"
+    );
     std::thread::sleep(Duration::from_secs(1));
-    child.kill().unwrap();
+    drop(follower);
     let _ = child.wait();
     let seen = reader.join().unwrap();
     assert!(

@@ -44,6 +44,13 @@ pub async fn scale(
     let started = Instant::now();
     if current != replicas {
         spec["Mode"]["Replicated"]["Replicas"] = replicas.into();
+        // bollard's field is `HealthCheck`, the Engine's `Healthcheck`: without the rename the
+        // typed spec drops the healthcheck and the update replaces every task without one.
+        if let Some(container) = spec["TaskTemplate"]["ContainerSpec"].as_object_mut()
+            && let Some(health) = container.remove("Healthcheck")
+        {
+            container.insert("HealthCheck".into(), health);
+        }
         let spec: ServiceSpec =
             serde_json::from_value(spec).context("reading the service spec the Engine returned")?;
         daemon
