@@ -35,7 +35,7 @@ pub struct Cli {
     /// Print every step and full tool output.
     #[arg(short, long, global = true)]
     pub verbose: bool,
-    /// Confirm changes to a protected environment without asking.
+    /// Confirm changes to a protected environment without asking (and `lock release`).
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
     /// How long to wait for another beamops run on this checkout (the local run lock) and for
