@@ -35,12 +35,16 @@ pub struct Cli {
     /// Print every step and full tool output.
     #[arg(short, long, global = true)]
     pub verbose: bool,
-    /// Confirm changes to a protected environment without asking.
+    /// Confirm changes to a protected environment without asking (and `lock release`).
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
-    /// Seconds to wait for another beamops run to finish before giving up.
-    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
-    pub lock_wait: u64,
+    /// How long to wait for another beamops run on this checkout (the local run lock) and for
+    /// another deploy to the same swarm (the stack's deploy lock): seconds, or 30s, 10m…
+    #[arg(long, global = true, default_value = "30", value_name = "DURATION", value_parser = parse_wait)]
+    pub lock_wait: std::time::Duration,
+    /// Why this run changes the swarm: recorded in the deploy lock, shown to whoever waits on it.
+    #[arg(long, global = true, value_name = "TEXT")]
+    pub message: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -74,6 +78,18 @@ pub enum Command {
     /// SOPS + age encrypted secrets: the key, recipients and values (chapter 07).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// The stack's deploy lock on the environment's swarm: who holds it, and releasing it.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// The stack's tasks: service, slot, node, desired/current state, image, health, release.
+    Ps(PsArgs),
+    /// Service logs, each line named by its task; -f follows until Ctrl-C.
+    Logs(LogsArgs),
+    /// A remote shell into a running release: `bin/<otp_app> remote` in an app task's container.
+    Console(ConsoleArgs),
+    /// Change a service's replicas now and wait until they run (the next up/deploy restores
+    /// environments.<env>.replicas, the durable setting).
+    Scale(ScaleArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -172,8 +188,91 @@ pub struct WorktreeRestoreArgs {
     pub branch: Option<String>,
 }
 
+/// `--lock-wait`: plain seconds (as before) or a duration like 90s, 10m.
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e} (e.g. 30, 90s, 10m)"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds the deploy lock, since when, and whether it is stale.
+    Status {
+        /// The environment (default: --env, else default_environment).
+        #[arg(value_name = "ENV")]
+        environment: Option<String>,
+    },
+    /// Remove the deploy lock whoever holds it; without --yes, only say what would go (exit 2).
+    Release {
+        #[arg(value_name = "ENV")]
+        environment: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    #[arg(value_name = "ENV")]
+    pub environment: Option<String>,
+    /// Only this service (`app` or `<stack>_app`).
+    #[arg(long, value_name = "SERVICE")]
+    pub service: Option<String>,
+    /// Also tasks that are no longer wanted (earlier attempts, replaced versions).
+    #[arg(long, short = 'a')]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[arg(value_name = "ENV")]
+    pub environment: Option<String>,
+    /// Only this service (`app` or `<stack>_app`); default: every service of the stack.
+    #[arg(value_name = "SERVICE")]
+    pub service: Option<String>,
+    /// Keep printing new lines until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only lines from the last DURATION (30s, 10m, 2h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+    pub since: Option<std::time::Duration>,
+    /// The last N lines of each task.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    #[arg(value_name = "ENV")]
+    pub environment: Option<String>,
+    /// The service whose task to enter.
+    #[arg(long, default_value = "app", value_name = "SERVICE")]
+    pub service: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    #[arg(value_name = "ENV")]
+    pub environment: String,
+    /// Replicas wanted.
+    #[arg(value_name = "N")]
+    pub replicas: u64,
+    /// The service to scale.
+    #[arg(long, default_value = "app", value_name = "SERVICE")]
+    pub service: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
+    /// Remove release images of image.repository older than the newest deploy.keep_releases,
+    /// never one a service or container uses.
+    Prune {
+        #[arg(value_name = "ENV")]
+        environment: Option<String>,
+        /// Only say what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Make sure every base image the project names is on the Engine; build absent ones from
     /// Debian's packages (debootstrap + apt) with the versions their tags name, or refuse.
     Bootstrap {

@@ -101,6 +101,8 @@ pub struct Engine<'a> {
     pub yes: bool,
     /// `up --no-cache`, handed to every action.
     pub no_cache: bool,
+    /// `--message`: why this run changes the swarm, shown to whoever finds the deploy lock held.
+    pub message: Option<String>,
 }
 
 pub struct UpOptions {
@@ -120,6 +122,7 @@ impl<'a> Engine<'a> {
             ui,
             yes: false,
             no_cache: false,
+            message: None,
         })
     }
 
@@ -294,6 +297,9 @@ impl<'a> Engine<'a> {
         let mut lock = LockFile::read(&self.project.root)?;
         let mut state = State::read(&state_dir)?;
         let mut done = Vec::new();
+        // Held from the first swarm change to the end of the run; released on drop, also when
+        // an action fails.
+        let mut swarm_lock: Option<crate::swarm::lock::Guard> = None;
         for mut plan in plans {
             let chapter = chapter::by_key(&plan.chapter).expect("planned chapters exist");
             for f in &plan.files {
@@ -312,6 +318,18 @@ impl<'a> Engine<'a> {
             plan.actions = Vec::new();
             for action in Self::actions(chapter) {
                 bar.set_message(format!("{}: {}", plan.label, action.describe()));
+                // The deploy lock, before the first swarm change; checked here rather than in
+                // the plan because an earlier chapter of this run (a rebuilt image) may have
+                // made it pending. run_action checks again under the lock.
+                if swarm_lock.is_none()
+                    && action.touches_swarm()
+                    && self
+                        .check_action(action.as_ref(), &rendered, &state, chapter)
+                        .status
+                        == ActionStatus::Pending
+                {
+                    swarm_lock = self.deploy_lock("up", opts.lock_wait)?;
+                }
                 let result = self.run_action(action.as_ref(), chapter, &rendered, &mut state);
                 state.write(&state_dir)?;
                 bar.inc(1);
@@ -322,6 +340,23 @@ impl<'a> Engine<'a> {
             done.push(plan);
         }
         Ok(done)
+    }
+
+    /// The stack's deploy lock on the environment's swarm (None before the swarm exists).
+    /// `--lock-wait` bounds the wait, as it does for the local run lock.
+    pub fn deploy_lock(
+        &self,
+        command: &str,
+        wait: Duration,
+    ) -> Result<Option<crate::swarm::lock::Guard>> {
+        let holder = crate::swarm::lock::Holder::current(command, self.message.clone());
+        crate::swarm::lock::acquire_for_environment(
+            self.project,
+            &self.env_name,
+            &holder,
+            wait,
+            |m| self.ui.note(m),
+        )
     }
 
     /// check → apply → verify, recording the outcome. Blocked and failed checks stop the run.
@@ -446,6 +481,14 @@ impl<'a> Engine<'a> {
         let _run = RunLock::acquire(&state_dir, lock_wait, |m| self.ui.note(m))?;
         let mut state = State::read(&state_dir)?;
         let rendered = self.render(chapter)?;
+        let _swarm_lock = if Self::actions(chapter)
+            .iter()
+            .any(|a| a.touches_swarm() && a.providers().contains(&self.env.provider))
+        {
+            self.deploy_lock("down", lock_wait)?
+        } else {
+            None
+        };
         let mut steps = Vec::new();
         for action in Self::actions(chapter).iter().rev() {
             let id = action.id();

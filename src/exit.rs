@@ -15,7 +15,8 @@ pub enum Exit {
     Error = 1,
     /// Changes are pending (plan, `up --dry-run`, status with drift, dedupe found duplicates).
     Pending = 2,
-    /// A tool or credential is missing.
+    /// A tool or credential is missing, or another deploy holds the swarm's deploy lock:
+    /// nothing was changed and the same command can succeed later.
     Blocked = 3,
     /// Refused to protect data: a user-edited file, a worktree at risk, a dirty copy.
     Refused = 4,
@@ -38,7 +39,10 @@ impl Exit {
             Exit::Pending,
             "changes pending: plan, up --dry-run, status with drift, dedupe found duplicates",
         ),
-        (Exit::Blocked, "blocked: a tool or credential is missing"),
+        (
+            Exit::Blocked,
+            "blocked: a tool or credential is missing, or another deploy holds the lock",
+        ),
         (
             Exit::Refused,
             "refused to protect data: user-edited file, worktree at risk, dirty copy",
@@ -79,9 +83,14 @@ impl Failure {
 }
 
 /// The exit code for an error: the first [`Failure`] in its chain decides, else 1.
+/// A `Failure` attached as context (around a typed error such as `swarm::lock::LockHeld`) is
+/// found too: `chain()` yields context layers as opaque wrappers, `downcast_ref` sees through.
 pub fn exit_for(err: &anyhow::Error) -> Exit {
-    err.chain()
-        .find_map(|cause| cause.downcast_ref::<Failure>())
+    err.downcast_ref::<Failure>()
+        .or_else(|| {
+            err.chain()
+                .find_map(|cause| cause.downcast_ref::<Failure>())
+        })
         .map(Failure::exit)
         .unwrap_or(Exit::Error)
 }
@@ -98,6 +107,18 @@ mod tests {
             .unwrap_err();
         assert_eq!(exit_for(&err), Exit::Blocked);
         assert_eq!(exit_for(&anyhow::anyhow!("plain")), Exit::Error);
+    }
+
+    #[test]
+    fn failure_given_as_context_decides_the_code() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("typed")]
+        struct Typed;
+        let err = anyhow::Error::new(Typed)
+            .context(Failure::Blocked("held".into()))
+            .context("deploying");
+        assert_eq!(exit_for(&err), Exit::Blocked);
+        assert!(err.downcast_ref::<Typed>().is_some());
     }
 
     #[test]

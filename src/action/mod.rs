@@ -149,6 +149,11 @@ pub trait Action {
     fn implemented(&self) -> bool {
         true
     }
+    /// True for actions that change the swarm (swarm mode, secrets, services): `up` and `down`
+    /// take the stack's deploy lock before the first of them that has work to do.
+    fn touches_swarm(&self) -> bool {
+        false
+    }
 }
 
 struct Planned(String);

@@ -28,6 +28,9 @@ impl Action for DockerSecrets {
     fn describe(&self) -> String {
         "decrypt secrets in memory and create versioned Docker secrets".into()
     }
+    fn touches_swarm(&self) -> bool {
+        true
+    }
     fn providers(&self) -> &'static [Provider] {
         // Like swarm-mode: on AWS the managers are reached after chapter 10 provisions them.
         &[Provider::Local]

@@ -163,6 +163,9 @@ impl Action for StackConverged {
             other => anyhow::bail!("{}: still not satisfied after apply: {other:?}", self.id()),
         }
     }
+    fn touches_swarm(&self) -> bool {
+        true
+    }
     fn undo(&self, cx: &ActionContext) -> Result<Option<String>> {
         let (rt, daemon) = cx.engine()?;
         let stack = cx.project.config.app.stack_name();

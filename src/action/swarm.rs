@@ -48,5 +48,8 @@ impl Action for SwarmModeAction {
             inputs_digest: None,
         })
     }
+    fn touches_swarm(&self) -> bool {
+        true
+    }
     // No undo: leaving a swarm destroys every service, secret and network in it.
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 use super::Global;
 use crate::cli::ImagesCommand;
 use crate::docker::images::{self, Action, ImageOutcome};
+use crate::docker::prune;
 use crate::exit::Exit;
 use crate::output::{Paint, Report, Ui, emit};
 
@@ -66,6 +67,90 @@ pub fn run(global: &Global, ui: &Ui, command: &ImagesCommand) -> Result<Exit> {
                 },
                 ui,
             )
+        }
+        ImagesCommand::Prune {
+            environment,
+            dry_run,
+        } => {
+            let project = global.project()?;
+            let environment = global.env_name(&project, environment.as_deref())?;
+            let host = crate::docker::host_for(&project, &environment);
+            let repository = project.config.image_repository();
+            let keep = project.config.deploy.keep_releases;
+            let rt = crate::docker::runtime()?;
+            let pruned = rt.block_on(async {
+                let daemon = crate::docker::connect(&host).await?;
+                prune::prune_release_images(&daemon, &repository, keep, *dry_run).await
+            })?;
+            emit(
+                &PruneReport {
+                    environment,
+                    docker_host: host,
+                    dry_run: *dry_run,
+                    pruned,
+                },
+                ui,
+            )
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct PruneReport {
+    pub environment: String,
+    pub docker_host: String,
+    pub dry_run: bool,
+    #[serde(flatten)]
+    pub pruned: prune::Pruned,
+}
+
+impl Report for PruneReport {
+    fn text(&self, _ui: &Ui) -> String {
+        let p = &self.pruned;
+        let line = |mark: String, verb: &str, image: &prune::PrunedImage| {
+            format!(
+                "{mark} {verb} {} {}\n",
+                image.tags.join(", "),
+                Paint::dim(
+                    image
+                        .id
+                        .trim_start_matches("sha256:")
+                        .chars()
+                        .take(12)
+                        .collect::<String>()
+                )
+            )
+        };
+        let mut out = format!(
+            "{} on {}: keeping the newest {}\n",
+            Paint::bold(&p.repository),
+            self.docker_host,
+            p.keep
+        );
+        for image in &p.kept {
+            out += &line(Paint::ok("✓"), "kept   ", image);
+        }
+        for image in &p.in_use {
+            out += &line(Paint::warn("•"), "in use ", image);
+        }
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for image in &p.removed {
+            out += &line(Paint::bad("-"), verb, image);
+        }
+        if p.removed.is_empty() {
+            out += &Paint::dim("nothing to remove\n");
+        }
+        out
+    }
+    fn exit(&self) -> Exit {
+        if self.dry_run && !self.pruned.removed.is_empty() {
+            Exit::Pending
+        } else {
+            Exit::Ok
         }
     }
 }

@@ -6,6 +6,8 @@ mod doctor;
 mod env;
 mod images;
 mod init;
+mod lock;
+mod ops;
 mod plan;
 mod secrets;
 mod status;
@@ -32,7 +34,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
         project: cli.project.clone(),
         environment: cli.environment.clone(),
         yes: cli.yes,
-        lock_wait: Duration::from_secs(cli.lock_wait),
+        lock_wait: cli.lock_wait,
+        message: cli.message.clone(),
     };
     match cli.command {
         Command::Init => init::run(&global, &ui),
@@ -47,6 +50,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Images(args) => images::run(&global, &ui, &args),
         Command::Dedupe(args) => dedupe::run(&global, &ui, &args),
         Command::Secrets(args) => secrets::run(&global, &ui, &args),
+        Command::Lock(args) => lock::run(&global, &ui, &args),
+        Command::Ps(args) => ops::ps(&global, &ui, &args),
+        Command::Logs(args) => ops::logs(&global, &ui, &args),
+        Command::Console(args) => ops::console(&global, &ui, &args),
+        Command::Scale(args) => ops::scale(&global, &ui, &args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -65,6 +73,7 @@ pub struct Global {
     pub environment: Option<String>,
     pub yes: bool,
     pub lock_wait: Duration,
+    pub message: Option<String>,
 }
 
 impl Global {
@@ -79,7 +88,19 @@ impl Global {
             .unwrap_or_else(|| project.config.default_environment_name().to_string());
         let mut engine = Engine::new(project, &name, ui)?;
         engine.yes = self.yes;
+        engine.message = self.message.clone();
         Ok(engine)
+    }
+
+    /// The environment a command acts on: its ENV argument, else --env, else the default;
+    /// it must exist in beamops.yaml.
+    pub fn env_name(&self, project: &Project, positional: Option<&str>) -> Result<String> {
+        let name = positional
+            .map(str::to_string)
+            .or_else(|| self.environment.clone())
+            .unwrap_or_else(|| project.config.default_environment_name().to_string());
+        project.config.require_environment(&name)?;
+        Ok(name)
     }
 }
 

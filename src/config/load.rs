@@ -347,6 +347,9 @@ const KNOWN_KEYS: &[&str] = &[
     "app_port",
     "db_port",
     "allow_list",
+    "deploy",
+    "lock_timeout",
+    "keep_releases",
 ];
 
 fn with_suggestion(message: &str) -> String {

@@ -34,6 +34,8 @@ pub struct Config {
     pub chapters: ChapterOptions,
     #[serde(default)]
     pub worktree: WorktreeOptions,
+    #[serde(default)]
+    pub deploy: DeployOptions,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -420,6 +422,45 @@ fn default_app_healthcheck() -> Vec<String> {
 }
 fn default_converge_timeout() -> String {
     "5m".into()
+}
+
+/// Changing a swarm: the deploy lock and what stays on the nodes afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployOptions {
+    /// A deploy lock older than this is reported stale (never taken over silently), e.g. `30m`.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: String,
+    /// Release images of `image.repository` kept on a node after a deploy: the newest N.
+    #[serde(default = "default_keep_releases")]
+    pub keep_releases: u32,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            lock_timeout: default_lock_timeout(),
+            keep_releases: default_keep_releases(),
+        }
+    }
+}
+
+impl DeployOptions {
+    pub fn lock_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        humantime::parse_duration(&self.lock_timeout).map_err(|e| {
+            anyhow::anyhow!(
+                "beamops.yaml: deploy.lock_timeout `{}` is not a duration like 30m: {e}",
+                self.lock_timeout
+            )
+        })
+    }
+}
+
+fn default_lock_timeout() -> String {
+    "30m".into()
+}
+fn default_keep_releases() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

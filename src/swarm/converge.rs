@@ -294,7 +294,7 @@ pub async fn resolve(
 /// while the Engine writes `Healthcheck`: through bollard's types a stored healthcheck reads as
 /// none, and every comparison would see a change. (Writing is fine: the Engine's Go decoder
 /// matches field names without regard to case.)
-async fn current_service(daemon: &Daemon, name: &str) -> Result<Option<(u64, Value)>> {
+pub(crate) async fn current_service(daemon: &Daemon, name: &str) -> Result<Option<(u64, Value)>> {
     let path = format!("/v{}/services/{name}", daemon.api_version);
     let (status, body) = crate::docker::raw_get(daemon, &path)
         .await

@@ -2,7 +2,12 @@
 //! convergence beside it.
 
 pub mod cluster;
+pub mod console;
 pub mod converge;
+pub mod lock;
+pub mod logs;
+pub mod ps;
+pub mod scale;
 pub mod spec;
 pub mod stack;
 
