@@ -223,6 +223,22 @@ fn three_replicas_form_one_cluster_and_heal_after_a_task_is_killed() {
         );
     }
 
+    // `beamops console` reaches a running release; piped code is evaluated there, and the node
+    // lives on (the task set is the same below).
+    let console = stack
+        .beamops()
+        .args(["console", "local"])
+        .write_stdin("IO.puts(\"peers=#{length(Node.list())}\")\n")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&console.stdout);
+    assert!(
+        said.contains("peers=2"),
+        "console: {said}{}",
+        String::from_utf8_lossy(&console.stderr)
+    );
+
     // Nothing changed: a second run verifies nothing anew and updates no service.
     let version = stack.service_version();
     let again = stack
@@ -231,7 +247,8 @@ fn three_replicas_form_one_cluster_and_heal_after_a_task_is_killed() {
         .output()
         .unwrap();
     assert!(again.status.success());
-    assert_eq!(cluster_action(&json(&again.stdout))["status"], "satisfied");
+    let again_action = cluster_action(&json(&again.stdout));
+    assert_eq!(again_action["status"], "satisfied", "{again_action:#}");
     assert_eq!(
         stack.service_version(),
         version,

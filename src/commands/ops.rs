@@ -1,5 +1,6 @@
 //! Day-to-day commands against an environment's running stack: ps, logs, console, scale.
 
+use std::io::IsTerminal;
 use std::io::Write;
 
 use anyhow::{Context, Result};
@@ -164,14 +165,28 @@ pub fn console(global: &Global, ui: &Ui, args: &ConsoleArgs) -> Result<Exit> {
     let t = target(global, args.environment.as_deref())?;
     let target =
         t.rt.block_on(remote::target(&t.daemon, &t.stack, &args.service))?;
-    ui.note(format!(
-        "{}: bin/{} remote in {} (leave with Ctrl-C then a, or end the input; never System.halt(), which stops the node)",
-        t.environment, t.project.config.app.otp_app, target.task
-    ));
-    let command = vec![
-        format!("bin/{}", t.project.config.app.otp_app),
-        "remote".to_string(),
-    ];
+    let app = &t.project.config.app.otp_app;
+    // A remote shell fed from a pipe ends at end of input by halting, and an IEx remote shell
+    // halts the node it is attached to: the task dies and Swarm replaces it. Piped input is
+    // evaluated with `rpc` instead, read inside the container so it is in no argv on the host.
+    let interactive = std::io::stdin().is_terminal();
+    let command = if interactive {
+        ui.note(format!(
+            "{}: bin/{app} remote in {} (leave with Ctrl-C then a; never System.halt(), which stops the node)",
+            t.environment, target.task
+        ));
+        vec![format!("bin/{app}"), "remote".to_string()]
+    } else {
+        ui.note(format!(
+            "{}: bin/{app} rpc in {}, with the code read from standard input",
+            t.environment, target.task
+        ));
+        vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            format!("exec bin/{app} rpc \"$(cat)\""),
+        ]
+    };
     let code =
         t.rt.block_on(remote::attach(&t.daemon, &target, command))
             .with_context(|| format!("console in {}", target.task))?;
