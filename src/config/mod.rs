@@ -34,6 +34,49 @@ pub struct Config {
     pub chapters: ChapterOptions,
     #[serde(default)]
     pub worktree: WorktreeOptions,
+    #[serde(default)]
+    pub deploy: DeployOptions,
+}
+
+/// `beamops deploy`: what runs between the build and the service update.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeployOptions {
+    /// A shell command run once in the new image (as a one-off Swarm job, with the app's
+    /// environment, secrets and network) before any service changes; its failure aborts the
+    /// deploy. Default: `bin/<otp_app> eval "<App>.Release.migrate()"` when
+    /// `chapters.swarm.database` is on, none otherwise; `""` turns it off.
+    #[serde(default)]
+    pub release_command: Option<String>,
+}
+
+impl Config {
+    /// The release command a deploy runs, if any.
+    pub fn release_command(&self) -> Option<String> {
+        match &self.deploy.release_command {
+            Some(cmd) if cmd.trim().is_empty() => None,
+            Some(cmd) => Some(cmd.clone()),
+            None if self.chapters.swarm.database => Some(format!(
+                "bin/{} eval \"{}.Release.migrate()\"",
+                self.app.otp_app,
+                camelize(&self.app.otp_app)
+            )),
+            None => None,
+        }
+    }
+}
+
+/// `my_app` → `MyApp`, as mix names the application module.
+fn camelize(name: &str) -> String {
+    name.split('_')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
