@@ -127,7 +127,13 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     let rt = docker::runtime()?;
     let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
     let config = &project.config;
-    let local = format!("{}:{}", config.image_repository(), rev.tag());
+    // The tag the build gave the image: a generated file chapter 03 or 07 just (re)wrote makes
+    // the tree dirty after the check above, and then the build says so in its tag.
+    let local = State::read(&project.state_dir())?
+        .chapter(env_name, &chapter("chapter-03")?.key())
+        .and_then(|c| c.actions.get("release-image"))
+        .and_then(|r| r.data["tags"][0].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{}:{}", config.image_repository(), rev.tag()));
     let image_id = rt
         .block_on(daemon.client.inspect_image(&local))
         .with_context(|| format!("the build did not leave {local} on the Engine"))?

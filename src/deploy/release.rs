@@ -152,12 +152,44 @@ async fn wait(daemon: &Daemon, name: &str, timeout: Duration) -> Result<()> {
     }
 }
 
+/// Removes the job's service and its exited container: a deleted job service leaves its
+/// completed task's container behind on the node.
 async fn remove(daemon: &Daemon, name: &str) -> Result<()> {
     match daemon.client.delete_service(name).await {
-        Ok(()) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing the release job {name}")),
+        Ok(()) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e).with_context(|| format!("removing the release job {name}")),
     }
+    let containers = daemon
+        .client
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("com.docker.swarm.service.name={name}")],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("listing the containers of {name}"))?;
+    for c in containers {
+        if let Some(id) = c.id {
+            let options = bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            };
+            match daemon.client.remove_container(&id, Some(options)).await {
+                Ok(()) => {}
+                // Swarm's own cleanup got there first.
+                Err(e) if is_not_found(&e) => {}
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => {}
+                Err(e) => return Err(e).with_context(|| format!("removing container {id}")),
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
