@@ -39,12 +39,11 @@ impl Drop for Cleanup {
         let rt = beamops::docker::runtime().unwrap();
         let host =
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        if let Ok(daemon) = rt.block_on(beamops::docker::connect(&host)) {
-            if let Err(e) =
+        if let Ok(daemon) = rt.block_on(beamops::docker::connect(&host))
+            && let Err(e) =
                 rt.block_on(beamops::swarm::converge::remove(&daemon, &self.stack, true))
-            {
-                eprintln!("cleanup of stack {} failed: {e:#}", self.stack);
-            }
+        {
+            eprintln!("cleanup of stack {} failed: {e:#}", self.stack);
         }
         // Chapter 07's versions outlive `down`; this test made them, so they go.
         let out = docker(&[
@@ -124,10 +123,7 @@ fn start_probe(name: &str, network: &str, url: &str) {
   n=$(echo "$addrs" | grep -c .)
   if [ "$n" -eq 0 ]; then echo "fail no address for {host}"; usleep 100000; continue; fi
   ip=$(echo "$addrs" | sed -n "$((RANDOM % n + 1))p")
-  resp=$(printf 'GET /{path} HTTP/1.0\r
-Host: {host}\r
-\r
-' | nc -w 3 "$ip" {port} 2>&1)
+  resp=$(printf 'GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n' | nc -w 3 "$ip" {port} 2>&1)
   status=$(echo "$resp" | head -n 1 | tr -d '\r')
   case "$status" in
     HTTP/1.?\ 200*) echo "ok $(echo "$resp" | tail -n 1 | tr -d '\r')" ;;

@@ -345,7 +345,9 @@ pub async fn pending(
             continue;
         }
         let progress = progress(daemon, &name).await?;
-        if !progress.converged() {
+        // The spec is the file's here: a rollback the Engine still reports is an earlier
+        // update's (a failed deploy); what counts now is every task running healthy.
+        if progress.healthy < progress.desired || progress.lagging.is_some() {
             pending.push(Pending {
                 object: format!("service {name}"),
                 change: format!(
