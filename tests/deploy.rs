@@ -56,6 +56,16 @@ impl Drop for Cleanup {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = docker(&["secret", "rm", id]);
         }
+        // Task containers of the removed services may still be stopping and hold the images.
+        let out = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.stack.namespace={}", self.stack),
+        ]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = docker(&["rm", "-f", id]);
+        }
         for image in [self.app.clone(), self.probe.clone()] {
             let out = docker(&["images", "-q", &image]);
             for id in String::from_utf8_lossy(&out.stdout).lines() {
