@@ -75,6 +75,11 @@ pub enum Command {
     /// Find duplicated shell scripts across folders and worktrees; consolidate them; undo.
     /// Dry run by default: exit 2 when duplicates are found.
     Dedupe(DedupeArgs),
+    /// Build, tag with the git sha, push, run the release command, roll the services out and
+    /// wait; exit 5 when Swarm rolled the release back.
+    Deploy(DeployArgs),
+    /// Put the previous (or a named) successful release back, the same way deploy rolls out.
+    Rollback(RollbackArgs),
     /// SOPS + age encrypted secrets: the key, recipients and values (chapter 07).
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -123,6 +128,27 @@ pub struct UpArgs {
     /// Rebuild images without the Engine's layer cache or beamops' record of earlier builds.
     #[arg(long)]
     pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The environment (default: --env, else default_environment).
+    #[arg(value_name = "ENV")]
+    pub environment: Option<String>,
+    /// Deploy uncommitted changes (the image tag ends in `-dirty`; not a release to return to).
+    #[arg(long)]
+    pub allow_dirty: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The environment (default: --env, else default_environment).
+    #[arg(value_name = "ENV")]
+    pub environment: Option<String>,
+    /// The release to return to: its id (`r3-1a2b3c4`) or a git sha prefix; default: the
+    /// release that was live before the current one.
+    #[arg(long, value_name = "RELEASE")]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -103,6 +103,8 @@ pub struct Engine<'a> {
     pub no_cache: bool,
     /// `--message`: why this run changes the swarm, shown to whoever finds the deploy lock held.
     pub message: Option<String>,
+    /// Stack variables that win over the recorded ones (`deploy` names the release it rolls out).
+    pub stack_variables: std::collections::BTreeMap<String, String>,
 }
 
 pub struct UpOptions {
@@ -123,6 +125,7 @@ impl<'a> Engine<'a> {
             yes: false,
             no_cache: false,
             message: None,
+            stack_variables: Default::default(),
         })
     }
 
@@ -150,6 +153,7 @@ impl<'a> Engine<'a> {
             ui: self.ui,
             purge,
             no_cache: self.no_cache,
+            stack_variables: &self.stack_variables,
         }
     }
 
@@ -288,8 +292,21 @@ impl<'a> Engine<'a> {
         }
         self.confirm_protected("up")?;
 
+        let run = RunLock::acquire(&self.project.state_dir(), opts.lock_wait, |m| {
+            self.ui.note(m)
+        })?;
+        self.up_locked(targets, opts, &run)
+    }
+
+    /// `up` for a caller that already holds the run lock (`deploy` holds it across several
+    /// chapters and its own steps) and has asked for confirmation.
+    pub fn up_locked(
+        &self,
+        targets: &[&'static Manifest],
+        opts: &UpOptions,
+        _run: &RunLock,
+    ) -> Result<Vec<ChapterPlan>> {
         let state_dir = self.project.state_dir();
-        let _run = RunLock::acquire(&state_dir, opts.lock_wait, |m| self.ui.note(m))?;
         // Another run, or a person, may have changed files while we waited: plan again under
         // the lock, and refuse again if a file was edited meanwhile.
         let plans = self.plan(targets, !opts.no_deps)?;
@@ -302,14 +319,7 @@ impl<'a> Engine<'a> {
         let mut swarm_lock: Option<crate::swarm::lock::Guard> = None;
         for mut plan in plans {
             let chapter = chapter::by_key(&plan.chapter).expect("planned chapters exist");
-            for f in &plan.files {
-                if let Some(dir) = self.project.root.join(&f.path).parent() {
-                    crate::fsutil::sweep_temp_files(dir);
-                }
-                plan::apply_file(self.project, f, &mut lock)
-                    .with_context(|| format!("writing {}", f.path))?;
-                lock.write_if_changed(&self.project.root)?;
-            }
+            self.write_files(&plan, &mut lock)?;
             let rendered = self.render(chapter)?;
             let bar = self.ui.progress(
                 chapter.actions.len() as u64,
@@ -357,6 +367,30 @@ impl<'a> Engine<'a> {
             wait,
             |m| self.ui.note(m),
         )
+    }
+
+    fn write_files(&self, plan: &ChapterPlan, lock: &mut LockFile) -> Result<()> {
+        for f in &plan.files {
+            if let Some(dir) = self.project.root.join(&f.path).parent() {
+                crate::fsutil::sweep_temp_files(dir);
+            }
+            plan::apply_file(self.project, f, lock)
+                .with_context(|| format!("writing {}", f.path))?;
+            lock.write_if_changed(&self.project.root)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `chapter`'s files (refusing on a conflict, as `up` does) without running its
+    /// actions: `deploy` needs the stack file on disk before the release job, which must run
+    /// before the services change.
+    pub fn write_chapter_files(&self, chapter: &'static Manifest, _run: &RunLock) -> Result<()> {
+        let lock_before = LockFile::read(&self.project.root)?;
+        let state = State::read(&self.project.state_dir())?;
+        let plan = self.plan_chapter(chapter, &lock_before, &state)?;
+        refuse_conflicts(std::slice::from_ref(&plan), false)?;
+        let mut lock = lock_before;
+        self.write_files(&plan, &mut lock)
     }
 
     /// check → apply → verify, recording the outcome. Blocked and failed checks stop the run.
@@ -538,7 +572,7 @@ impl<'a> Engine<'a> {
     }
 
     /// `up`, `down` and `deploy` on a protected environment need --yes or a typed confirmation.
-    fn confirm_protected(&self, verb: &str) -> Result<()> {
+    pub fn confirm_protected(&self, verb: &str) -> Result<()> {
         if !self.env.protected || self.yes {
             return Ok(());
         }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod dedupe;
+pub mod deploy;
 pub mod docker;
 pub mod engine;
 pub mod exit;

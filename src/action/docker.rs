@@ -65,13 +65,15 @@ impl Action for BaseImages {
 /// The release image, built from the project through the Engine API.
 pub struct ReleaseImage;
 
-struct Revision {
-    sha: String,
-    dirty: bool,
+/// The project's git revision: what chapter 03 tags the release image with.
+pub struct Revision {
+    pub sha: String,
+    pub dirty: bool,
 }
 
 impl Revision {
-    fn tag(&self) -> String {
+    /// `<sha12>` or `<sha12>-dirty`.
+    pub fn tag(&self) -> String {
         let short = &self.sha[..self.sha.len().min(12)];
         if self.dirty {
             format!("{short}-dirty")
@@ -81,7 +83,7 @@ impl Revision {
     }
 }
 
-fn revision(root: &std::path::Path) -> Result<Revision> {
+pub fn revision(root: &std::path::Path) -> Result<Revision> {
     let repo = git2::Repository::discover(root)
         .context("chapter 03 tags images with the git revision; fix: run `git init` and commit")?;
     let sha = match repo.head().ok().and_then(|h| h.peel_to_commit().ok()) {

@@ -98,6 +98,8 @@ pub struct ActionContext<'a> {
     pub purge: bool,
     /// `up --no-cache`: rebuild instead of trusting what an earlier run built.
     pub no_cache: bool,
+    /// Stack variables that win over the recorded ones (see `swarm::variables`).
+    pub stack_variables: &'a std::collections::BTreeMap<String, String>,
 }
 
 impl ActionContext<'_> {

@@ -34,7 +34,7 @@ impl StackConverged {
                 swarm::STACK_FILE
             )
         })?;
-        let file = swarm::parse_stack(cx.project, cx.env_name, &text)?;
+        let file = swarm::parse_stack(cx.project, cx.env_name, &text, cx.stack_variables)?;
         let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
         Ok(Target {
             daemon,

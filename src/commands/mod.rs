@@ -2,6 +2,7 @@
 
 mod chapters;
 mod dedupe;
+mod deploy;
 mod doctor;
 mod env;
 mod images;
@@ -49,6 +50,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Worktree(args) => worktree::run(&global, &ui, &args),
         Command::Images(args) => images::run(&global, &ui, &args),
         Command::Dedupe(args) => dedupe::run(&global, &ui, &args),
+        Command::Deploy(args) => deploy::run(&global, &ui, &args),
+        Command::Rollback(args) => deploy::rollback(&global, &ui, &args),
         Command::Secrets(args) => secrets::run(&global, &ui, &args),
         Command::Lock(args) => lock::run(&global, &ui, &args),
         Command::Ps(args) => ops::ps(&global, &ui, &args),

@@ -319,6 +319,8 @@ const KNOWN_KEYS: &[&str] = &[
     "default_environment",
     "chapters",
     "worktree",
+    "deploy",
+    "release_command",
     "name",
     "otp_app",
     "elixir",

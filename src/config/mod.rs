@@ -38,6 +38,22 @@ pub struct Config {
     pub deploy: DeployOptions,
 }
 
+impl Config {
+    /// The release command a deploy runs, if any.
+    pub fn release_command(&self) -> Option<String> {
+        match &self.deploy.release_command {
+            Some(cmd) if cmd.trim().is_empty() => None,
+            Some(cmd) => Some(cmd.clone()),
+            None if self.chapters.swarm.database => Some(format!(
+                "bin/{} eval \"{}.Release.migrate()\"",
+                self.app.otp_app,
+                crate::render::elixir_module(&self.app.otp_app)
+            )),
+            None => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct App {
@@ -434,6 +450,12 @@ pub struct DeployOptions {
     /// Release images of `image.repository` kept on a node after a deploy: the newest N.
     #[serde(default = "default_keep_releases")]
     pub keep_releases: u32,
+    /// A shell command run once in the new image (as a one-off Swarm job, with the app's
+    /// environment, secrets and network) before any service changes; its failure aborts the
+    /// deploy. Default: `bin/<otp_app> eval "<App>.Release.migrate()"` when
+    /// `chapters.swarm.database` is on, none otherwise; `""` turns it off.
+    #[serde(default)]
+    pub release_command: Option<String>,
 }
 
 impl Default for DeployOptions {
@@ -441,6 +463,7 @@ impl Default for DeployOptions {
         DeployOptions {
             lock_timeout: default_lock_timeout(),
             keep_releases: default_keep_releases(),
+            release_command: None,
         }
     }
 }

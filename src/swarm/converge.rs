@@ -2,7 +2,7 @@
 //! configs and services, each created or updated only when it differs from what is there.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -361,7 +361,9 @@ pub async fn pending(
             continue;
         }
         let progress = progress(daemon, &name).await?;
-        if !progress.converged() {
+        // The spec is the file's here: a rollback the Engine still reports is an earlier
+        // update's (a failed deploy); what counts now is every task running healthy.
+        if progress.healthy < progress.desired || progress.lagging.is_some() {
             pending.push(Pending {
                 object: format!("service {name}"),
                 change: format!(
@@ -422,6 +424,7 @@ pub async fn converge(
     let (resolved, _) = resolve(daemon, stack, file, true).await?;
     let mut done = Converged::default();
     let started = Instant::now();
+    let issued = SystemTime::now();
     for (name, mut desired) in spec::services(stack, file, &resolved)? {
         let (image_id, image_rebuilt) =
             rebuilt(daemon, &desired, previous_images.get(&name)).await?;
@@ -471,7 +474,7 @@ pub async fn converge(
         .keys()
         .map(|k| spec::scoped(stack, k))
         .collect();
-    wait(daemon, &names, ui, timeout).await?;
+    wait_since(daemon, &names, ui, timeout, Some(issued)).await?;
     done.wait_seconds = started.elapsed().as_secs_f64();
     Ok(done)
 }
@@ -494,6 +497,28 @@ impl Progress {
 }
 
 pub async fn progress(daemon: &Daemon, name: &str) -> Result<Progress> {
+    progress_since(daemon, name, None).await
+}
+
+/// A rollback that started before `since` belongs to an earlier update: the Engine keeps the
+/// last UpdateStatus until the updater of a new update replaces it.
+fn rollback_is_current(started_at: Option<&String>, since: Option<SystemTime>) -> bool {
+    let Some(since) = since else {
+        return true;
+    };
+    match started_at.and_then(|t| humantime::parse_rfc3339_weak(t).ok()) {
+        // A little slack for an Engine whose clock is behind ours.
+        Some(started) => started + Duration::from_secs(2) >= since,
+        None => true,
+    }
+}
+
+/// `progress`, counting only a rollback that started at or after `since`.
+pub async fn progress_since(
+    daemon: &Daemon,
+    name: &str,
+    since: Option<SystemTime>,
+) -> Result<Progress> {
     let service = daemon
         .client
         .inspect_service(name, None::<InspectServiceOptions>)
@@ -505,9 +530,13 @@ pub async fn progress(daemon: &Daemon, name: &str) -> Result<Progress> {
     if let Some(status) = &service.update_status
         && matches!(
             status.state,
-            Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED)
+            // Started counts too: the spec is already the previous one, so its tasks look
+            // converged while the update has in fact failed.
+            Some(ServiceUpdateStatusStateEnum::ROLLBACK_STARTED)
+                | Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED)
                 | Some(ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED)
         )
+        && rollback_is_current(status.started_at.as_ref(), since)
     {
         out.rolled_back = Some(status.message.clone().unwrap_or_default());
     }
@@ -635,6 +664,17 @@ fn describe_task(service: &str, task: &Task, current_spec: bool) -> String {
 
 /// Waits until every service runs all its desired tasks healthy, with a progress bar.
 pub async fn wait(daemon: &Daemon, services: &[String], ui: &Ui, timeout: Duration) -> Result<()> {
+    wait_since(daemon, services, ui, timeout, None).await
+}
+
+/// `wait` for updates issued at `since`: an older rollback status is not this update's.
+pub async fn wait_since(
+    daemon: &Daemon,
+    services: &[String],
+    ui: &Ui,
+    timeout: Duration,
+    since: Option<SystemTime>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let bar = ui.progress(0, "waiting for tasks to run healthy");
     loop {
@@ -642,7 +682,7 @@ pub async fn wait(daemon: &Daemon, services: &[String], ui: &Ui, timeout: Durati
         let mut healthy = 0;
         let mut lagging = Vec::new();
         for name in services {
-            let p = progress(daemon, name).await?;
+            let p = progress_since(daemon, name, since).await?;
             if let Some(message) = p.rolled_back {
                 bar.finish_and_clear();
                 return Err(Failure::RolledBack(format!(

@@ -23,6 +23,11 @@ use crate::project::Project;
 pub const STACK_FILE: &str = "deploy/stack.yml";
 /// `${BEAMOPS_SECRET_<KEY>}` in the stack file names the Docker secret holding KEY.
 pub const SECRET_VARIABLE_PREFIX: &str = "BEAMOPS_SECRET_";
+/// The app's image in the stack file: `${BEAMOPS_APP_IMAGE:-<repository>:latest}`.
+pub const APP_IMAGE_VARIABLE: &str = "BEAMOPS_APP_IMAGE";
+/// The release id and git sha the app's service is labelled with (`beamops.release`, …).
+pub const RELEASE_VARIABLE: &str = "BEAMOPS_RELEASE";
+pub const GIT_SHA_VARIABLE: &str = "BEAMOPS_GIT_SHA";
 
 /// The variables the stack file interpolates: the Docker secret name for each secret the stack
 /// mounts, `BEAMOPS_SECRET_<KEY>`. The list of keys is `chapters.swarm` (`stack_secrets`).
@@ -36,7 +41,7 @@ pub fn variables(project: &Project, env: &str) -> Result<BTreeMap<String, String
     // The versions chapter 07 created; an exported variable still wins (the CLI-equivalence
     // test and by-hand `docker stack deploy` use it).
     let current = crate::secrets::current_secret_names(project, env)?;
-    Ok(config
+    let mut variables: BTreeMap<String, String> = config
         .chapters
         .swarm
         .stack_secrets()
@@ -50,16 +55,34 @@ pub fn variables(project: &Project, env: &str) -> Result<BTreeMap<String, String
                 .unwrap_or_else(|| format!("{stack}_{}_v1", key.to_ascii_lowercase()));
             (variable, name)
         })
-        .collect())
+        .collect();
+    // The release the last successful deploy or rollback put live, so a later `up chapter-08`
+    // keeps it instead of going back to `:latest`. Before any deploy the file's defaults apply.
+    if let Some(live) = crate::deploy::record::live(project, env)? {
+        variables.insert(APP_IMAGE_VARIABLE.into(), live.image);
+        variables.insert(RELEASE_VARIABLE.into(), live.release);
+        variables.insert(GIT_SHA_VARIABLE.into(), live.git_sha);
+    }
+    // Exported, they win, as they would for `docker stack deploy`.
+    for name in [APP_IMAGE_VARIABLE, RELEASE_VARIABLE, GIT_SHA_VARIABLE] {
+        if let Some(value) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
+            variables.insert(name.into(), value);
+        }
+    }
+    Ok(variables)
 }
 
-/// The stack file's content parsed with the variables for `env`.
-pub fn parse_stack(project: &Project, env: &str, text: &str) -> Result<stack::StackFile> {
-    stack::StackFile::parse(
-        &project.root.join(STACK_FILE),
-        text,
-        &variables(project, env)?,
-    )
+/// The stack file's content parsed with the variables for `env`; `overrides` win (a deploy
+/// names the release it is rolling out before it is recorded as live).
+pub fn parse_stack(
+    project: &Project,
+    env: &str,
+    text: &str,
+    overrides: &BTreeMap<String, String>,
+) -> Result<stack::StackFile> {
+    let mut vars = variables(project, env)?;
+    vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    stack::StackFile::parse(&project.root.join(STACK_FILE), text, &vars)
 }
 
 /// Where this Engine stands in a swarm.

@@ -1,0 +1,96 @@
+//! `deploy` and `rollback`: parse, call `crate::deploy`, emit its report.
+
+use anyhow::Result;
+
+use super::Global;
+use crate::cli::{DeployArgs, RollbackArgs};
+use crate::deploy::{self, DeployReport, Options, record::Kind};
+use crate::exit::Exit;
+use crate::output::{Paint, Report, Ui, emit};
+
+impl Report for DeployReport {
+    fn text(&self, _ui: &Ui) -> String {
+        let verb = match self.kind {
+            Kind::Deploy => "deployed",
+            Kind::Rollback => "rolled back to",
+        };
+        let sha = &self.git_sha[..self.git_sha.len().min(12)];
+        let mut out = format!(
+            "{} {} in {}: {} (git {sha})\n",
+            Paint::ok(verb),
+            Paint::bold(&self.release),
+            self.environment,
+            self.image
+        );
+        if let Some(before) = &self.previous_release {
+            out += &format!("  previously live: {before}\n");
+        }
+        if let Some(pushed) = &self.pushed {
+            out += &format!("  pushed {pushed}\n");
+        }
+        if let Some(job) = &self.release_command {
+            out += &format!(
+                "  release command `{}` succeeded ({:.1}s)\n",
+                job.command, job.seconds
+            );
+        }
+        if !self.updated.is_empty() {
+            out += &format!(
+                "  updated {}; converged in {:.1}s\n",
+                self.updated.join(", "),
+                self.converge_seconds
+            );
+        }
+        if !self.unchanged.is_empty() {
+            out += &format!("  unchanged {}\n", self.unchanged.join(", "));
+        }
+        if !self.pruned_secrets.is_empty() {
+            out += &format!(
+                "  removed unused secret versions: {}\n",
+                self.pruned_secrets.join(", ")
+            );
+        }
+        out += &Paint::dim(format!("  {:.1}s in all\n", self.seconds));
+        out
+    }
+}
+
+fn options(global: &Global, allow_dirty: bool) -> Options {
+    Options {
+        allow_dirty,
+        lock_wait: global.lock_wait,
+        yes: global.yes,
+    }
+}
+
+/// The environment: the positional one, else `--env`, else the default.
+fn environment(
+    global: &Global,
+    positional: &Option<String>,
+    project: &crate::project::Project,
+) -> String {
+    positional
+        .clone()
+        .or_else(|| global.environment.clone())
+        .unwrap_or_else(|| project.config.default_environment_name().to_string())
+}
+
+pub fn run(global: &Global, ui: &Ui, args: &DeployArgs) -> Result<Exit> {
+    let project = global.project()?;
+    let env = environment(global, &args.environment, &project);
+    let report = deploy::deploy(&project, &env, ui, &options(global, args.allow_dirty))?;
+    emit(&report, ui)
+}
+
+pub fn rollback(global: &Global, ui: &Ui, args: &RollbackArgs) -> Result<Exit> {
+    let project = global.project()?;
+    let env = environment(global, &args.environment, &project);
+    let report = deploy::rollback(
+        &project,
+        &env,
+        ui,
+        &options(global, false),
+        args.to.as_deref(),
+    )?;
+    emit(&report, ui)
+}

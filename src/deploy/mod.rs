@@ -1,0 +1,532 @@
+//! `beamops deploy <env>` and `beamops rollback <env>`: build → tag with the git sha → push →
+//! release command as a Swarm job → services updated from the stack file → wait; every run
+//! recorded in the state and as service labels. See docs/deploy.md.
+
+pub mod diagnose;
+pub mod record;
+pub mod registry;
+pub mod release;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::config::Provider;
+use crate::docker::{self, Daemon};
+use crate::engine::{Engine, UpOptions};
+use crate::exit::{Exit, Failure, exit_for};
+use crate::output::Ui;
+use crate::project::Project;
+use crate::state::{self, RunLock, State};
+use crate::swarm::{self, converge, spec};
+use record::{DeployRecord, Kind, Outcome};
+
+/// Service labels naming the release a service runs (from the stack file's variables).
+pub const RELEASE_LABEL: &str = "beamops.release";
+pub const GIT_SHA_LABEL: &str = "beamops.git_sha";
+
+pub struct Options {
+    /// Deploy a working tree with uncommitted changes (its tag ends in `-dirty`).
+    pub allow_dirty: bool,
+    pub lock_wait: Duration,
+    /// `--yes` for a protected environment.
+    pub yes: bool,
+}
+
+/// What a deploy or rollback did: the `--format json` summary (docs/json.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    pub environment: String,
+    pub kind: Kind,
+    pub release: String,
+    pub image: String,
+    pub image_id: Option<String>,
+    pub git_sha: String,
+    /// The release that was live before this one.
+    pub previous_release: Option<String>,
+    /// The registry reference pushed, when the environment has a registry.
+    pub pushed: Option<String>,
+    pub release_command: Option<release::JobRun>,
+    pub updated: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub converge_seconds: f64,
+    /// Docker secret versions no service uses any more, removed after the deploy.
+    pub pruned_secrets: Vec<String>,
+    pub spec_digest: String,
+    pub seconds: f64,
+}
+
+/// The release a run is rolling out, as the stack file's variables name it.
+struct Target {
+    release: String,
+    image: String,
+    image_id: Option<String>,
+    git_sha: String,
+}
+
+impl Target {
+    fn variables(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (swarm::APP_IMAGE_VARIABLE.to_string(), self.image.clone()),
+            (swarm::RELEASE_VARIABLE.to_string(), self.release.clone()),
+            (swarm::GIT_SHA_VARIABLE.to_string(), self.git_sha.clone()),
+        ])
+    }
+}
+
+fn chapter(name: &str) -> Result<&'static crate::chapter::Manifest> {
+    crate::chapter::resolve(name)
+}
+
+fn up_options(lock_wait: Duration) -> UpOptions {
+    UpOptions {
+        dry_run: false,
+        force: false,
+        no_deps: false,
+        lock_wait,
+    }
+}
+
+fn prepare<'a>(project: &'a Project, env_name: &str, ui: &'a Ui, yes: bool) -> Result<Engine<'a>> {
+    let mut engine = Engine::new(project, env_name, ui)?;
+    engine.yes = yes;
+    if engine.env.provider != Provider::Local {
+        anyhow::bail!(
+            "environment `{env_name}` is on {}: deploy runs against a swarm manager beamops can reach; remote swarms come with chapter 10\n  fix: deploy to a local-provider environment (whose docker_host may point at a manager)",
+            engine.env.provider
+        );
+    }
+    Ok(engine)
+}
+
+/// `beamops deploy <env>`.
+pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Result<DeployReport> {
+    let started = Instant::now();
+    let started_at = state::now_rfc3339();
+    let mut engine = prepare(project, env_name, ui, opts.yes)?;
+    let rev = crate::action::docker::revision(&project.root)?;
+    if rev.dirty && !opts.allow_dirty {
+        return Err(Failure::refused(
+            "the working tree has uncommitted changes; a deploy ships a commit, so it can be rolled back to",
+            "  fix: commit (or stash) first, or pass --allow-dirty to ship a `-dirty` image anyway",
+        )
+        .into());
+    }
+    engine.confirm_protected("deploy")?;
+    let run = RunLock::acquire(&project.state_dir(), opts.lock_wait, |m| ui.note(m))?;
+    // THE DEPLOY LOCK goes here: `crate::swarm::lock::acquire(...)` (the swarm-wide lock, so two
+    // machines cannot deploy one stack at once), held with `run` until this function returns.
+    // Everything below, rollback's twin included, runs under both.
+
+    let up = up_options(opts.lock_wait);
+    ui.note("deploy: building the release image (chapter 03) and the secrets (chapter 07)");
+    engine.up_locked(&[chapter("chapter-03")?, chapter("chapter-07")?], &up, &run)?;
+
+    let rt = docker::runtime()?;
+    let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
+    let config = &project.config;
+    // The tag the build gave the image: a generated file chapter 03 or 07 just (re)wrote makes
+    // the tree dirty after the check above, and then the build says so in its tag.
+    let local = State::read(&project.state_dir())?
+        .chapter(env_name, &chapter("chapter-03")?.key())
+        .and_then(|c| c.actions.get("release-image"))
+        .and_then(|r| r.data["tags"][0].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{}:{}", config.image_repository(), rev.tag()));
+    let image_id = rt
+        .block_on(daemon.client.inspect_image(&local))
+        .with_context(|| format!("the build did not leave {local} on the Engine"))?
+        .id;
+    let (image, pushed) = match &config.image.registry {
+        Some(registry) => {
+            let remote = format!("{registry}/{local}");
+            ui.note(format!("deploy: pushing {remote}"));
+            rt.block_on(registry::push(&daemon, &local, &remote, registry))?;
+            (remote.clone(), Some(remote))
+        }
+        None => (local, None),
+    };
+    let history = record::history(&State::read(&project.state_dir())?, env_name)?;
+    let target = Target {
+        release: record::next_release(&history, &rev.sha),
+        image,
+        image_id,
+        git_sha: rev.sha.clone(),
+    };
+    let previous_release = record::live_in(&history).map(|r| r.release.clone());
+
+    // The stack file on disk first: the release job is built from it.
+    engine.write_chapter_files(chapter("chapter-08")?, &run)?;
+    let job = match config.release_command() {
+        Some(command) => {
+            ui.note(format!("deploy: release command `{command}`"));
+            match rt.block_on(release_job(
+                project, env_name, &daemon, &target, &command, ui,
+            )) {
+                Ok(job) => Some(job),
+                Err(e) => {
+                    finish(
+                        project,
+                        env_name,
+                        &target,
+                        Kind::Deploy,
+                        Outcome::Failed,
+                        &started_at,
+                        started,
+                        Some(format!("{e:#}")),
+                    )?;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let mut report = roll_out(
+        project,
+        env_name,
+        &mut engine,
+        &run,
+        &rt,
+        &daemon,
+        &target,
+        Kind::Deploy,
+        (&started_at, started),
+    )?;
+    report.pushed = pushed;
+    report.release_command = job;
+    report.previous_release = previous_release;
+    Ok(report)
+}
+
+/// `beamops rollback <env> [--to RELEASE]`.
+pub fn rollback(
+    project: &Project,
+    env_name: &str,
+    ui: &Ui,
+    opts: &Options,
+    to: Option<&str>,
+) -> Result<DeployReport> {
+    let started = Instant::now();
+    let started_at = state::now_rfc3339();
+    let mut engine = prepare(project, env_name, ui, opts.yes)?;
+    engine.confirm_protected("rollback")?;
+    let run = RunLock::acquire(&project.state_dir(), opts.lock_wait, |m| ui.note(m))?;
+    // THE DEPLOY LOCK goes here too (see `deploy`).
+
+    let history = record::history(&State::read(&project.state_dir())?, env_name)?;
+    let known = record::known_releases(&history);
+    let listing = || {
+        if known.is_empty() {
+            "  no successful deploy is recorded for this environment".to_string()
+        } else {
+            format!(
+                "  known releases (newest first):\n    {}",
+                known.join("\n    ")
+            )
+        }
+    };
+    let chosen = match to {
+        Some(wanted) => record::find(&history, wanted).with_context(|| {
+            format!("no successful release `{wanted}` in {env_name}\n{}", listing())
+        })?,
+        None => record::previous_in(&history).with_context(|| {
+            format!(
+                "nothing to roll back to in {env_name}: no earlier successful release with another image\n{}",
+                listing()
+            )
+        })?,
+    };
+    let previous_release = record::live_in(&history).map(|r| r.release.clone());
+    let target = Target {
+        release: chosen.release.clone(),
+        image: chosen.image.clone(),
+        image_id: chosen.image_id.clone(),
+        git_sha: chosen.git_sha.clone(),
+    };
+    let rt = docker::runtime()?;
+    let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
+    if project.config.image.registry.is_none()
+        && rt
+            .block_on(daemon.client.inspect_image(&target.image))
+            .is_err()
+    {
+        anyhow::bail!(
+            "{} (release {}) is no longer on {}\n  fix: check out {} and `beamops deploy {env_name}` it again",
+            target.image,
+            target.release,
+            daemon.host,
+            target.git_sha
+        );
+    }
+    ui.note(format!(
+        "rollback: {} → {} ({})",
+        previous_release.as_deref().unwrap_or("?"),
+        target.release,
+        target.image
+    ));
+    engine.write_chapter_files(chapter("chapter-08")?, &run)?;
+    let mut report = roll_out(
+        project,
+        env_name,
+        &mut engine,
+        &run,
+        &rt,
+        &daemon,
+        &target,
+        Kind::Rollback,
+        (&started_at, started),
+    )?;
+    report.previous_release = previous_release;
+    Ok(report)
+}
+
+async fn release_job(
+    project: &Project,
+    env_name: &str,
+    daemon: &Daemon,
+    target: &Target,
+    command: &str,
+    ui: &Ui,
+) -> Result<release::JobRun> {
+    let stack = project.config.app.stack_name();
+    let file = parsed_stack(project, env_name, target)?;
+    let (resolved, _) = converge::resolve(daemon, stack, &file, true).await?;
+    let app = spec::services(stack, &file, &resolved)?
+        .into_iter()
+        .map(|(_, s)| s)
+        .find(|s| {
+            s.task_template
+                .as_ref()
+                .and_then(|t| t.container_spec.as_ref())
+                .and_then(|c| c.image.as_deref())
+                == Some(target.image.as_str())
+        })
+        .with_context(|| {
+            format!(
+                "no service in {} runs ${{{}}}: the release command has no app spec to run in",
+                swarm::STACK_FILE,
+                swarm::APP_IMAGE_VARIABLE
+            )
+        })?;
+    let name = spec::scoped(stack, &format!("release-{}", target.release));
+    let job = release::job_spec(&app, &name, command, &target.release);
+    release::run(daemon, job, command, ui, converge_timeout(project)?).await
+}
+
+fn parsed_stack(
+    project: &Project,
+    env_name: &str,
+    target: &Target,
+) -> Result<swarm::stack::StackFile> {
+    let text = std::fs::read_to_string(project.root.join(swarm::STACK_FILE))
+        .with_context(|| format!("reading {}", swarm::STACK_FILE))?;
+    swarm::parse_stack(project, env_name, &text, &target.variables())
+}
+
+fn converge_timeout(project: &Project) -> Result<Duration> {
+    let text = &project.config.chapters.swarm.converge_timeout;
+    humantime::parse_duration(text)
+        .with_context(|| format!("chapters.swarm.converge_timeout `{text}` is not a duration"))
+}
+
+/// sha256 of the stack file and the variables it is interpolated with: what the services run.
+fn spec_digest(project: &Project, env_name: &str, target: &Target) -> String {
+    let text = std::fs::read(project.root.join(swarm::STACK_FILE)).unwrap_or_default();
+    let mut vars = swarm::variables(project, env_name).unwrap_or_default();
+    vars.extend(target.variables());
+    let mut input = text;
+    input.push(0);
+    input.extend(serde_json::to_vec(&vars).unwrap_or_default());
+    crate::fsutil::sha256_hex(&input)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    project: &Project,
+    env_name: &str,
+    target: &Target,
+    kind: Kind,
+    outcome: Outcome,
+    started_at: &str,
+    started: Instant,
+    detail: Option<String>,
+) -> Result<DeployRecord> {
+    let entry = DeployRecord {
+        release: target.release.clone(),
+        kind,
+        outcome,
+        image: target.image.clone(),
+        image_id: target.image_id.clone(),
+        git_sha: target.git_sha.clone(),
+        spec_digest: spec_digest(project, env_name, target),
+        started_at: started_at.to_string(),
+        at: state::now_rfc3339(),
+        seconds: started.elapsed().as_secs_f64(),
+        detail,
+    };
+    let dir = project.state_dir();
+    let mut state = State::read(&dir)?;
+    record::push(&mut state, env_name, entry.clone())?;
+    state.write(&dir)?;
+    Ok(entry)
+}
+
+/// Chapter 08 with the target's variables: the services updated from the stack file, then the
+/// wait. A Swarm rollback is waited out (the old release serves again) and is exit 5.
+#[allow(clippy::too_many_arguments)]
+fn roll_out(
+    project: &Project,
+    env_name: &str,
+    engine: &mut Engine,
+    run: &RunLock,
+    rt: &tokio::runtime::Runtime,
+    daemon: &Daemon,
+    target: &Target,
+    kind: Kind,
+    (started_at, started): (&str, Instant),
+) -> Result<DeployReport> {
+    engine.ui.note(format!(
+        "{}: updating the services to {} ({})",
+        if kind == Kind::Deploy {
+            "deploy"
+        } else {
+            "rollback"
+        },
+        target.release,
+        target.image
+    ));
+    engine.stack_variables = target.variables();
+    let result = engine.up_locked(&[chapter("chapter-08")?], &up_options(Duration::ZERO), run);
+    if let Err(e) = result {
+        if exit_for(&e) != Exit::RolledBack {
+            finish(
+                project,
+                env_name,
+                target,
+                kind,
+                Outcome::Failed,
+                started_at,
+                started,
+                Some(format!("{e:#}")),
+            )?;
+            return Err(e);
+        }
+        let file = parsed_stack(project, env_name, target)?;
+        let services: Vec<String> = file
+            .services
+            .keys()
+            .map(|k| spec::scoped(project.config.app.stack_name(), k))
+            .collect();
+        engine
+            .ui
+            .note("Swarm is rolling the update back; waiting until the previous release serves");
+        let waited = rt.block_on(wait_rolled_back(
+            daemon,
+            &services,
+            converge_timeout(project)?,
+        ));
+        let mut failing = Vec::new();
+        for service in &services {
+            if let Some(task) = rt.block_on(diagnose::failing_task(daemon, service, &target.image))
+            {
+                failing.push(task);
+            }
+        }
+        let detail = format!(
+            "{}: {} was rolled back{}\n{}",
+            target.release,
+            target.image,
+            match &waited {
+                Ok(()) => "; the previous release serves again".to_string(),
+                Err(e) => format!("; the rollback has not converged: {e:#}"),
+            },
+            if failing.is_empty() {
+                format!("{e:#}")
+            } else {
+                failing.join("\n")
+            }
+        );
+        finish(
+            project,
+            env_name,
+            target,
+            kind,
+            Outcome::RolledBack,
+            started_at,
+            started,
+            Some(detail.clone()),
+        )?;
+        return Err(Failure::RolledBack(detail).into());
+    }
+    let entry = finish(
+        project,
+        env_name,
+        target,
+        kind,
+        Outcome::Succeeded,
+        started_at,
+        started,
+        None,
+    )?;
+
+    let converged = State::read(&project.state_dir())?
+        .chapter(env_name, &chapter("chapter-08")?.key())
+        .and_then(|c| c.actions.get("stack-converged"))
+        .map(|r| r.data.clone())
+        .unwrap_or_default();
+    let list = |key: &str| -> Vec<String> {
+        serde_json::from_value(converged[key].clone()).unwrap_or_default()
+    };
+    // Secret versions chapter 07 replaced are unused once the services moved on.
+    let keep = crate::secrets::current_secret_names(project, env_name)?
+        .into_values()
+        .collect();
+    let pruned = rt.block_on(crate::secrets::docker::prune_unused(
+        daemon,
+        project.config.app.stack_name(),
+        &keep,
+    ))?;
+    Ok(DeployReport {
+        environment: env_name.to_string(),
+        kind,
+        release: entry.release,
+        image: entry.image,
+        image_id: entry.image_id,
+        git_sha: entry.git_sha,
+        previous_release: None,
+        pushed: None,
+        release_command: None,
+        updated: list("updated"),
+        unchanged: list("unchanged"),
+        converge_seconds: converged["converge_seconds"].as_f64().unwrap_or(0.0),
+        pruned_secrets: pruned,
+        spec_digest: entry.spec_digest,
+        seconds: entry.seconds,
+    })
+}
+
+/// After Swarm reported the rollback: until every service runs all its tasks healthy on the
+/// (previous) spec it rolled back to.
+async fn wait_rolled_back(daemon: &Daemon, services: &[String], timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut lagging = Vec::new();
+        for name in services {
+            let p = converge::progress(daemon, name).await?;
+            if p.healthy < p.desired || p.lagging.is_some() {
+                lagging.push(
+                    p.lagging
+                        .unwrap_or_else(|| format!("{name}: {}/{}", p.healthy, p.desired)),
+                );
+            }
+        }
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("{}", lagging.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
