@@ -81,7 +81,8 @@ pub fn ensure_image() -> String {
         .expect("the minbase rootfs");
     let mut root = rootfs::Rootfs::copy_of(&base).expect("a copy of the rootfs");
     root.prepare_chroot().expect("chroot");
-    root.run(&["apt-get", "update", "-q"]).expect("apt-get update");
+    root.run(&["apt-get", "update", "-q"])
+        .expect("apt-get update");
     root.run(&[
         "apt-get",
         "install",
@@ -138,6 +139,24 @@ impl Node {
         let mut all = vec!["-H", host.as_str()];
         all.extend_from_slice(args);
         docker(&all)
+    }
+
+    /// `docker secret create NAME -` with the value on stdin, never in argv.
+    pub fn create_secret(&self, name: &str, value: &str) {
+        use std::io::Write;
+        let mut child = Command::new("docker")
+            .args(["-H", &self.host(), "secret", "create", name, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the docker CLI");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "creating secret {name}");
     }
 
     pub fn docker_ok(&self, args: &[&str]) -> String {
@@ -305,7 +324,13 @@ fn wait_for_engine(node: &Node) -> Result<(), String> {
             ));
         }
         let probe = Command::new("docker")
-            .args(["-H", &node.host(), "version", "--format", "{{.Server.Version}}"])
+            .args([
+                "-H",
+                &node.host(),
+                "version",
+                "--format",
+                "{{.Server.Version}}",
+            ])
             .stderr(Stdio::null())
             .output()
             .expect("the docker CLI");
