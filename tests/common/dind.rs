@@ -174,6 +174,8 @@ pub struct Lab {
     pub network: String,
     pub nodes: Vec<Node>,
     pub storage_driver: String,
+    /// Node numbers ever started: a node whose start failed half-way is removed too.
+    started: usize,
 }
 
 impl Lab {
@@ -185,6 +187,7 @@ impl Lab {
             network: network.clone(),
             nodes: Vec::new(),
             storage_driver: String::new(),
+            started: count,
         };
         docker_ok(&["network", "create", "--driver", "bridge", &network]);
         let mut failures = Vec::new();
@@ -219,9 +222,14 @@ impl Lab {
         lab
     }
 
-    fn run_node(&self, image: &str, i: usize, driver: &str) -> Node {
+    fn node_names(&self, i: usize) -> (String, String) {
         let name = format!("{}-n{i}", self.prefix);
         let volume = format!("{name}-data");
+        (name, volume)
+    }
+
+    fn run_node(&self, image: &str, i: usize, driver: &str) -> Node {
+        let (name, volume) = self.node_names(i);
         docker_ok(&[
             "run",
             "-d",
@@ -343,14 +351,19 @@ fn wait_for_engine(node: &Node) -> Result<(), String> {
 }
 
 fn remove_node(node: &Node) {
-    let _ = docker(&["rm", "-f", "-v", &node.name]);
-    let _ = docker(&["volume", "rm", "-f", &node.volume]);
+    remove_container(&node.name, &node.volume);
+}
+
+fn remove_container(name: &str, volume: &str) {
+    let _ = docker(&["rm", "-f", "-v", name]);
+    let _ = docker(&["volume", "rm", "-f", volume]);
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for node in &self.nodes {
-            remove_node(node);
+        for i in 1..=self.started {
+            let (name, volume) = self.node_names(i);
+            remove_container(&name, &volume);
         }
         let _ = docker(&["network", "rm", &self.network]);
     }
