@@ -4,7 +4,7 @@ pub mod context;
 pub mod debian;
 pub mod images;
 pub mod prune;
-mod rootfs;
+pub mod rootfs;
 pub mod ssh;
 pub mod tls;
 

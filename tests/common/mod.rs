@@ -167,8 +167,15 @@ impl TestProject {
 
 /// A plain HTTP/1.0 GET on loopback: (status, body), or None while nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_at("127.0.0.1", port, path)
+}
+
+/// A plain HTTP/1.0 GET to `host:port`, giving up after 2 s to connect and 5 s to answer.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let addr = std::net::SocketAddr::new(host.parse().ok()?, port);
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
