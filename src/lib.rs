@@ -11,6 +11,7 @@ pub mod docker;
 pub mod engine;
 pub mod exit;
 pub mod fsutil;
+pub mod interrupt;
 pub mod lockfile;
 pub mod output;
 pub mod plan;

@@ -681,3 +681,62 @@ fn prune_keeps_the_newest_releases_and_every_image_in_use() {
         assert!(exists(kept), "{kept} must stay");
     }
 }
+
+#[test]
+fn ctrl_c_during_a_rollout_releases_the_deploy_lock() {
+    let test = "ctrl_c_during_a_rollout_releases_the_deploy_lock";
+    if !docker_tests_enabled(test) {
+        return;
+    }
+    let stack = name("int");
+    let mut cleanup = Cleanup {
+        stacks: vec![stack.clone()],
+        secrets: vec![],
+        configs: vec![],
+        images: vec![],
+        containers: vec![],
+    };
+    let p = project(&stack, 1, &mut cleanup);
+    // A healthcheck that never passes keeps `up` waiting, holding the lock, until interrupted.
+    let yaml = p.read("beamops.yaml").replace(
+        r#"healthcheck: ["CMD", "/bin/busybox", "wget", "-q", "-O-", "http://127.0.0.1:4000/health"]"#,
+        r#"healthcheck: ["CMD", "/bin/busybox", "false"]"#,
+    );
+    assert!(yaml.contains("busybox\", \"false"), "{yaml}");
+    p.write("beamops.yaml", &yaml);
+    let mut child = process(&p)
+        .args(["up", "chapter-08"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _kill = KillOnDrop(child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !lock_exists(&stack) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "up never took the deploy lock"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "up ended early");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Let it get into the wait for healthy tasks, then Ctrl-C.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "up ended early");
+    let interrupted = Process::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(2),
+        "beamops dies of the SIGINT: {status:?}"
+    );
+    assert!(
+        !lock_exists(&stack),
+        "the deploy lock outlived the interrupted run"
+    );
+}

@@ -44,6 +44,12 @@ impl Report for DeployReport {
         if !self.unchanged.is_empty() {
             out += &format!("  unchanged {}\n", self.unchanged.join(", "));
         }
+        if !self.pruned_images.is_empty() {
+            out += &format!(
+                "  removed old release images: {}\n",
+                self.pruned_images.join(", ")
+            );
+        }
         if !self.pruned_secrets.is_empty() {
             out += &format!(
                 "  removed unused secret versions: {}\n",
@@ -60,6 +66,7 @@ fn options(global: &Global, allow_dirty: bool) -> Options {
         allow_dirty,
         lock_wait: global.lock_wait,
         yes: global.yes,
+        message: global.message.clone(),
     }
 }
 

@@ -184,6 +184,18 @@ pub fn load_str(
                 .into(),
         ));
     }
+    if config.chapters.distributed.net_ticktime < 4 {
+        let (line, column) = locate_key(source, &["chapters", "distributed", "net_ticktime"]);
+        return Err(err(
+            line,
+            column,
+            format!(
+                "chapters.distributed.net_ticktime {} is too short to tell a slow peer from a dead one",
+                config.chapters.distributed.net_ticktime
+            ),
+            "use 4 seconds or more; 15 is the default, Erlang's own is 60".into(),
+        ));
+    }
     if config.chapters.distributed.poll_seconds == 0 {
         let (line, column) = locate_key(source, &["chapters", "distributed", "poll_seconds"]);
         return Err(err(

@@ -269,6 +269,11 @@ pub struct DistributedOptions {
     /// How long `up` waits for every node to see all its peers, e.g. `2m`.
     #[serde(default = "default_verify_timeout")]
     pub verify_timeout: String,
+    /// Seconds until a silent peer is taken for dead (`net_ticktime`; Erlang's default is 60).
+    /// A killed container never closes its connections, so this is how long the survivors
+    /// keep a lost node in their lists.
+    #[serde(default = "default_net_ticktime")]
+    pub net_ticktime: u32,
 }
 
 impl Default for DistributedOptions {
@@ -278,6 +283,7 @@ impl Default for DistributedOptions {
             poll_seconds: default_poll_seconds(),
             node_basename: None,
             verify_timeout: default_verify_timeout(),
+            net_ticktime: default_net_ticktime(),
         }
     }
 }
@@ -290,6 +296,9 @@ fn default_poll_seconds() -> u32 {
 }
 fn default_verify_timeout() -> String {
     "2m".into()
+}
+fn default_net_ticktime() -> u32 {
+    15
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

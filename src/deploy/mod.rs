@@ -33,6 +33,8 @@ pub struct Options {
     pub lock_wait: Duration,
     /// `--yes` for a protected environment.
     pub yes: bool,
+    /// `--message`: shown to whoever finds the deploy lock held.
+    pub message: Option<String>,
 }
 
 /// What a deploy or rollback did: the `--format json` summary (docs/json.md).
@@ -54,6 +56,9 @@ pub struct DeployReport {
     pub converge_seconds: f64,
     /// Docker secret versions no service uses any more, removed after the deploy.
     pub pruned_secrets: Vec<String>,
+    /// Release images removed from the Engine's node: older than the newest
+    /// `deploy.keep_releases` and used by no service or container.
+    pub pruned_images: Vec<String>,
     pub spec_digest: String,
     pub seconds: f64,
 }
@@ -89,9 +94,15 @@ fn up_options(lock_wait: Duration) -> UpOptions {
     }
 }
 
-fn prepare<'a>(project: &'a Project, env_name: &str, ui: &'a Ui, yes: bool) -> Result<Engine<'a>> {
+fn prepare<'a>(
+    project: &'a Project,
+    env_name: &str,
+    ui: &'a Ui,
+    opts: &Options,
+) -> Result<Engine<'a>> {
     let mut engine = Engine::new(project, env_name, ui)?;
-    engine.yes = yes;
+    engine.yes = opts.yes;
+    engine.message = opts.message.clone();
     if engine.env.provider != Provider::Local {
         anyhow::bail!(
             "environment `{env_name}` is on {}: deploy runs against a swarm manager beamops can reach; remote swarms come with chapter 10\n  fix: deploy to a local-provider environment (whose docker_host may point at a manager)",
@@ -105,7 +116,7 @@ fn prepare<'a>(project: &'a Project, env_name: &str, ui: &'a Ui, yes: bool) -> R
 pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Result<DeployReport> {
     let started = Instant::now();
     let started_at = state::now_rfc3339();
-    let mut engine = prepare(project, env_name, ui, opts.yes)?;
+    let mut engine = prepare(project, env_name, ui, opts)?;
     let rev = crate::action::docker::revision(&project.root)?;
     if rev.dirty && !opts.allow_dirty {
         return Err(Failure::refused(
@@ -116,9 +127,9 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     }
     engine.confirm_protected("deploy")?;
     let run = RunLock::acquire(&project.state_dir(), opts.lock_wait, |m| ui.note(m))?;
-    // THE DEPLOY LOCK goes here: `crate::swarm::lock::acquire(...)` (the swarm-wide lock, so two
-    // machines cannot deploy one stack at once), held with `run` until this function returns.
-    // Everything below, rollback's twin included, runs under both.
+    // The swarm-wide deploy lock, so two machines cannot deploy one stack at once; held with `run`
+    // until this function returns. Re-entrant: the chapters `up_locked` runs below take it too.
+    let _deploy_lock = engine.deploy_lock("deploy", opts.lock_wait)?;
 
     let up = up_options(opts.lock_wait);
     ui.note("deploy: building the release image (chapter 03) and the secrets (chapter 07)");
@@ -209,10 +220,10 @@ pub fn rollback(
 ) -> Result<DeployReport> {
     let started = Instant::now();
     let started_at = state::now_rfc3339();
-    let mut engine = prepare(project, env_name, ui, opts.yes)?;
+    let mut engine = prepare(project, env_name, ui, opts)?;
     engine.confirm_protected("rollback")?;
     let run = RunLock::acquire(&project.state_dir(), opts.lock_wait, |m| ui.note(m))?;
-    // THE DEPLOY LOCK goes here too (see `deploy`).
+    let _deploy_lock = engine.deploy_lock("rollback", opts.lock_wait)?;
 
     let history = record::history(&State::read(&project.state_dir())?, env_name)?;
     let known = record::known_releases(&history);
@@ -487,6 +498,13 @@ fn roll_out(
         project.config.app.stack_name(),
         &keep,
     ))?;
+    // Old release images pile up on the node with every deploy; rollbacks reach back this far.
+    let images = rt.block_on(crate::docker::prune::prune_release_images(
+        daemon,
+        &project.config.image_repository(),
+        project.config.deploy.keep_releases,
+        false,
+    ))?;
     Ok(DeployReport {
         environment: env_name.to_string(),
         kind,
@@ -501,6 +519,11 @@ fn roll_out(
         unchanged: list("unchanged"),
         converge_seconds: converged["converge_seconds"].as_f64().unwrap_or(0.0),
         pruned_secrets: pruned,
+        pruned_images: images
+            .removed
+            .iter()
+            .map(|i| i.tags.first().cloned().unwrap_or_else(|| i.id.clone()))
+            .collect(),
         spec_digest: entry.spec_digest,
         seconds: entry.seconds,
     })

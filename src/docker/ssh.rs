@@ -303,27 +303,19 @@ fn spawn(cmd: Command) -> std::io::Result<Child> {
 fn install_signal_handler() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
-            // Without the handler PR_SET_PDEATHSIG still ends ssh; only its directory stays.
-            return;
-        };
-        let _ = std::thread::Builder::new()
-            .name("beamops-signals".into())
-            .spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    // ssh is not closed first: the command would see its Engine vanish and could
-                    // finish "normally" before the signal lands. The private directories go now
-                    // (holding the list so no tunnel opens meanwhile); beamops then dies of the
-                    // signal and PR_SET_PDEATHSIG ends each ssh with it.
-                    let open = tunnels();
-                    for tunnel in open.iter() {
-                        let _ = std::fs::remove_dir_all(tunnel.dir.path());
-                    }
-                    let _ = signal_hook::low_level::emulate_default_handler(signal);
-                    std::process::exit(128 + signal);
-                }
-            });
+        // Registered for the whole run, and before any deploy lock: cleanups run newest first,
+        // so a lock held through a tunnel is released while the tunnel still stands.
+        std::mem::forget(crate::interrupt::on_interrupt(|| {
+            // ssh is not closed first: the command would see its Engine vanish and could
+            // finish "normally" before the signal lands. The private directories go now
+            // (holding the list so no tunnel opens meanwhile); beamops then dies of the
+            // signal and PR_SET_PDEATHSIG ends each ssh with it.
+            let open = tunnels();
+            for tunnel in open.iter() {
+                let _ = std::fs::remove_dir_all(tunnel.dir.path());
+            }
+            std::mem::forget(open);
+        }));
     });
 }
 

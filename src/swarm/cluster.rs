@@ -75,6 +75,13 @@ impl ClusterReport {
                 self.replicas
             ));
         }
+        if !self.members.is_empty() && self.members.iter().all(|m| m.remote) {
+            out.push(format!(
+                "none of the {} running tasks is on the swarm node whose Engine beamops talks to, so none could be asked\n  fix: point the environment's docker_host at a manager that runs a task of {}",
+                self.members.len(),
+                self.service
+            ));
+        }
         for m in &self.members {
             let who = format!(
                 "{}.{} ({})",
@@ -331,7 +338,10 @@ pub async fn wait_whole(
             bar.finish_and_clear();
             return Ok(report);
         }
-        if started.elapsed() >= timeout {
+        // Waiting cannot help when every replica runs and none of them can be asked.
+        let unaskable = report.members.len() as u64 == report.replicas
+            && report.members.iter().all(|m| m.remote);
+        if unaskable || started.elapsed() >= timeout {
             bar.finish_and_clear();
             bail!(
                 "the Erlang cluster of {service} is not whole after {}:\n  {}\n  fix: `beamops logs` or `docker service logs {service}` show the DNS poller; check RELEASE_COOKIE is the same secret everywhere and rel/env.sh.eex is in the image (beamops up chapter-09 rebuilds it)",
@@ -355,4 +365,60 @@ pub fn by_node(report: &ClusterReport) -> BTreeMap<String, Vec<String>> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(slot: u64, ip: &str, connected: Option<&[&str]>, remote: bool) -> MemberView {
+        MemberView {
+            member: Member {
+                task: format!("t{slot}"),
+                slot,
+                node_name: format!("app@{ip}"),
+                swarm_node: if remote {
+                    "other".into()
+                } else {
+                    "here".into()
+                },
+                container: None,
+            },
+            connected: connected.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            missing: Vec::new(),
+            unverified: remote.then(|| "on another node".to_string()),
+            remote,
+        }
+    }
+
+    fn report(members: Vec<MemberView>) -> ClusterReport {
+        ClusterReport {
+            service: "s_app".into(),
+            replicas: members.len() as u64,
+            members,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_remote_member_every_local_member_sees_counts_as_connected() {
+        let r = report(vec![
+            view(1, "10.0.0.2", Some(&["app@10.0.0.3"]), false),
+            view(2, "10.0.0.3", None, true),
+        ]);
+        assert!(r.whole());
+        assert!(r.problems().is_empty(), "{:?}", r.problems());
+    }
+
+    #[test]
+    fn with_no_member_to_ask_the_cluster_is_not_whole_and_says_why() {
+        let r = report(vec![
+            view(1, "10.0.0.2", None, true),
+            view(2, "10.0.0.3", None, true),
+        ]);
+        assert!(!r.whole());
+        let problems = r.problems().join("\n");
+        assert!(problems.contains("none could be asked"), "{problems}");
+        assert!(problems.contains("docker_host"), "{problems}");
+    }
 }

@@ -213,6 +213,8 @@ pub struct Guard {
     /// guard releases it.
     id: Option<String>,
     pub name: String,
+    /// Ctrl-C or SIGTERM while the lock is held releases it too (Drop does not run then).
+    _on_interrupt: Option<crate::interrupt::Registration>,
 }
 
 impl Guard {
@@ -298,10 +300,15 @@ pub async fn acquire(
         };
         match daemon.client.create_config(spec).await {
             Ok(created) => {
+                let (host, id) = (daemon.host.clone(), created.id.clone());
+                let on_interrupt = crate::interrupt::on_interrupt(move || {
+                    let _ = delete_on(&host, &id);
+                });
                 return Ok(Guard {
                     host: daemon.host.clone(),
                     id: Some(created.id),
                     name,
+                    _on_interrupt: Some(on_interrupt),
                 });
             }
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -323,6 +330,7 @@ pub async fn acquire(
                 host: daemon.host.clone(),
                 id: None,
                 name,
+                _on_interrupt: None,
             });
         }
         let waited = started.elapsed();
