@@ -4,25 +4,19 @@
 //! Gated by BEAMOPS_DOCKER_TESTS=1. Everything created is prefixed `boops<pid>` and removed by
 //! Drop guards, also when a test fails.
 
+#[path = "common/busybox.rs"]
+mod busybox;
 mod common;
 
 use std::process::Command as Process;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use beamops::docker::{self, Daemon};
 use beamops::swarm::{converge, lock};
+use busybox::connect;
 use common::{TestProject, docker_tests_enabled, json};
 
 const IMAGE: &str = "boops-httpd:latest";
-
-fn connect() -> (tokio::runtime::Runtime, Daemon) {
-    let rt = docker::runtime().unwrap();
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let daemon = rt.block_on(docker::connect(&host)).unwrap();
-    (rt, daemon)
-}
 
 fn name(tag: &str) -> String {
     format!("boops{}{tag}", std::process::id())
@@ -31,14 +25,6 @@ fn name(tag: &str) -> String {
 /// A static busybox: says hello on start, serves /health on 4000, and has a `bin/<otp_app>`
 /// whose `remote` answers each line of input — enough to test the console's plumbing.
 fn build_image(tag: &str, marker: &str) {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, data: &[u8], mode: u32| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        tar.append_data(&mut header, path, data).unwrap();
-    };
     let dockerfile = format!(
         r#"FROM scratch
 COPY busybox /bin/busybox
@@ -50,40 +36,19 @@ LABEL boops.marker="{marker}"
 CMD ["/bin/busybox", "sh", "-c", "echo hello from $(/bin/busybox hostname); trap 'exit 0' TERM; /bin/busybox httpd -f -p 4000 -h /www & wait"]
 "#
     );
-    add("Dockerfile", dockerfile.as_bytes(), 0o644);
-    add(
-        "busybox",
-        &std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)"),
-        0o755,
-    );
-    add("www/health", b"ok\n", 0o644);
     // Piped console input runs through `sh -c '… rpc "$(cat)"'`: busybox answers as both.
-    let busybox = std::fs::read("/bin/busybox").unwrap();
-    add("bin/sh", &busybox, 0o755);
-    add("bin/cat", &busybox, 0o755);
-    add(
-        "app/bin/coordination",
-        b"#!/bin/busybox sh\n[ \"$1\" = rpc ] && { echo \"rpc($(/bin/busybox hostname)) got: $2\"; exit 0; }\n[ \"$1\" = remote ] || exit 64\nwhile read -r line; do echo \"remote($(/bin/busybox hostname)) got: $line\"; done\nexit 0\n",
-        0o755,
+    let shell = std::fs::read("/bin/busybox").unwrap();
+    let app: &[u8] = b"#!/bin/busybox sh\n[ \"$1\" = rpc ] && { echo \"rpc($(/bin/busybox hostname)) got: $2\"; exit 0; }\n[ \"$1\" = remote ] || exit 64\nwhile read -r line; do echo \"remote($(/bin/busybox hostname)) got: $line\"; done\nexit 0\n";
+    busybox::build(
+        tag,
+        &dockerfile,
+        &[
+            ("www/health", b"ok\n", 0o644),
+            ("bin/sh", &shell, 0o755),
+            ("bin/cat", &shell, 0o755),
+            ("app/bin/coordination", app, 0o755),
+        ],
     );
-    let context = tar.into_inner().unwrap();
-    let (rt, daemon) = connect();
-    rt.block_on(async {
-        use futures_util::StreamExt;
-        let options = bollard::query_parameters::BuildImageOptions {
-            t: Some(tag.into()),
-            rm: true,
-            ..Default::default()
-        };
-        let mut stream =
-            daemon
-                .client
-                .build_image(options, None, Some(bollard::body_full(context.into())));
-        while let Some(step) = stream.next().await {
-            let step = step.expect("building the test image");
-            assert!(step.error_detail.is_none(), "{:?}", step.error_detail);
-        }
-    });
 }
 
 fn image() {
@@ -136,33 +101,6 @@ impl Drop for Cleanup {
     }
 }
 
-fn write_config(p: &TestProject, stack: &str, replicas: u32) {
-    p.write(
-        "beamops.yaml",
-        &format!(
-            r#"version: 1
-app:
-  name: coordination
-  otp_app: coordination
-  elixir: "1.18.3"
-  otp: "27.3.4.1"
-  stack: {stack}
-image:
-  repository: {repo}
-chapters:
-  swarm:
-    database: false
-    healthcheck: ["CMD", "/bin/busybox", "wget", "-q", "-O-", "http://127.0.0.1:4000/health"]
-    converge_timeout: 3m
-environments:
-  local:
-    replicas: {replicas}
-"#,
-            repo = IMAGE.trim_end_matches(":latest")
-        ),
-    );
-}
-
 /// A project running the busybox image as its stack's app, with the stack's secrets.
 fn project(stack: &str, replicas: u32, cleanup: &mut Cleanup) -> TestProject {
     image();
@@ -182,7 +120,7 @@ fn project(stack: &str, replicas: u32, cleanup: &mut Cleanup) -> TestProject {
         }
     }
     let p = TestProject::new();
-    write_config(&p, stack, replicas);
+    busybox::write_stack_config(&p, stack, replicas, IMAGE);
     p
 }
 
@@ -373,7 +311,7 @@ fn two_concurrent_ups_take_turns_and_a_held_lock_is_named_stale_never_stolen() {
     assert!(!lock_exists(&stack), "both runs released the lock");
 
     // A held lock and a short wait: exit 3 naming the holder; the lock stays.
-    write_config(&a, &stack, 1);
+    busybox::write_stack_config(&a, &stack, 1, IMAGE);
     let since = beamops::state::now_rfc3339();
     plant_lock(&stack, "ana", &since, "hotfix 1.2.3");
     let status = a

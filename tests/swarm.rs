@@ -3,13 +3,15 @@
 //!
 //! Gated by BEAMOPS_DOCKER_TESTS=1 (the daemon is shared; these create swarm services).
 
+#[path = "common/busybox.rs"]
+mod busybox;
 mod common;
 
 use std::process::Command as Process;
 use std::sync::OnceLock;
 
-use beamops::docker::{self, Daemon};
 use beamops::swarm::{converge, spec};
+use busybox::connect;
 use common::{TestProject, docker_tests_enabled};
 use serde_json::Value;
 
@@ -21,14 +23,6 @@ fn loud_skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {why} ***");
 }
 
-fn connect() -> (tokio::runtime::Runtime, Daemon) {
-    let rt = docker::runtime().unwrap();
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let daemon = rt.block_on(docker::connect(&host)).unwrap();
-    (rt, daemon)
-}
-
 /// A static busybox serving /health on port 4000, built once per test run through the API.
 fn test_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -37,14 +31,6 @@ fn test_image() {
 
 /// The busybox httpd image under `tag`; `health` is the /health body, so two builds differ.
 fn build_image(tag: &str, health: &str) {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, data: &[u8], mode: u32| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        tar.append_data(&mut header, path, data).unwrap();
-    };
     let dockerfile = r#"FROM scratch
 COPY busybox /bin/busybox
 COPY www /www
@@ -52,35 +38,8 @@ COPY www /www
 # wait out the grace period.
 CMD ["/bin/busybox", "sh", "-c", "trap 'exit 0' TERM; /bin/busybox httpd -f -p 4000 -h /www & wait"]
 "#;
-    add("Dockerfile", dockerfile.as_bytes(), 0o644);
-    add(
-        "busybox",
-        &std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)"),
-        0o755,
-    );
-    add("www/health", format!("{health}\n").as_bytes(), 0o644);
-    let context = tar.into_inner().unwrap();
-    let (rt, daemon) = connect();
-    rt.block_on(async {
-        use futures_util::StreamExt;
-        let options = bollard::query_parameters::BuildImageOptions {
-            t: Some(tag.into()),
-            rm: true,
-            ..Default::default()
-        };
-        let mut stream =
-            daemon
-                .client
-                .build_image(options, None, Some(bollard::body_full(context.into())));
-        while let Some(step) = stream.next().await {
-            let step = step.expect("building the test image");
-            assert!(
-                step.error_detail.is_none(),
-                "test image build: {:?}",
-                step.error_detail
-            );
-        }
-    });
+    let body = format!("{health}\n");
+    busybox::build(tag, dockerfile, &[("www/health", body.as_bytes(), 0o644)]);
 }
 
 /// Removes the stacks and secrets a test made, whatever happened to it.
@@ -119,7 +78,7 @@ impl Drop for Cleanup {
 fn project(stack: &str, replicas: u32, cleanup: &mut Cleanup) -> TestProject {
     test_image();
     let p = TestProject::new();
-    write_config(&p, stack, replicas, TEST_IMAGE);
+    busybox::write_stack_config(&p, stack, replicas, TEST_IMAGE);
     let (rt, daemon) = connect();
     rt.block_on(beamops::swarm::ensure(&daemon, "127.0.0.1"))
         .unwrap();
@@ -134,33 +93,6 @@ fn project(stack: &str, replicas: u32, cleanup: &mut Cleanup) -> TestProject {
         cleanup.secrets.push(name);
     }
     p
-}
-
-fn write_config(p: &TestProject, stack: &str, replicas: u32, image: &str) {
-    p.write(
-        "beamops.yaml",
-        &format!(
-            r#"version: 1
-app:
-  name: coordination
-  otp_app: coordination
-  elixir: "1.18.3"
-  otp: "27.3.4.1"
-  stack: {stack}
-image:
-  repository: {repo}
-chapters:
-  swarm:
-    database: false
-    healthcheck: ["CMD", "/bin/busybox", "wget", "-q", "-O-", "http://127.0.0.1:4000/health"]
-    converge_timeout: 3m
-environments:
-  local:
-    replicas: {replicas}
-"#,
-            repo = image.trim_end_matches(":latest")
-        ),
-    );
 }
 
 /// The service as the Engine stores it: version index and spec.
@@ -216,7 +148,7 @@ fn up_converges_then_changes_only_what_changed() {
     let image = format!("{stack}-httpd:latest");
     build_image(&image, "first");
     cleanup.images.push(image.clone());
-    write_config(&p, &stack, 3, &image);
+    busybox::write_stack_config(&p, &stack, 3, &image);
     let service = format!("{stack}_app");
 
     let first = p.beamops().args(["up", "chapter-08"]).output().unwrap();
@@ -280,7 +212,7 @@ fn up_converges_then_changes_only_what_changed() {
     );
 
     // Replicas only: the plan names that one field, and up changes nothing else.
-    write_config(&p, &stack, 2, &image);
+    busybox::write_stack_config(&p, &stack, 2, &image);
     let plan = p.beamops().args(["plan", "chapter-08"]).output().unwrap();
     assert_eq!(plan.status.code(), Some(2));
     let plan_text = String::from_utf8_lossy(&plan.stdout);
@@ -461,7 +393,12 @@ fn the_cli_accepts_the_stack_file_and_deploys_the_same_specs() {
     };
     std::fs::write(
         p.path().join("deploy/stack-cli.yml"),
-        rendered.replace(&ours_subnet, theirs_subnet),
+        // Only the network's IPAM: CLUSTER_SUBNET in the app's environment stays, so the
+        // service specs can still be compared.
+        rendered.replace(
+            &format!("- subnet: {ours_subnet}"),
+            &format!("- subnet: {theirs_subnet}"),
+        ),
     )
     .unwrap();
     let deploy = Process::new("docker")
@@ -621,7 +558,7 @@ fn a_missing_secret_blocks_and_an_unhealthy_app_times_out_naming_its_task() {
     };
     test_image();
     let p = TestProject::new();
-    write_config(&p, &stack, 1, TEST_IMAGE);
+    busybox::write_stack_config(&p, &stack, 1, TEST_IMAGE);
 
     // No secrets yet: blocked (exit 3), naming the secret and the chapter that makes it.
     let blocked = p.beamops().args(["up", "chapter-08"]).output().unwrap();
