@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::{
-    TestProject, docker, docker_tests_enabled, example_copy, json, render_into, wait_http_ok,
+    docker, docker_tests_enabled, example_copy, json, render_into, up_json, wait_http_ok,
 };
 
 fn lint(tool: &str, args: &[&str], dir: &Path) {
@@ -113,21 +113,6 @@ fn compose_container(project: &str, service: &str) -> String {
         &format!("label=com.docker.compose.service={service}"),
     ]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn up_json(p: &TestProject, chapter: &str) -> serde_json::Value {
-    let out = p
-        .beamops()
-        .args(["up", chapter, "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "up {chapter} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&out.stdout)
 }
 
 fn action<'a>(report: &'a serde_json::Value, chapter: &str, id: &str) -> &'a serde_json::Value {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{docker, docker_tests_enabled, example_copy, http_get_at, json};
+use common::{docker, docker_tests_enabled, example_copy, http_get_at};
 use dind::{Lab, Node};
 use serde_json::Value;
 
@@ -47,21 +47,6 @@ impl Drop for ReleaseImage {
             let _ = docker(&["rmi", "-f", id]);
         }
     }
-}
-
-fn up(p: &common::TestProject, chapter: &str) -> Value {
-    let out = p
-        .beamops()
-        .args(["up", chapter, "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "up {chapter} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&out.stdout)
 }
 
 /// The status of chapter 08's `stack-converged` action in an `up` report.
@@ -160,7 +145,7 @@ fn a_lost_node_is_replaced_and_the_cluster_heals_while_requests_keep_succeeding(
     // The release image on the outer Engine (chapter 03), then moved into every node.
     let _image = ReleaseImage(app.clone());
     let started = Instant::now();
-    up(&p, "chapter-03");
+    common::up_json(&p, "chapter-03");
     eprintln!(
         "release image built in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -217,7 +202,7 @@ fn a_lost_node_is_replaced_and_the_cluster_heals_while_requests_keep_succeeding(
     );
     p.commit_all("multi-node config");
     let started = Instant::now();
-    let report = up(&p, "chapter-08");
+    let report = common::up_json(&p, "chapter-08");
     eprintln!(
         "up chapter-08 on the 3-node swarm in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -295,7 +280,7 @@ fn a_lost_node_is_replaced_and_the_cluster_heals_while_requests_keep_succeeding(
     ]);
     assert_eq!(down, "down", "the swarm saw {} go", victim.name);
     // beamops still drives the degraded swarm: the stack it deployed is what the file says.
-    let again = up(&p, "chapter-08");
+    let again = common::up_json(&p, "chapter-08");
     assert_eq!(converged(&again), "satisfied", "{again}");
     eprintln!("whole test {:.1}s", all.elapsed().as_secs_f64());
 }

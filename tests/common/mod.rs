@@ -223,3 +223,19 @@ pub fn render_into(p: &TestProject, chapter: &str) -> Vec<String> {
     }
     paths
 }
+
+/// `beamops up CHAPTER --format json` that must succeed: its report.
+pub fn up_json(p: &TestProject, chapter: &str) -> serde_json::Value {
+    let out = p
+        .beamops()
+        .args(["up", chapter, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "up {chapter} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out.stdout)
+}
