@@ -149,14 +149,9 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         .block_on(daemon.client.inspect_image(&local))
         .with_context(|| format!("the build did not leave {local} on the Engine"))?
         .id;
-    let (image, pushed) = match &config.image.registry {
-        Some(registry) => {
-            let remote = format!("{registry}/{local}");
-            ui.note(format!("deploy: pushing {remote}"));
-            rt.block_on(registry::push(&daemon, &local, &remote, registry))?;
-            (remote.clone(), Some(remote))
-        }
-        None => (local, None),
+    let image = match &config.image.registry {
+        Some(registry) => format!("{registry}/{local}"),
+        None => local.clone(),
     };
     let history = record::history(&State::read(&project.state_dir())?, env_name)?;
     let target = Target {
@@ -166,6 +161,27 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         git_sha: rev.sha.clone(),
     };
     let previous_release = record::live_in(&history).map(|r| r.release.clone());
+    let pushed = match &config.image.registry {
+        Some(registry) => {
+            ui.note(format!("deploy: pushing {}", target.image));
+            // A failed push is a failed deploy, recorded like one; no service has changed.
+            if let Err(e) = rt.block_on(registry::push(&daemon, &local, &target.image, registry)) {
+                finish(
+                    project,
+                    env_name,
+                    &target,
+                    Kind::Deploy,
+                    Outcome::Failed,
+                    &started_at,
+                    started,
+                    Some(format!("{e:#}")),
+                )?;
+                return Err(e);
+            }
+            Some(target.image.clone())
+        }
+        None => None,
+    };
 
     // The stack file on disk first: the release job is built from it.
     engine.write_chapter_files(chapter("chapter-08")?, &run)?;

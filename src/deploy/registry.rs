@@ -14,6 +14,7 @@ use bollard::query_parameters::{PushImageOptions, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 
 use crate::docker::{Daemon, images};
+use crate::exit::Failure;
 
 pub const USERNAME_VARIABLE: &str = "BEAMOPS_REGISTRY_USERNAME";
 pub const PASSWORD_VARIABLE: &str = "BEAMOPS_REGISTRY_PASSWORD";
@@ -28,16 +29,25 @@ fn docker_config() -> Option<PathBuf> {
 
 /// Credentials for `registry`, or none (an open registry, e.g. a local one for tests).
 pub fn credentials(registry: &str) -> Result<Option<DockerCredentials>> {
+    Ok(found_credentials(registry)?.map(|(c, _)| c))
+}
+
+/// Credentials for `registry` and where they came from (a variable pair or a file's `auths`
+/// entry), for an error that points at the right place to fix. Never the values.
+fn found_credentials(registry: &str) -> Result<Option<(DockerCredentials, String)>> {
     if let (Ok(username), Ok(password)) = (
         std::env::var(USERNAME_VARIABLE),
         std::env::var(PASSWORD_VARIABLE),
     ) {
-        return Ok(Some(DockerCredentials {
-            username: Some(username),
-            password: Some(password),
-            serveraddress: Some(registry.to_string()),
-            ..Default::default()
-        }));
+        return Ok(Some((
+            DockerCredentials {
+                username: Some(username),
+                password: Some(password),
+                serveraddress: Some(registry.to_string()),
+                ..Default::default()
+            },
+            format!("{USERNAME_VARIABLE}/{PASSWORD_VARIABLE}"),
+        )));
     }
     let Some(path) = docker_config() else {
         return Ok(None);
@@ -51,24 +61,26 @@ pub fn credentials(registry: &str) -> Result<Option<DockerCredentials>> {
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     let auths = config["auths"].as_object();
     let entry = auths.and_then(|a| {
-        a.iter()
-            .find(|(k, _)| {
-                let host = k
-                    .trim_start_matches("https://")
-                    .trim_start_matches("http://");
-                host.split('/').next() == Some(registry)
-            })
-            .map(|(_, v)| v)
+        a.iter().find(|(k, _)| {
+            let host = k
+                .trim_start_matches("https://")
+                .trim_start_matches("http://");
+            host.split('/').next() == Some(registry)
+        })
     });
-    let Some(entry) = entry else {
+    let Some((key, entry)) = entry else {
         return Ok(None);
     };
+    let source = format!("{} (auths.\"{key}\")", path.display());
     if let Some(token) = entry["identitytoken"].as_str() {
-        return Ok(Some(DockerCredentials {
-            identitytoken: Some(token.into()),
-            serveraddress: Some(registry.into()),
-            ..Default::default()
-        }));
+        return Ok(Some((
+            DockerCredentials {
+                identitytoken: Some(token.into()),
+                serveraddress: Some(registry.into()),
+                ..Default::default()
+            },
+            source,
+        )));
     }
     let Some(auth) = entry["auth"].as_str() else {
         return Ok(None);
@@ -89,15 +101,36 @@ pub fn credentials(registry: &str) -> Result<Option<DockerCredentials>> {
             path.display()
         )
     })?;
-    Ok(Some(DockerCredentials {
-        username: Some(username.into()),
-        password: Some(password.into()),
-        serveraddress: Some(registry.into()),
-        ..Default::default()
-    }))
+    Ok(Some((
+        DockerCredentials {
+            username: Some(username.into()),
+            password: Some(password.into()),
+            serveraddress: Some(registry.into()),
+            ..Default::default()
+        },
+        source,
+    )))
+}
+
+/// The registry refused the credentials (or wanted some): the daemon's wording, registry 2.x
+/// and Docker Hub alike.
+fn is_auth_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "requested access to the resource is denied",
+        "incorrect username or password",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 /// Tags `local` as `remote` (`registry/repository:tag`) and pushes it.
+///
+/// A rejected or missing credential is [`Failure::Blocked`] (exit 3): nothing was changed, and
+/// the same command succeeds once the credential is fixed. Anything else is an error (exit 1).
 pub async fn push(daemon: &Daemon, local: &str, remote: &str, registry: &str) -> Result<()> {
     let (repo, tag) = images::split_reference(remote);
     daemon
@@ -112,17 +145,39 @@ pub async fn push(daemon: &Daemon, local: &str, remote: &str, registry: &str) ->
         tag: Some(tag.to_string()),
         ..Default::default()
     };
+    let found = found_credentials(registry)?;
+    let source = found.as_ref().map(|(_, s)| s.clone());
     let mut stream = daemon
         .client
-        .push_image(repo, Some(options), credentials(registry)?);
+        .push_image(repo, Some(options), found.map(|(c, _)| c));
     while let Some(item) = stream.next().await {
-        let info = item.with_context(|| format!("pushing {remote}"))?;
-        if let Some(detail) = info.error_detail {
-            anyhow::bail!(
-                "pushing {remote}: {}\n  fix: `docker login {registry}` (or set {USERNAME_VARIABLE} and {PASSWORD_VARIABLE})",
-                detail.message.unwrap_or_default()
-            );
+        // The daemon reports a failed push in the stream: as an error message bollard turns
+        // into `DockerStreamError`, or in a progress item's `error_detail`.
+        let message = match item {
+            Ok(info) => match info.error_detail {
+                Some(detail) => detail.message.unwrap_or_default(),
+                None => continue,
+            },
+            Err(bollard::errors::Error::DockerStreamError { error }) => error,
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => message,
+            Err(e) => return Err(e).with_context(|| format!("pushing {remote}")),
+        };
+        if is_auth_error(&message) {
+            let used = match &source {
+                Some(source) => format!("with the credentials from {source}"),
+                None => format!(
+                    "with no credentials: neither {USERNAME_VARIABLE}/{PASSWORD_VARIABLE} nor an `auths` entry in {}",
+                    docker_config()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "$DOCKER_CONFIG/config.json".into())
+                ),
+            };
+            return Err(Failure::Blocked(format!(
+                "registry {registry} refused the push of {remote} {used}: {message}\n  fix: `docker login {registry}` (or set {USERNAME_VARIABLE} and {PASSWORD_VARIABLE}), then deploy again"
+            ))
+            .into());
         }
+        anyhow::bail!("pushing {remote} to {registry}: {message}");
     }
     Ok(())
 }
@@ -130,6 +185,23 @@ pub async fn push(daemon: &Daemon, local: &str, remote: &str, registry: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_credentials_are_told_from_other_push_failures() {
+        // The daemon's words for registry 2.x with htpasswd, for no credentials at all, and
+        // for Docker Hub; an unreachable registry is not a credential problem.
+        assert!(is_auth_error("unauthorized: authentication required"));
+        assert!(is_auth_error("no basic auth credentials"));
+        assert!(is_auth_error(
+            "denied: requested access to the resource is denied"
+        ));
+        assert!(!is_auth_error(
+            "open /var/lib/docker-registry/x: permission denied"
+        ));
+        assert!(!is_auth_error(
+            "Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused"
+        ));
+    }
 
     #[test]
     fn auth_from_the_docker_config_file() {
