@@ -117,3 +117,68 @@ pub async fn stream(
     }
     Ok(())
 }
+
+pub fn indent(text: &str) -> String {
+    if text.trim().is_empty() {
+        return "    (no output)".into();
+    }
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub(crate) async fn tasks(daemon: &Daemon, service: &str) -> Vec<bollard::models::Task> {
+    daemon
+        .client
+        .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
+            filters: Some(std::collections::HashMap::from([(
+                "service".to_string(),
+                vec![service.to_string()],
+            )])),
+        }))
+        .await
+        .unwrap_or_default()
+}
+
+pub(crate) fn newest(
+    tasks: impl Iterator<Item = bollard::models::Task>,
+) -> Option<bollard::models::Task> {
+    tasks.max_by_key(|t| t.updated_at.clone().map(|d| d.to_string()))
+}
+
+/// The last `lines` log lines of one task; best effort (a diagnosis must not fail the report).
+pub async fn task_log_tail(daemon: &Daemon, task_id: &str, lines: usize) -> String {
+    let options = bollard::query_parameters::LogsOptions {
+        stdout: true,
+        stderr: true,
+        tail: lines.to_string(),
+        ..Default::default()
+    };
+    let mut stream = daemon.client.task_logs(task_id, Some(options));
+    let mut out = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(
+                bollard::container::LogOutput::StdOut { message } | LogOutput::StdErr { message },
+            )
+            | Ok(bollard::container::LogOutput::Console { message }) => {
+                out.push_str(&String::from_utf8_lossy(&message))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                out.push_str(&format!("(logs unavailable: {e})"));
+                break;
+            }
+        }
+    }
+    out.trim_end().to_string()
+}
+
+/// The last log lines of a service's newest task.
+pub async fn service_log_tail(daemon: &Daemon, service: &str, lines: usize) -> String {
+    match newest(tasks(daemon, service).await.into_iter()).and_then(|t| t.id) {
+        Some(id) => task_log_tail(daemon, &id, lines).await,
+        None => "(no task was scheduled)".into(),
+    }
+}

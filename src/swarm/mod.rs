@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod console;
 pub mod converge;
+pub mod job;
 pub mod lock;
 pub mod logs;
 pub mod ps;
