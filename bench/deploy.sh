@@ -122,15 +122,38 @@ settle() {
   return 1
 }
 settle
-# Runs "$@" under the loop; sets `secs`, `requests`, `failed`.
+# Seconds from $2 until 3 task containers run image $1 and report healthy: the point where
+# beamops's wait returns (old tasks may still be draining), seen from outside for both tools.
+# `docker service update --detach=false` returns later: when Swarm marks the update completed,
+# after the stack's update_config.monitor window (45 s) past the last task.
+watch_healthy() {
+  while :; do
+    if [ "$(docker ps --filter "label=com.docker.swarm.service.name=$service" \
+        --format '{{.Image}} {{.Status}}' | grep -c "^$1 .*(healthy)")" -ge 3 ]; then
+      sub "$(now)" "$2" > "$work/healthy"
+      return
+    fi
+    sleep 0.2
+  done
+}
+# Runs "${@:2}" under the loop, expecting it to roll out image $1; sets `secs` (until the command
+# returned), `healthy` (until every task ran the new image healthy), `requests`, `failed`.
 measured() {
-  local from to s
+  local image=$1 from to s watcher
+  shift
+  rm -f "$work/healthy"
   from=$(lines)
   s=$(now)
+  watch_healthy "$image" "$s" &
+  watcher=$!
   "$@"
   secs=$(sub "$(now)" "$s")
   sleep 2
   to=$(lines)
+  for _ in $(seq 100); do [ -s "$work/healthy" ] && break; sleep 0.2; done
+  kill "$watcher" 2>/dev/null || true
+  wait "$watcher" 2>/dev/null || true
+  healthy=$(cat "$work/healthy" 2>/dev/null || echo nan)
   requests=$((to - from))
   failed=$(docker logs "$probe" 2>/dev/null | sed -n "$((from + 1)),${to}p" | grep -vc '^ok ' || true)
 }
@@ -142,8 +165,10 @@ built_tag() { jq -r '[.. | objects | select(has("release-image")) | .["release-i
 # --- A. beamops deploy, build included
 bump
 echo "A: beamops deploy local of 0.$version.0 (build + rollout + wait)" >&2
-measured deploy_json
-a_secs=$secs a_req=$requests a_fail=$failed a_conv=$(converge_of)
+tag="$name:$(git rev-parse HEAD | cut -c1-12)" # docs/deploy.md: <repository>:<sha12>
+measured "$tag" deploy_json
+[ "$(built_tag)" = "$tag" ] || echo "warning: the deploy built $(built_tag), not $tag" >&2
+a_secs=$secs a_healthy=$healthy a_req=$requests a_fail=$failed a_conv=$(converge_of)
 settle
 
 # --- B. the same build, then docker service update
@@ -154,8 +179,9 @@ s=$(now)
 b_build=$(sub "$(now)" "$s")
 tag=$(built_tag)
 docker image inspect "$tag" >/dev/null
-measured docker service update --quiet --no-resolve-image --detach=false --image "$tag" "$service" >/dev/null
-b_secs=$secs b_req=$requests b_fail=$failed
+service_update() { docker service update --quiet --no-resolve-image --detach=false --image "$1" "$service" >/dev/null; }
+measured "$tag" service_update "$tag"
+b_secs=$secs b_healthy=$healthy b_req=$requests b_fail=$failed
 settle
 
 # --- C. beamops deploy with the image already built
@@ -164,16 +190,22 @@ echo "C: build 0.$version.0, then beamops deploy local (the build is a re-tag)" 
 s=$(now)
 "$bin" up chapter-03 -q >/dev/null
 c_build=$(sub "$(now)" "$s")
-measured deploy_json
-c_secs=$secs c_req=$requests c_fail=$failed c_conv=$(converge_of)
+measured "$(built_tag)" deploy_json
+c_secs=$secs c_healthy=$healthy c_req=$requests c_fail=$failed c_conv=$(converge_of)
 settle
 
 b_total=$(echo "$b_build + $b_secs" | bc)
+b_total_healthy=$(echo "$b_build + $b_healthy" | bc)
+row() { # label, beamops secs, docker secs, beamops failed/requests, docker failed/requests
+  printf '%-40s %8.1fs %8.1fs %6sx   %s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")" "$4"
+}
 echo
-printf '%-22s %12s %12s %7s   %s\n' "" "beamops" "docker" "ratio" "failed requests (beamops / docker)"
-printf '%-22s %11.1fs %11.1fs %6sx   %s / %s  (of %s / %s)\n' "deploy incl. build" \
-  "$a_secs" "$b_total" "$(ratio "$a_secs" "$b_total")" "$a_fail" "$b_fail" "$a_req" "$b_req"
-printf '%-22s %11.1fs %11.1fs %6sx   %s / %s  (of %s / %s)\n' "rollout only" \
-  "$c_secs" "$b_secs" "$(ratio "$c_secs" "$b_secs")" "$c_fail" "$b_fail" "$c_req" "$b_req"
-printf 'builds: %.1fs (B, docker'"'"'s image), %.1fs (C, before its deploy)\n' "$b_build" "$c_build"
-printf "beamops's own converge wait: %.1fs (A), %.1fs (C)\n" "$a_conv" "$c_conv"
+printf '%-40s %9s %9s %7s   %s\n' "" "beamops" "docker" "ratio" "failed/requests (beamops, docker)"
+row "deploy incl. build, until it returned" "$a_secs" "$b_total" "$a_fail/$a_req, $b_fail/$b_req"
+row "rollout only, until it returned" "$c_secs" "$b_secs" "$c_fail/$c_req, $b_fail/$b_req"
+row "deploy incl. build, until all healthy" "$a_healthy" "$b_total_healthy" ""
+row "rollout only, until all healthy" "$c_healthy" "$b_healthy" ""
+printf 'builds: %.1fs (B, for docker), %.1fs (C, before its deploy)\n' "$b_build" "$c_build"
+printf "beamops's converge wait (its report): %.1fs (A), %.1fs (C)\n" "$a_conv" "$c_conv"
+echo "docker service update --detach=false returns when Swarm marks the update completed, after the"
+echo "stack's update_config.monitor (45 s) past the last task; beamops returns once all tasks run healthy."
