@@ -296,9 +296,12 @@ fn three_replicas_form_one_cluster_and_heal_after_a_task_is_killed() {
         killed.elapsed().as_secs_f64()
     );
 
-    // beamops sees a new set of tasks and verifies the healed cluster itself.
+    // beamops sees a new set of tasks and verifies the healed cluster itself, this time without
+    // any exec: a probe job on the app network asks every node (what a manager that runs no
+    // app task does for all of them).
     let healed = stack
         .beamops()
+        .env("BEAMOPS_CHAPTERS__DISTRIBUTED__ASK", "job")
         .args(["up", "09", "--format", "json"])
         .output()
         .unwrap();
@@ -307,7 +310,21 @@ fn three_replicas_form_one_cluster_and_heal_after_a_task_is_killed() {
         "{}",
         String::from_utf8_lossy(&healed.stderr)
     );
-    assert_eq!(cluster_action(&json(&healed.stdout))["status"], "applied");
+    let action = cluster_action(&json(&healed.stdout));
+    assert_eq!(action["status"], "applied", "{action:#}");
+    assert!(
+        action["detail"]
+            .as_str()
+            .unwrap()
+            .contains("3 asked through a probe job"),
+        "{action:#}"
+    );
+    // The probe job is gone again.
+    let services = docker(&["service", "ls", "--format", "{{.Name}}"]);
+    assert!(
+        !String::from_utf8_lossy(&services.stdout).contains("cluster-probe"),
+        "the probe job was left behind"
+    );
 }
 
 #[test]

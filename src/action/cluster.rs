@@ -9,28 +9,23 @@ use super::{Action, ActionContext, Applied, Check};
 use crate::config::{Config, Provider};
 use crate::swarm::{self, cluster};
 
-/// The pieces of a node name and where the nodes run, from beamops.yaml.
-struct Topology {
-    service: String,
-    otp_app: String,
-    basename: String,
-    subnet: crate::config::Ipv4Net,
-}
-
-impl Topology {
-    fn of(config: &Config) -> Topology {
-        let stack = config.app.stack_name();
-        Topology {
-            service: swarm::spec::scoped(stack, "app"),
-            otp_app: config.app.otp_app.clone(),
-            basename: config
-                .chapters
-                .distributed
-                .node_basename
-                .clone()
-                .unwrap_or_else(|| config.app.otp_app.clone()),
-            subnet: config.chapters.swarm.subnet(stack),
-        }
+/// The app service's nodes as beamops.yaml names them.
+fn topology(config: &Config) -> cluster::Topology {
+    let stack = config.app.stack_name();
+    cluster::Topology {
+        service: swarm::spec::scoped(stack, "app"),
+        otp_app: config.app.otp_app.clone(),
+        basename: config
+            .chapters
+            .distributed
+            .node_basename
+            .clone()
+            .unwrap_or_else(|| config.app.otp_app.clone()),
+        subnet: config.chapters.swarm.subnet(stack),
+        ask: match config.chapters.distributed.ask {
+            crate::config::AskNodes::Exec => cluster::Ask::Exec,
+            crate::config::AskNodes::Job => cluster::Ask::Job,
+        },
     }
 }
 
@@ -62,7 +57,7 @@ impl Action for ClusterFormed {
     /// Inspect calls only: the tasks running now against the ones the last verification asked.
     /// Asking the nodes themselves execs, which belongs to apply.
     fn check(&self, cx: &ActionContext) -> Result<Check> {
-        let topology = Topology::of(&cx.project.config);
+        let topology = topology(&cx.project.config);
         let (rt, daemon) = match cx.engine() {
             Ok(engine) => engine,
             Err(e) => return Ok(Check::Blocked(format!("{e:#}"))),
@@ -102,19 +97,11 @@ impl Action for ClusterFormed {
         )
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
-        let topology = Topology::of(&cx.project.config);
+        let topology = topology(&cx.project.config);
         let timeout = Self::timeout(cx)?;
         let (rt, daemon) = cx.engine()?;
-        let report = rt.block_on(cluster::wait_whole(
-            &daemon,
-            &topology.service,
-            &topology.otp_app,
-            &topology.basename,
-            topology.subnet,
-            cx.ui,
-            timeout,
-        ))?;
-        let remote = report.members.iter().filter(|m| m.remote).count();
+        let report = rt.block_on(cluster::wait_whole(&daemon, &topology, cx.ui, timeout))?;
+        let remote = report.members.iter().filter(|m| m.via_job).count();
         let mut summary = format!(
             "{} nodes connected, each sees the other {} (after {:.1}s)",
             report.members.len(),
@@ -122,9 +109,7 @@ impl Action for ClusterFormed {
             report.seconds
         );
         if remote > 0 {
-            summary.push_str(&format!(
-                "; {remote} on other swarm nodes checked through the local nodes' view"
-            ));
+            summary.push_str(&format!("; {remote} asked through a probe job"));
         }
         Ok(Applied {
             summary,
@@ -132,6 +117,7 @@ impl Action for ClusterFormed {
                 "service": report.service,
                 "tasks": report.task_ids(),
                 "nodes": cluster::by_node(&report),
+                "asked_through_job": remote,
                 "seconds": report.seconds,
             }),
             inputs_digest: None,

@@ -274,6 +274,18 @@ pub struct DistributedOptions {
     /// keep a lost node in their lists.
     #[serde(default = "default_net_ticktime")]
     pub net_ticktime: u32,
+    /// How `up` asks each node which peers it sees: `exec` into the tasks this Engine runs and
+    /// a probe job for the others, or `job` for every node (no exec at all).
+    #[serde(default)]
+    pub ask: AskNodes,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AskNodes {
+    #[default]
+    Exec,
+    Job,
 }
 
 impl Default for DistributedOptions {
@@ -284,6 +296,7 @@ impl Default for DistributedOptions {
             node_basename: None,
             verify_timeout: default_verify_timeout(),
             net_ticktime: default_net_ticktime(),
+            ask: AskNodes::default(),
         }
     }
 }

@@ -424,7 +424,25 @@ fn roll_out(
         target.image
     ));
     engine.stack_variables = target.variables();
-    let result = engine.up_locked(&[chapter("chapter-08")?], &up_options(Duration::ZERO), run);
+    let file = parsed_stack(project, env_name, target)?;
+    let services: Vec<String> = file
+        .services
+        .keys()
+        .map(|k| spec::scoped(project.config.app.stack_name(), k))
+        .collect();
+    let issued = std::time::SystemTime::now();
+    let result = engine
+        .up_locked(&[chapter("chapter-08")?], &up_options(Duration::ZERO), run)
+        .and_then(|_| {
+            // Healthy is not yet done: a task failing in the monitor window still rolls back.
+            rt.block_on(converge::wait_update_settled(
+                daemon,
+                &services,
+                engine.ui,
+                converge_timeout(project)?,
+                issued,
+            ))
+        });
     if let Err(e) = result {
         if exit_for(&e) != Exit::RolledBack {
             finish(
@@ -439,12 +457,6 @@ fn roll_out(
             )?;
             return Err(e);
         }
-        let file = parsed_stack(project, env_name, target)?;
-        let services: Vec<String> = file
-            .services
-            .keys()
-            .map(|k| spec::scoped(project.config.app.stack_name(), k))
-            .collect();
         engine
             .ui
             .note("Swarm is rolling the update back; waiting until the previous release serves");

@@ -42,6 +42,8 @@ pub struct MemberView {
     pub unverified: Option<String>,
     /// On another swarm node than the Engine beamops talks to.
     pub remote: bool,
+    /// Asked through the probe job rather than an exec into its container.
+    pub via_job: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,16 +55,13 @@ pub struct ClusterReport {
 }
 
 impl ClusterReport {
-    /// Every replica runs, every member asked sees all its peers, and at least one was asked.
-    /// Distribution connections are two-way, so a member on another swarm node that every local
-    /// member sees is connected to them too; only its links to other remote members go unasked.
+    /// Every replica runs and every node, asked, sees all its peers.
     pub fn whole(&self) -> bool {
         self.members.len() as u64 == self.replicas
-            && self.members.iter().any(|m| m.connected.is_some())
             && self
                 .members
                 .iter()
-                .all(|m| m.missing.is_empty() && (m.connected.is_some() || m.remote))
+                .all(|m| m.connected.is_some() && m.missing.is_empty())
     }
 
     /// The members that do not see all their peers, for an error or a report.
@@ -75,21 +74,12 @@ impl ClusterReport {
                 self.replicas
             ));
         }
-        if !self.members.is_empty() && self.members.iter().all(|m| m.remote) {
-            out.push(format!(
-                "none of the {} running tasks is on the swarm node whose Engine beamops talks to, so none could be asked\n  fix: point the environment's docker_host at a manager that runs a task of {}",
-                self.members.len(),
-                self.service
-            ));
-        }
         for m in &self.members {
             let who = format!(
                 "{}.{} ({})",
                 self.service, m.member.slot, m.member.node_name
             );
-            if let Some(why) = &m.unverified
-                && !m.remote
-            {
+            if let Some(why) = &m.unverified {
                 out.push(format!("{who}: could not be asked: {why}"));
             } else if !m.missing.is_empty() {
                 out.push(format!("{who} does not see {}", m.missing.join(", ")));
@@ -257,16 +247,122 @@ async fn connected(daemon: &Daemon, container: &str, otp_app: &str) -> Result<Ve
     Ok(out.split_whitespace().map(str::to_string).collect())
 }
 
-/// One round: every member asked once.
-pub async fn observe(
+/// Which service's nodes, how they are named, and how to ask them.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub service: String,
+    pub otp_app: String,
+    /// The part of node names before `@`.
+    pub basename: String,
+    /// The app network's subnet: each node is named after its address there.
+    pub subnet: Ipv4Net,
+    pub ask: Ask,
+}
+
+/// How the nodes are asked which peers they see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// An exec into each task this Engine runs; a probe job for the tasks on other nodes.
+    Exec,
+    /// A probe job for every node: no exec at all (and the same path a manager that runs no
+    /// app task takes).
+    Job,
+}
+
+/// Prefix of each answer line the probe job prints: `beamops-probe <node> ok|failed <text>`.
+const PROBE_PREFIX: &str = "beamops-probe";
+
+/// Asks `nodes` through a one-off Swarm job in the app service's image, environment, secrets
+/// and networks: `bin/<app> rpc` with RELEASE_NODE set to each node in turn reaches it over
+/// the app network from wherever the job runs, with the cookie from the same Docker secret.
+async fn ask_through_job(
     daemon: &Daemon,
     service: &str,
     otp_app: &str,
-    basename: &str,
-    subnet: Ipv4Net,
-) -> Result<ClusterReport> {
+    nodes: &[String],
+) -> Result<BTreeMap<String, Result<Vec<String>, String>>> {
+    let app = daemon
+        .client
+        .inspect_service(service, None::<InspectServiceOptions>)
+        .await
+        .with_context(|| format!("inspecting service {service}"))?
+        .spec
+        .with_context(|| format!("service {service} has no spec"))?;
+    let script = format!(
+        r#"for n in $CLUSTER_PROBE_NODES; do
+  if out=$(RELEASE_DISTRIBUTION=name RELEASE_NODE="$n" /app/bin/{otp_app} rpc 'IO.puts(Enum.join(Node.list(), " "))' 2>&1); then
+    echo "{PROBE_PREFIX} $n ok $(printf %s "$out" | tr '
+' ' ')"
+  else
+    echo "{PROBE_PREFIX} $n failed $(printf %s "$out" | tr '
+' ' ')"
+  fi
+done"#
+    );
+    let name = format!("{service}-cluster-probe");
+    let mut job = crate::swarm::job::spec(&app, &name, &script, ("beamops.cluster-probe", service));
+    // Not one of the stack's services: a converge running meanwhile must not see a stray.
+    if let Some(labels) = job.labels.as_mut() {
+        labels.remove(crate::swarm::spec::NAMESPACE_LABEL);
+    }
+    if let Some(container) = job
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+    {
+        let mut env = container.env.take().unwrap_or_default();
+        env.push(format!("CLUSTER_PROBE_NODES={}", nodes.join(" ")));
+        container.env = Some(env);
+    }
+    let output = crate::swarm::job::run(
+        daemon,
+        job,
+        Duration::from_secs(60 + 10 * nodes.len() as u64),
+        nodes.len() * 4 + 20,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "asking {} node(s) through the probe job {name}",
+            nodes.len()
+        )
+    })?;
+    let mut answers = BTreeMap::new();
+    for line in output.lines() {
+        let mut parts = line.trim().splitn(4, ' ');
+        if parts.next() != Some(PROBE_PREFIX) {
+            continue;
+        }
+        let (Some(node), Some(verdict)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let text = parts.next().unwrap_or_default().trim();
+        answers.insert(
+            node.to_string(),
+            if verdict == "ok" {
+                Ok(text.split_whitespace().map(str::to_string).collect())
+            } else {
+                Err(format!(
+                    "rpc from the probe job failed: {}",
+                    last_lines(text, 3)
+                ))
+            },
+        );
+    }
+    Ok(answers)
+}
+
+/// One round: every member asked once.
+pub async fn observe(daemon: &Daemon, topology: &Topology) -> Result<ClusterReport> {
+    let Topology {
+        service,
+        otp_app,
+        ask,
+        ..
+    } = topology;
+    let (service, otp_app, ask) = (service.as_str(), otp_app.as_str(), *ask);
     let started = Instant::now();
-    let (replicas, members) = members(daemon, service, basename, subnet)
+    let (replicas, members) = members(daemon, service, &topology.basename, topology.subnet)
         .await?
         .with_context(|| {
             format!("service {service} does not exist\n  fix: beamops up chapter-08")
@@ -275,24 +371,45 @@ pub async fn observe(
         crate::swarm::SwarmMode::Manager { node_id } => node_id,
         _ => String::new(),
     };
+    let exec_here =
+        |m: &Member| ask == Ask::Exec && m.swarm_node == local_node && m.container.is_some();
+    let through_job: Vec<String> = members
+        .iter()
+        .filter(|m| !exec_here(m))
+        .map(|m| m.node_name.clone())
+        .collect();
+    let job_answers = if through_job.is_empty() {
+        BTreeMap::new()
+    } else {
+        match ask_through_job(daemon, service, otp_app, &through_job).await {
+            Ok(answers) => answers,
+            Err(e) => through_job
+                .iter()
+                .map(|n| (n.clone(), Err(format!("{e:#}"))))
+                .collect(),
+        }
+    };
     let names: BTreeSet<String> = members.iter().map(|m| m.node_name.clone()).collect();
     let mut views = Vec::new();
     for member in members {
         let expected: BTreeSet<&String> =
             names.iter().filter(|n| **n != member.node_name).collect();
         let remote = member.swarm_node != local_node;
-        let (connected, unverified) = match (&member.container, !remote) {
-            (Some(container), true) => match connected(daemon, container, otp_app).await {
-                Ok(nodes) => (Some(nodes), None),
-                Err(e) => (None, Some(format!("{e:#}"))),
-            },
-            _ => (
-                None,
-                Some(format!(
-                    "it runs on swarm node {}, and beamops execs only through the Engine it is connected to",
-                    member.swarm_node
-                )),
-            ),
+        let via_job = !exec_here(&member);
+        let answer = if !via_job {
+            let container = member.container.as_deref().unwrap_or_default();
+            connected(daemon, container, otp_app)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        } else {
+            job_answers
+                .get(&member.node_name)
+                .cloned()
+                .unwrap_or_else(|| Err("the probe job printed no answer for it".into()))
+        };
+        let (connected, unverified) = match answer {
+            Ok(nodes) => (Some(nodes), None),
+            Err(why) => (None, Some(why)),
         };
         let missing = match &connected {
             Some(seen) => expected
@@ -308,6 +425,7 @@ pub async fn observe(
             missing,
             unverified,
             remote,
+            via_job,
         });
     }
     Ok(ClusterReport {
@@ -322,26 +440,21 @@ pub async fn observe(
 /// to connect a node that just started.
 pub async fn wait_whole(
     daemon: &Daemon,
-    service: &str,
-    otp_app: &str,
-    basename: &str,
-    subnet: Ipv4Net,
+    topology: &Topology,
     ui: &Ui,
     timeout: Duration,
 ) -> Result<ClusterReport> {
+    let service = topology.service.as_str();
     let started = Instant::now();
     let bar = ui.spinner("waiting for every node to see its peers");
     loop {
-        let mut report = observe(daemon, service, otp_app, basename, subnet).await?;
+        let mut report = observe(daemon, topology).await?;
         report.seconds = started.elapsed().as_secs_f64();
         if report.whole() {
             bar.finish_and_clear();
             return Ok(report);
         }
-        // Waiting cannot help when every replica runs and none of them can be asked.
-        let unaskable = report.members.len() as u64 == report.replicas
-            && report.members.iter().all(|m| m.remote);
-        if unaskable || started.elapsed() >= timeout {
+        if started.elapsed() >= timeout {
             bar.finish_and_clear();
             bail!(
                 "the Erlang cluster of {service} is not whole after {}:\n  {}\n  fix: `beamops logs` or `docker service logs {service}` show the DNS poller; check RELEASE_COOKIE is the same secret everywhere and rel/env.sh.eex is in the image (beamops up chapter-09 rebuilds it)",
@@ -386,8 +499,11 @@ mod tests {
             },
             connected: connected.map(|c| c.iter().map(|s| s.to_string()).collect()),
             missing: Vec::new(),
-            unverified: remote.then(|| "on another node".to_string()),
+            unverified: connected
+                .is_none()
+                .then(|| "the probe job failed".to_string()),
             remote,
+            via_job: remote,
         }
     }
 
@@ -401,24 +517,20 @@ mod tests {
     }
 
     #[test]
-    fn a_remote_member_every_local_member_sees_counts_as_connected() {
-        let r = report(vec![
+    fn every_member_must_answer_and_see_all_its_peers() {
+        let whole = report(vec![
+            view(1, "10.0.0.2", Some(&["app@10.0.0.3"]), false),
+            view(2, "10.0.0.3", Some(&["app@10.0.0.2"]), true),
+        ]);
+        assert!(whole.whole());
+        assert!(whole.problems().is_empty(), "{:?}", whole.problems());
+        let unanswered = report(vec![
             view(1, "10.0.0.2", Some(&["app@10.0.0.3"]), false),
             view(2, "10.0.0.3", None, true),
         ]);
-        assert!(r.whole());
-        assert!(r.problems().is_empty(), "{:?}", r.problems());
-    }
-
-    #[test]
-    fn with_no_member_to_ask_the_cluster_is_not_whole_and_says_why() {
-        let r = report(vec![
-            view(1, "10.0.0.2", None, true),
-            view(2, "10.0.0.3", None, true),
-        ]);
-        assert!(!r.whole());
-        let problems = r.problems().join("\n");
-        assert!(problems.contains("none could be asked"), "{problems}");
-        assert!(problems.contains("docker_host"), "{problems}");
+        assert!(!unanswered.whole());
+        let problems = unanswered.problems().join("\n");
+        assert!(problems.contains("app@10.0.0.3"), "{problems}");
+        assert!(problems.contains("probe job failed"), "{problems}");
     }
 }

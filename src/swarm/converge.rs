@@ -712,6 +712,74 @@ pub async fn wait_since(
     }
 }
 
+/// After the tasks run healthy, Swarm still watches them for `update_config.monitor` before it
+/// calls the update completed; a task failing in that window rolls the service back. This
+/// waits until every update issued at `since` is completed (what `docker service update
+/// --detach=false` waits for), and a rollback in the window is a failed update.
+pub async fn wait_update_settled(
+    daemon: &Daemon,
+    services: &[String],
+    ui: &Ui,
+    timeout: Duration,
+    since: SystemTime,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let spinner = ui.spinner("Swarm watches the new tasks (update_config.monitor)");
+    loop {
+        let mut watching = Vec::new();
+        for name in services {
+            let service = daemon
+                .client
+                .inspect_service(name, None::<InspectServiceOptions>)
+                .await
+                .with_context(|| format!("inspecting service {name}"))?;
+            let Some(status) = service.update_status else {
+                continue;
+            };
+            // An older status belongs to an earlier update; this run changed nothing there.
+            if !rollback_is_current(status.started_at.as_ref(), Some(since)) {
+                continue;
+            }
+            match status.state {
+                Some(ServiceUpdateStatusStateEnum::UPDATING) => watching.push(name.clone()),
+                Some(
+                    ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+                    | ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED
+                    | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED,
+                ) => {
+                    spinner.finish_and_clear();
+                    return Err(Failure::RolledBack(format!(
+                        "{name}: a new task failed while Swarm watched the update and it rolled back: {}",
+                        status.message.unwrap_or_default()
+                    ))
+                    .into());
+                }
+                Some(ServiceUpdateStatusStateEnum::PAUSED) => {
+                    spinner.finish_and_clear();
+                    bail!(
+                        "{name}: Swarm paused the update: {}\n  fix: docker service ps --no-trunc {name}; `beamops rollback` returns to the previous release",
+                        status.message.unwrap_or_default()
+                    );
+                }
+                _ => {}
+            }
+        }
+        if watching.is_empty() {
+            spinner.finish_and_clear();
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            spinner.finish_and_clear();
+            bail!(
+                "Swarm did not call the update of {} completed in {}\n  fix: docker service inspect --format '{{{{json .UpdateStatus}}}}' <service>",
+                watching.join(", "),
+                humantime::format_duration(timeout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// `docker stack rm` through the API: services first (their tasks hold the networks), then
 /// networks, configs and the secrets the stack created. Volumes stay unless `volumes` is set.
 /// Returns what it removed.
