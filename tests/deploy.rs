@@ -18,15 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::{TestProject, docker, docker_tests_enabled, example_copy, json};
 
-fn tool_path() -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/venv/bin");
-    let main_venv = "/work/main/.ci/venv/bin";
-    format!(
-        "{venv}:{main_venv}:{}",
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
 struct Cleanup {
     stack: String,
     app: String,
@@ -84,7 +75,7 @@ impl Project {
     fn beamops(&self) -> assert_cmd::Command {
         let mut cmd = self.p.beamops();
         cmd.env("BEAMOPS_AGE_KEY_FILE", self.keys.path().join("age.key"))
-            .env("PATH", tool_path());
+            .env("PATH", common::tool_path());
         cmd
     }
 

@@ -26,15 +26,6 @@ use common::{TestProject, docker, docker_tests_enabled, example_copy, json};
 
 const USER: &str = "beamops-ci";
 
-fn tool_path() -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/venv/bin");
-    let main_venv = "/work/main/.ci/venv/bin";
-    format!(
-        "{venv}:{main_venv}:{}",
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
 /// A registry process of this test's own; killed (by its pid) and its storage removed on drop.
 struct Registry {
     child: Child,
@@ -241,7 +232,7 @@ fn service_version(service: &str) -> String {
 fn run(p: &TestProject, env: &[(&str, &Path)], args: &[&str]) -> (i32, String, String) {
     let started = Instant::now();
     let mut cmd = p.beamops();
-    cmd.env("PATH", tool_path());
+    cmd.env("PATH", common::tool_path());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -314,7 +305,7 @@ fn deploy_pushes_to_a_registry_with_auth_and_a_wrong_password_changes_nothing() 
     assert_eq!(code, 0, "{err}");
     let set = p
         .beamops()
-        .env("PATH", tool_path())
+        .env("PATH", common::tool_path())
         .env("BEAMOPS_AGE_KEY_FILE", &key_file)
         .args(["secrets", "set", "local", "SECRET_KEY_BASE"])
         .write_stdin(format!("skb{pid}{}", "k".repeat(64)))
@@ -427,7 +418,7 @@ fn deploy_pushes_to_a_registry_with_auth_and_a_wrong_password_changes_nothing() 
     let watch = ArgvWatch::start(&password);
     let out = p
         .beamops()
-        .env("PATH", tool_path())
+        .env("PATH", common::tool_path())
         .env("BEAMOPS_AGE_KEY_FILE", &key_file)
         .env("DOCKER_CONFIG", docker_config.path())
         .env("BEAMOPS_REGISTRY_USERNAME", USER)

@@ -10,14 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::{TestProject, docker_tests_enabled};
 
-/// PATH for the binary: the checkout's venv (where .ci/setup installs sops) first.
-fn tool_path() -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/venv/bin");
-    format!("{venv}:{}", std::env::var("PATH").unwrap_or_default())
-}
-
 fn have_tools() -> bool {
-    let found = |name: &str| std::env::split_paths(&tool_path()).any(|d| d.join(name).is_file());
+    let found =
+        |name: &str| std::env::split_paths(&common::tool_path()).any(|d| d.join(name).is_file());
     if found("sops") && found("age-keygen") {
         true
     } else if std::env::var_os("CI").is_some() {
@@ -66,7 +61,7 @@ impl Fixture {
     fn beamops(&self) -> assert_cmd::Command {
         let mut cmd = self.project.beamops();
         cmd.env("BEAMOPS_AGE_KEY_FILE", self.key_file())
-            .env("PATH", tool_path());
+            .env("PATH", common::tool_path());
         cmd
     }
 
@@ -84,7 +79,7 @@ impl Fixture {
     /// What sops decrypts with `key_file`, as the test sees it (never through beamops).
     fn decrypt_with(&self, key_file: &Path) -> std::process::Output {
         Std::new("sops")
-            .env("PATH", tool_path())
+            .env("PATH", common::tool_path())
             .env("SOPS_AGE_KEY_FILE", key_file)
             .current_dir(self.project.path())
             .args(["decrypt", "secrets/local.enc.yaml"])

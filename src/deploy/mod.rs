@@ -166,17 +166,15 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
             ui.note(format!("deploy: pushing {}", target.image));
             // A failed push is a failed deploy, recorded like one; no service has changed.
             if let Err(e) = rt.block_on(registry::push(&daemon, &local, &target.image, registry)) {
-                finish(
+                return Err(failed(
                     project,
                     env_name,
                     &target,
                     Kind::Deploy,
-                    Outcome::Failed,
                     &started_at,
                     started,
-                    Some(format!("{e:#}")),
-                )?;
-                return Err(e);
+                    e,
+                ));
             }
             Some(target.image.clone())
         }
@@ -193,17 +191,15 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
             )) {
                 Ok(job) => Some(job),
                 Err(e) => {
-                    finish(
+                    return Err(failed(
                         project,
                         env_name,
                         &target,
                         Kind::Deploy,
-                        Outcome::Failed,
                         &started_at,
                         started,
-                        Some(format!("{e:#}")),
-                    )?;
-                    return Err(e);
+                        e,
+                    ));
                 }
             }
         }
@@ -368,6 +364,34 @@ fn spec_digest(project: &Project, env_name: &str, target: &Target) -> String {
     crate::fsutil::sha256_hex(&input)
 }
 
+/// Records a deploy that failed before any service changed, and hands its error back.
+fn failed(
+    project: &Project,
+    env_name: &str,
+    target: &Target,
+    kind: Kind,
+    started_at: &str,
+    started: Instant,
+    error: anyhow::Error,
+) -> anyhow::Error {
+    let detail = Some(format!("{error:#}"));
+    match finish(
+        project,
+        env_name,
+        target,
+        kind,
+        Outcome::Failed,
+        started_at,
+        started,
+        detail,
+    ) {
+        Ok(_) => error,
+        Err(recording) => error.context(format!(
+            "recording the failed deploy also failed: {recording:#}"
+        )),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn finish(
     project: &Project,
@@ -445,17 +469,9 @@ fn roll_out(
         });
     if let Err(e) = result {
         if exit_for(&e) != Exit::RolledBack {
-            finish(
-                project,
-                env_name,
-                target,
-                kind,
-                Outcome::Failed,
-                started_at,
-                started,
-                Some(format!("{e:#}")),
-            )?;
-            return Err(e);
+            return Err(failed(
+                project, env_name, target, kind, started_at, started, e,
+            ));
         }
         engine
             .ui

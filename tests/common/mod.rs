@@ -239,3 +239,9 @@ pub fn up_json(p: &TestProject, chapter: &str) -> serde_json::Value {
     );
     json(&out.stdout)
 }
+
+/// PATH with the checkout's own tool venv first (`.ci/setup` installs sops, hadolint there).
+pub fn tool_path() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/venv/bin");
+    format!("{venv}:{}", std::env::var("PATH").unwrap_or_default())
+}
