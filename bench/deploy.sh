@@ -21,7 +21,7 @@ repo=$PWD
 
 cargo build --release --quiet
 bin="$repo/target/release/beamops"
-export PATH="$repo/.ci/venv/bin:/work/main/.ci/venv/bin:$PATH" # sops
+export PATH="$repo/.ci/venv/bin:$PATH" # sops
 command -v sops >/dev/null || { echo "sops not on PATH (.ci/setup installs it)" >&2; exit 1; }
 
 name="bobench$$x$(head -c3 /dev/urandom | od -An -tx1 | tr -d ' \n')"

@@ -316,6 +316,54 @@ fn deploy_is_zero_downtime_a_bad_release_rolls_back_and_rollback_returns() {
     // 1. Zero downtime: 0.2.0 under the request loop.
     set_version(p, "0.1.0", "0.2.0");
     p.commit_all("0.2.0");
+
+    // While another machine holds the stack's deploy lock, deploy waits, then gives up naming
+    // the holder, and changes nothing (docs/operations.md).
+    let version_before = docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Version.Index}}",
+        &service,
+    ]);
+    let labels = [
+        ("beamops.lock", "deploy"),
+        ("beamops.lock.user", "ana"),
+        ("beamops.lock.host", "ci-runner-7"),
+        ("beamops.lock.pid", "4242"),
+        ("beamops.lock.command", "deploy"),
+        ("beamops.lock.since", &beamops::state::now_rfc3339()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let rt = beamops::docker::runtime().unwrap();
+    let daemon = rt
+        .block_on(beamops::docker::connect("unix:///var/run/docker.sock"))
+        .unwrap();
+    rt.block_on(daemon.client.create_config(bollard::models::ConfigSpec {
+        name: Some(beamops::swarm::lock::lock_name(&stack)),
+        labels: Some(labels),
+        data: Some("e30=".into()),
+        ..Default::default()
+    }))
+    .expect("planting another machine's deploy lock");
+    let (code, out, err) = project.run(&["deploy", "local", "--lock-wait", "2s"]);
+    let _ = docker(&["config", "rm", &beamops::swarm::lock::lock_name(&stack)]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(err.contains("ana@ci-runner-7"), "{err}");
+    let version_after = docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Version.Index}}",
+        &service,
+    ]);
+    assert_eq!(
+        version_before.stdout, version_after.stdout,
+        "a refused deploy changed the service"
+    );
+
     let from = probe_lines(&probe).len();
     let (code, out, err) = project.run(&["deploy", "local", "--format", "json"]);
     assert_eq!(code, 0, "{out}\n{err}");
