@@ -10,6 +10,9 @@ type Cleanup = Box<dyn Fn() + Send>;
 static CLEANUPS: Mutex<Vec<(u64, Cleanup)>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How long the cleanups may take before beamops dies of the signal anyway.
+const CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn cleanups() -> MutexGuard<'static, Vec<(u64, Cleanup)>> {
     CLEANUPS.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -43,10 +46,26 @@ fn install() {
             .name("beamops-signals".into())
             .spawn(move || {
                 if let Some(signal) = signals.forever().next() {
-                    // Held to the end: nothing registers or unregisters while beamops dies.
-                    let list = cleanups();
-                    for (_, cleanup) in list.iter().rev() {
-                        cleanup();
+                    // A cleanup talks to an Engine that may hang: beamops dies within
+                    // CLEANUP_LIMIT whatever they do, and a second signal ends it at once.
+                    let (done, finished) = std::sync::mpsc::channel();
+                    std::thread::spawn(move || {
+                        // Held to the end: nothing registers or unregisters while beamops dies.
+                        let list = cleanups();
+                        for (_, cleanup) in list.iter().rev() {
+                            cleanup();
+                        }
+                        let _ = done.send(());
+                    });
+                    let deadline = std::time::Instant::now() + CLEANUP_LIMIT;
+                    while std::time::Instant::now() < deadline {
+                        if finished
+                            .recv_timeout(std::time::Duration::from_millis(100))
+                            .is_ok()
+                            || signals.pending().next().is_some()
+                        {
+                            break;
+                        }
                     }
                     let _ = signal_hook::low_level::emulate_default_handler(signal);
                     std::process::exit(128 + signal);

@@ -94,6 +94,13 @@ impl Ui {
         }
     }
 
+    /// Something went wrong that does not fail the command: on stderr in every format.
+    pub fn warning(&self, line: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{} {}", Paint::warn("warning:"), line.as_ref());
+        }
+    }
+
     pub fn detail(&self, line: impl AsRef<str>) {
         if self.verbose && self.format == Format::Text {
             eprintln!("{}", line.as_ref());

@@ -446,6 +446,28 @@ fn deploy_is_zero_downtime_a_bad_release_rolls_back_and_rollback_returns() {
         version_before,
         "up chapter-08 after a deploy must not touch the service"
     );
+    // Nor on a checkout that never deployed (a fresh CI clone, a laptop): the live release is
+    // read from the swarm, so converging the stack does not roll production back to `:latest`.
+    let state_text = p.read(".beamops/state.json");
+    let mut forgetful: serde_json::Value = serde_json::from_str(&state_text).unwrap();
+    forgetful["environments"]["local"]["records"]["deploys"] = serde_json::json!([]);
+    p.write(".beamops/state.json", &forgetful.to_string());
+    let (code, out, err) = project.run(&["up", "chapter-08"]);
+    p.write(".beamops/state.json", &state_text);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Version.Index}}",
+            &service
+        ])
+        .stdout,
+        version_before,
+        "up chapter-08 without the deploy history rolled the service back"
+    );
+    assert_eq!(service_release(&service), (r2.clone(), image2.clone()));
 
     // 3. rollback: back to r1 (0.1.0) under the request loop.
     let from = probe_lines(&probe).len();

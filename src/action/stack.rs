@@ -34,11 +34,28 @@ impl StackConverged {
                 swarm::STACK_FILE
             )
         })?;
-        let file = swarm::parse_stack(cx.project, cx.env_name, &text, cx.stack_variables)?;
         let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+        let stack = cx.project.config.app.stack_name().to_string();
+        // The release live on the swarm wins over this checkout's record: a laptop whose
+        // history is older than CI's must not roll production back by converging the stack.
+        // A release a deploy is rolling out (its variables) wins over both.
+        let mut variables = BTreeMap::new();
+        if let (Some(live), _) = rt.block_on(swarm::live_releases(&daemon, &stack))? {
+            for (name, value) in [
+                (swarm::APP_IMAGE_VARIABLE, live.image),
+                (swarm::RELEASE_VARIABLE, live.release),
+                (swarm::GIT_SHA_VARIABLE, live.git_sha),
+            ] {
+                if std::env::var(name).ok().filter(|v| !v.is_empty()).is_none() {
+                    variables.insert(name.to_string(), value);
+                }
+            }
+        }
+        variables.extend(cx.stack_variables.clone());
+        let file = swarm::parse_stack(cx.project, cx.env_name, &text, &variables)?;
         Ok(Target {
             daemon,
-            stack: cx.project.config.app.stack_name().to_string(),
+            stack,
             file,
         })
     }

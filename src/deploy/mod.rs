@@ -24,8 +24,7 @@ use crate::swarm::{self, converge, spec};
 use record::{DeployRecord, Kind, Outcome};
 
 /// Service labels naming the release a service runs (from the stack file's variables).
-pub const RELEASE_LABEL: &str = "beamops.release";
-pub const GIT_SHA_LABEL: &str = "beamops.git_sha";
+pub use crate::swarm::{GIT_SHA_LABEL, RELEASE_LABEL};
 
 pub struct Options {
     /// Deploy a working tree with uncommitted changes (its tag ends in `-dirty`).
@@ -72,6 +71,24 @@ struct Target {
 }
 
 impl Target {
+    fn from(record: &DeployRecord) -> Target {
+        Target {
+            release: record.release.clone(),
+            image: record.image.clone(),
+            image_id: record.image_id.clone(),
+            git_sha: record.git_sha.clone(),
+        }
+    }
+
+    fn from_live(live: &swarm::LiveRelease) -> Target {
+        Target {
+            release: live.release.clone(),
+            image: live.image.clone(),
+            image_id: None,
+            git_sha: live.git_sha.clone(),
+        }
+    }
+
     fn variables(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             (swarm::APP_IMAGE_VARIABLE.to_string(), self.image.clone()),
@@ -154,13 +171,21 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         None => local.clone(),
     };
     let history = record::history(&State::read(&project.state_dir())?, env_name)?;
+    // The swarm knows what is live even when this checkout (a fresh CI clone) has no history.
+    let (live, _) = rt.block_on(swarm::live_releases(&daemon, config.app.stack_name()))?;
     let target = Target {
-        release: record::next_release(&history, &rev.sha),
+        release: record::next_release_after(
+            &history,
+            live.as_ref().map(|l| l.release.as_str()),
+            &rev.sha,
+        ),
         image,
         image_id,
         git_sha: rev.sha.clone(),
     };
-    let previous_release = record::live_in(&history).map(|r| r.release.clone());
+    let previous_release = live
+        .map(|l| l.release)
+        .or_else(|| record::live_in(&history).map(|r| r.release.clone()));
     let pushed = match &config.image.registry {
         Some(registry) => {
             ui.note(format!("deploy: pushing {}", target.image));
@@ -249,26 +274,53 @@ pub fn rollback(
             )
         }
     };
-    let chosen = match to {
-        Some(wanted) => record::find(&history, wanted).with_context(|| {
-            format!("no successful release `{wanted}` in {env_name}\n{}", listing())
-        })?,
-        None => record::previous_in(&history).with_context(|| {
+    let rt = docker::runtime()?;
+    let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
+    let stack = project.config.app.stack_name();
+    let (live, before) = rt.block_on(swarm::live_releases(&daemon, stack))?;
+    // This checkout's history is trusted when it knows the release the swarm runs; otherwise
+    // (a fresh CI clone, a laptop that did not deploy the last release) the swarm's own record
+    // of the spec before the last update names the previous release — but only after an update
+    // that completed: after a Swarm rollback that previous spec is the failed release.
+    let history_current = match (&live, record::live_in(&history)) {
+        (Some(live), Some(ours)) => live.release == ours.release,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    let target = match to {
+        Some(wanted) => match record::find(&history, wanted) {
+            Some(found) => Target::from(found),
+            None => match &before {
+                Some(b) if b.release == wanted || b.git_sha.starts_with(wanted) => {
+                    Target::from_live(b)
+                }
+                _ => anyhow::bail!("no successful release `{wanted}` in {env_name}\n{}", listing()),
+            },
+        },
+        None if history_current => Target::from(record::previous_in(&history).with_context(|| {
             format!(
                 "nothing to roll back to in {env_name}: no earlier successful release with another image\n{}",
                 listing()
             )
-        })?,
+        })?),
+        None => {
+            let settled = rt.block_on(converge::last_update_completed(
+                &daemon,
+                &spec::scoped(stack, "app"),
+            ))?;
+            match (&before, settled) {
+                (Some(b), true) => Target::from_live(b),
+                _ => anyhow::bail!(
+                    "this checkout's history does not know the release live in {env_name} ({}), and the swarm's previous spec is not a release that completed\n  fix: `beamops rollback {env_name} --to <release>` naming one, or run rollback where the last deploy ran\n{}",
+                    live.as_ref().map(|l| l.release.as_str()).unwrap_or("?"),
+                    listing()
+                ),
+            }
+        }
     };
-    let previous_release = record::live_in(&history).map(|r| r.release.clone());
-    let target = Target {
-        release: chosen.release.clone(),
-        image: chosen.image.clone(),
-        image_id: chosen.image_id.clone(),
-        git_sha: chosen.git_sha.clone(),
-    };
-    let rt = docker::runtime()?;
-    let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
+    let previous_release = live
+        .map(|l| l.release)
+        .or_else(|| record::live_in(&history).map(|r| r.release.clone()));
     if project.config.image.registry.is_none()
         && rt
             .block_on(daemon.client.inspect_image(&target.image))
@@ -454,17 +506,22 @@ fn roll_out(
         .keys()
         .map(|k| spec::scoped(project.config.app.stack_name(), k))
         .collect();
-    let issued = std::time::SystemTime::now();
     let result = engine
         .up_locked(&[chapter("chapter-08")?], &up_options(Duration::ZERO), run)
         .and_then(|_| {
             // Healthy is not yet done: a task failing in the monitor window still rolls back.
+            let updated: Vec<String> = State::read(&project.state_dir())?
+                .chapter(env_name, &chapter("chapter-08")?.key())
+                .and_then(|c| c.actions.get("stack-converged"))
+                // A record from an earlier run (nothing changed now) updated nothing now.
+                .filter(|r| r.at.as_str() >= started_at)
+                .and_then(|r| serde_json::from_value(r.data["updated"].clone()).ok())
+                .unwrap_or_default();
             rt.block_on(converge::wait_update_settled(
                 daemon,
-                &services,
+                &updated,
                 engine.ui,
                 converge_timeout(project)?,
-                issued,
             ))
         });
     if let Err(e) = result {
@@ -537,18 +594,33 @@ fn roll_out(
     let keep = crate::secrets::current_secret_names(project, env_name)?
         .into_values()
         .collect();
-    let pruned = rt.block_on(crate::secrets::docker::prune_unused(
-        daemon,
-        project.config.app.stack_name(),
-        &keep,
-    ))?;
+    // The deploy succeeded and is recorded so: a cleanup that fails is a warning, not exit 1.
+    let pruned = rt
+        .block_on(crate::secrets::docker::prune_unused(
+            daemon,
+            project.config.app.stack_name(),
+            &keep,
+        ))
+        .unwrap_or_else(|e| {
+            engine
+                .ui
+                .warning(format!("unused secret versions were not removed: {e:#}"));
+            Vec::new()
+        });
     // Old release images pile up on the node with every deploy; rollbacks reach back this far.
-    let images = rt.block_on(crate::docker::prune::prune_release_images(
-        daemon,
-        &project.config.image_repository(),
-        project.config.deploy.keep_releases,
-        false,
-    ))?;
+    let images = rt
+        .block_on(crate::docker::prune::prune_release_images(
+            daemon,
+            &project.config.image_repository(),
+            project.config.deploy.keep_releases,
+            false,
+        ))
+        .unwrap_or_else(|e| {
+            engine
+                .ui
+                .warning(format!("old release images were not removed: {e:#}"));
+            Default::default()
+        });
     Ok(DeployReport {
         environment: env_name.to_string(),
         kind,

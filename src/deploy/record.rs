@@ -154,19 +154,24 @@ pub fn known_releases(history: &[DeployRecord]) -> Vec<String> {
     seen
 }
 
+/// The number in a release id: `r12-1a2b3c4` → 12.
+fn release_number(release: &str) -> Option<u64> {
+    release.strip_prefix('r')?.split('-').next()?.parse().ok()
+}
+
 /// The next release id: deploys (not rollbacks) are numbered per environment.
 pub fn next_release(history: &[DeployRecord], git_sha: &str) -> String {
+    next_release_after(history, None, git_sha)
+}
+
+/// The next release id, also after the release live on the swarm: a checkout whose history is
+/// shorter (a fresh CI clone) must not reuse a number.
+pub fn next_release_after(history: &[DeployRecord], live: Option<&str>, git_sha: &str) -> String {
     let n = history
         .iter()
         .filter(|r| r.kind == Kind::Deploy)
-        .filter_map(|r| {
-            r.release
-                .strip_prefix('r')?
-                .split('-')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+        .filter_map(|r| release_number(&r.release))
+        .chain(live.and_then(release_number))
         .max()
         .unwrap_or(0)
         + 1;
@@ -206,6 +211,11 @@ mod tests {
         assert_eq!(live_in(&h).unwrap().release, "r2-bbbbbbb");
         assert_eq!(previous_in(&h).unwrap().release, "r1-aaaaaaa");
         assert_eq!(next_release(&h, "dddddddddd"), "r4-ddddddd");
+        // A fresh clone without history numbers after the release the swarm runs.
+        assert_eq!(
+            next_release_after(&[], Some("r7-abcdef0"), "dddddddddd"),
+            "r8-ddddddd"
+        );
         // Rolled back to r1: a second rollback returns to r2.
         let mut h2 = h.clone();
         h2.push(rec(

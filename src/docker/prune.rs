@@ -1,8 +1,8 @@
 //! Release images pruned after a deploy: the newest `keep` images of the app's repository stay,
 //! older ones go, and never one that a service names or a container (running or stopped) uses.
 //!
-//! On the node this Engine is: each node of a multi-node swarm keeps its own images, so a
-//! deploy runs this against every node it can reach.
+//! On the node this Engine is: each node of a multi-node swarm keeps its own images; `deploy`
+//! prunes the Engine it talks to, the others need `images prune` against them.
 
 use std::collections::{BTreeSet, HashMap};
 

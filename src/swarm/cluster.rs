@@ -1,6 +1,6 @@
-//! Chapter 09: is the Erlang cluster whole? Each running task of the app service is asked, by
-//! an exec of `bin/<app> rpc` through the Engine that runs it, which nodes it is connected to;
-//! every node must see every other one.
+//! Chapter 09: is the Erlang cluster whole? Each running task of the app service is asked which
+//! nodes it is connected to (`bin/<app> rpc`): by an exec when beamops' Engine runs the task,
+//! else through a one-off probe job on the app network. Every node must see every other one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -299,7 +299,8 @@ async fn ask_through_job(
   fi
 done"#
     );
-    let name = format!("{service}-cluster-probe");
+    // Per run: two runs of chapter 09 must not remove each other's probe.
+    let name = format!("{service}-cluster-probe-{}", std::process::id());
     let mut job = crate::swarm::job::spec(&app, &name, &script, ("beamops.cluster-probe", service));
     // Not one of the stack's services: a converge running meanwhile must not see a stray.
     if let Some(labels) = job.labels.as_mut() {

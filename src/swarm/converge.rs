@@ -2,7 +2,7 @@
 //! configs and services, each created or updated only when it differs from what is there.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -424,7 +424,6 @@ pub async fn converge(
     let (resolved, _) = resolve(daemon, stack, file, true).await?;
     let mut done = Converged::default();
     let started = Instant::now();
-    let issued = SystemTime::now();
     for (name, mut desired) in spec::services(stack, file, &resolved)? {
         let (image_id, image_rebuilt) =
             rebuilt(daemon, &desired, previous_images.get(&name)).await?;
@@ -474,7 +473,7 @@ pub async fn converge(
         .keys()
         .map(|k| spec::scoped(stack, k))
         .collect();
-    wait_since(daemon, &names, ui, timeout, Some(issued)).await?;
+    wait_since(daemon, &names, ui, timeout, Some(&done.updated)).await?;
     done.wait_seconds = started.elapsed().as_secs_f64();
     Ok(done)
 }
@@ -497,28 +496,14 @@ impl Progress {
 }
 
 pub async fn progress(daemon: &Daemon, name: &str) -> Result<Progress> {
-    progress_since(daemon, name, None).await
+    progress_since(daemon, name, true).await
 }
 
-/// A rollback that started before `since` belongs to an earlier update: the Engine keeps the
-/// last UpdateStatus until the updater of a new update replaces it.
-fn rollback_is_current(started_at: Option<&String>, since: Option<SystemTime>) -> bool {
-    let Some(since) = since else {
-        return true;
-    };
-    match started_at.and_then(|t| humantime::parse_rfc3339_weak(t).ok()) {
-        // A little slack for an Engine whose clock is behind ours.
-        Some(started) => started + Duration::from_secs(2) >= since,
-        None => true,
-    }
-}
-
-/// `progress`, counting only a rollback that started at or after `since`.
-pub async fn progress_since(
-    daemon: &Daemon,
-    name: &str,
-    since: Option<SystemTime>,
-) -> Result<Progress> {
+/// `progress`; a rollback status counts only when `current`: the Engine keeps a service's last
+/// UpdateStatus until its next update resets it, so on a service this run did not update it
+/// belongs to an earlier update. (Deciding by the status's start time would compare the
+/// Engine's clock with ours.)
+pub async fn progress_since(daemon: &Daemon, name: &str, current: bool) -> Result<Progress> {
     let service = daemon
         .client
         .inspect_service(name, None::<InspectServiceOptions>)
@@ -536,7 +521,7 @@ pub async fn progress_since(
                 | Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED)
                 | Some(ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED)
         )
-        && rollback_is_current(status.started_at.as_ref(), since)
+        && current
     {
         out.rolled_back = Some(status.message.clone().unwrap_or_default());
     }
@@ -667,13 +652,13 @@ pub async fn wait(daemon: &Daemon, services: &[String], ui: &Ui, timeout: Durati
     wait_since(daemon, services, ui, timeout, None).await
 }
 
-/// `wait` for updates issued at `since`: an older rollback status is not this update's.
+/// `wait` after this run updated `updated` (None: every service's rollback status counts).
 pub async fn wait_since(
     daemon: &Daemon,
     services: &[String],
     ui: &Ui,
     timeout: Duration,
-    since: Option<SystemTime>,
+    updated: Option<&[String]>,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let bar = ui.progress(0, "waiting for tasks to run healthy");
@@ -682,7 +667,8 @@ pub async fn wait_since(
         let mut healthy = 0;
         let mut lagging = Vec::new();
         for name in services {
-            let p = progress_since(daemon, name, since).await?;
+            let current = updated.is_none_or(|u| u.contains(name));
+            let p = progress_since(daemon, name, current).await?;
             if let Some(message) = p.rolled_back {
                 bar.finish_and_clear();
                 return Err(Failure::RolledBack(format!(
@@ -712,22 +698,36 @@ pub async fn wait_since(
     }
 }
 
+/// Whether the service's last update completed (or it was never updated): then its previous
+/// spec is the release that was live before, not one Swarm rolled back from.
+pub async fn last_update_completed(daemon: &Daemon, name: &str) -> Result<bool> {
+    let service = daemon
+        .client
+        .inspect_service(name, None::<InspectServiceOptions>)
+        .await
+        .with_context(|| format!("inspecting service {name}"))?;
+    Ok(matches!(
+        service.update_status.and_then(|s| s.state),
+        None | Some(ServiceUpdateStatusStateEnum::COMPLETED)
+    ))
+}
+
 /// After the tasks run healthy, Swarm still watches them for `update_config.monitor` before it
 /// calls the update completed; a task failing in that window rolls the service back. This
-/// waits until every update issued at `since` is completed (what `docker service update
-/// --detach=false` waits for), and a rollback in the window is a failed update.
+/// waits until the update of every service in `updated` (the ones this run updated, whose
+/// status the update reset) is completed — what `docker service update --detach=false` waits
+/// for — and a rollback in the window is a failed update.
 pub async fn wait_update_settled(
     daemon: &Daemon,
-    services: &[String],
+    updated: &[String],
     ui: &Ui,
     timeout: Duration,
-    since: SystemTime,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let spinner = ui.spinner("Swarm watches the new tasks (update_config.monitor)");
     loop {
         let mut watching = Vec::new();
-        for name in services {
+        for name in updated {
             let service = daemon
                 .client
                 .inspect_service(name, None::<InspectServiceOptions>)
@@ -736,10 +736,6 @@ pub async fn wait_update_settled(
             let Some(status) = service.update_status else {
                 continue;
             };
-            // An older status belongs to an earlier update; this run changed nothing there.
-            if !rollback_is_current(status.started_at.as_ref(), Some(since)) {
-                continue;
-            }
             match status.state {
                 Some(ServiceUpdateStatusStateEnum::UPDATING) => watching.push(name.clone()),
                 Some(

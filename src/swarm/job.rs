@@ -71,7 +71,13 @@ pub async fn run(
         .with_context(|| format!("creating the job {name}"))?;
     let result = wait(daemon, &name, timeout).await;
     let output = crate::swarm::logs::service_log_tail(daemon, &name, lines).await;
-    remove(daemon, &name).await?;
+    // Best effort: the job's own outcome is what the caller needs; a leftover job is replaced
+    // by the next run of the same name.
+    let removed = remove(daemon, &name).await;
+    let result = match removed {
+        Err(e) => result.map_err(|failed| failed.context(format!("(also: {e:#})"))),
+        Ok(()) => result,
+    };
     match result {
         Ok(()) => Ok(output),
         Err(e) => Err(e.context(format!(

@@ -205,6 +205,14 @@ pub async fn current(daemon: &Daemon, stack: &str, timeout: Duration) -> Result<
     }
 }
 
+async fn config_exists(daemon: &Daemon, name: &str) -> Result<bool> {
+    match daemon.client.inspect_config(name).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("inspecting config {name} on {}", daemon.host)),
+    }
+}
+
 /// Holds the lock until dropped (or [`Guard::release`]d).
 #[derive(Debug)]
 pub struct Guard {
@@ -322,6 +330,16 @@ pub async fn acquire(
         }
         // Someone holds it; it may also have been released since the create failed.
         let Some(lock) = current(daemon, stack, opts.timeout).await? else {
+            // Released meanwhile, or a config of that name that is not a beamops lock: either
+            // way, wait a little and within the limit, never spin.
+            if started.elapsed() >= opts.wait && config_exists(daemon, &name).await? {
+                return Err(Failure::Blocked(format!(
+                    "a config named {name} exists on {} but is not a beamops deploy lock\n  fix: remove or rename it (`docker config rm {name}`) if nothing of yours needs it",
+                    daemon.host
+                ))
+                .into());
+            }
+            tokio::time::sleep(opts.poll.min(Duration::from_millis(500))).await;
             continue;
         };
         if lock.holder.host == holder.host && lock.holder.pid == holder.pid {

@@ -151,3 +151,56 @@ pub fn advertise_addr(env: &crate::config::Environment) -> String {
         .clone()
         .unwrap_or_else(|| "127.0.0.1".to_string())
 }
+
+/// A release as the app service on the swarm carries it: its labels and image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRelease {
+    pub release: String,
+    pub git_sha: String,
+    pub image: String,
+}
+
+/// The release the app service runs now and the one its previous spec ran (what Swarm's own
+/// rollback returns to), read from the swarm: the truth every machine shares, where
+/// `.beamops/state.json` only knows what this checkout did. None before any deploy.
+pub async fn live_releases(
+    daemon: &Daemon,
+    stack: &str,
+) -> Result<(Option<LiveRelease>, Option<LiveRelease>)> {
+    let name = spec::scoped(stack, "app");
+    // Raw JSON: bollard's Service has no PreviousSpec.
+    let path = format!("/v{}/services/{name}", daemon.api_version);
+    let (status, body) = crate::docker::raw_get(daemon, &path)
+        .await
+        .with_context(|| format!("inspecting service {name} on {}", daemon.host))?;
+    if status == 404 {
+        return Ok((None, None));
+    }
+    if status != 200 {
+        anyhow::bail!(
+            "inspecting service {name}: the Engine answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let service: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("inspecting service {name}: the answer is not JSON"))?;
+    let of = |spec: &serde_json::Value| -> Option<LiveRelease> {
+        let labels = &spec["Labels"];
+        let release = labels[RELEASE_LABEL].as_str().filter(|r| !r.is_empty())?;
+        let image = spec["TaskTemplate"]["ContainerSpec"]["Image"].as_str()?;
+        Some(LiveRelease {
+            release: release.to_string(),
+            git_sha: labels[GIT_SHA_LABEL]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            // Swarm pins a registry image by digest; the tag is what beamops deploys.
+            image: image.split('@').next().unwrap_or(image).to_string(),
+        })
+    };
+    Ok((of(&service["Spec"]), of(&service["PreviousSpec"])))
+}
+
+/// The service labels a deployed release carries (`docker service inspect` shows them).
+pub const RELEASE_LABEL: &str = "beamops.release";
+pub const GIT_SHA_LABEL: &str = "beamops.git_sha";

@@ -11,7 +11,7 @@ use super::spec::NAMESPACE_LABEL;
 use crate::docker::{Daemon, is_not_found};
 
 /// The service label (and container label) `deploy` records the release under.
-pub const RELEASE_LABEL: &str = "beamops.release";
+pub use super::RELEASE_LABEL;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskRow {
