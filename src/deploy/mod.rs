@@ -146,11 +146,17 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     let run = RunLock::acquire(&project.state_dir(), opts.lock_wait, |m| ui.note(m))?;
     // The swarm-wide deploy lock, so two machines cannot deploy one stack at once; held with `run`
     // until this function returns. Re-entrant: the chapters `up_locked` runs below take it too.
-    let _deploy_lock = engine.deploy_lock("deploy", opts.lock_wait)?;
+    let mut deploy_lock = engine.deploy_lock("deploy", opts.lock_wait)?;
 
     let up = up_options(opts.lock_wait);
     ui.note("deploy: building the release image (chapter 03) and the secrets (chapter 07)");
     engine.up_locked(&[chapter("chapter-03")?, chapter("chapter-07")?], &up, &run)?;
+    // On an Engine that was no swarm yet there was nothing to lock; chapter 07 made the swarm,
+    // so the push, the release job and the rollout run under the lock from here.
+    if deploy_lock.is_none() {
+        deploy_lock = engine.deploy_lock("deploy", opts.lock_wait)?;
+    }
+    let _deploy_lock = deploy_lock;
 
     let rt = docker::runtime()?;
     let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
