@@ -143,9 +143,13 @@ impl LibclusterWired {
         if !deps.iter().any(|d| d == "libcluster") {
             missing.push("add {:libcluster, \"~> 3.4\"} to deps in mix.exs".to_string());
         }
-        let starts_supervisor = walk_ex(&cx.project.root.join("lib"))
-            .iter()
-            .any(|text| text.contains("Cluster.Supervisor"));
+        let mut starts_supervisor = false;
+        crate::worktree::backup::walk_files(&cx.project.root.join("lib"), &mut |path| {
+            starts_supervisor = starts_supervisor
+                || (path.extension().is_some_and(|e| e == "ex")
+                    && std::fs::read_to_string(path)
+                        .is_ok_and(|text| text.contains("Cluster.Supervisor")));
+        });
         if !starts_supervisor {
             missing.push(format!(
                 "add {{Cluster.Supervisor, [Application.get_env(:libcluster, :topologies, []), [name: {module}.ClusterSupervisor]]}} to the children in lib/{}/application.ex",
@@ -154,25 +158,6 @@ impl LibclusterWired {
         }
         Some(missing)
     }
-}
-
-/// The text of every `.ex` file under `dir`.
-fn walk_ex(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk_ex(&path));
-        } else if path.extension().is_some_and(|e| e == "ex")
-            && let Ok(text) = std::fs::read_to_string(&path)
-        {
-            out.push(text);
-        }
-    }
-    out
 }
 
 impl Action for LibclusterWired {

@@ -297,6 +297,29 @@ pub async fn raw_get(daemon: &Daemon, path: &str) -> Result<(u16, Vec<u8>)> {
     Ok((status, answer[split + 4..].to_vec()))
 }
 
+/// `raw_get` of a JSON answer: None for 404, an error naming `what` for any other non-200.
+pub async fn get_json(
+    daemon: &Daemon,
+    path: &str,
+    what: &str,
+) -> Result<Option<serde_json::Value>> {
+    let (status, body) = raw_get(daemon, path)
+        .await
+        .with_context(|| format!("{what} on {}", daemon.host))?;
+    if status == 404 {
+        return Ok(None);
+    }
+    if status != 200 {
+        anyhow::bail!(
+            "{what}: the Engine answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .with_context(|| format!("{what}: the answer is not JSON"))
+}
+
 /// A single-threaded runtime so synchronous commands can drive the async Engine API.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

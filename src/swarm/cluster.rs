@@ -131,17 +131,11 @@ pub async fn members(
         daemon.api_version,
         percent_encode(&filters.to_string())
     );
-    let (status, body) = crate::docker::raw_get(daemon, &path)
-        .await
-        .with_context(|| format!("listing tasks of {service} on {}", daemon.host))?;
-    if status != 200 {
-        bail!(
-            "listing tasks of {service}: the Engine answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let tasks: Vec<Value> = serde_json::from_slice(&body)
-        .with_context(|| format!("listing tasks of {service}: the answer is not JSON"))?;
+    let what = format!("listing tasks of {service}");
+    let tasks: Vec<Value> = crate::docker::get_json(daemon, &path, &what)
+        .await?
+        .and_then(|answer| serde_json::from_value(answer).ok())
+        .with_context(|| format!("{what}: no list of tasks in the answer"))?;
     let mut members: Vec<Member> = tasks
         .iter()
         // The service filter also matches services whose name starts with this one.

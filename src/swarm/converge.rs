@@ -295,23 +295,17 @@ pub async fn resolve(
 /// none, and every comparison would see a change. (Writing is fine: the Engine's Go decoder
 /// matches field names without regard to case.)
 pub(crate) async fn current_service(daemon: &Daemon, name: &str) -> Result<Option<(u64, Value)>> {
+    Ok(raw_service(daemon, name).await?.map(|service| {
+        let version = service["Version"]["Index"].as_u64().unwrap_or_default();
+        (version, service["Spec"].clone())
+    }))
+}
+
+/// A service as the Engine writes it (with `PreviousSpec`, which bollard's model also lacks);
+/// none when it does not exist.
+pub(crate) async fn raw_service(daemon: &Daemon, name: &str) -> Result<Option<Value>> {
     let path = format!("/v{}/services/{name}", daemon.api_version);
-    let (status, body) = crate::docker::raw_get(daemon, &path)
-        .await
-        .with_context(|| format!("inspecting service {name} on {}", daemon.host))?;
-    if status == 404 {
-        return Ok(None);
-    }
-    if status != 200 {
-        bail!(
-            "inspecting service {name}: the Engine answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let service: Value = serde_json::from_slice(&body)
-        .with_context(|| format!("inspecting service {name}: the answer is not JSON"))?;
-    let version = service["Version"]["Index"].as_u64().unwrap_or_default();
-    Ok(Some((version, service["Spec"].clone())))
+    crate::docker::get_json(daemon, &path, &format!("inspecting service {name}")).await
 }
 
 /// What `converge` would change, from inspect and list calls only.

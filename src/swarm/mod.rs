@@ -168,22 +168,9 @@ pub async fn live_releases(
     stack: &str,
 ) -> Result<(Option<LiveRelease>, Option<LiveRelease>)> {
     let name = spec::scoped(stack, "app");
-    // Raw JSON: bollard's Service has no PreviousSpec.
-    let path = format!("/v{}/services/{name}", daemon.api_version);
-    let (status, body) = crate::docker::raw_get(daemon, &path)
-        .await
-        .with_context(|| format!("inspecting service {name} on {}", daemon.host))?;
-    if status == 404 {
+    let Some(service) = self::converge::raw_service(daemon, &name).await? else {
         return Ok((None, None));
-    }
-    if status != 200 {
-        anyhow::bail!(
-            "inspecting service {name}: the Engine answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let service: serde_json::Value = serde_json::from_slice(&body)
-        .with_context(|| format!("inspecting service {name}: the answer is not JSON"))?;
+    };
     let of = |spec: &serde_json::Value| -> Option<LiveRelease> {
         let labels = &spec["Labels"];
         let release = labels[RELEASE_LABEL].as_str().filter(|r| !r.is_empty())?;
