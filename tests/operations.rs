@@ -104,21 +104,11 @@ impl Drop for Cleanup {
 /// A project running the busybox image as its stack's app, with the stack's secrets.
 fn project(stack: &str, replicas: u32, cleanup: &mut Cleanup) -> TestProject {
     image();
-    let (rt, daemon) = connect();
-    rt.block_on(beamops::swarm::ensure(&daemon, "127.0.0.1"))
-        .unwrap();
-    for key in ["secret_key_base", "release_cookie"] {
-        let secret = format!("{stack}_{key}_v1");
-        if !cleanup.secrets.contains(&secret) {
-            rt.block_on(daemon.client.create_secret(bollard::models::SecretSpec {
-                name: Some(secret.clone()),
-                data: Some("dGVzdA==".into()),
-                ..Default::default()
-            }))
-            .unwrap();
-            cleanup.secrets.push(secret);
-        }
-    }
+    busybox::stack_secrets(
+        stack,
+        &["secret_key_base", "release_cookie"],
+        &mut cleanup.secrets,
+    );
     let p = TestProject::new();
     busybox::write_stack_config(&p, stack, replicas, IMAGE);
     p

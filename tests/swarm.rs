@@ -79,19 +79,11 @@ fn project(stack: &str, replicas: u32, cleanup: &mut Cleanup) -> TestProject {
     test_image();
     let p = TestProject::new();
     busybox::write_stack_config(&p, stack, replicas, TEST_IMAGE);
-    let (rt, daemon) = connect();
-    rt.block_on(beamops::swarm::ensure(&daemon, "127.0.0.1"))
-        .unwrap();
-    for key in ["secret_key_base", "release_cookie"] {
-        let name = format!("{stack}_{key}_v1");
-        rt.block_on(daemon.client.create_secret(bollard::models::SecretSpec {
-            name: Some(name.clone()),
-            data: Some("dGVzdA==".into()),
-            ..Default::default()
-        }))
-        .unwrap();
-        cleanup.secrets.push(name);
-    }
+    busybox::stack_secrets(
+        stack,
+        &["secret_key_base", "release_cookie"],
+        &mut cleanup.secrets,
+    );
     p
 }
 
@@ -495,16 +487,11 @@ fn postgres_runs_pinned_with_its_volume_and_down_removes_the_stack() {
         .read("beamops.yaml")
         .replace("database: false", "database: true");
     p.write("beamops.yaml", &config);
-    for key in ["database_password", "database_url"] {
-        let name = format!("{stack}_{key}_v1");
-        rt.block_on(daemon.client.create_secret(bollard::models::SecretSpec {
-            name: Some(name.clone()),
-            data: Some("dGVzdA==".into()),
-            ..Default::default()
-        }))
-        .unwrap();
-        cleanup.secrets.push(name);
-    }
+    busybox::stack_secrets(
+        &stack,
+        &["database_password", "database_url"],
+        &mut cleanup.secrets,
+    );
     let up = p.beamops().args(["up", "chapter-08"]).output().unwrap();
     assert!(
         up.status.success(),

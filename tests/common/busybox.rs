@@ -86,3 +86,24 @@ environments:
         ),
     );
 }
+
+/// Swarm mode, and a `<stack>_<key>_v1` Docker secret for each of `keys` that `made` does not
+/// hold yet (added to it, for the test's cleanup).
+pub fn stack_secrets(stack: &str, keys: &[&str], made: &mut Vec<String>) {
+    let (rt, daemon) = connect();
+    rt.block_on(beamops::swarm::ensure(&daemon, "127.0.0.1"))
+        .unwrap();
+    for key in keys {
+        let name = format!("{stack}_{key}_v1");
+        if made.contains(&name) {
+            continue;
+        }
+        rt.block_on(daemon.client.create_secret(bollard::models::SecretSpec {
+            name: Some(name.clone()),
+            data: Some("dGVzdA==".into()),
+            ..Default::default()
+        }))
+        .unwrap();
+        made.push(name);
+    }
+}
