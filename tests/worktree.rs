@@ -18,6 +18,8 @@ use serde_json::Value;
 
 struct Fixture {
     _tmp: tempfile::TempDir,
+    /// The directory holding both worktrees.
+    root: PathBuf,
     main: PathBuf,
     wt: PathBuf,
 }
@@ -74,6 +76,10 @@ fn fixture() -> Fixture {
     std::fs::create_dir(&main).unwrap();
     git(&main, &["init", "-q", "-b", "main"]);
     write(&main.join("README.md"), "hello\n");
+    // Where the builds put their output: `_build/` and `deps/` beside mix.exs,
+    // `node_modules/` beside assets/package.json.
+    write(&main.join("mix.exs"), "defmodule App.MixProject do\nend\n");
+    write(&main.join("assets/package.json"), "{}\n");
     write(&main.join("lib/app.ex"), "defmodule App do\nend\n");
     write(&main.join("bin/run.sh"), "#!/bin/sh\necho run\n");
     std::fs::set_permissions(
@@ -101,6 +107,7 @@ fn fixture() -> Fixture {
     );
     Fixture {
         _tmp: tmp,
+        root,
         main,
         wt,
     }
@@ -148,10 +155,38 @@ fn json(out: &[u8]) -> Value {
     })
 }
 
+/// Everything a refused removal must leave byte for byte: the worktree's files, its
+/// administrative directory (index, HEAD, reflog, per-worktree refs), the repository's refs and
+/// reflogs, and git's list of worktrees.
+fn untouched_state(fx: &Fixture) -> Vec<(String, BTreeMap<String, String>)> {
+    let common = fx.main.join(".git");
+    let mut out = vec![
+        ("worktree".to_string(), digest(&fx.wt)),
+        ("admin".to_string(), digest(&common.join("worktrees/wt"))),
+        ("refs".to_string(), digest(&common.join("refs"))),
+    ];
+    for optional in ["logs", "packed-refs"] {
+        let path = common.join(optional);
+        if path.is_dir() {
+            out.push((optional.to_string(), digest(&path)));
+        } else if path.is_file() {
+            let text = std::fs::read_to_string(&path).unwrap();
+            out.push((
+                optional.to_string(),
+                BTreeMap::from([(optional.into(), text)]),
+            ));
+        }
+    }
+    out.push((
+        "worktree list".to_string(),
+        BTreeMap::from([(String::new(), porcelain(&fx.main))]),
+    ));
+    out
+}
+
 /// `remove` exits 4 naming `check` among the blocking checks, and nothing changed.
 fn assert_refused(fx: &Fixture, args: &[&str], check: &str) -> Value {
-    let files_before = digest(&fx.wt);
-    let list_before = porcelain(&fx.main);
+    let before = untouched_state(fx);
     let mut all = vec![
         "worktree",
         "remove",
@@ -176,25 +211,44 @@ fn assert_refused(fx: &Fixture, args: &[&str], check: &str) -> Value {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(blocking.contains(&check), "{check} not in {blocking:?}");
-    assert_eq!(digest(&fx.wt), files_before, "the worktree changed");
-    assert_eq!(
-        porcelain(&fx.main),
-        list_before,
-        "git's worktree list changed"
-    );
+    let after = untouched_state(fx);
+    for ((what, then), (_, now)) in before.iter().zip(&after) {
+        assert_eq!(then, now, "the refusal changed the {what}");
+    }
     report
 }
 
-/// What a restore must bring back: every file (but the `.git` link file), the index's view,
-/// HEAD and its history.
+/// The items of one check in a report.
+fn items(report: &Value, check: &str) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == check)
+        .map(|c| {
+            c["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a restore must bring back: every file (but the `.git` link file) with its mode, the
+/// index (entries, stages, flags), HEAD, its history and the worktree's own refs.
 #[derive(Debug, PartialEq)]
 struct Snapshot {
     files: BTreeMap<String, String>,
+    index: String,
+    index_flags: String,
     status: String,
     staged: String,
     head: String,
     branch: String,
     history: String,
+    own_refs: String,
 }
 
 fn snapshot(wt: &Path) -> Snapshot {
@@ -202,11 +256,14 @@ fn snapshot(wt: &Path) -> Snapshot {
     files.remove(".git");
     Snapshot {
         files,
+        index: git(wt, &["ls-files", "--stage"]),
+        // `h` assume-unchanged, `S` skip-worktree; intent-to-add shows in the status.
+        index_flags: git(wt, &["ls-files", "-v"]),
         status: git(
             wt,
             &[
                 "status",
-                "--porcelain=v1",
+                "--porcelain=v2",
                 "--ignored",
                 "--untracked-files=all",
             ],
@@ -215,13 +272,55 @@ fn snapshot(wt: &Path) -> Snapshot {
         head: git(wt, &["rev-parse", "HEAD"]),
         branch: git(wt, &["branch", "--show-current"]),
         history: git(wt, &["log", "--format=%H %T %s"]),
+        own_refs: git(
+            wt,
+            &[
+                "for-each-ref",
+                "--format=%(refname) %(objectname)",
+                "refs/worktree/",
+            ],
+        ),
     }
 }
 
-/// `remove --backup` succeeds; then, with the commits made unreachable and collected, `restore`
-/// brings back exactly what was there.
-fn assert_backup_restores(fx: &Fixture) {
+/// Commits the worktree itself knows of: its HEAD reflog and its own refs.
+fn own_commits(wt: &Path) -> Vec<String> {
+    let mut out: Vec<String> = git(wt, &["reflog", "--format=%H", "HEAD"])
+        .lines()
+        .chain(
+            git(
+                wt,
+                &["for-each-ref", "--format=%(objectname)", "refs/worktree/"],
+            )
+            .lines(),
+        )
+        .map(String::from)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn exists(main: &Path, oid: &str) -> bool {
+    Process::new("git")
+        .arg("-C")
+        .arg(main)
+        .args(["cat-file", "-e", &format!("{oid}^{{commit}}")])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// `remove --backup` succeeds and keeps the backup private; then, with every commit only the
+/// worktree held made unreachable and collected, `restore` brings back exactly what was there.
+/// Returns how many of the worktree's own commits only the bundle brought back.
+/// With `stat_dependent`, what `git status` says is not compared:
+/// it depends on stat data no restore can (or should) fake.
+fn assert_backup_restores(fx: &Fixture, stat_dependent: bool) -> usize {
     let before = snapshot(&fx.wt);
+    let commits = own_commits(&fx.wt);
     let out = beamops(&fx.main)
         .args(["worktree", "remove", "--backup", "--format", "json"])
         .arg(&fx.wt)
@@ -239,6 +338,11 @@ fn assert_backup_restores(fx: &Fixture) {
     assert!(!porcelain(&fx.main).contains(fx.wt.to_str().unwrap()));
     let backup = PathBuf::from(report["backup"].as_str().unwrap());
     assert!(backup.starts_with(fx.main.join(".beamops/backups")));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&backup), 0o700, "{}", backup.display());
+    for entry in std::fs::read_dir(&backup).unwrap().flatten() {
+        assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
+    }
 
     // Make the bundle the only copy of the worktree's own commits.
     if !before.branch.trim().is_empty() {
@@ -248,20 +352,13 @@ fn assert_backup_restores(fx: &Fixture) {
     // `prune` rather than `gc`: the objects are loose here, and it runs no child git.
     git(&fx.main, &["prune", "--expire=now"]);
     let head = before.head.trim();
-    let still_there = Process::new("git")
-        .arg("-C")
-        .arg(&fx.main)
-        .args(["cat-file", "-e", head])
-        .stdin(Stdio::piped())
-        .output()
-        .unwrap()
-        .status
-        .success();
-    let on_main = git(&fx.main, &["rev-parse", "main"]).trim() == head;
+    let held =
+        exists(&fx.main, head) && !git(&fx.main, &["for-each-ref", "--contains", head]).is_empty();
     assert!(
-        on_main || !still_there,
+        held || !exists(&fx.main, head),
         "HEAD {head} survived; the restore would not prove the bundle works"
     );
+    let gone = commits.iter().filter(|c| !exists(&fx.main, c)).count();
 
     let out = beamops(&fx.main)
         .args(["worktree", "restore", "--format", "json"])
@@ -275,8 +372,21 @@ fn assert_backup_restores(fx: &Fixture) {
         "{restored:#}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(snapshot(&fx.wt), before);
+    let mut after = snapshot(&fx.wt);
+    if stat_dependent {
+        after.status = before.status.clone();
+    }
+    assert_eq!(after, before);
     assert!(porcelain(&fx.main).contains(fx.wt.to_str().unwrap()));
+    let now = own_commits(&fx.wt);
+    for commit in &commits {
+        assert!(exists(&fx.main, commit), "{commit} did not come back");
+        assert!(
+            now.contains(commit),
+            "{commit} is no longer in the HEAD reflog"
+        );
+    }
+    gone
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,148 +446,273 @@ fn commits_detached(fx: &Fixture) {
     git(&fx.wt, &["commit", "-q", "-m", "detached experiment"]);
 }
 
-#[test]
-fn modified_tracked_files_refuse() {
-    let fx = fixture();
-    modified(&fx);
-    let report = assert_refused(&fx, &[], "tracked-changes");
-    let items = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "tracked-changes")
-        .unwrap()["items"]
-        .to_string();
-    assert!(
-        items.contains("README.md") && items.contains("lib/app.ex"),
-        "{items}"
+// More states: edits git status hides, ignored files that only look like build output, commits
+// only the worktree holds, links from outside, and their neighbours that lose nothing.
+
+fn assume_unchanged_edit(fx: &Fixture) {
+    git(
+        &fx.wt,
+        &["update-index", "--assume-unchanged", "lib/app.ex"],
+    );
+    write(
+        &fx.wt.join("lib/app.ex"),
+        "defmodule App do\n  # edited\nend\n",
     );
 }
 
-#[test]
-fn modified_tracked_files_back_up_and_restore() {
-    let fx = fixture();
-    modified(&fx);
-    assert_backup_restores(&fx);
+fn skip_worktree_edit(fx: &Fixture) {
+    git(&fx.wt, &["update-index", "--skip-worktree", "README.md"]);
+    write(&fx.wt.join("README.md"), "hello, hidden\n");
 }
 
-#[test]
-fn staged_files_refuse() {
-    let fx = fixture();
-    staged(&fx);
-    assert_refused(&fx, &[], "tracked-changes");
+fn assume_unchanged_deleted(fx: &Fixture) {
+    git(&fx.wt, &["update-index", "--assume-unchanged", "README.md"]);
+    std::fs::remove_file(fx.wt.join("README.md")).unwrap();
 }
 
-#[test]
-fn staged_files_back_up_and_restore_with_the_index() {
-    let fx = fixture();
-    staged(&fx);
-    assert_backup_restores(&fx);
+fn assume_unchanged_mode(fx: &Fixture) {
+    git(
+        &fx.wt,
+        &["update-index", "--assume-unchanged", "bin/run.sh"],
+    );
+    std::fs::set_permissions(
+        fx.wt.join("bin/run.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
 }
 
-#[test]
-fn untracked_files_refuse() {
-    let fx = fixture();
-    untracked(&fx);
-    assert_refused(&fx, &[], "untracked");
+/// Same size, same mtime: with `core.checkStat=minimal` git trusts the stat data and reports
+/// nothing (as when a tool restores timestamps after an edit).
+fn stat_faked_edit(fx: &Fixture) {
+    git(&fx.wt, &["config", "core.checkStat", "minimal"]);
+    git(&fx.wt, &["config", "core.trustctime", "false"]);
+    let file = fx.wt.join("lib/app.ex");
+    // An old mtime, recorded in the index well before the index is written (not racy).
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    let set_mtime = |path: &Path| {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(old).unwrap();
+    };
+    set_mtime(&file);
+    git(&fx.wt, &["update-index", "--refresh"]);
+    write(&file, "defmodule Apq do\nend\n");
+    set_mtime(&file);
+    assert_eq!(
+        git(&fx.wt, &["status", "--porcelain"]),
+        "",
+        "git sees the edit"
+    );
 }
 
-#[test]
-fn untracked_files_back_up_and_restore() {
-    let fx = fixture();
-    untracked(&fx);
-    assert_backup_restores(&fx);
+fn file_mode_ignored(fx: &Fixture) {
+    git(&fx.main, &["config", "core.fileMode", "false"]);
+    std::fs::set_permissions(
+        fx.wt.join("README.md"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    assert_eq!(
+        git(&fx.wt, &["status", "--porcelain"]),
+        "",
+        "git sees the mode"
+    );
 }
 
-#[test]
-fn ignored_files_off_the_allow_list_refuse_listing_each() {
-    let fx = fixture();
-    ignored(&fx);
-    // Build output alongside does not matter.
-    write(&fx.wt.join("_build/dev/app.beam"), "beam");
-    let report = assert_refused(&fx, &[], "ignored");
-    let check = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "ignored")
-        .unwrap()
-        .clone();
-    let mut items: Vec<&str> = check["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    items.sort();
-    assert_eq!(items, vec![".env", "dumps/prod.sql", "lib/data.dump"]);
+/// A CRLF working copy under `core.autocrlf=true` is what the index holds: not a change.
+fn autocrlf_copy(fx: &Fixture) {
+    git(&fx.main, &["config", "core.autocrlf", "true"]);
+    write(&fx.wt.join("README.md"), "hello\r\n");
+    // A fresh index, as after a checkout under autocrlf.
+    git(&fx.wt, &["read-tree", "HEAD"]);
+    assert_eq!(git(&fx.wt, &["status", "--porcelain"]), "");
 }
 
-#[test]
-fn ignored_files_back_up_and_restore() {
-    let fx = fixture();
-    ignored(&fx);
-    assert_backup_restores(&fx);
+fn sparse_clean(fx: &Fixture) {
+    git(
+        &fx.wt,
+        &[
+            "sparse-checkout",
+            "set",
+            "--no-cone",
+            "/lib/",
+            "/*.md",
+            "/mix.exs",
+        ],
+    );
+    assert!(!fx.wt.join("bin/run.sh").exists());
 }
 
-#[test]
-fn commits_only_on_the_branch_refuse() {
-    let fx = fixture();
-    commits_on_branch(&fx);
-    let report = assert_refused(&fx, &[], "unique-commits");
-    assert!(report.to_string().contains("more feature work"));
+/// An edit inside a sparse checkout: the restore must bring back the sparse state too.
+fn sparse_edit(fx: &Fixture) {
+    sparse_clean(fx);
+    write(
+        &fx.wt.join("lib/app.ex"),
+        "defmodule App do\n  # sparse\nend\n",
+    );
 }
 
-#[test]
-fn commits_only_on_the_branch_back_up_and_restore() {
-    let fx = fixture();
-    commits_on_branch(&fx);
-    assert_backup_restores(&fx);
+fn staged_deletion(fx: &Fixture) {
+    git(&fx.wt, &["rm", "-q", "lib/app.ex"]);
 }
 
-#[test]
-fn commits_on_a_detached_head_refuse() {
-    let fx = fixture();
-    commits_detached(&fx);
-    assert_refused(&fx, &[], "unique-commits");
+fn intent_to_add(fx: &Fixture) {
+    write(&fx.wt.join("lib/planned.ex"), "defmodule Planned do\nend\n");
+    git(&fx.wt, &["add", "--intent-to-add", "lib/planned.ex"]);
 }
 
-#[test]
-fn commits_on_a_detached_head_back_up_and_restore() {
-    let fx = fixture();
-    commits_detached(&fx);
-    assert_backup_restores(&fx);
+fn staged_mode_change(fx: &Fixture) {
+    git(&fx.wt, &["update-index", "--chmod=+x", "README.md"]);
 }
 
-#[test]
-fn commits_also_on_a_remote_tracking_ref_are_not_at_risk() {
-    let fx = fixture();
-    commits_on_branch(&fx);
+fn staged_symlink(fx: &Fixture) {
+    std::os::unix::fs::symlink("README.md", fx.wt.join("readme")).unwrap();
+    git(&fx.wt, &["add", "readme"]);
+}
+
+fn hand_written_under_ignored_deps(fx: &Fixture) {
+    write(
+        &fx.wt.join("docs/deps/audit-notes.md"),
+        "# audit\nwritten by hand\n",
+    );
+}
+
+fn node_modules_without_package_json(fx: &Fixture) {
+    write(&fx.wt.join("tools/node_modules/notes.txt"), "mine\n");
+}
+
+fn build_named_dir_at_the_root_without_its_build_file(fx: &Fixture) {
+    // `target/` is Cargo's beside a Cargo.toml; this repository has none.
+    write(&fx.wt.join("target/report.md"), "mine\n");
+    write(&fx.wt.join(".gitignore"), "target/\n");
+    git(&fx.wt, &["commit", "-q", "-am", "ignore target"]);
+    git(&fx.wt, &["branch", "-f", "keep-target"]);
+}
+
+fn build_dir_nested_without_mix_exs(fx: &Fixture) {
+    write(&fx.wt.join("docs/_build/index.html"), "<p>by hand</p>\n");
+}
+
+fn build_output_beside_its_build_files(fx: &Fixture) {
+    write(&fx.wt.join("_build/dev/lib/app/ebin/app.beam"), "beam");
+    write(
+        &fx.wt.join("deps/jason/mix.exs"),
+        "defmodule Jason.MixProject do end",
+    );
+    write(
+        &fx.wt.join("assets/node_modules/x/index.js"),
+        "module.exports = 1",
+    );
+}
+
+fn configured_deps_path(fx: &Fixture) {
+    write(
+        &fx.wt.join("mix.exs"),
+        "defmodule App.MixProject do\n  def project, do: [deps_path: \"vendor/deps\"]\nend\n",
+    );
+    write(&fx.wt.join(".gitignore"), "vendor/deps/\n");
+    git(&fx.wt, &["commit", "-q", "-am", "vendored deps"]);
+    git(&fx.main, &["merge", "-q", "--ff-only", "feature"]);
+    write(
+        &fx.wt.join("vendor/deps/jason/lib/jason.ex"),
+        "defmodule Jason do end",
+    );
+}
+
+/// A commit on a detached HEAD, left by checking the branch out again: only the worktree's
+/// HEAD reflog holds it.
+fn left_detached_commit(fx: &Fixture) -> String {
+    git(&fx.wt, &["checkout", "-q", "--detach"]);
+    write(&fx.wt.join("experiment.ex"), "1\n");
+    git(&fx.wt, &["add", "."]);
+    git(&fx.wt, &["commit", "-q", "-m", "left behind"]);
+    let oid = git(&fx.wt, &["rev-parse", "HEAD"]).trim().to_string();
+    git(&fx.wt, &["checkout", "-q", "feature"]);
+    oid
+}
+
+fn reflog_only_commit(fx: &Fixture) {
+    left_detached_commit(fx);
+}
+
+fn reset_away_commit(fx: &Fixture) {
+    write(&fx.wt.join("lib/gone.ex"), "1\n");
+    git(&fx.wt, &["add", "."]);
+    git(&fx.wt, &["commit", "-q", "-m", "reset away"]);
+    git(&fx.wt, &["reset", "-q", "--hard", "HEAD~"]);
+}
+
+fn per_worktree_ref_commit(fx: &Fixture) {
+    let oid = left_detached_commit(fx);
+    git(&fx.wt, &["update-ref", "refs/worktree/keep", &oid]);
+    // The reflog alone would also hold it; without the reflog only refs/worktree/keep does.
+    git(&fx.wt, &["reflog", "expire", "--expire=now", "--all"]);
+}
+
+fn left_commit_tagged(fx: &Fixture) {
+    let oid = left_detached_commit(fx);
+    git(&fx.main, &["tag", "kept", &oid]);
+}
+
+fn left_commit_in_another_worktree(fx: &Fixture) {
+    let oid = left_detached_commit(fx);
+    let other = fx.root.join("other");
+    git(
+        &fx.main,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            other.to_str().unwrap(),
+            &oid,
+        ],
+    );
+}
+
+fn left_commit_in_another_worktrees_own_ref(fx: &Fixture) {
+    let oid = left_detached_commit(fx);
+    let other = fx.root.join("other");
+    git(
+        &fx.main,
+        &["worktree", "add", "-q", "--detach", other.to_str().unwrap()],
+    );
+    git(&other, &["update-ref", "refs/worktree/kept", &oid]);
+}
+
+fn left_commit_stashed_elsewhere(fx: &Fixture) {
+    let oid = left_detached_commit(fx);
+    // A stash entry whose base is that commit: the stash survives and holds it.
+    git(&fx.main, &["checkout", "-q", "--detach", &oid]);
+    write(&fx.main.join("README.md"), "stashed\n");
+    git(&fx.main, &["stash", "-q"]);
+    git(&fx.main, &["checkout", "-q", "main"]);
+}
+
+fn commits_on_a_remote_tracking_ref(fx: &Fixture) {
+    commits_on_branch(fx);
     let head = git(&fx.wt, &["rev-parse", "HEAD"]);
     git(
         &fx.main,
         &["update-ref", "refs/remotes/origin/feature", head.trim()],
     );
-    beamops(&fx.main)
-        .args(["worktree", "remove"])
-        .arg(&fx.wt)
-        .assert()
-        .code(0);
 }
 
-#[test]
-fn everything_at_once_backs_up_and_restores() {
-    let fx = fixture();
-    commits_on_branch(&fx);
-    staged(&fx);
-    untracked(&fx);
-    ignored(&fx);
-    assert_backup_restores(&fx);
+fn everything_at_once(fx: &Fixture) {
+    commits_on_branch(fx);
+    staged(fx);
+    untracked(fx);
+    ignored(fx);
+    git(
+        &fx.wt,
+        &["update-index", "--assume-unchanged", "bin/run.sh"],
+    );
+    write(&fx.wt.join("bin/run.sh"), "#!/bin/sh\necho hidden\n");
+    hand_written_under_ignored_deps(fx);
+    git(&fx.wt, &["update-ref", "refs/worktree/mark", "HEAD~"]);
 }
 
-#[test]
-fn a_locked_worktree_refuses_even_with_backup() {
-    let fx = fixture();
+fn locked(fx: &Fixture) {
     git(
         &fx.main,
         &[
@@ -488,14 +723,533 @@ fn a_locked_worktree_refuses_even_with_backup() {
             fx.wt.to_str().unwrap(),
         ],
     );
-    let report = assert_refused(&fx, &["--backup"], "locked");
-    assert!(report.to_string().contains("on a usb disk"));
+}
+
+fn merging(fx: &Fixture) {
+    conflicting_branch(fx);
+    git_may_fail(&fx.wt, &["merge", "-q", "other"]);
+    assert!(fx.main.join(".git/worktrees/wt/MERGE_HEAD").exists());
+}
+
+fn rebasing(fx: &Fixture) {
+    conflicting_branch(fx);
+    git_may_fail(&fx.wt, &["rebase", "-q", "other"]);
+}
+
+fn cherry_picking(fx: &Fixture) {
+    conflicting_branch(fx);
+    git_may_fail(&fx.wt, &["cherry-pick", "other"]);
+    assert!(fx.main.join(".git/worktrees/wt/CHERRY_PICK_HEAD").exists());
+}
+
+fn bisecting(fx: &Fixture) {
+    git(&fx.wt, &["bisect", "start"]);
+    git(&fx.wt, &["bisect", "bad"]);
+}
+
+fn symlink_in_main(fx: &Fixture) {
+    std::os::unix::fs::symlink("../../wt/lib", fx.main.join("lib/feature-lib")).unwrap();
+}
+
+fn wrapper_in_main(fx: &Fixture) {
+    write(
+        &fx.main.join("scripts/run"),
+        "#!/bin/sh\nexec \"$(dirname \"$0\")/../../wt/bin/run.sh\" \"$@\"\n",
+    );
+}
+
+fn marked_dedupe_wrapper(fx: &Fixture) {
+    write(
+        &fx.main.join("tools/run"),
+        "#!/bin/sh\n# beamops dedupe wrapper\nhere=$(cd \"$(dirname \"$0\")\" && pwd)\nscript=$here/../../wt/bin/run.sh\nexec \"$script\" \"$@\"\n",
+    );
+}
+
+fn symlink_beside_the_worktrees(fx: &Fixture) {
+    std::os::unix::fs::symlink("wt", fx.root.join("current")).unwrap();
+}
+
+fn wrapper_beside_the_worktrees(fx: &Fixture) {
+    write(
+        &fx.root.join("run-feature.sh"),
+        "#!/bin/sh\nexec \"$(dirname \"$0\")/wt/bin/run.sh\" \"$@\"\n",
+    );
+}
+
+fn symlink_in_another_worktree(fx: &Fixture) {
+    let other = fx.root.join("other");
+    git(
+        &fx.main,
+        &["worktree", "add", "-q", "--detach", other.to_str().unwrap()],
+    );
+    std::os::unix::fs::symlink("../wt/README.md", other.join("feature-readme")).unwrap();
+}
+
+fn symlink_in_build_output(fx: &Fixture) {
+    // A path dependency linked into deps/ (allow-listed build output of main).
+    std::fs::create_dir_all(fx.main.join("deps")).unwrap();
+    std::os::unix::fs::symlink("../../wt/lib", fx.main.join("deps/feature_lib")).unwrap();
+}
+
+fn symlink_in_the_project_root(fx: &Fixture) {
+    // beamops.yaml above the repository: the project root is walked as well.
+    write(
+        &fx.root.join("beamops.yaml"),
+        "version: 1\napp:\n  name: demo\n  otp_app: demo\n  elixir: 1.18.3\n  otp: 27.3.4.1\nenvironments:\n  local: {}\n",
+    );
+    std::fs::create_dir_all(fx.root.join("ops/bin")).unwrap();
+    std::os::unix::fs::symlink("../../wt/bin/run.sh", fx.root.join("ops/bin/run")).unwrap();
+}
+
+fn unlinked_neighbours(fx: &Fixture) {
+    // Links beside the worktrees that lead elsewhere are not links into it.
+    std::os::unix::fs::symlink("main", fx.root.join("current")).unwrap();
+    write(
+        &fx.root.join("notes.sh"),
+        "#!/bin/sh\nexec ls \"$(dirname \"$0\")\"\n",
+    );
+}
+
+fn clean(_fx: &Fixture) {}
+
+/// What a state must lead to.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Exit 4 naming `check`, each of `items` among its items, nothing changed; then
+    /// `--backup` removes it and `restore` brings everything back. `commits_die`: the
+    /// restore needs the bundle for some of the worktree's own commits.
+    BackedUp {
+        check: &'static str,
+        items: &'static [&'static str],
+        commits_die: bool,
+        stat_dependent: bool,
+    },
+    /// Exit 4 naming `check`, with or without `--backup`; nothing changed, no backup made.
+    Refused {
+        check: &'static str,
+        items: &'static [&'static str],
+    },
+    /// Nothing can be lost: removed without a backup.
+    Removed,
+}
+
+struct State {
+    name: &'static str,
+    setup: fn(&Fixture),
+    expect: Expect,
+}
+
+const fn backed_up(
+    name: &'static str,
+    setup: fn(&Fixture),
+    check: &'static str,
+    items: &'static [&'static str],
+) -> State {
+    State {
+        name,
+        setup,
+        expect: Expect::BackedUp {
+            check,
+            items,
+            commits_die: false,
+            stat_dependent: false,
+        },
+    }
+}
+
+const fn backed_up_stat(
+    name: &'static str,
+    setup: fn(&Fixture),
+    check: &'static str,
+    items: &'static [&'static str],
+) -> State {
+    State {
+        name,
+        setup,
+        expect: Expect::BackedUp {
+            check,
+            items,
+            commits_die: false,
+            stat_dependent: true,
+        },
+    }
+}
+
+const fn commits_die(
+    name: &'static str,
+    setup: fn(&Fixture),
+    items: &'static [&'static str],
+) -> State {
+    State {
+        name,
+        setup,
+        expect: Expect::BackedUp {
+            check: "unique-commits",
+            items,
+            commits_die: true,
+            stat_dependent: false,
+        },
+    }
+}
+
+const fn refused(
+    name: &'static str,
+    setup: fn(&Fixture),
+    check: &'static str,
+    items: &'static [&'static str],
+) -> State {
+    State {
+        name,
+        setup,
+        expect: Expect::Refused { check, items },
+    }
+}
+
+const fn removed(name: &'static str, setup: fn(&Fixture)) -> State {
+    State {
+        name,
+        setup,
+        expect: Expect::Removed,
+    }
+}
+
+const STATES: &[State] = &[
+    // Changes git status shows.
+    backed_up(
+        "modified, deleted, chmod",
+        modified,
+        "tracked-changes",
+        &["README.md", "lib/app.ex", "bin/run.sh"],
+    ),
+    backed_up(
+        "staged over an unstaged edit",
+        staged,
+        "tracked-changes",
+        &["staged: README.md", "staged: lib/new.ex"],
+    ),
+    backed_up(
+        "staged deletion (git rm)",
+        staged_deletion,
+        "tracked-changes",
+        &["staged: lib/app.ex"],
+    ),
+    backed_up(
+        "intent to add",
+        intent_to_add,
+        "tracked-changes",
+        &["lib/planned.ex"],
+    ),
+    backed_up(
+        "staged mode change",
+        staged_mode_change,
+        "tracked-changes",
+        &["staged: README.md"],
+    ),
+    backed_up(
+        "staged symlink",
+        staged_symlink,
+        "tracked-changes",
+        &["staged: readme"],
+    ),
+    backed_up(
+        "untracked files and a symlink",
+        untracked,
+        "untracked",
+        &["notes/todo.md", "scratch.exs", "notes/readme-link"],
+    ),
+    // Changes git status hides.
+    backed_up(
+        "assume-unchanged edit",
+        assume_unchanged_edit,
+        "hidden-changes",
+        &["lib/app.ex (content differs from the index; git status hides it: assume-unchanged)"],
+    ),
+    backed_up(
+        "skip-worktree edit",
+        skip_worktree_edit,
+        "hidden-changes",
+        &["README.md (content differs from the index; git status hides it: skip-worktree)"],
+    ),
+    backed_up(
+        "assume-unchanged deletion",
+        assume_unchanged_deleted,
+        "hidden-changes",
+        &["README.md (deleted; git status hides it: assume-unchanged)"],
+    ),
+    backed_up(
+        "assume-unchanged chmod",
+        assume_unchanged_mode,
+        "hidden-changes",
+        &["bin/run.sh (no longer executable; git status hides it: assume-unchanged)"],
+    ),
+    backed_up_stat(
+        "edit with faked stat data",
+        stat_faked_edit,
+        "hidden-changes",
+        &[
+            "lib/app.ex (content differs from the index; git status hides it: its stat data matches the index)",
+        ],
+    ),
+    backed_up(
+        "chmod under core.fileMode=false",
+        file_mode_ignored,
+        "hidden-changes",
+        &["README.md (made executable; git status hides it: core.fileMode=false)"],
+    ),
+    backed_up(
+        "edit in a sparse checkout",
+        sparse_edit,
+        "tracked-changes",
+        &["modified: lib/app.ex"],
+    ),
+    // Ignored files that are not build output.
+    backed_up(
+        "ignored .env, dumps",
+        ignored,
+        "ignored",
+        &[".env", "dumps/prod.sql", "lib/data.dump"],
+    ),
+    backed_up(
+        "hand-written file under an ignored deps/",
+        hand_written_under_ignored_deps,
+        "ignored",
+        &["docs/deps/audit-notes.md"],
+    ),
+    backed_up(
+        "node_modules/ with no package.json",
+        node_modules_without_package_json,
+        "ignored",
+        &["tools/node_modules/notes.txt"],
+    ),
+    backed_up(
+        "target/ with no Cargo.toml",
+        build_named_dir_at_the_root_without_its_build_file,
+        "ignored",
+        &["target/report.md"],
+    ),
+    backed_up(
+        "_build/ with no mix.exs beside it",
+        build_dir_nested_without_mix_exs,
+        "ignored",
+        &["docs/_build/index.html"],
+    ),
+    // Commits only the worktree holds.
+    commits_die(
+        "commits on the branch only",
+        commits_on_branch,
+        &["more feature work"],
+    ),
+    commits_die(
+        "commits on a detached HEAD",
+        commits_detached,
+        &["detached experiment"],
+    ),
+    commits_die(
+        "a commit only the HEAD reflog holds",
+        reflog_only_commit,
+        &["left behind", "HEAD reflog"],
+    ),
+    commits_die("a commit reset away", reset_away_commit, &["reset away"]),
+    commits_die(
+        "a commit only refs/worktree/* holds",
+        per_worktree_ref_commit,
+        &["left behind", "refs/worktree/keep"],
+    ),
+    commits_die("everything at once", everything_at_once, &["feature work"]),
+    // Not saved by a backup.
+    refused("locked", locked, "locked", &["on a usb disk"]),
+    refused(
+        "merge in progress",
+        merging,
+        "operation-in-progress",
+        &["merge"],
+    ),
+    refused(
+        "rebase in progress",
+        rebasing,
+        "operation-in-progress",
+        &["rebase"],
+    ),
+    refused(
+        "cherry-pick in progress",
+        cherry_picking,
+        "operation-in-progress",
+        &["cherry-pick"],
+    ),
+    refused(
+        "bisect in progress",
+        bisecting,
+        "operation-in-progress",
+        &["bisect"],
+    ),
+    refused(
+        "symlink in the main worktree",
+        symlink_in_main,
+        "links-into",
+        &["lib/feature-lib -> ../../wt/lib (symlink)"],
+    ),
+    refused(
+        "wrapper in the main worktree",
+        wrapper_in_main,
+        "links-into",
+        &["scripts/run"],
+    ),
+    refused(
+        "marked dedupe wrapper",
+        marked_dedupe_wrapper,
+        "links-into",
+        &["tools/run"],
+    ),
+    refused(
+        "symlink beside the worktrees",
+        symlink_beside_the_worktrees,
+        "links-into",
+        &["current -> wt (symlink)"],
+    ),
+    refused(
+        "wrapper beside the worktrees",
+        wrapper_beside_the_worktrees,
+        "links-into",
+        &["run-feature.sh"],
+    ),
+    refused(
+        "symlink in another worktree",
+        symlink_in_another_worktree,
+        "links-into",
+        &["other/feature-readme"],
+    ),
+    refused(
+        "symlink in build output",
+        symlink_in_build_output,
+        "links-into",
+        &["deps/feature_lib"],
+    ),
+    refused(
+        "symlink in the project root",
+        symlink_in_the_project_root,
+        "links-into",
+        &["ops/bin/run"],
+    ),
+    // Nothing to lose.
+    removed("clean", clean),
+    removed(
+        "build output beside its build files",
+        build_output_beside_its_build_files,
+    ),
+    removed("deps_path configured in mix.exs", configured_deps_path),
+    removed("CRLF copy under core.autocrlf", autocrlf_copy),
+    removed("clean sparse checkout", sparse_clean),
+    removed("left commit tagged", left_commit_tagged),
+    removed(
+        "left commit at another worktree's HEAD",
+        left_commit_in_another_worktree,
+    ),
+    removed(
+        "left commit in another worktree's refs/worktree",
+        left_commit_in_another_worktrees_own_ref,
+    ),
+    removed(
+        "left commit under a stash entry",
+        left_commit_stashed_elsewhere,
+    ),
+    removed(
+        "commits on a remote-tracking ref",
+        commits_on_a_remote_tracking_ref,
+    ),
+    removed("links beside it that lead elsewhere", unlinked_neighbours),
+];
+
+fn assert_items(state: &str, report: &Value, check: &str, wanted: &[&str]) {
+    let got = items(report, check);
+    for want in wanted {
+        assert!(
+            got.iter().any(|item| item.contains(want)),
+            "{state}: `{want}` not among the {check} items {got:?}"
+        );
+    }
+}
+
+fn run_state(state: &State) {
+    let fx = fixture();
+    (state.setup)(&fx);
+    match state.expect {
+        Expect::BackedUp {
+            check,
+            items,
+            commits_die,
+            stat_dependent,
+        } => {
+            let report = assert_refused(&fx, &[], check);
+            assert_items(state.name, &report, check, items);
+            let gone = assert_backup_restores(&fx, stat_dependent);
+            assert_eq!(
+                gone > 0,
+                commits_die,
+                "{}: {gone} of the worktree's own commits needed the bundle",
+                state.name
+            );
+        }
+        Expect::Refused { check, items } => {
+            assert_refused(&fx, &[], check);
+            let report = assert_refused(&fx, &["--backup"], check);
+            assert_items(state.name, &report, check, items);
+            let backups = fx.main.join(".beamops/backups");
+            assert!(
+                !backups.exists() || std::fs::read_dir(&backups).unwrap().next().is_none(),
+                "{}: a backup was made for a refusal",
+                state.name
+            );
+        }
+        Expect::Removed => {
+            let report = assert_removed(&fx, &[]);
+            assert!(
+                report["checks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c["ok"] == true),
+                "{}: {report:#}",
+                state.name
+            );
+        }
+    }
+}
+
+/// Every state in `STATES`, each in a repository of its own, a few at a time.
+#[test]
+fn worktree_state_matrix() {
+    assert!(STATES.len() >= 40, "{} states", STATES.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(state) = STATES.get(i) else { break };
+                    let result = std::panic::catch_unwind(|| run_state(state));
+                    if let Err(panic) = result {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{}: {message}", state.name));
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
     assert!(
-        !fx.main.join(".beamops/backups").exists()
-            || std::fs::read_dir(fx.main.join(".beamops/backups"))
-                .unwrap()
-                .next()
-                .is_none()
+        failures.is_empty(),
+        "{} of {} states failed:\n{}",
+        failures.len(),
+        STATES.len(),
+        failures.join("\n\n")
     );
 }
 
@@ -569,39 +1323,6 @@ fn conflicting_branch(fx: &Fixture) {
 }
 
 #[test]
-fn a_merge_in_progress_refuses() {
-    let fx = fixture();
-    conflicting_branch(&fx);
-    git_may_fail(&fx.wt, &["merge", "-q", "other"]);
-    assert!(fx.main.join(".git/worktrees/wt/MERGE_HEAD").exists());
-    assert_refused(&fx, &["--backup"], "operation-in-progress");
-}
-
-#[test]
-fn a_rebase_in_progress_refuses() {
-    let fx = fixture();
-    conflicting_branch(&fx);
-    git_may_fail(&fx.wt, &["rebase", "-q", "other"]);
-    assert_refused(&fx, &["--backup"], "operation-in-progress");
-}
-
-#[test]
-fn a_cherry_pick_in_progress_refuses() {
-    let fx = fixture();
-    conflicting_branch(&fx);
-    git_may_fail(&fx.wt, &["cherry-pick", "other"]);
-    assert!(fx.main.join(".git/worktrees/wt/CHERRY_PICK_HEAD").exists());
-    assert_refused(&fx, &["--backup"], "operation-in-progress");
-}
-
-#[test]
-fn a_bisect_in_progress_refuses() {
-    let fx = fixture();
-    git(&fx.wt, &["bisect", "start"]);
-    assert_refused(&fx, &["--backup"], "operation-in-progress");
-}
-
-#[test]
 fn the_main_worktree_refuses() {
     let fx = fixture();
     let list_before = porcelain(&fx.main);
@@ -655,34 +1376,6 @@ fn a_process_working_inside_refuses() {
         .arg(&fx.wt)
         .assert()
         .code(0);
-}
-
-#[test]
-fn a_symlink_elsewhere_pointing_in_refuses() {
-    let fx = fixture();
-    std::os::unix::fs::symlink("../../wt/lib", fx.main.join("lib/feature-lib")).unwrap();
-    let report = assert_refused(&fx, &["--backup"], "links-into");
-    assert!(report.to_string().contains("feature-lib"));
-}
-
-#[test]
-fn a_wrapper_script_elsewhere_exec_ing_into_it_refuses() {
-    let fx = fixture();
-    write(
-        &fx.main.join("scripts/run"),
-        "#!/bin/sh\nexec \"$(dirname \"$0\")/../../wt/bin/run.sh\" \"$@\"\n",
-    );
-    assert_refused(&fx, &["--backup"], "links-into");
-}
-
-#[test]
-fn a_marked_dedupe_wrapper_pointing_in_refuses() {
-    let fx = fixture();
-    write(
-        &fx.main.join("tools/run"),
-        "#!/bin/sh\n# beamops dedupe wrapper\nhere=$(cd \"$(dirname \"$0\")\" && pwd)\nscript=$here/../../wt/bin/run.sh\nexec \"$script\" \"$@\"\n",
-    );
-    assert_refused(&fx, &[], "links-into");
 }
 
 #[test]
@@ -742,18 +1435,6 @@ fn a_clean_worktree_is_removed_and_audited() {
     assert!(git(&fx.main, &["branch", "--list", "feature"]).contains("feature"));
     // beamops' own state never shows up as untracked in the main worktree.
     assert_eq!(git(&fx.main, &["status", "--porcelain"]), "");
-}
-
-#[test]
-fn a_worktree_with_only_build_output_is_removed() {
-    let fx = fixture();
-    write(&fx.wt.join("_build/dev/lib/app/ebin/app.beam"), "beam");
-    write(
-        &fx.wt.join("deps/jason/mix.exs"),
-        "defmodule Jason.MixProject do end",
-    );
-    write(&fx.wt.join("node_modules/x/index.js"), "module.exports = 1");
-    assert_removed(&fx, &[]);
 }
 
 #[test]

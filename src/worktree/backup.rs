@@ -1,10 +1,13 @@
 //! `--backup`: everything a removal would lose, saved under `.beamops/backups/<name>-<time>/` and
 //! read back before anything is deleted.
 //!
-//! A backup directory holds `manifest.json` (what was saved, with digests), `files.tar` (the
-//! worktree's modified, untracked and non-allow-listed ignored files under `worktree/`, and the
-//! staged version of staged files under `index/`) and, when the worktree had commits on no other
-//! ref, `commits.bundle`.
+//! A backup directory (mode 0700; every file in it 0600: it holds `.env` files and keys) holds
+//! `manifest.json` (what was saved, with digests, and every index entry with its flags),
+//! `files.tar` (the worktree's modified — also where git status hides it — untracked and
+//! non-allow-listed ignored files under `worktree/`, the staged version of staged files under
+//! `index/`, every index blob HEAD lacks under `blobs/<id>`, and the per-worktree files of its
+//! administrative directory — HEAD reflog, sparse-checkout patterns, `config.worktree` — under
+//! `admin/`) and, when commits die with the worktree, `commits.bundle` with a ref for each.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,9 +19,11 @@ use git2::Repository;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
 use super::inventory::open;
-use super::risk::Assessment;
-use super::{Repo, WorktreeInfo, gitcli, normalize};
+use super::risk::{self, Assessment};
+use super::{Repo, WorktreeInfo, canonical, gitcli, hidden, normalize};
 use crate::fsutil;
 
 pub const MANIFEST: &str = "manifest.json";
@@ -27,6 +32,10 @@ pub const BUNDLE: &str = "commits.bundle";
 pub const SCHEMA: u32 = 1;
 const WORKTREE_PREFIX: &str = "worktree";
 const INDEX_PREFIX: &str = "index";
+const BLOB_PREFIX: &str = "blobs";
+const ADMIN_PREFIX: &str = "admin";
+/// Per-worktree state git keeps in `.git/worktrees/<name>/` that a restore brings back.
+pub const ADMIN_FILES: [&str; 3] = ["logs/HEAD", "info/sparse-checkout", "config.worktree"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -46,6 +55,60 @@ pub struct Manifest {
     /// `commits.bundle` when commits were on no other ref.
     pub bundle: Option<String>,
     pub commits: Vec<String>,
+    /// Every index entry (all stages) with its flags: the index is restored exactly from this.
+    #[serde(default)]
+    pub index: Vec<IndexRecord>,
+    /// Paths of HEAD or the index missing from the working tree (deletions, sparse-checkout).
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// Refs in `commits.bundle`, each with what held its commit in the worktree.
+    #[serde(default)]
+    pub bundle_refs: Vec<SavedRef>,
+    /// The worktree's own refs (`refs/worktree/*`, `refs/bisect/*`), recreated by restore.
+    #[serde(default)]
+    pub worktree_refs: Vec<SavedRef>,
+    /// Files of the administrative directory saved under `admin/` (of `ADMIN_FILES`).
+    #[serde(default)]
+    pub admin_files: Vec<SavedFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IndexRecord {
+    pub path: String,
+    /// The git file mode (0o100644, 0o100755, 0o120000, 0o160000).
+    pub mode: u32,
+    pub oid: String,
+    /// 0, or 1–3 for a conflict.
+    pub stage: u16,
+    #[serde(default)]
+    pub assume_unchanged: bool,
+    #[serde(default)]
+    pub skip_worktree: bool,
+    #[serde(default)]
+    pub intent_to_add: bool,
+}
+
+impl IndexRecord {
+    pub fn of(entry: &git2::IndexEntry) -> IndexRecord {
+        let flags = hidden::Flags::of(entry);
+        IndexRecord {
+            path: String::from_utf8_lossy(&entry.path).into_owned(),
+            mode: entry.mode,
+            oid: entry.id.to_string(),
+            stage: hidden::stage(entry),
+            assume_unchanged: flags.assume_unchanged,
+            skip_worktree: flags.skip_worktree,
+            intent_to_add: flags.intent_to_add,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SavedRef {
+    pub name: String,
+    pub oid: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -129,6 +192,13 @@ pub fn paths_at_risk(wt: &Path, assessment: &Assessment) -> Vec<String> {
         .chain(&files.conflicted)
         .chain(&files.untracked)
         .chain(&files.ignored_at_risk)
+        .chain(
+            assessment
+                .hidden
+                .iter()
+                .filter(|h| h.present)
+                .map(|h| &h.path),
+        )
         .filter(|p| !files.deleted.contains(p))
         .collect();
     roots.sort();
@@ -152,6 +222,7 @@ pub fn paths_at_risk(wt: &Path, assessment: &Assessment) -> Vec<String> {
 pub fn create(repo: &Repo, wt: &WorktreeInfo, assessment: &Assessment) -> Result<PathBuf> {
     let backups = repo.state_dir()?.join("backups");
     std::fs::create_dir_all(&backups).with_context(|| format!("creating {}", backups.display()))?;
+    fsutil::set_mode(&backups, 0o700)?;
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .replace(['-', ':'], "");
@@ -161,8 +232,13 @@ pub fn create(repo: &Repo, wt: &WorktreeInfo, assessment: &Assessment) -> Result
         dir = backups.join(format!("{}-{stamp}-{n}", wt.name));
         n += 1;
     }
-    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    match write(wt, assessment, &dir).and_then(|manifest| {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    // The mode given to mkdir is masked by the umask; 0700 is meant exactly.
+    fsutil::set_mode(&dir, 0o700)?;
+    match write(repo, wt, assessment, &dir).and_then(|manifest| {
         verify(&dir, Some(&repo_dir(repo)))?;
         Ok(manifest)
     }) {
@@ -184,11 +260,16 @@ pub fn repo_dir(repo: &Repo) -> PathBuf {
         .unwrap_or_else(|| repo.git.path().to_path_buf())
 }
 
-fn write(wt: &WorktreeInfo, assessment: &Assessment, dir: &Path) -> Result<Manifest> {
+fn write(repo: &Repo, wt: &WorktreeInfo, assessment: &Assessment, dir: &Path) -> Result<Manifest> {
     let wt_repo = open(&wt.path)?;
     let archive = dir.join(ARCHIVE);
     let mut builder = tar::Builder::new(BufWriter::new(
-        File::create(&archive).with_context(|| format!("creating {}", archive.display()))?,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&archive)
+            .with_context(|| format!("creating {}", archive.display()))?,
     ));
     builder.follow_symlinks(false);
     let mut files = Vec::new();
@@ -199,17 +280,66 @@ fn write(wt: &WorktreeInfo, assessment: &Assessment, dir: &Path) -> Result<Manif
         files.last_mut().expect("pushed").path = rel;
     }
     let staged = append_staged(&mut builder, &wt_repo, &assessment.files.staged)?;
+    let (index, absent) = append_index(&mut builder, &wt_repo, &wt.path)?;
+    // A directory a deletion left empty stays on restore (only `git rm` removes it).
+    let mut kept: Vec<String> = absent
+        .iter()
+        .flat_map(|p| Path::new(p).ancestors().skip(1).map(Path::to_path_buf))
+        .filter(|d| !d.as_os_str().is_empty())
+        .filter(|d| {
+            std::fs::read_dir(wt.path.join(d)).is_ok_and(|mut entries| entries.next().is_none())
+        })
+        .map(|d| d.to_string_lossy().into_owned())
+        .filter(|d| !files.iter().any(|f: &SavedFile| f.path == *d))
+        .collect();
+    kept.sort();
+    kept.dedup();
+    for rel in kept {
+        let mut saved = append(
+            &mut builder,
+            &wt.path.join(&rel),
+            &format!("{WORKTREE_PREFIX}/{rel}"),
+        )?;
+        saved.path = rel;
+        files.push(saved);
+    }
+    let admin = wt_repo.path().to_path_buf();
+    let mut admin_files = Vec::new();
+    if !wt.main {
+        for rel in ADMIN_FILES {
+            let full = admin.join(rel);
+            if full.is_file() {
+                let mut saved = append(&mut builder, &full, &format!("{ADMIN_PREFIX}/{rel}"))
+                    .with_context(|| format!("archiving {}", full.display()))?;
+                saved.path = rel.to_string();
+                admin_files.push(saved);
+            }
+        }
+    }
+    let worktree_refs: Vec<SavedRef> = if wt.main {
+        Vec::new()
+    } else {
+        risk::admin_tips(&repo.git, &admin)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("refs/"))
+            .map(|(name, oid)| SavedRef {
+                name,
+                oid: oid.to_string(),
+                held_by: Vec::new(),
+            })
+            .collect()
+    };
     builder
         .into_inner()
         .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
         .and_then(|f| f.sync_all())
         .with_context(|| format!("writing {}", archive.display()))?;
 
-    let bundle = if assessment.unique_commits.is_empty() {
-        None
+    let (bundle, bundle_refs) = if assessment.unique_commits.is_empty() {
+        (None, Vec::new())
     } else {
-        write_bundle(wt, assessment, &dir.join(BUNDLE))?;
-        Some(BUNDLE.to_string())
+        let refs = write_bundle(repo, assessment, dir)?;
+        (Some(BUNDLE.to_string()), refs)
     };
     let manifest = Manifest {
         schema: SCHEMA,
@@ -228,11 +358,16 @@ fn write(wt: &WorktreeInfo, assessment: &Assessment, dir: &Path) -> Result<Manif
             .iter()
             .map(|o| o.to_string())
             .collect(),
+        index,
+        absent,
+        bundle_refs,
+        worktree_refs,
+        admin_files,
     };
     fsutil::atomic_write(
         &dir.join(MANIFEST),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
-        Some(0o644),
+        Some(0o600),
     )?;
     Ok(manifest)
 }
@@ -319,25 +454,118 @@ fn append_staged(
     Ok(out)
 }
 
-/// `git bundle create` — libgit2 cannot write bundles. The bundle holds the worktree's branch
-/// (or detached HEAD) minus what every other branch and remote-tracking ref already has.
-fn write_bundle(wt: &WorktreeInfo, assessment: &Assessment, file: &Path) -> Result<()> {
-    let tip = match &wt.branch {
-        Some(branch) => format!("refs/heads/{branch}"),
-        None => "HEAD".to_string(),
-    };
-    let mut revs = format!("{tip}\n");
-    for oid in &assessment.other_tips {
-        revs += &format!("^{oid}\n");
+/// Every index entry, and the blobs of those HEAD does not hold at that path (under
+/// `blobs/<id>`), so the index can be rebuilt exactly; also every path of HEAD or the index the
+/// working tree lacks.
+fn append_index(
+    builder: &mut tar::Builder<impl std::io::Write>,
+    wt_repo: &Repository,
+    root: &Path,
+) -> Result<(Vec<IndexRecord>, Vec<String>)> {
+    let index = wt_repo.index()?;
+    let head_tree = wt_repo.head().ok().and_then(|h| h.peel_to_tree().ok());
+    let mut records = Vec::new();
+    let mut saved_blobs = std::collections::BTreeSet::new();
+    let mut absent = std::collections::BTreeSet::new();
+    for entry in index.iter() {
+        let path = String::from_utf8_lossy(&entry.path).into_owned();
+        let stage = hidden::stage(&entry);
+        let in_head = head_tree
+            .as_ref()
+            .and_then(|t| t.get_path(Path::new(&path)).ok())
+            .is_some_and(|e| e.id() == entry.id);
+        if !in_head && entry.mode != 0o160000 && saved_blobs.insert(entry.id) {
+            let blob = wt_repo
+                .find_blob(entry.id)
+                .with_context(|| format!("reading the index blob of {path}"))?;
+            let mut header = tar::Header::new_gnu();
+            header.set_size(blob.content().len() as u64);
+            header.set_mode(0o600);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder.append_data(
+                &mut header,
+                format!("{BLOB_PREFIX}/{}", entry.id),
+                blob.content(),
+            )?;
+        }
+        if stage == 0 && root.join(&path).symlink_metadata().is_err() {
+            absent.insert(path.clone());
+        }
+        records.push(IndexRecord::of(&entry));
     }
-    let file = file.to_str().context("a backup path that is not UTF-8")?;
-    gitcli::run(
-        &wt.path,
-        &["bundle", "create", "--quiet", file, "--stdin"],
-        Some(&revs),
-    )
-    .context("writing the commit bundle")?;
-    Ok(())
+    if let Some(tree) = &head_tree {
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() != Some(git2::ObjectType::Tree) {
+                let path = format!("{dir}{}", entry.name().unwrap_or_default());
+                if root.join(&path).symlink_metadata().is_err() {
+                    absent.insert(path);
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+    }
+    Ok((records, absent.into_iter().collect()))
+}
+
+/// `git bundle create` — libgit2 cannot write bundles. The bundle holds every commit that dies
+/// with the worktree, minus what surviving tips already have, with a ref for each dying tip
+/// (its branch, `refs/worktree/…`, or `refs/beamops/…` for a detached HEAD or a reflog entry).
+/// The refs are made in a scratch repository borrowing the objects (`objects/info/alternates`),
+/// so the user's repository never sees them.
+fn write_bundle(repo: &Repo, assessment: &Assessment, dir: &Path) -> Result<Vec<SavedRef>> {
+    let mut refs: Vec<SavedRef> = Vec::new();
+    for (n, (oid, held_by)) in assessment.dying_tips.iter().enumerate() {
+        let branch = held_by.iter().find_map(|h| h.strip_prefix("branch "));
+        let own_ref = held_by.iter().find(|h| h.starts_with("refs/"));
+        let name = match (branch, own_ref) {
+            (Some(b), _) => format!("refs/heads/{b}"),
+            (None, Some(r)) => r.clone(),
+            _ if held_by.iter().any(|h| h == "detached HEAD") => "refs/beamops/HEAD".into(),
+            _ => format!("refs/beamops/reflog/{n}"),
+        };
+        let name = if refs.iter().any(|r| r.name == name) {
+            format!("refs/beamops/tip/{n}")
+        } else {
+            name
+        };
+        refs.push(SavedRef {
+            name,
+            oid: oid.to_string(),
+            held_by: held_by.clone(),
+        });
+    }
+    let scratch = dir.join(".bundle-scratch");
+    let scratch_str = scratch
+        .to_str()
+        .context("a backup path that is not UTF-8")?;
+    let result = (|| -> Result<()> {
+        gitcli::run(dir, &["init", "--bare", "-q", scratch_str], None)?;
+        let objects = canonical(&repo.git.path().join("objects"));
+        std::fs::write(
+            scratch.join("objects/info/alternates"),
+            format!("{}\n", objects.display()),
+        )?;
+        let updates: String = refs
+            .iter()
+            .map(|r| format!("create {} {}\n", r.name, r.oid))
+            .collect();
+        gitcli::run(&scratch, &["update-ref", "--stdin"], Some(&updates))?;
+        let mut revs: String = refs.iter().map(|r| format!("{}\n", r.name)).collect();
+        for oid in &assessment.other_tips {
+            revs += &format!("^{oid}\n");
+        }
+        let file = dir.join(BUNDLE);
+        let file_str = file.to_str().context("a backup path that is not UTF-8")?;
+        gitcli::run(
+            &scratch,
+            &["bundle", "create", "--quiet", file_str, "--stdin"],
+            Some(&revs),
+        )?;
+        fsutil::set_mode(&file, 0o600)
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result.context("writing the commit bundle")?;
+    Ok(refs)
 }
 
 /// Read a backup back: every saved file and staged entry is in the archive with its digest, and
@@ -365,6 +593,16 @@ pub fn verify(dir: &Path, repo_dir: Option<&Path>) -> Result<Manifest> {
                     .as_encoded_bytes(),
             ),
             tar::EntryType::Directory => String::new(),
+            _ if name.starts_with(&format!("{BLOB_PREFIX}/")) => {
+                // A blob is checked against its own name: git's id of its content.
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes)?;
+                let id = git2::Oid::hash_object(git2::ObjectType::Blob, &bytes)?;
+                if name != format!("{BLOB_PREFIX}/{id}") {
+                    bail!("{}: {name} does not match its id", archive.display());
+                }
+                id.to_string()
+            }
             _ => digest_reader(&mut entry)?,
         };
         found.insert(name.trim_end_matches('/').to_string(), digest);
@@ -378,6 +616,12 @@ pub fn verify(dir: &Path, repo_dir: Option<&Path>) -> Result<Manifest> {
                 .staged
                 .iter()
                 .filter_map(|s| Some((format!("{INDEX_PREFIX}/{}", s.path), s.sha256.clone()?))),
+        )
+        .chain(
+            manifest
+                .admin_files
+                .iter()
+                .map(|f| (format!("{ADMIN_PREFIX}/{}", f.path), f.sha256.clone())),
         );
     for (name, digest) in expected {
         match found.get(&name) {
@@ -394,10 +638,17 @@ pub fn verify(dir: &Path, repo_dir: Option<&Path>) -> Result<Manifest> {
         gitcli::run(run_in, &["bundle", "verify", "--quiet", file_str], None)
             .with_context(|| format!("verifying {}", file.display()))?;
         let heads = gitcli::run(run_in, &["bundle", "list-heads", file_str], None)?;
-        if let Some(head) = &manifest.head
+        if manifest.bundle_refs.is_empty()
+            && let Some(head) = &manifest.head
             && !heads.lines().any(|l| l.starts_with(head.as_str()))
         {
             bail!("{}: does not hold HEAD {head}", file.display());
+        }
+        for saved in &manifest.bundle_refs {
+            let line = format!("{} {}", saved.oid, saved.name);
+            if !heads.lines().any(|l| l.trim() == line) {
+                bail!("{}: does not hold {line}", file.display());
+            }
         }
     }
     Ok(manifest)
@@ -447,20 +698,43 @@ pub fn still_matches(wt: &Path, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// Unpack the archive into `wt`: `worktree/` entries over the working tree, `index/` entries
-/// returned by path for the caller to stage.
-pub fn extract(dir: &Path, wt: &Path) -> Result<(usize, BTreeMap<String, Vec<u8>>)> {
+/// What an archive holds besides the working-tree files.
+#[derive(Debug, Default)]
+pub struct Extracted {
+    /// Working-tree entries written.
+    pub restored: usize,
+    /// `index/` entries: the staged version of each staged path.
+    pub staged: BTreeMap<String, Vec<u8>>,
+    /// `blobs/` entries: index blobs by id.
+    pub blobs: Vec<Vec<u8>>,
+    /// `admin/` entries: administrative files by path relative to the admin directory.
+    pub admin: BTreeMap<String, Vec<u8>>,
+}
+
+/// Unpack the archive into `wt`: `worktree/` entries over the working tree; the rest returned
+/// for the caller to put into git.
+pub fn extract(dir: &Path, wt: &Path) -> Result<Extracted> {
     let archive = dir.join(ARCHIVE);
     let mut tar = tar::Archive::new(BufReader::new(File::open(&archive)?));
-    let mut restored = 0;
-    let mut staged = BTreeMap::new();
+    let mut out = Extracted::default();
     for entry in tar.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.to_string_lossy().into_owned();
-        if let Some(rel) = name.strip_prefix(&format!("{INDEX_PREFIX}/")) {
+        let mut bytes = || -> Result<Vec<u8>> {
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes)?;
-            staged.insert(rel.to_string(), bytes);
+            Ok(bytes)
+        };
+        if let Some(rel) = name.strip_prefix(&format!("{INDEX_PREFIX}/")) {
+            out.staged.insert(rel.to_string(), bytes()?);
+            continue;
+        }
+        if name.starts_with(&format!("{BLOB_PREFIX}/")) {
+            out.blobs.push(bytes()?);
+            continue;
+        }
+        if let Some(rel) = name.strip_prefix(&format!("{ADMIN_PREFIX}/")) {
+            out.admin.insert(rel.to_string(), bytes()?);
             continue;
         }
         let Some(rel) = name.strip_prefix(&format!("{WORKTREE_PREFIX}/")) else {
@@ -490,7 +764,7 @@ pub fn extract(dir: &Path, wt: &Path) -> Result<(usize, BTreeMap<String, Vec<u8>
         entry
             .unpack(&dest)
             .with_context(|| format!("restoring {}", dest.display()))?;
-        restored += 1;
+        out.restored += 1;
     }
-    Ok((restored, staged))
+    Ok(out)
 }

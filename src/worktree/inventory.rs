@@ -58,7 +58,8 @@ pub struct FileStatus {
     pub staged: Vec<String>,
     pub unstaged: Vec<String>,
     pub conflicted: Vec<String>,
-    /// Tracked files deleted in the working tree (nothing to archive, but restore deletes them).
+    /// Files of HEAD or the index missing from the working tree (nothing to archive, but restore
+    /// deletes them): unstaged and staged (`git rm`) deletions.
     pub deleted: Vec<String>,
     pub untracked: Vec<String>,
     pub ignored_allowed: Vec<String>,
@@ -79,10 +80,26 @@ impl FileStatus {
         let statuses = repo
             .statuses(Some(&mut opts))
             .context("reading the worktree status")?;
+        let root = repo.workdir().unwrap_or_else(|| repo.path()).to_path_buf();
+        let index = repo.index().ok();
+        // libgit2 knows no sparse checkout: it reports a skip-worktree file that is absent by
+        // design as deleted. Such a file is no change.
+        let sparse_absent = |path: &str| {
+            index
+                .as_ref()
+                .and_then(|i| i.get_path(Path::new(path), 0))
+                .is_some_and(|e| {
+                    git2::IndexEntryExtendedFlag::from_bits_truncate(e.flags_extended)
+                        .is_skip_worktree()
+                })
+        };
         let mut out = FileStatus::default();
         for entry in statuses.iter() {
             let path = String::from_utf8_lossy(entry.path_bytes()).into_owned();
-            let s = entry.status();
+            let mut s = entry.status();
+            if s.contains(Status::WT_DELETED) && sparse_absent(&path) {
+                s.remove(Status::WT_DELETED);
+            }
             if s.is_conflicted() {
                 out.conflicted.push(path.clone());
             }
@@ -101,12 +118,15 @@ impl FileStatus {
             if s.contains(Status::WT_DELETED) {
                 out.unstaged.push(path.clone());
                 out.deleted.push(path.clone());
+            } else if s.contains(Status::INDEX_DELETED) && !s.contains(Status::WT_NEW) {
+                // `git rm`: gone from the index and the working tree alike.
+                out.deleted.push(path.clone());
             }
             if s.contains(Status::WT_NEW) {
                 out.untracked.push(path.clone());
             }
             if s.contains(Status::IGNORED) {
-                if allow_listed(allow_list, &path) {
+                if allow_listed(allow_list, &root, &path) {
                     out.ignored_allowed.push(path);
                 } else {
                     out.ignored_at_risk.push(path);

@@ -29,10 +29,18 @@ pub enum LinkKind {
     Wrapper,
 }
 
-/// Walk every worktree root except `target` (and never into it, when it is nested) for links
-/// into `target`. `.git`, `.beamops` and allow-listed build output are skipped: build output is
-/// regenerated, and walking `deps/` or `node_modules/` would take longer than the removal.
-pub fn into(target: &Path, roots: &[PathBuf], allow_list: &[String]) -> Vec<Link> {
+/// Walk every root except `target` (and never into it, when it is nested) for links into
+/// `target`: `roots` (every worktree, and the project root) throughout, `around` (the
+/// directories that hold the worktrees, where a `current -> wt-x` link typically lives) one
+/// level deep. `.git` and `.beamops` are skipped; of allow-listed build output only the direct
+/// entries are looked at (`deps/my_lib -> ../../wt/my_lib` is how a path dependency is linked):
+/// walking all of `deps/` or `node_modules/` would take longer than the removal.
+pub fn into(
+    target: &Path,
+    roots: &[PathBuf],
+    around: &[PathBuf],
+    allow_list: &[String],
+) -> Vec<Link> {
     let mut found = Vec::new();
     for root in roots {
         if root == target || root.starts_with(target) {
@@ -41,9 +49,53 @@ pub fn into(target: &Path, roots: &[PathBuf], allow_list: &[String]) -> Vec<Link
         let others: Vec<&PathBuf> = roots.iter().filter(|r| *r != root).collect();
         walk(root, root, target, &others, allow_list, &mut found);
     }
+    for dir in around {
+        if dir.starts_with(target) || roots.contains(dir) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path != target && !roots.contains(&path) {
+                look_at(&path, dir, target, &mut found);
+            }
+        }
+    }
     found.sort_by(|a, b| a.from.cmp(&b.from));
     found.dedup();
     found
+}
+
+/// Whether one file (not a directory) is a symlink or wrapper into `target`.
+fn look_at(path: &Path, root: &Path, target: &Path, found: &mut Vec<Link>) {
+    let Ok(meta) = path.symlink_metadata() else {
+        return;
+    };
+    if meta.file_type().is_symlink() {
+        let Ok(written) = std::fs::read_link(path) else {
+            return;
+        };
+        let base = path.parent().unwrap_or(root);
+        if leads_into(&base.join(&written), target) {
+            found.push(Link {
+                from: path.to_path_buf(),
+                target: written.display().to_string(),
+                kind: LinkKind::Symlink,
+            });
+        }
+    } else if meta.is_file()
+        && meta.len() < WRAPPER_MAX_BYTES
+        && path.file_name().is_some_and(|n| n != ".git")
+        && let Some(named) = wrapper_target(path, target)
+    {
+        found.push(Link {
+            from: path.to_path_buf(),
+            target: named,
+            kind: LinkKind::Wrapper,
+        });
+    }
 }
 
 fn walk(
@@ -72,33 +124,24 @@ fn walk(
                 || name == ".beamops"
                 || path == target
                 // Other worktrees nested here are walked as roots of their own.
-                || other_roots.iter().any(|r| **r == path)
-                || allow_listed(allow_list, &relative);
-            if !skip {
+                || other_roots.iter().any(|r| **r == path);
+            if skip {
+                continue;
+            }
+            if allow_listed(allow_list, root, &relative) {
+                if let Ok(children) = std::fs::read_dir(&path) {
+                    for child in children.flatten() {
+                        let child = child.path();
+                        if child.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+                            look_at(&child, root, target, found);
+                        }
+                    }
+                }
+            } else {
                 walk(root, &path, target, other_roots, allow_list, found);
             }
-        } else if meta.file_type().is_symlink() {
-            let Ok(written) = std::fs::read_link(&path) else {
-                continue;
-            };
-            let base = path.parent().unwrap_or(root);
-            if leads_into(&base.join(&written), target) {
-                found.push(Link {
-                    from: path.clone(),
-                    target: written.display().to_string(),
-                    kind: LinkKind::Symlink,
-                });
-            }
-        } else if meta.is_file()
-            && meta.len() < WRAPPER_MAX_BYTES
-            && name != ".git"
-            && let Some(named) = wrapper_target(&path, target)
-        {
-            found.push(Link {
-                from: path.clone(),
-                target: named,
-                kind: LinkKind::Wrapper,
-            });
+        } else {
+            look_at(&path, root, target, found);
         }
     }
 }
@@ -232,7 +275,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(main.join("bin/other.sh"), "#!/bin/sh\nexec ls /tmp\n").unwrap();
-        let found = into(&wt, &[main.clone(), wt.clone()], &[]);
+        let found = into(&wt, &[main.clone(), wt.clone()], &[], &[]);
         let kinds: Vec<(PathBuf, LinkKind)> =
             found.iter().map(|l| (l.from.clone(), l.kind)).collect();
         assert_eq!(

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod backup;
 pub mod gitcli;
+pub mod hidden;
 pub mod inventory;
 pub mod links;
 pub mod processes;
@@ -32,6 +33,8 @@ pub struct Repo {
     pub main_worktree: Option<PathBuf>,
     /// Ignored paths a removal may delete: build output only.
     pub allow_list: Vec<String>,
+    /// The directory of the beamops.yaml in use, when there is one.
+    pub project_root: Option<PathBuf>,
 }
 
 impl Repo {
@@ -65,14 +68,15 @@ impl Repo {
             .map(|d| d.join(CONFIG_FILE))
             .chain(main_worktree.iter().map(|m| m.join(CONFIG_FILE)))
             .find(|f| f.is_file());
-        let allow_list = match config_file {
-            Some(file) => config::load(&file)?.worktree.allow_list,
+        let allow_list = match &config_file {
+            Some(file) => config::load(file)?.worktree.allow_list,
             None => config::default_allow_list(),
         };
         Ok(Repo {
             git,
             main_worktree,
             allow_list,
+            project_root: config_file.and_then(|f| f.parent().map(canonical)),
         })
     }
 
@@ -176,21 +180,76 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// `true` when an ignored path is build output on the allow-list: an entry without a slash
-/// matches any path component (`_build` matches `apps/web/_build/`), one with a slash matches
-/// that path prefix.
-pub fn allow_listed(allow_list: &[String], relative: &str) -> bool {
+/// Build output directories and the build files that put them there: `deps/` is build output
+/// beside a `mix.exs`, not in any folder that happens to be called `deps`.
+pub const BUILD_OUTPUT: &[(&str, &[&str])] = &[
+    ("_build", &["mix.exs"]),
+    ("deps", &["mix.exs", "rebar.config"]),
+    (".elixir_ls", &["mix.exs"]),
+    ("node_modules", &["package.json"]),
+    ("target", &["Cargo.toml", "pom.xml"]),
+];
+
+/// `true` when an ignored path (relative to the worktree `root`) is build output on the
+/// allow-list, judged by where the build puts it:
+/// - an entry with a slash is a path prefix from the root (`assets/node_modules`);
+/// - a known build directory (`BUILD_OUTPUT`) matches where its build file is beside it
+///   (`apps/web/deps/` needs `apps/web/mix.exs`), and `_build`/`deps` also match the
+///   `build_path:`/`deps_path:` a `mix.exs` configures;
+/// - `**/name` matches a directory of that name anywhere (the caller's explicit choice);
+/// - any other name matches only at the root.
+pub fn allow_listed(allow_list: &[String], root: &Path, relative: &str) -> bool {
     let relative = relative.trim_end_matches('/');
+    let components: Vec<&str> = relative.split('/').collect();
     allow_list.iter().any(|entry| {
         let entry = entry.trim_matches('/');
+        if let Some(name) = entry.strip_prefix("**/") {
+            return !name.is_empty() && !name.contains('/') && components.contains(&name);
+        }
         if entry.is_empty() {
             return false;
         }
         if entry.contains('/') {
-            relative == entry || relative.starts_with(&format!("{entry}/"))
-        } else {
-            relative.split('/').any(|component| component == entry)
+            return relative == entry || relative.starts_with(&format!("{entry}/"));
         }
+        let Some((_, build_files)) = BUILD_OUTPUT.iter().find(|(name, _)| *name == entry) else {
+            return components[0] == entry;
+        };
+        let beside_build_file = components.iter().enumerate().any(|(i, component)| {
+            *component == entry && {
+                let dir = root.join(components[..i].join("/"));
+                build_files.iter().any(|f| dir.join(f).is_file())
+            }
+        });
+        beside_build_file || mix_configured(entry, root, &components)
+    })
+}
+
+/// Whether `components` lies under a `build_path:` (for `_build`) or `deps_path:` (for `deps`)
+/// that a `mix.exs` in one of its ancestor directories configures.
+fn mix_configured(entry: &str, root: &Path, components: &[&str]) -> bool {
+    let key = match entry {
+        "_build" => "build_path:",
+        "deps" => "deps_path:",
+        _ => return false,
+    };
+    let full = root.join(components.join("/"));
+    (0..components.len()).any(|depth| {
+        let dir = root.join(components[..depth].join("/"));
+        let Ok(text) = std::fs::read_to_string(dir.join("mix.exs")) else {
+            return false;
+        };
+        text.match_indices(key).any(|(at, _)| {
+            let rest = text[at + key.len()..].trim_start();
+            let Some(quoted) = rest.strip_prefix('"') else {
+                return false;
+            };
+            let Some(end) = quoted.find('"') else {
+                return false;
+            };
+            let configured = normalize(&dir.join(&quoted[..end]));
+            configured != normalize(root) && normalize(&full).starts_with(&configured)
+        })
     })
 }
 
@@ -199,14 +258,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn allow_list_matches_components_and_prefixes() {
-        let list = vec!["_build".to_string(), "assets/node_modules".to_string()];
-        assert!(allow_listed(&list, "_build/"));
-        assert!(allow_listed(&list, "apps/web/_build/dev/x.beam"));
-        assert!(allow_listed(&list, "assets/node_modules/"));
-        assert!(!allow_listed(&list, "node_modules/"));
-        assert!(!allow_listed(&list, ".env"));
-        assert!(!allow_listed(&list, "_build_old/x"));
+    fn build_output_is_where_the_build_puts_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(
+            root.join("mix.exs"),
+            "def project, do: [app: :a, deps_path: \"vendor/deps\"]\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("assets")).unwrap();
+        std::fs::write(root.join("assets/package.json"), "{}").unwrap();
+        let list: Vec<String> = ["_build", "deps", "node_modules", "target", ".cache"]
+            .map(String::from)
+            .to_vec();
+        assert!(allow_listed(&list, root, "_build/"));
+        assert!(allow_listed(&list, root, "deps/jason/mix.exs"));
+        assert!(allow_listed(&list, root, "assets/node_modules/"));
+        assert!(allow_listed(&list, root, "vendor/deps/x/y.ex"));
+        assert!(allow_listed(&list, root, ".cache/blob"));
+        // Same names where no build puts them: hand-written, at risk.
+        assert!(!allow_listed(&list, root, "docs/deps/audit-notes.md"));
+        assert!(!allow_listed(&list, root, "docs/deps/"));
+        assert!(!allow_listed(&list, root, "node_modules/"));
+        assert!(!allow_listed(&list, root, "target/"));
+        assert!(!allow_listed(&list, root, "lib/.cache/x"));
+        assert!(!allow_listed(&list, root, ".env"));
+        assert!(!allow_listed(&list, root, "_build_old/x"));
+        let explicit = vec!["**/.cache".to_string(), "assets/vendor".to_string()];
+        assert!(allow_listed(&explicit, root, "lib/.cache/x"));
+        assert!(allow_listed(&explicit, root, "assets/vendor/a.js"));
+        assert!(!allow_listed(&explicit, root, "vendor/a.js"));
     }
 
     #[test]

@@ -6,7 +6,9 @@ use anyhow::{Context, Result, bail};
 use git2::{BranchType, IndexEntry, IndexTime, Oid, WorktreeAddOptions};
 use serde::Serialize;
 
-use super::backup::{self, Manifest};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::backup::{self, IndexRecord, Manifest};
 use super::inventory::open;
 use super::{Repo, absolute, gitcli, normalize};
 use crate::exit::Failure;
@@ -133,7 +135,8 @@ pub fn restore(repo: &Repo, spec: &Path, opts: &RestoreOptions) -> Result<Restor
     }
 
     let path = path.canonicalize()?;
-    let (files_restored, staged_restored) = put_back(&dir, &manifest, &path)?;
+    let (files_restored, staged_restored, admin) = put_back(&dir, &manifest, &path)?;
+    restore_worktree_state(&path, &manifest, &admin)?;
     Ok(Restored {
         backup: dir,
         name: manifest.name.clone(),
@@ -146,19 +149,162 @@ pub fn restore(repo: &Repo, spec: &Path, opts: &RestoreOptions) -> Result<Restor
     })
 }
 
-/// Over a checkout of the backup's HEAD at `path`: the saved files, the deletions and the staged
-/// entries. Returns how many files and staged entries came back.
-pub fn put_back(dir: &Path, manifest: &Manifest, path: &Path) -> Result<(usize, usize)> {
-    let (files_restored, staged_blobs) = backup::extract(dir, path)?;
-    for rel in &manifest.deleted {
+/// Over a checkout of the backup's HEAD at `path`: the saved files, the deletions and the index
+/// (every entry, stage and flag). Returns how many files and index entries came back, and the
+/// saved administrative files.
+pub fn put_back(
+    dir: &Path,
+    manifest: &Manifest,
+    path: &Path,
+) -> Result<(usize, usize, BTreeMap<String, Vec<u8>>)> {
+    let extracted = backup::extract(dir, path)?;
+    let saved_dirs: BTreeSet<&str> = manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == backup::FileKind::Dir)
+        .map(|f| f.path.as_str())
+        .collect();
+    let gone: BTreeSet<&String> = manifest.deleted.iter().chain(&manifest.absent).collect();
+    for rel in gone {
         let full = normalize(&path.join(rel));
-        if full.starts_with(path) && full.symlink_metadata().is_ok() {
-            std::fs::remove_file(&full)
-                .with_context(|| format!("deleting {} as it was", full.display()))?;
+        if !full.starts_with(path) || !full.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+            continue;
+        }
+        std::fs::remove_file(&full)
+            .with_context(|| format!("deleting {} as it was", full.display()))?;
+        // git leaves no empty directory behind a deletion; neither does a restore.
+        let mut parent = full.parent();
+        while let Some(p) = parent {
+            let rel = p.strip_prefix(path).unwrap_or(p).to_string_lossy();
+            if p == path || saved_dirs.contains(rel.as_ref()) || std::fs::remove_dir(p).is_err() {
+                break;
+            }
+            parent = p.parent();
         }
     }
-    let staged_restored = restage(path, manifest, &staged_blobs)?;
-    Ok((files_restored, staged_restored))
+    let staged_restored = if manifest.index.is_empty() {
+        // A backup from before the index was saved whole: its staged entries only.
+        restage(path, manifest, &extracted.staged)?
+    } else {
+        restore_index(path, manifest, &extracted.blobs)?
+    };
+    Ok((extracted.restored, staged_restored, extracted.admin))
+}
+
+/// Rebuild the index exactly as saved: every entry with its mode, blob and stage, then the
+/// intent-to-add, assume-unchanged and skip-worktree flags. git's own plumbing does it
+/// (`read-tree --empty`, `update-index --index-info`, `add --intent-to-add`, `update-index
+/// --assume-unchanged/--skip-worktree`): libgit2 drops those flags when adding entries. Then
+/// the result is read back and compared with the manifest.
+fn restore_index(path: &Path, manifest: &Manifest, blobs: &[Vec<u8>]) -> Result<usize> {
+    let wt_repo = open(path)?;
+    for bytes in blobs {
+        wt_repo.blob(bytes).context("writing a saved index blob")?;
+    }
+    for record in manifest.index.iter().filter(|r| r.mode != 0o160000) {
+        let id = Oid::from_str(&record.oid)?;
+        wt_repo.find_blob(id).with_context(|| {
+            format!(
+                "the index blob {} of {} is neither in the repository nor in the backup",
+                record.oid, record.path
+            )
+        })?;
+    }
+    // `add -N` needs the file; one that is gone keeps its (empty) entry without the flag.
+    let intent =
+        |r: &&IndexRecord| r.intent_to_add && path.join(&r.path).symlink_metadata().is_ok();
+    let info: String = manifest
+        .index
+        .iter()
+        .filter(|r| !intent(r))
+        .map(|r| format!("{:o} {} {}\t{}\0", r.mode, r.oid, r.stage, r.path))
+        .collect();
+    gitcli::run(path, &["read-tree", "--empty"], None)?;
+    gitcli::run(path, &["update-index", "-z", "--index-info"], Some(&info))?;
+    let ita: Vec<&str> = manifest
+        .index
+        .iter()
+        .filter(intent)
+        .map(|r| r.path.as_str())
+        .collect();
+    if !ita.is_empty() {
+        let mut args = vec!["add", "--force", "--intent-to-add", "--"];
+        args.extend(&ita);
+        gitcli::run(path, &args, None)?;
+    }
+    for (flag, wanted) in [
+        (
+            "--assume-unchanged",
+            (|r: &IndexRecord| r.assume_unchanged) as fn(&IndexRecord) -> bool,
+        ),
+        ("--skip-worktree", |r: &IndexRecord| r.skip_worktree),
+    ] {
+        let paths: String = manifest
+            .index
+            .iter()
+            .filter(|r| wanted(r))
+            .map(|r| format!("{}\0", r.path))
+            .collect();
+        if !paths.is_empty() {
+            gitcli::run(path, &["update-index", flag, "-z", "--stdin"], Some(&paths))?;
+        }
+    }
+    // Fresh stat data, so git need not rehash every file; a file that differs is fine here.
+    let _ = gitcli::run(path, &["update-index", "-q", "--refresh"], None);
+
+    let index = open(path)?.index()?;
+    let now: BTreeSet<IndexRecord> = index.iter().map(|e| IndexRecord::of(&e)).collect();
+    let expected: BTreeSet<IndexRecord> = manifest
+        .index
+        .iter()
+        .map(|r| IndexRecord {
+            intent_to_add: intent(&r),
+            ..r.clone()
+        })
+        .collect();
+    let differing: Vec<&str> = expected
+        .symmetric_difference(&now)
+        .map(|r| r.path.as_str())
+        .collect();
+    if !differing.is_empty() {
+        bail!(
+            "the restored index differs from the backup at: {}",
+            differing.join(", ")
+        );
+    }
+    Ok(manifest.index.len())
+}
+
+/// What lived in the worktree's administrative directory: its own refs (`refs/worktree/*`,
+/// `refs/bisect/*`), its HEAD reflog (the saved entries, then the restore's own), its
+/// sparse-checkout patterns and `config.worktree`.
+fn restore_worktree_state(
+    path: &Path,
+    manifest: &Manifest,
+    admin: &BTreeMap<String, Vec<u8>>,
+) -> Result<()> {
+    let updates: String = manifest
+        .worktree_refs
+        .iter()
+        .map(|r| format!("update {} {}\n", r.name, r.oid))
+        .collect();
+    if !updates.is_empty() {
+        gitcli::run(path, &["update-ref", "--stdin"], Some(&updates))
+            .context("recreating the worktree's own refs")?;
+    }
+    let admin_dir = open(path)?.path().to_path_buf();
+    for (rel, bytes) in admin {
+        if !backup::ADMIN_FILES.contains(&rel.as_str()) {
+            continue;
+        }
+        let dest = admin_dir.join(rel);
+        let mut content = bytes.clone();
+        if rel == "logs/HEAD" {
+            content.extend(std::fs::read(&dest).unwrap_or_default());
+        }
+        crate::fsutil::atomic_write(&dest, &content, Some(0o644))?;
+    }
+    Ok(())
 }
 
 fn free_admin_name(repo: &Repo, manifest: &Manifest) -> String {

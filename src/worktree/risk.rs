@@ -6,6 +6,7 @@ use anyhow::Result;
 use git2::{BranchType, Oid, Repository, RepositoryState, SubmoduleIgnore, SubmoduleStatus};
 use serde::Serialize;
 
+use super::hidden::{self, Hidden};
 use super::inventory::{FileStatus, entries, open};
 use super::{Repo, WorktreeInfo, links, processes};
 
@@ -19,6 +20,7 @@ pub enum CheckId {
     Locked,
     OperationInProgress,
     TrackedChanges,
+    HiddenChanges,
     Untracked,
     Ignored,
     UniqueCommits,
@@ -37,9 +39,14 @@ impl CheckId {
                 "merge, rebase, cherry-pick, revert or bisect in progress"
             }
             CheckId::TrackedChanges => "modified or staged tracked files",
+            CheckId::HiddenChanges => {
+                "tracked files changed where git status does not show it (assume-unchanged, skip-worktree, stat data, core.fileMode)"
+            }
             CheckId::Untracked => "untracked files",
             CheckId::Ignored => "ignored files that are not build output (would be deleted)",
-            CheckId::UniqueCommits => "commits on no other branch or remote-tracking ref",
+            CheckId::UniqueCommits => {
+                "commits no ref that survives the removal reaches (only this worktree's branch, HEAD, HEAD reflog or per-worktree refs hold them)"
+            }
             CheckId::Submodules => "submodules with changes, or initialized",
             CheckId::Processes => "processes working inside it",
             CheckId::LinksInto => "symlinks or wrappers elsewhere that point into it",
@@ -52,6 +59,7 @@ impl CheckId {
         matches!(
             self,
             CheckId::TrackedChanges
+                | CheckId::HiddenChanges
                 | CheckId::Untracked
                 | CheckId::Ignored
                 | CheckId::UniqueCommits
@@ -66,11 +74,16 @@ impl CheckId {
                 "finish or abort it (`git merge --abort`, `git rebase --abort`, `git bisect reset`, …)"
             }
             CheckId::TrackedChanges => "commit or stash them, or pass --backup",
+            CheckId::HiddenChanges => {
+                "`git update-index --no-assume-unchanged --no-skip-worktree <path>` shows them to git; then commit or stash them, or pass --backup"
+            }
             CheckId::Untracked => "commit, move or delete them, or pass --backup",
             CheckId::Ignored => {
                 "move them out, add build output to worktree.allow_list in beamops.yaml, or pass --backup"
             }
-            CheckId::UniqueCommits => "push or merge the branch, or pass --backup",
+            CheckId::UniqueCommits => {
+                "push or merge them, put a branch or tag on those only this worktree's HEAD reflog or refs/worktree/* hold, or pass --backup"
+            }
             CheckId::Submodules => {
                 "commit and push inside each submodule; git then still refuses to remove a worktree that had submodules without --force, which beamops never uses: check, then run `git worktree remove --force` yourself. --backup does not cover submodules"
             }
@@ -98,11 +111,18 @@ pub struct Assessment {
     pub checks: Vec<Check>,
     #[serde(skip)]
     pub files: FileStatus,
+    /// Tracked files changed where status does not show it.
+    #[serde(skip)]
+    pub hidden: Vec<Hidden>,
     #[serde(skip)]
     pub unique_commits: Vec<Oid>,
-    /// Commits the bundle may assume (the tips of every other branch and remote-tracking ref).
+    /// Commits the bundle may assume (every tip that survives the removal).
     #[serde(skip)]
     pub other_tips: Vec<Oid>,
+    /// Tips that die with the worktree and reach commits nothing else does, with what holds
+    /// each (`HEAD`, `HEAD reflog`, `refs/worktree/x`).
+    #[serde(skip)]
+    pub dying_tips: Vec<(Oid, Vec<String>)>,
 }
 
 impl Assessment {
@@ -165,6 +185,11 @@ pub fn assess(repo: &Repo, wt: &WorktreeInfo, delete_branch: bool) -> Result<Ass
         .collect();
     tracked.dedup();
     push(CheckId::TrackedChanges, tracked);
+    let hidden = hidden::changes(&wt_repo, &files)?;
+    push(
+        CheckId::HiddenChanges,
+        hidden.iter().map(Hidden::item).collect(),
+    );
     push(CheckId::Untracked, files.untracked.clone());
     push(
         CheckId::Ignored,
@@ -175,16 +200,21 @@ pub fn assess(repo: &Repo, wt: &WorktreeInfo, delete_branch: bool) -> Result<Ass
             .collect(),
     );
 
-    let head = wt.head.as_deref().and_then(|h| Oid::from_str(h).ok());
-    let (unique, other_tips) = match head {
-        Some(oid) => unique_commits(&repo.git, oid, wt.branch.as_deref())?,
-        None => (Vec::new(), Vec::new()),
-    };
+    let reach = unique_commits(repo, wt, &wt_repo)?;
     push(
         CheckId::UniqueCommits,
-        unique
+        reach
+            .unique
             .iter()
-            .map(|oid| describe_commit(&repo.git, *oid))
+            .map(|oid| {
+                let held = reach
+                    .dying_tips
+                    .iter()
+                    .find(|(tip, _)| tip == oid)
+                    .map(|(_, by)| format!(" (held only by: {})", by.join(", ")))
+                    .unwrap_or_default();
+                format!("{}{held}", describe_commit(&repo.git, *oid))
+            })
             .collect(),
     );
     push(CheckId::Submodules, submodules_at_risk(&wt_repo, &wt.path));
@@ -195,14 +225,29 @@ pub fn assess(repo: &Repo, wt: &WorktreeInfo, delete_branch: bool) -> Result<Ass
             .map(|r| format!("pid {} ({}) in {}", r.pid, r.command, r.cwd))
             .collect(),
     );
-    let roots: Vec<_> = entries(repo)?
+    let worktrees: Vec<_> = entries(repo)?
         .into_iter()
         .filter(|e| e.path.is_dir())
         .map(|e| e.path)
         .collect();
+    // Beyond the worktrees: the project root (where beamops.yaml is), and the directories
+    // holding the worktrees, where links to "the current one" tend to live.
+    let mut roots = worktrees.clone();
+    if let Some(project) = &repo.project_root
+        && !roots.iter().any(|r| project.starts_with(r))
+    {
+        roots.push(project.clone());
+    }
+    let mut around: Vec<_> = worktrees
+        .iter()
+        .chain(std::iter::once(&wt.path))
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    around.sort();
+    around.dedup();
     push(
         CheckId::LinksInto,
-        links::into(&wt.path, &roots, &repo.allow_list)
+        links::into(&wt.path, &roots, &around, &repo.allow_list)
             .into_iter()
             .map(|l| {
                 let kind = match l.kind {
@@ -219,8 +264,10 @@ pub fn assess(repo: &Repo, wt: &WorktreeInfo, delete_branch: bool) -> Result<Ass
     Ok(Assessment {
         checks,
         files,
-        unique_commits: unique,
-        other_tips,
+        hidden,
+        unique_commits: reach.unique,
+        other_tips: reach.survivors,
+        dying_tips: reach.dying_tips,
     })
 }
 
@@ -257,33 +304,161 @@ fn expand(root: &Path, relative: &str) -> Vec<String> {
     out
 }
 
-/// Commits reachable from `head` but from no other local branch and no remote-tracking ref.
-pub fn unique_commits(
-    git: &Repository,
-    head: Oid,
-    branch: Option<&str>,
-) -> Result<(Vec<Oid>, Vec<Oid>)> {
-    let own = branch.map(|b| format!("refs/heads/{b}"));
-    let mut tips = Vec::new();
+/// What removing a worktree does to the commit graph.
+pub struct Reach {
+    /// Commits only what dies with the worktree reaches.
+    pub unique: Vec<Oid>,
+    /// Every commit tip that survives the removal.
+    pub survivors: Vec<Oid>,
+    /// Dying tips that reach unique commits, with what holds each.
+    pub dying_tips: Vec<(Oid, Vec<String>)>,
+}
+
+/// Commits that become unreachable when the worktree goes. What dies with it: its HEAD, its
+/// branch (kept by the removal, but nothing else vouches for it), everything in its
+/// administrative directory — the HEAD reflog, `refs/worktree/*`, `refs/bisect/*`, `ORIG_HEAD`.
+/// What survives: every other ref of the repository (branches, tags, remote-tracking refs,
+/// notes, the stash and each of its entries), the main worktree's HEAD and per-worktree refs,
+/// and every other worktree's HEAD and per-worktree refs.
+pub fn unique_commits(repo: &Repo, wt: &WorktreeInfo, wt_repo: &Repository) -> Result<Reach> {
+    let git = &repo.git;
+    let commit_of = |oid: Oid| -> Option<Oid> {
+        git.find_object(oid, None)
+            .ok()?
+            .peel_to_commit()
+            .ok()
+            .map(|c| c.id())
+    };
+    let mut dying: Vec<(Oid, String)> = Vec::new();
+    if let Some(head) = wt.head.as_deref().and_then(|h| Oid::from_str(h).ok()) {
+        let label = match &wt.branch {
+            Some(b) => format!("branch {b}"),
+            None => "detached HEAD".into(),
+        };
+        dying.push((head, label));
+    }
+    if !wt.main {
+        for (name, oid) in admin_tips(git, wt_repo.path()) {
+            dying.push((oid, name));
+        }
+    }
+    let own = wt.branch.as_ref().map(|b| format!("refs/heads/{b}"));
+    let mut survivors = Vec::new();
     for reference in git.references()?.flatten() {
         let Ok(name) = reference.name() else {
             continue;
         };
-        let counts = (name.starts_with("refs/heads/") && Some(name) != own.as_deref())
-            || (name.starts_with("refs/remotes/") && !name.ends_with("/HEAD"));
-        if counts && let Ok(commit) = reference.peel_to_commit() {
-            tips.push(commit.id());
+        if Some(name) == own.as_deref() {
+            continue;
+        }
+        if let Ok(commit) = reference.peel_to_commit() {
+            survivors.push(commit.id());
         }
     }
-    tips.sort();
-    tips.dedup();
+    // Each stash entry, from the file: libgit2's reflog reader would create an empty one.
+    if let Ok(text) = std::fs::read_to_string(git.path().join("logs/refs/stash")) {
+        survivors.extend(
+            text.lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter_map(|w| Oid::from_str(w).ok()),
+        );
+    }
+    if !wt.main
+        && let Ok(head) = git.head()
+        && let Ok(commit) = head.peel_to_commit()
+    {
+        survivors.push(commit.id());
+    }
+    for other in entries(repo)? {
+        if other.main || other.path == wt.path {
+            continue;
+        }
+        let admin = git.path().join("worktrees").join(&other.name);
+        survivors.extend(
+            admin_tips(git, &admin)
+                .into_iter()
+                .filter(|(name, _)| !name.ends_with("reflog") && name != "ORIG_HEAD")
+                .map(|(_, oid)| oid),
+        );
+    }
+    let mut survivors: Vec<Oid> = survivors.into_iter().filter_map(commit_of).collect();
+    survivors.sort();
+    survivors.dedup();
     let mut walk = git.revwalk()?;
-    walk.push(head)?;
-    for tip in &tips {
+    let mut holders: Vec<(Oid, Vec<String>)> = Vec::new();
+    for (oid, label) in dying {
+        let Some(commit) = commit_of(oid) else {
+            continue;
+        };
+        match holders.iter_mut().find(|(o, _)| *o == commit) {
+            Some((_, labels)) => {
+                if !labels.contains(&label) {
+                    labels.push(label)
+                }
+            }
+            None => {
+                walk.push(commit)?;
+                holders.push((commit, vec![label]));
+            }
+        }
+    }
+    for tip in &survivors {
         walk.hide(*tip)?;
     }
     let unique = walk.collect::<Result<Vec<_>, _>>()?;
-    Ok((unique, tips))
+    holders.retain(|(oid, _)| unique.contains(oid));
+    Ok(Reach {
+        unique,
+        survivors,
+        dying_tips: holders,
+    })
+}
+
+/// The tips a worktree's administrative directory holds: `HEAD` (`HEAD`), every loose ref under
+/// `refs/` (by name), every reflog entry under `logs/` (`<ref> reflog`) and `ORIG_HEAD`.
+/// Per-worktree refs are never packed, so the files are the whole truth.
+pub fn admin_tips(git: &Repository, admin: &Path) -> Vec<(String, Oid)> {
+    let mut out = Vec::new();
+    let resolve = |text: &str| -> Option<Oid> {
+        let text = text.trim();
+        match text.strip_prefix("ref:") {
+            Some(target) => git.refname_to_id(target.trim()).ok(),
+            None => Oid::from_str(text).ok(),
+        }
+    };
+    for name in ["HEAD", "ORIG_HEAD"] {
+        if let Ok(text) = std::fs::read_to_string(admin.join(name))
+            && let Some(oid) = resolve(&text)
+        {
+            out.push((name.to_string(), oid));
+        }
+    }
+    super::backup::walk_files(&admin.join("refs"), &mut |file| {
+        if let (Ok(rel), Ok(text)) = (file.strip_prefix(admin), std::fs::read_to_string(file))
+            && let Some(oid) = resolve(&text)
+        {
+            out.push((rel.to_string_lossy().into_owned(), oid));
+        }
+    });
+    super::backup::walk_files(&admin.join("logs"), &mut |file| {
+        let (Ok(rel), Ok(text)) = (
+            file.strip_prefix(admin.join("logs")),
+            std::fs::read_to_string(file),
+        ) else {
+            return;
+        };
+        let label = format!("{} reflog", rel.to_string_lossy());
+        for line in text.lines() {
+            for word in line.split_whitespace().take(2) {
+                if let Ok(oid) = Oid::from_str(word)
+                    && !oid.is_zero()
+                {
+                    out.push((label.clone(), oid));
+                }
+            }
+        }
+    });
+    out
 }
 
 fn describe_commit(git: &Repository, oid: Oid) -> String {
