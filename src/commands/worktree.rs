@@ -234,7 +234,7 @@ impl Report for RestoreReport {
     fn text(&self, _ui: &Ui) -> String {
         let r = &self.0;
         format!(
-            "{} restored {} at {}\n  branch: {}\n  HEAD: {}\n  files: {} restored, {} staged entries, {} commits from the bundle\n",
+            "{} restored {} at {}\n  branch: {}\n  HEAD: {}\n  files: {} restored, {} staged entries ({} index entries in all), {} worktree refs, {} commits from the bundle\n",
             Paint::ok("✓"),
             r.name,
             r.path.display(),
@@ -242,6 +242,8 @@ impl Report for RestoreReport {
             r.head.as_deref().unwrap_or("-"),
             r.files_restored,
             r.staged_restored,
+            r.index_entries_restored,
+            r.worktree_refs_restored,
             r.commits_restored
         )
     }

@@ -80,12 +80,16 @@ pub struct IndexRecord {
     pub oid: String,
     /// 0, or 1–3 for a conflict.
     pub stage: u16,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub assume_unchanged: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub skip_worktree: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub intent_to_add: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl IndexRecord {

@@ -29,7 +29,12 @@ pub struct Restored {
     pub branch: Option<String>,
     pub head: Option<String>,
     pub files_restored: usize,
+    /// Index entries that differ from HEAD (staged changes).
     pub staged_restored: usize,
+    /// Every index entry put back (with its stage and flags).
+    pub index_entries_restored: usize,
+    /// The worktree's own refs recreated (`refs/worktree/*`, …).
+    pub worktree_refs_restored: usize,
     pub commits_restored: usize,
 }
 
@@ -135,7 +140,7 @@ pub fn restore(repo: &Repo, spec: &Path, opts: &RestoreOptions) -> Result<Restor
     }
 
     let path = path.canonicalize()?;
-    let (files_restored, staged_restored, admin) = put_back(&dir, &manifest, &path)?;
+    let (files_restored, index_entries_restored, admin) = put_back(&dir, &manifest, &path)?;
     restore_worktree_state(&path, &manifest, &admin)?;
     Ok(Restored {
         backup: dir,
@@ -144,7 +149,9 @@ pub fn restore(repo: &Repo, spec: &Path, opts: &RestoreOptions) -> Result<Restor
         branch,
         head: manifest.head.clone(),
         files_restored,
-        staged_restored,
+        staged_restored: manifest.staged.len(),
+        index_entries_restored,
+        worktree_refs_restored: manifest.worktree_refs.len(),
         commits_restored: manifest.commits.len(),
     })
 }
