@@ -812,6 +812,33 @@ fn unlinked_neighbours(fx: &Fixture) {
 
 fn clean(_fx: &Fixture) {}
 
+fn assume_unchanged_type_change(fx: &Fixture) {
+    git(&fx.wt, &["update-index", "--assume-unchanged", "README.md"]);
+    std::fs::remove_file(fx.wt.join("README.md")).unwrap();
+    std::os::unix::fs::symlink("mix.exs", fx.wt.join("README.md")).unwrap();
+}
+
+/// A conflict with no operation in progress (a `stash pop` that conflicted): stages 1–3 in
+/// the index, conflict markers in the file.
+fn stash_pop_conflict(fx: &Fixture) {
+    write(&fx.wt.join("README.md"), "stashed side\n");
+    git(&fx.wt, &["stash", "-q"]);
+    write(&fx.wt.join("README.md"), "committed side\n");
+    git(&fx.wt, &["commit", "-q", "-am", "other side"]);
+    git(&fx.main, &["branch", "-f", "keep-other-side", "feature"]);
+    git_may_fail(&fx.wt, &["stash", "pop", "-q"]);
+    assert!(git(&fx.wt, &["ls-files", "--stage", "README.md"]).contains(" 3\t"));
+}
+
+fn left_commit_at_mains_detached_head(fx: &Fixture) {
+    let oid = left_detached_commit(fx);
+    git(&fx.main, &["checkout", "-q", "--detach", &oid]);
+}
+
+fn absolute_symlink_beside_the_worktrees(fx: &Fixture) {
+    std::os::unix::fs::symlink(fx.wt.join("bin/run.sh"), fx.root.join("run")).unwrap();
+}
+
 /// What a state must lead to.
 #[derive(Clone, Copy)]
 enum Expect {
@@ -982,6 +1009,18 @@ const STATES: &[State] = &[
         "hidden-changes",
         &["bin/run.sh (no longer executable; git status hides it: assume-unchanged)"],
     ),
+    backed_up(
+        "assume-unchanged file replaced by a symlink",
+        assume_unchanged_type_change,
+        "hidden-changes",
+        &["README.md (type changed; git status hides it: assume-unchanged)"],
+    ),
+    backed_up(
+        "conflict left by stash pop",
+        stash_pop_conflict,
+        "tracked-changes",
+        &["conflicted: README.md"],
+    ),
     backed_up_stat(
         "edit with faked stat data",
         stat_faked_edit,
@@ -1107,6 +1146,12 @@ const STATES: &[State] = &[
         &["current -> wt (symlink)"],
     ),
     refused(
+        "absolute symlink beside the worktrees",
+        absolute_symlink_beside_the_worktrees,
+        "links-into",
+        &["run -> /"],
+    ),
+    refused(
         "wrapper beside the worktrees",
         wrapper_beside_the_worktrees,
         "links-into",
@@ -1147,6 +1192,10 @@ const STATES: &[State] = &[
     removed(
         "left commit in another worktree's refs/worktree",
         left_commit_in_another_worktrees_own_ref,
+    ),
+    removed(
+        "left commit at the main worktree's detached HEAD",
+        left_commit_at_mains_detached_head,
     ),
     removed(
         "left commit under a stash entry",

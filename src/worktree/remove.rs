@@ -199,6 +199,25 @@ fn clear_backed_up(
         .head()
         .and_then(|h| h.peel_to_commit())
         .context("the worktree has no commit to reset to")?;
+    // The checkout trusts entries flagged assume-unchanged or skip-worktree and would leave
+    // their (backed-up) edits for git to refuse: those files go first, and the index is made
+    // fresh from HEAD, so the checkout writes them anew.
+    for hidden in assessment.hidden.iter().filter(|h| h.present) {
+        let full = normalize(&wt.path.join(&hidden.path));
+        if full.starts_with(&wt.path) && full != wt.path {
+            match full.symlink_metadata() {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&full),
+                Ok(_) => std::fs::remove_file(&full),
+                Err(_) => Ok(()),
+            }
+            .with_context(|| format!("clearing the backed-up {}", full.display()))?;
+        }
+    }
+    let mut index = wt_repo.index()?;
+    index.read_tree(&head.tree()?)?;
+    index
+        .write()
+        .context("resetting the index before the checkout")?;
     wt_repo
         .reset(
             head.as_object(),
