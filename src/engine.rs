@@ -72,23 +72,25 @@ impl ChapterPlan {
                 .all(|a| matches!(a.status, ActionStatus::Satisfied | ActionStatus::Skipped))
     }
 
-    /// The plan's own exit code: failed and blocked outrank pending.
+    /// The plan's own exit code: the worst of its actions' (ranked in `exit.rs`), else pending
+    /// when a file would change.
     pub fn exit(&self) -> Exit {
         if !self.implemented {
             return Exit::Ok;
         }
-        let statuses: Vec<ActionStatus> = self.actions.iter().map(|a| a.status).collect();
-        if statuses.contains(&ActionStatus::Failed) {
-            Exit::Error
-        } else if statuses.contains(&ActionStatus::Refused) {
-            Exit::Refused
-        } else if statuses.contains(&ActionStatus::Blocked) {
-            Exit::Blocked
-        } else if self.has_changes() {
+        let actions = Exit::worst(self.actions.iter().map(|a| match a.status {
+            ActionStatus::Failed => Exit::Error,
+            ActionStatus::Refused => Exit::Refused,
+            ActionStatus::Blocked => Exit::Blocked,
+            ActionStatus::Pending => Exit::Pending,
+            _ => Exit::Ok,
+        }));
+        let files = if self.has_changes() {
             Exit::Pending
         } else {
             Exit::Ok
-        }
+        };
+        Exit::worst([actions, files])
     }
 }
 

@@ -29,6 +29,30 @@ impl Exit {
         self as i32
     }
 
+    /// How bad an outcome is, when one report holds several (a plan of many chapters, a chapter of
+    /// many actions): the worst decides the exit code. Codes are numbered for users, not by
+    /// severity, so the order lives here: a failure outranks a rollback (the deploy machinery
+    /// itself broke), a rollback outranks a refusal (something ran and was undone), a refusal
+    /// outranks blocked (data protected beats "try later"), blocked outranks pending.
+    pub fn severity(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Pending => 1,
+            Exit::Blocked => 2,
+            Exit::Refused => 3,
+            Exit::RolledBack => 4,
+            Exit::Error => 5,
+        }
+    }
+
+    /// The worst of several outcomes; `Ok` for none.
+    pub fn worst(outcomes: impl IntoIterator<Item = Exit>) -> Exit {
+        outcomes
+            .into_iter()
+            .max_by_key(|e| e.severity())
+            .unwrap_or(Exit::Ok)
+    }
+
     pub const TABLE: [(Exit, &'static str); 6] = [
         (Exit::Ok, "done, or nothing to do"),
         (
@@ -119,6 +143,25 @@ mod tests {
             .context("deploying");
         assert_eq!(exit_for(&err), Exit::Blocked);
         assert!(err.downcast_ref::<Typed>().is_some());
+    }
+
+    #[test]
+    fn the_worst_outcome_decides_whatever_its_code() {
+        use Exit::*;
+        assert_eq!(Exit::worst([]), Ok);
+        assert_eq!(Exit::worst([Ok, Pending]), Pending);
+        assert_eq!(Exit::worst([Pending, Blocked, Ok]), Blocked);
+        // Refused (4) outranks blocked (3) and pending (2): a refused check is never hidden.
+        assert_eq!(Exit::worst([Refused, Pending, Ok]), Refused);
+        assert_eq!(Exit::worst([Blocked, Refused]), Refused);
+        assert_eq!(Exit::worst([Refused, RolledBack]), RolledBack);
+        // A plain failure (1) outranks everything, though its code is the smallest but one.
+        assert_eq!(Exit::worst([RolledBack, Error, Refused]), Error);
+        // Every code has its own rank: no two outcomes tie.
+        let mut ranks: Vec<u8> = Exit::TABLE.iter().map(|(e, _)| e.severity()).collect();
+        ranks.sort();
+        ranks.dedup();
+        assert_eq!(ranks.len(), Exit::TABLE.len());
     }
 
     #[test]

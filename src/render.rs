@@ -1,7 +1,7 @@
 //! Rendering a chapter's templates with the project's configuration as context.
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use include_dir::{Dir, include_dir};
@@ -18,6 +18,8 @@ pub fn template_source(name: &str) -> Option<&'static str> {
     TEMPLATES.get_file(name).and_then(|f| f.contents_utf8())
 }
 
+/// Every embedded template, by its path inside `templates/` (the test suite parses them all).
+#[cfg(test)]
 fn all_templates(dir: &'static Dir<'static>, out: &mut Vec<(String, &'static str)>) {
     for f in dir.files() {
         if let Some(text) = f.contents_utf8() {
@@ -29,18 +31,25 @@ fn all_templates(dir: &'static Dir<'static>, out: &mut Vec<(String, &'static str
     }
 }
 
-fn engine() -> &'static tera::Tera {
-    static ENGINE: OnceLock<tera::Tera> = OnceLock::new();
-    ENGINE.get_or_init(|| {
+/// Renders one embedded template, parsing it on first use only: a command pays for the templates
+/// of the chapters it touches, not for all of them (parsing every template was 82% of
+/// `plan chapter-01`). Templates use no `include`/`extends`, so each parses on its own.
+fn render_template(name: &str, ctx: &tera::Context) -> Result<String, tera::Error> {
+    static ENGINE: OnceLock<Mutex<tera::Tera>> = OnceLock::new();
+    let engine = ENGINE.get_or_init(|| {
         let mut tera = tera::Tera::default();
         // Generated files are YAML, shell and Dockerfiles, not HTML: no escaping.
         tera.autoescape_on(vec![]);
-        let mut sources = Vec::new();
-        all_templates(&TEMPLATES, &mut sources);
-        tera.add_raw_templates(sources)
-            .expect("embedded templates parse (checked by the test suite)");
-        tera
-    })
+        Mutex::new(tera)
+    });
+    let mut tera = engine
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !tera.get_template_names().any(|known| known == name) {
+        let source = template_source(name).ok_or_else(|| tera::Error::template_not_found(name))?;
+        tera.add_raw_template(name, source)?;
+    }
+    tera.render(name, ctx)
 }
 
 /// One file as this run would write it.
@@ -181,7 +190,6 @@ pub fn elixir_module(otp_app: &str) -> String {
 }
 
 pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Rendered>> {
-    let tera = engine();
     let mut out = Vec::new();
     for spec in &chapter.files {
         if let Some(cond) = &spec.when {
@@ -194,7 +202,7 @@ pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Ren
         }
         let path = tera::Tera::one_off(&spec.path, ctx, false)
             .with_context(|| format!("chapter {}: path `{}`", chapter.key(), spec.path))?;
-        let content = tera.render(&spec.template, ctx).map_err(|e| {
+        let content = render_template(&spec.template, ctx).map_err(|e| {
             anyhow::anyhow!(
                 "rendering {} for chapter {}: {}",
                 spec.template,
@@ -227,8 +235,7 @@ fn tera_chain(e: &tera::Error) -> String {
 
 /// Render a template outside any chapter (used by `init`).
 pub fn render_one(template: &str, ctx: &tera::Context) -> Result<String> {
-    engine()
-        .render(template, ctx)
+    render_template(template, ctx)
         .map_err(|e| anyhow::anyhow!("rendering {template}: {}", tera_chain(&e)))
 }
 
@@ -236,6 +243,25 @@ pub fn render_one(template: &str, ctx: &tera::Context) -> Result<String> {
 mod tests {
     #[test]
     fn every_embedded_template_parses() {
-        let _ = super::engine();
+        let mut sources = Vec::new();
+        super::all_templates(&super::TEMPLATES, &mut sources);
+        assert!(sources.len() > 10, "templates are embedded");
+        let mut tera = tera::Tera::default();
+        tera.add_raw_templates(sources)
+            .expect("every embedded template parses");
+    }
+
+    #[test]
+    fn a_template_is_parsed_on_first_use_and_rendered_again_from_cache() {
+        let ctx = tera::Context::from_value(serde_json::json!({
+            "app": {"elixir": "1.18.3", "otp": "27.3.4.1"}
+        }))
+        .unwrap();
+        let first = super::render_one("foundation/tool-versions.j2", &ctx).unwrap();
+        let again = super::render_one("foundation/tool-versions.j2", &ctx).unwrap();
+        assert_eq!(first, again);
+        assert!(first.contains("1.18.3"), "{first}");
+        let missing = super::render_one("no/such.j2", &ctx).unwrap_err();
+        assert!(format!("{missing:#}").contains("no/such.j2"), "{missing:#}");
     }
 }

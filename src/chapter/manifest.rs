@@ -56,11 +56,170 @@ pub struct FileSpec {
 }
 
 impl FileSpec {
+    /// The file's mode; 0644 when the manifest names none. A mode that does not parse never gets
+    /// here: [`Manifest::problems`] refuses it when the manifests load.
     pub fn mode_bits(&self) -> u32 {
-        self.mode
-            .as_deref()
-            .and_then(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8).ok())
-            .unwrap_or(0o644)
+        self.mode.as_deref().and_then(parse_mode).unwrap_or(0o644)
+    }
+}
+
+/// `"0755"`, `"755"` or `"0o755"` → the permission bits; `None` for anything else.
+pub fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
+}
+
+/// Words of tera's expression language that are not names in the context.
+const EXPRESSION_KEYWORDS: &[&str] = &[
+    "and",
+    "or",
+    "not",
+    "in",
+    "is",
+    "true",
+    "false",
+    "True",
+    "False",
+    "defined",
+    "undefined",
+    "none",
+    "starting_with",
+    "ending_with",
+    "containing",
+    "matching",
+    "odd",
+    "even",
+];
+
+/// The context paths a `when:` or path expression reads (`project.phoenix`,
+/// `config.chapters.foundation.gitignore`), so a typo can be found before it silently reads as
+/// false. Quoted strings, numbers, keywords, filters and tests are not paths.
+pub fn expression_paths(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = expr.char_indices().peekable();
+    let mut after_pipe = false;
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' | '\'' | '`' => {
+                for (_, d) in chars.by_ref() {
+                    if d == c {
+                        break;
+                    }
+                }
+            }
+            '|' => after_pipe = true,
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                let mut end = i + c.len_utf8();
+                while let Some(&(j, d)) = chars.peek() {
+                    if d.is_ascii_alphanumeric() || d == '_' || d == '.' {
+                        end = j + d.len_utf8();
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                let word = expr[i..end].trim_end_matches('.');
+                let is_call = expr[end..].trim_start().starts_with('(');
+                if !(after_pipe || is_call || EXPRESSION_KEYWORDS.contains(&word)) {
+                    out.push(word.to_string());
+                }
+                after_pipe = false;
+            }
+            c if c.is_whitespace() => {}
+            _ => after_pipe = false,
+        }
+    }
+    out
+}
+
+impl Manifest {
+    /// What is wrong with a manifest that serde cannot see, each naming the manifest file, the
+    /// line and the fix. `text` is the manifest's source, for line numbers.
+    pub fn problems(&self, file: &str, text: &str) -> Vec<String> {
+        // The lines of the `key: …value…` entries (quoted or not).
+        let lines = |key: &str, value: &str| -> Vec<usize> {
+            let entry = |l: &str| {
+                let l = l.trim_start().trim_start_matches("- ");
+                l.strip_prefix(key)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|rest| rest.contains(value))
+            };
+            (1..)
+                .zip(text.lines())
+                .filter(|(_, l)| entry(l))
+                .map(|(n, _)| n)
+                .collect()
+        };
+        let at = |key: &str, value: &str| {
+            format!("{file}:{}", lines(key, value).first().copied().unwrap_or(1))
+        };
+        // For a repeated entry: where it repeats.
+        let at_last = |key: &str, value: &str| {
+            format!("{file}:{}", lines(key, value).last().copied().unwrap_or(1))
+        };
+        let mut out = Vec::new();
+        let mut paths = std::collections::BTreeSet::new();
+        for f in &self.files {
+            if !paths.insert(f.path.as_str()) {
+                out.push(format!(
+                    "{}: `{}` is written twice\n  fix: one file entry per path",
+                    at_last("path", &f.path),
+                    f.path
+                ));
+            }
+            if let Some(mode) = &f.mode
+                && parse_mode(mode).is_none()
+            {
+                out.push(format!(
+                    "{}: mode `{mode}` is not an octal file mode\n  fix: write it like \"0755\"",
+                    at("mode", mode)
+                ));
+            }
+            let marker = f.marker.as_deref().map(str::trim);
+            match (f.policy, marker) {
+                (Policy::AppendIfMarkerMissing, None | Some("")) => out.push(format!(
+                    "{}: `{}` is appended when its marker is missing, but it has no marker (an \
+                     empty one matches any blank line, so the block would never be appended)\n  \
+                     fix: give a `marker:` line that the appended block contains",
+                    at("path", &f.path),
+                    f.path
+                )),
+                (Policy::Managed | Policy::CreateOnce, Some(m)) => out.push(format!(
+                    "{}: `marker: {m}` means nothing for policy {:?}\n  fix: remove it, or use \
+                     policy: append-if-marker-missing",
+                    at("marker", m),
+                    f.policy
+                )),
+                _ => {}
+            }
+            if f.when.as_deref().is_some_and(|w| w.trim().is_empty()) {
+                out.push(format!(
+                    "{}: `when:` is empty\n  fix: remove it, or give a condition",
+                    at("when", "")
+                ));
+            }
+        }
+        // An action's id keys its record in the state: two with one id would share a record.
+        let mut ids = std::collections::BTreeSet::new();
+        for a in &self.actions {
+            let id = a.build().id();
+            if !ids.insert(id.clone()) {
+                // The manifest spells the action by its serde tag (`action: git-repository`).
+                let kind = serde_json::to_value(a)
+                    .ok()
+                    .and_then(|v| v["action"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "{}: action `{id}` is listed twice\n  fix: list each action once",
+                    at_last("action", &kind)
+                ));
+            }
+        }
+        out
     }
 }
 

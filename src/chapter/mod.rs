@@ -4,7 +4,7 @@
 mod manifest;
 mod name;
 
-pub use manifest::{FileSpec, Manifest, Policy};
+pub use manifest::{FileSpec, Manifest, Policy, expression_paths, parse_mode};
 pub use name::resolve;
 
 use std::sync::OnceLock;
@@ -22,22 +22,44 @@ pub fn all() -> &'static [Manifest] {
 }
 
 fn load_all() -> Result<Vec<Manifest>> {
-    let mut chapters = CHAPTER_DIR
+    let sources: Vec<(String, &str)> = CHAPTER_DIR
         .files()
         .filter(|f| f.path().extension().is_some_and(|e| e == "yaml"))
         .map(|f| {
-            let text = f.contents_utf8().context("manifest is not UTF-8")?;
-            let manifest: Manifest = serde_yaml_ng::from_str(text)
-                .with_context(|| format!("chapters/{}", f.path().display()))?;
-            let expected = format!("{}.yaml", manifest.key());
-            anyhow::ensure!(
-                f.path().to_string_lossy() == expected,
-                "chapters/{}: id and slug say it should be named {expected}",
-                f.path().display()
-            );
-            Ok(manifest)
+            let name = format!("chapters/{}", f.path().display());
+            let text = f
+                .contents_utf8()
+                .with_context(|| format!("{name}: not UTF-8"))?;
+            Ok((name, text))
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<_>>()?;
+    parse_manifests(&sources)
+}
+
+/// Manifests from their sources (`chapters/NN-slug.yaml`, text), checked as a set: each parses,
+/// is named after its id and slug, has no [`Manifest::problems`], and no two share an id.
+pub fn parse_manifests(sources: &[(String, &str)]) -> Result<Vec<Manifest>> {
+    let mut chapters: Vec<Manifest> = Vec::new();
+    let mut problems = Vec::new();
+    for (name, text) in sources {
+        let manifest: Manifest = serde_yaml_ng::from_str(text).with_context(|| name.to_string())?;
+        let expected = format!("{}.yaml", manifest.key());
+        if !name.ends_with(&format!("/{expected}")) {
+            problems.push(format!(
+                "{name}: id and slug say it should be named {expected}"
+            ));
+        }
+        problems.extend(manifest.problems(name, text));
+        if let Some(twin) = chapters.iter().find(|c| c.id == manifest.id) {
+            problems.push(format!(
+                "{name}: id {} is also chapter {}\n  fix: give each chapter its own id",
+                manifest.id,
+                twin.key()
+            ));
+        }
+        chapters.push(manifest);
+    }
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
     chapters.sort_by_key(|c| c.id);
     Ok(chapters)
 }
@@ -104,6 +126,117 @@ mod tests {
                 "12-monitoring"
             ]
         );
+    }
+
+    fn one(yaml: &str) -> String {
+        let err = parse_manifests(&[("chapters/13-extra.yaml".into(), yaml)]).unwrap_err();
+        format!("{err:#}")
+    }
+
+    const HEAD: &str = "id: 13\nslug: extra\ntitle: T\nsummary: S\n";
+
+    #[test]
+    fn a_bad_mode_an_empty_marker_or_a_twin_is_refused_naming_file_and_line() {
+        let bad_mode = one(&format!(
+            "{HEAD}files:\n  - template: a.j2\n    path: a\n    mode: \"0x755\"\n"
+        ));
+        assert!(bad_mode.contains("chapters/13-extra.yaml:8"), "{bad_mode}");
+        assert!(bad_mode.contains("not an octal file mode"), "{bad_mode}");
+
+        let no_marker = one(&format!(
+            "{HEAD}files:\n  - template: a.j2\n    path: .gitignore\n    policy: append-if-marker-missing\n    marker: \"  \"\n"
+        ));
+        assert!(no_marker.contains("has no marker"), "{no_marker}");
+        assert!(no_marker.contains(":7"), "{no_marker}");
+
+        let twice = one(&format!(
+            "{HEAD}files:\n  - template: a.j2\n    path: a\n  - template: b.j2\n    path: a\n"
+        ));
+        assert!(twice.contains("written twice"), "{twice}");
+
+        let actions = one(&format!(
+            "{HEAD}actions:\n  - action: git-repository\n  - action: git-repository\n"
+        ));
+        assert!(actions.contains("listed twice"), "{actions}");
+        assert!(actions.contains(":7"), "{actions}");
+
+        let misnamed = one("id: 14\nslug: extra\ntitle: T\nsummary: S\n");
+        assert!(misnamed.contains("14-extra.yaml"), "{misnamed}");
+
+        let a = "id: 13\nslug: extra\ntitle: T\nsummary: S\n";
+        let b = "id: 13\nslug: other\ntitle: T\nsummary: S\n";
+        let err = parse_manifests(&[
+            ("chapters/13-extra.yaml".into(), a),
+            ("chapters/13-other.yaml".into(), b),
+        ])
+        .unwrap_err();
+        assert!(
+            format!("{err}").contains("id 13 is also chapter 13-extra"),
+            "{err}"
+        );
+
+        for ok in ["0755", "644", "0o600"] {
+            assert!(parse_mode(ok).is_some(), "{ok}");
+        }
+        for bad in ["", "0x755", "abc", "99", "07777777", "-1"] {
+            assert!(parse_mode(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expression_paths_are_the_names_an_expression_reads() {
+        assert_eq!(expression_paths("project.phoenix"), ["project.phoenix"]);
+        assert_eq!(
+            expression_paths(
+                "not project.has_database and env.provider == \"local\" or x | length > 2"
+            ),
+            ["project.has_database", "env.provider", "x"]
+        );
+        assert_eq!(
+            expression_paths("secrets/{{ env.name }}.yaml"),
+            ["secrets", "env.name", "yaml"]
+        );
+    }
+
+    /// Every `when:` and every templated path of the embedded manifests reads names the real
+    /// template context has: a typo would otherwise read as false and silently skip a file.
+    #[test]
+    fn every_expression_of_the_embedded_manifests_reads_a_real_context_name() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coordination");
+        let project = crate::project::Project::discover(Some(&root)).unwrap();
+        let ctx = crate::render::context(&project, "local")
+            .unwrap()
+            .into_json();
+        let resolves = |path: &str| {
+            path.split('.')
+                .try_fold(&ctx, |v, key| v.get(key))
+                .is_some()
+        };
+        let mut checked = 0;
+        for c in all() {
+            for f in &c.files {
+                let mut exprs: Vec<&str> = f.when.iter().map(String::as_str).collect();
+                // Only the `{{ … }}` parts of a path are expressions.
+                exprs.extend(
+                    f.path
+                        .split("{{")
+                        .skip(1)
+                        .filter_map(|p| p.split("}}").next()),
+                );
+                for expr in exprs {
+                    for path in expression_paths(expr) {
+                        checked += 1;
+                        assert!(
+                            resolves(&path),
+                            "chapters/{}.yaml: `{expr}` reads `{path}`, which the template context does not have",
+                            c.key()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(checked > 0, "the manifests have expressions to check");
+        assert!(!resolves("project.phonix"), "a typo does not resolve");
     }
 
     #[test]

@@ -20,16 +20,7 @@ impl Report for PlanReport {
         render_chapters(&self.environment, &self.chapters, ui, true)
     }
     fn exit(&self) -> Exit {
-        self.chapters
-            .iter()
-            .map(ChapterPlan::exit)
-            .max_by_key(|e| match e {
-                Exit::Error => 4,
-                Exit::Blocked => 3,
-                Exit::Pending => 2,
-                _ => 0,
-            })
-            .unwrap_or(Exit::Ok)
+        Exit::worst(self.chapters.iter().map(ChapterPlan::exit))
     }
 }
 
