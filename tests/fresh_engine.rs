@@ -349,6 +349,19 @@ fn runs_racing_on_a_never_swarmed_engine_all_succeed_and_one_swarm_has_one_manag
         // Outside a swarm again: what a never-swarmed Engine is.
         node.docker_ok(&["swarm", "leave", "--force"]);
         assert_eq!(swarm_state(node), "inactive");
+        if round > 1 {
+            // A checkout whose state says its secrets were made, on an Engine with no swarm
+            // (a new machine, an old checkout): the plan is pending on the swarm, not failed.
+            let out = a.run(&["plan", "chapter-07", "--format", "json"]);
+            assert_eq!(out.status.code(), Some(2), "round {round}: {}", text(&out));
+            let all = actions(&json(&out.stdout));
+            let (status, detail) = status_of(&all, "07-secrets", "docker-secrets");
+            assert_eq!(status, "pending", "round {round}: {detail}");
+            assert!(
+                detail.starts_with("after swarm-mode"),
+                "round {round}: {detail}"
+            );
+        }
         let runs = [
             a.spawn(&["up", "chapter-07", "--format", "json"]),
             b.spawn(&["up", "chapter-07", "--format", "json"]),
