@@ -12,7 +12,7 @@ use crate::config::Environment;
 use crate::exit::{Exit, Failure};
 use crate::lockfile::LockFile;
 use crate::output::Ui;
-use crate::plan::{self, FilePlan, FileStatus};
+use crate::plan::{self, FilePlan, FileStatus, Planned};
 use crate::project::Project;
 use crate::render::{self, Rendered};
 use crate::state::{self, ActionRecord, Outcome, RunLock, State};
@@ -145,6 +145,7 @@ impl<'a> Engine<'a> {
         rendered: &'b [Rendered],
         previous: Option<&'b ActionRecord>,
         purge: bool,
+        planned: &'b Planned,
     ) -> ActionContext<'b> {
         ActionContext {
             project: self.project,
@@ -156,15 +157,20 @@ impl<'a> Engine<'a> {
             purge,
             no_cache: self.no_cache,
             stack_variables: &self.stack_variables,
+            planned,
         }
     }
 
+    /// An action's check. `planned` is what earlier steps of the same plan will have done
+    /// (empty once they really ran): a failure of an input such a step still has to make is
+    /// reported as pending, with the step it waits for.
     fn check_action(
         &self,
         action: &dyn Action,
         rendered: &[Rendered],
         state: &State,
         chapter: &Manifest,
+        planned: &Planned,
     ) -> ActionPlan {
         let id = action.id();
         let (status, detail) = if !action.implemented() {
@@ -181,13 +187,22 @@ impl<'a> Engine<'a> {
             let previous = state
                 .chapter(&self.env_name, &chapter.key())
                 .and_then(|c| c.actions.get(&id));
-            match action.check(&self.context(rendered, previous, false)) {
-                Ok(Check::Satisfied(d)) => (ActionStatus::Satisfied, d),
-                Ok(Check::Pending(d)) => (ActionStatus::Pending, d),
-                Ok(Check::Blocked(d)) => (ActionStatus::Blocked, d),
-                Ok(Check::Failed(d)) => (ActionStatus::Failed, d),
+            let waits_for = planned.pending_of(action.needs());
+            match (
+                action.check(&self.context(rendered, previous, false, planned)),
+                waits_for,
+            ) {
+                (Ok(Check::Satisfied(d)), _) => (ActionStatus::Satisfied, d),
+                (Ok(Check::Pending(d)), _) => (ActionStatus::Pending, d),
+                (Ok(Check::Blocked(d)), _) => (ActionStatus::Blocked, d),
+                // What an earlier step of this plan makes is not there yet: pending, not failed.
+                (Ok(Check::Failed(d)), Some(need)) => waiting(need, &d),
+                (Err(e), Some(need)) if crate::exit::exit_for(&e) != Exit::Refused => {
+                    waiting(need, &format!("{e:#}"))
+                }
+                (Ok(Check::Failed(d)), None) => (ActionStatus::Failed, d),
                 // A check's error still says what kind of stop it is: blocked (3), refused (4).
-                Err(e) => match crate::exit::exit_for(&e) {
+                (Err(e), _) => match crate::exit::exit_for(&e) {
                     Exit::Blocked => (ActionStatus::Blocked, format!("{e:#}")),
                     Exit::Refused => (ActionStatus::Refused, format!("{e:#}")),
                     _ => (ActionStatus::Failed, format!("{e:#}")),
@@ -202,11 +217,14 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// One chapter's plan; `planned` holds what the plan's earlier chapters do and gains this
+    /// chapter's file writes and pending actions for the chapters after it.
     pub fn plan_chapter(
         &self,
         chapter: &Manifest,
         lock: &LockFile,
         state: &State,
+        planned: &mut Planned,
     ) -> Result<ChapterPlan> {
         let rendered = self.render(chapter)?;
         let files = if chapter.implemented {
@@ -214,10 +232,18 @@ impl<'a> Engine<'a> {
         } else {
             Vec::new()
         };
-        let actions = Self::actions(chapter)
-            .iter()
-            .map(|a| self.check_action(a.as_ref(), &rendered, state, chapter))
-            .collect();
+        let mut actions = Vec::new();
+        for action in Self::actions(chapter) {
+            let step = self.check_action(action.as_ref(), &rendered, state, chapter, planned);
+            if step.status == ActionStatus::Pending {
+                planned
+                    .pending
+                    .entry(step.id.clone())
+                    .or_insert_with(|| chapter.label());
+            }
+            actions.push(step);
+        }
+        planned.add_files(&files);
         Ok(ChapterPlan {
             chapter: chapter.key(),
             label: chapter.label(),
@@ -239,8 +265,9 @@ impl<'a> Engine<'a> {
             targets.to_vec()
         };
         let mut plans = Vec::new();
+        let mut planned = Planned::default();
         for chapter in ordered {
-            let mut plan = self.plan_chapter(chapter, &lock, &state)?;
+            let mut plan = self.plan_chapter(chapter, &lock, &state, &mut planned)?;
             let requested = targets.iter().any(|t| t.id == chapter.id);
             if !requested {
                 if plan.satisfied() {
@@ -336,7 +363,13 @@ impl<'a> Engine<'a> {
                 if swarm_lock.is_none()
                     && action.touches_swarm()
                     && self
-                        .check_action(action.as_ref(), &rendered, &state, chapter)
+                        .check_action(
+                            action.as_ref(),
+                            &rendered,
+                            &state,
+                            chapter,
+                            &Planned::default(),
+                        )
                         .status
                         == ActionStatus::Pending
                 {
@@ -389,7 +422,7 @@ impl<'a> Engine<'a> {
     pub fn write_chapter_files(&self, chapter: &'static Manifest, _run: &RunLock) -> Result<()> {
         let lock_before = LockFile::read(&self.project.root)?;
         let state = State::read(&self.project.state_dir())?;
-        let plan = self.plan_chapter(chapter, &lock_before, &state)?;
+        let plan = self.plan_chapter(chapter, &lock_before, &state, &mut Planned::default())?;
         refuse_conflicts(std::slice::from_ref(&plan), false)?;
         let mut lock = lock_before;
         self.write_files(&plan, &mut lock)
@@ -404,7 +437,9 @@ impl<'a> Engine<'a> {
         state: &mut State,
     ) -> Result<ActionPlan> {
         let key = chapter.key();
-        let mut step = self.check_action(action, rendered, state, chapter);
+        // Earlier steps of this run have been applied: the check sees the world as it is.
+        let none = Planned::default();
+        let mut step = self.check_action(action, rendered, state, chapter, &none);
         let record =
             |state: &mut State, outcome: Outcome, applied: Option<&crate::action::Applied>| {
                 let actions = &mut state.chapter_mut(&self.env_name, &key).actions;
@@ -470,7 +505,7 @@ impl<'a> Engine<'a> {
                     .chapter(&self.env_name, &key)
                     .and_then(|c| c.actions.get(&step.id))
                     .cloned();
-                let cx = self.context(rendered, previous.as_ref(), false);
+                let cx = self.context(rendered, previous.as_ref(), false, &none);
                 let applied = action.apply(&cx).and_then(|a| {
                     // Verify against what this apply will record, not the record it replaces.
                     let fresh = ActionRecord {
@@ -479,7 +514,7 @@ impl<'a> Engine<'a> {
                         data: a.data.clone(),
                         at: state::now_rfc3339(),
                     };
-                    action.verify(&self.context(rendered, Some(&fresh), false))?;
+                    action.verify(&self.context(rendered, Some(&fresh), false, &none))?;
                     Ok(a)
                 });
                 match applied {
@@ -535,7 +570,8 @@ impl<'a> Engine<'a> {
                 .chapter(&self.env_name, &chapter.key())
                 .and_then(|c| c.actions.get(&id))
                 .cloned();
-            let cx = self.context(&rendered, previous.as_ref(), purge);
+            let none = Planned::default();
+            let cx = self.context(&rendered, previous.as_ref(), purge, &none);
             let (status, detail) = match action.undo(&cx)? {
                 Some(summary) => {
                     state
@@ -633,7 +669,13 @@ impl<'a> Engine<'a> {
                     if !matches!(rec.outcome, Outcome::Applied | Outcome::Satisfied) {
                         continue;
                     }
-                    let plan = self.check_action(action.as_ref(), &rendered, &state, chapter);
+                    let plan = self.check_action(
+                        action.as_ref(),
+                        &rendered,
+                        &state,
+                        chapter,
+                        &Planned::default(),
+                    );
                     if plan.status != ActionStatus::Satisfied
                         && plan.status != ActionStatus::Skipped
                     {
@@ -649,6 +691,14 @@ impl<'a> Engine<'a> {
         }
         Ok(drift)
     }
+}
+
+/// A check that failed on what `need` (pending in `chapter` earlier in the same plan) makes.
+fn waiting((need, chapter): (&str, &str), detail: &str) -> (ActionStatus, String) {
+    (
+        ActionStatus::Pending,
+        format!("after {need} ({chapter}), which this plan applies first; checked now: {detail}"),
+    )
 }
 
 /// Edited generated files stop the run before anything is written (exit 4), unless --force.

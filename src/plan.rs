@@ -47,6 +47,47 @@ pub struct FilePlan {
     pub record: Option<LockedFile>,
 }
 
+/// What the earlier steps of one plan will have done by the time a later action runs: the files
+/// earlier chapters write (None: removed) and the actions still pending, by id, with the chapter
+/// that applies them. A plan's checks see it, so a chapter does not fail on an input an earlier
+/// chapter of the same run creates (chapter 08's stack file, chapter 07's swarm).
+#[derive(Debug, Default, Clone)]
+pub struct Planned {
+    pub files: std::collections::BTreeMap<String, Option<Vec<u8>>>,
+    pub pending: std::collections::BTreeMap<String, String>,
+}
+
+impl Planned {
+    /// Records a chapter's file plans: what will be on disk after it is written.
+    pub fn add_files(&mut self, files: &[FilePlan]) {
+        for f in files {
+            match f.status {
+                FileStatus::Create | FileStatus::Update => {
+                    self.files.insert(f.path.clone(), f.content.clone());
+                }
+                FileStatus::Stale if f.note.as_deref() == Some(STALE_REMOVED) => {
+                    self.files.insert(f.path.clone(), None);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The file as it will be when this plan reaches the asking chapter, if an earlier chapter
+    /// writes or removes it: Some(None) for removed.
+    pub fn file(&self, path: &str) -> Option<Option<&[u8]>> {
+        self.files.get(path).map(|c| c.as_deref())
+    }
+
+    /// The first of `ids` still pending earlier in this plan, with the chapter applying it.
+    pub fn pending_of<'a>(&'a self, ids: &[&'a str]) -> Option<(&'a str, &'a str)> {
+        ids.iter()
+            .find_map(|id| self.pending.get(*id).map(|c| (*id, c.as_str())))
+    }
+}
+
+const STALE_REMOVED: &str = "no longer rendered; removed";
+
 pub fn plan_files(
     project: &Project,
     chapter: &str,
@@ -192,7 +233,7 @@ pub fn plan_files(
         let current = std::fs::read(&abs).ok();
         let note = match &current {
             None => "already gone; the record is dropped".to_string(),
-            Some(c) if sha256_hex(c) == record.sha256 => "no longer rendered; removed".into(),
+            Some(c) if sha256_hex(c) == record.sha256 => STALE_REMOVED.into(),
             Some(_) => "no longer rendered, but edited: kept, record dropped".into(),
         };
         plans.push(FilePlan {
@@ -245,4 +286,70 @@ pub fn apply_file(project: &Project, plan: &FilePlan, lock: &mut LockFile) -> an
         lock.files.insert(plan.path.clone(), rec.clone());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, status: FileStatus, content: Option<&str>, note: Option<&str>) -> FilePlan {
+        FilePlan {
+            path: path.into(),
+            chapter: "08-swarm".into(),
+            status,
+            policy: Policy::Managed,
+            diff: None,
+            note: note.map(String::from),
+            content: content.map(|c| c.as_bytes().to_vec()),
+            mode: 0o644,
+            record: None,
+        }
+    }
+
+    #[test]
+    fn later_chapters_see_what_earlier_ones_write_remove_or_leave() {
+        let mut planned = Planned::default();
+        planned.add_files(&[
+            file("deploy/stack.yml", FileStatus::Create, Some("new"), None),
+            file("Dockerfile", FileStatus::Update, Some("changed"), None),
+            file("a.txt", FileStatus::Unchanged, None, None),
+            // An edited file up refuses to overwrite: the disk stays what it is.
+            file(
+                "b.txt",
+                FileStatus::Conflict,
+                Some("beamops'"),
+                Some("edited"),
+            ),
+            file("old.yml", FileStatus::Stale, None, Some(STALE_REMOVED)),
+            file(
+                "kept.yml",
+                FileStatus::Stale,
+                None,
+                Some("no longer rendered, but edited: kept, record dropped"),
+            ),
+        ]);
+        assert_eq!(planned.file("deploy/stack.yml"), Some(Some(&b"new"[..])));
+        assert_eq!(planned.file("Dockerfile"), Some(Some(&b"changed"[..])));
+        assert_eq!(planned.file("old.yml"), Some(None));
+        for on_disk in ["a.txt", "b.txt", "kept.yml", "never.txt"] {
+            assert_eq!(planned.file(on_disk), None, "{on_disk}");
+        }
+    }
+
+    #[test]
+    fn the_first_pending_need_is_named_with_its_chapter() {
+        let mut planned = Planned::default();
+        assert_eq!(planned.pending_of(&["swarm-mode"]), None);
+        planned
+            .pending
+            .insert("docker-secrets".into(), "chapter-07".into());
+        planned
+            .pending
+            .insert("swarm-mode".into(), "chapter-07".into());
+        assert_eq!(
+            planned.pending_of(&["swarm-mode", "docker-secrets"]),
+            Some(("swarm-mode", "chapter-07"))
+        );
+        assert_eq!(planned.pending_of(&["release-image"]), None);
+    }
 }

@@ -54,6 +54,10 @@ impl Action for ClusterFormed {
     fn providers(&self) -> &'static [Provider] {
         &[Provider::Local]
     }
+    /// The app service's tasks exist once the swarm and the stack do.
+    fn needs(&self) -> &'static [&'static str] {
+        &["swarm-mode", "stack-converged"]
+    }
     /// Inspect calls only: the tasks running now against the ones the last verification asked.
     /// Asking the nodes themselves execs, which belongs to apply.
     fn check(&self, cx: &ActionContext) -> Result<Check> {

@@ -100,16 +100,22 @@ pub struct ActionContext<'a> {
     pub no_cache: bool,
     /// Stack variables that win over the recorded ones (see `swarm::variables`).
     pub stack_variables: &'a std::collections::BTreeMap<String, String>,
+    /// In a plan: the files earlier chapters write and the actions still pending before this
+    /// one. Empty while `up` runs, when earlier steps have really happened.
+    pub planned: &'a crate::plan::Planned,
 }
 
 impl ActionContext<'_> {
-    /// A file's content as it will be after this run: the rendering if the chapter renders it.
+    /// A file's content as it will be when this action runs: the rendering if the chapter
+    /// renders it, else what an earlier chapter of the plan writes, else the disk.
     pub fn file(&self, relative: &str) -> Option<String> {
-        self.rendered
-            .iter()
-            .find(|r| r.path == relative)
-            .map(|r| String::from_utf8_lossy(&r.content).into_owned())
-            .or_else(|| std::fs::read_to_string(self.path(relative)).ok())
+        if let Some(r) = self.rendered.iter().find(|r| r.path == relative) {
+            return Some(String::from_utf8_lossy(&r.content).into_owned());
+        }
+        match self.planned.file(relative) {
+            Some(planned) => planned.map(|c| String::from_utf8_lossy(c).into_owned()),
+            None => std::fs::read_to_string(self.path(relative)).ok(),
+        }
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -132,6 +138,13 @@ pub trait Action {
     /// The providers this action applies to; elsewhere it is skipped.
     fn providers(&self) -> &'static [Provider] {
         &[Provider::Local, Provider::Aws]
+    }
+    /// Actions (by id, in this chapter or an earlier one) whose apply makes this check's inputs:
+    /// while one of them is pending earlier in a plan, this check's failure or error means only
+    /// "not there yet" and the plan reports it pending. A check's own `Blocked` (a missing tool
+    /// or key) stands: the user must act whatever the plan applies first.
+    fn needs(&self) -> &'static [&'static str] {
+        &[]
     }
     /// A cheap inspection: files, state, Engine API inspect calls. Never waits or execs.
     fn check(&self, cx: &ActionContext) -> Result<Check>;

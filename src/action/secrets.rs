@@ -35,6 +35,11 @@ impl Action for DockerSecrets {
         // Like swarm-mode: on AWS the managers are reached after chapter 10 provisions them.
         &[Provider::Local]
     }
+    /// The secrets live in the swarm: on an Engine a plan has yet to make a swarm, checking
+    /// them is pending.
+    fn needs(&self) -> &'static [&'static str] {
+        &["swarm-mode"]
+    }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         for tool in ["sops", "age"] {
             if let Err(e) = secrets::tool(tool) {

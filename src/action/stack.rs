@@ -119,14 +119,15 @@ impl Action for StackConverged {
     fn providers(&self) -> &'static [Provider] {
         &[Provider::Local]
     }
+    /// The swarm, the stack's secrets and the app image come from these; a plan that applies
+    /// them first reports this action pending, not failed or blocked on their absence.
+    fn needs(&self) -> &'static [&'static str] {
+        &["swarm-mode", "docker-secrets", "release-image"]
+    }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
-        // An unreachable Engine or a missing secret is "blocked", not a failure of this action.
-        match self.inspect(cx, &previous_images(cx)) {
-            Err(e) if crate::exit::exit_for(&e) == crate::exit::Exit::Blocked => {
-                Ok(Check::Blocked(format!("{e:#}")))
-            }
-            other => other,
-        }
+        // An unreachable Engine or a missing secret is an error the engine reports as blocked
+        // (its exit code), or as pending when a need above is pending earlier in the plan.
+        self.inspect(cx, &previous_images(cx))
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
         let rt = docker::runtime()?;

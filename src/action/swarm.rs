@@ -28,6 +28,15 @@ impl Action for SwarmModeAction {
                 "swarm init, advertising {}",
                 swarm::advertise_addr(cx.env)
             )),
+            // Another run's init (or a join) in flight: `up` waits for it and carries on.
+            SwarmMode::Pending(state) => Check::Pending(format!(
+                "a swarm init or join is in flight on {} ({state}); up waits for it to finish",
+                daemon.host
+            )),
+            SwarmMode::Worker => Check::Failed(format!(
+                "{} is a swarm worker, not a manager; fix: point docker_host at a manager",
+                daemon.host
+            )),
             SwarmMode::Other(state) => Check::Failed(format!(
                 "{} is in a swarm but not a manager ({state}); fix: point docker_host at a manager",
                 daemon.host
@@ -42,7 +51,8 @@ impl Action for SwarmModeAction {
             summary: if initialised {
                 format!("initialised a swarm (manager {node_id}, advertising {addr})")
             } else {
-                format!("already a manager ({node_id})")
+                // Another run initialised it first (or it already was a manager).
+                format!("a manager ({node_id}); the swarm was made by another run")
             },
             data: json!({"node_id": node_id}),
             inputs_digest: None,

@@ -80,7 +80,13 @@ pub fn run(global: &Global, ui: &Ui, command: &ImagesCommand) -> Result<Exit> {
             let rt = crate::docker::runtime()?;
             let pruned = rt.block_on(async {
                 let daemon = crate::docker::connect(&host).await?;
-                prune::prune_release_images(&daemon, &repository, keep, *dry_run).await
+                let mut pruned =
+                    prune::prune_release_images(&daemon, &repository, keep, *dry_run).await?;
+                let (untagged, in_use) =
+                    prune::prune_untagged_builds(&daemon, &repository, *dry_run).await?;
+                pruned.untagged = untagged;
+                pruned.in_use.extend(in_use);
+                anyhow::Ok(pruned)
             })?;
             emit(
                 &PruneReport {
@@ -110,7 +116,11 @@ impl Report for PruneReport {
         let line = |mark: String, verb: &str, image: &prune::PrunedImage| {
             format!(
                 "{mark} {verb} {} {}\n",
-                image.tags.join(", "),
+                if image.tags.is_empty() {
+                    "<untagged build step>".to_string()
+                } else {
+                    image.tags.join(", ")
+                },
                 Paint::dim(
                     image
                         .id
@@ -138,16 +148,16 @@ impl Report for PruneReport {
         } else {
             "removed"
         };
-        for image in &p.removed {
+        for image in p.removed.iter().chain(&p.untagged) {
             out += &line(Paint::bad("-"), verb, image);
         }
-        if p.removed.is_empty() {
+        if p.removed.is_empty() && p.untagged.is_empty() {
             out += &Paint::dim("nothing to remove\n");
         }
         out
     }
     fn exit(&self) -> Exit {
-        if self.dry_run && !self.pruned.removed.is_empty() {
+        if self.dry_run && !(self.pruned.removed.is_empty() && self.pruned.untagged.is_empty()) {
             Exit::Pending
         } else {
             Exit::Ok

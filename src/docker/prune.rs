@@ -1,6 +1,10 @@
 //! Release images pruned after a deploy: the newest `keep` images of the app's repository stay,
 //! older ones go, and never one that a service names or a container (running or stopped) uses.
 //!
+//! `images prune` also removes the untagged images beamops' builds of this repository left: a
+//! killed build leaves the last image of each stage it got through. The Dockerfile labels every
+//! stage with [`BUILD_LABEL`], so an untagged image without it (anyone else's) is never touched.
+//!
 //! On the node this Engine is: each node of a multi-node swarm keeps its own images; `deploy`
 //! prunes the Engine it talks to, the others need `images prune` against them.
 
@@ -30,7 +34,13 @@ pub struct Pruned {
     /// Older than the newest `keep`, but a service or container uses it.
     pub in_use: Vec<PrunedImage>,
     pub removed: Vec<PrunedImage>,
+    /// Untagged images of this repository's builds (a killed build's stages, an earlier
+    /// build's builder stage) removed, or that a dry run would remove.
+    pub untagged: Vec<PrunedImage>,
 }
+
+/// The label the generated Dockerfile puts on every stage: the image repository it builds.
+pub const BUILD_LABEL: &str = "dev.beamops.build";
 
 /// The ids of images in use: by any container (stopped ones too, which `docker rm` would need
 /// first) and by any service's spec (its tasks may be rescheduled here at any time).
@@ -146,4 +156,65 @@ pub async fn prune_release_images(
         }
     }
     Ok(out)
+}
+
+/// Removes the untagged (dangling) images labelled as builds of `repository` that no container
+/// uses; `dry_run` only lists them. Removing one also removes its untagged parents: the whole
+/// chain of steps the build got through. The next build of a changed context starts again from
+/// the base image for the stages they held.
+pub async fn prune_untagged_builds(
+    daemon: &Daemon,
+    repository: &str,
+    dry_run: bool,
+) -> Result<(Vec<PrunedImage>, Vec<PrunedImage>)> {
+    let images = daemon
+        .client
+        .list_images(Some(ListImagesOptions {
+            filters: Some(HashMap::from([
+                ("dangling".to_string(), vec!["true".to_string()]),
+                (
+                    "label".to_string(),
+                    vec![format!("{BUILD_LABEL}={repository}")],
+                ),
+            ])),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("listing untagged images of {repository}'s builds"))?;
+    let used = images_in_use(daemon).await?;
+    let (mut removed, mut in_use) = (Vec::new(), Vec::new());
+    for image in images {
+        let image = PrunedImage {
+            id: image.id,
+            tags: Vec::new(),
+            created: image.created,
+        };
+        if used.contains(&image.id) {
+            in_use.push(image);
+            continue;
+        }
+        if !dry_run {
+            match daemon
+                .client
+                .remove_image(&image.id, None::<RemoveImageOptions>, None)
+                .await
+            {
+                Ok(_) => {}
+                // Gone with another chain, or a container started on it meanwhile.
+                Err(e) if is_not_found(&e) => continue,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => {
+                    in_use.push(image);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("removing untagged image {}", image.id));
+                }
+            }
+        }
+        removed.push(image);
+    }
+    removed.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+    Ok((removed, in_use))
 }

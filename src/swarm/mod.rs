@@ -13,6 +13,7 @@ pub mod spec;
 pub mod stack;
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bollard::models::{LocalNodeState, SwarmInitRequest};
@@ -93,7 +94,13 @@ pub enum SwarmMode {
     Inactive,
     /// A manager: services can be created here.
     Manager { node_id: String },
-    /// A worker, or a node that is still joining or in error: beamops cannot manage it from here.
+    /// A `swarm init` or `swarm join` is in flight (Engine state `pending`): another process,
+    /// or a second beamops run, got there first. It ends as a manager, a worker or an error.
+    Pending(String),
+    /// Active without the control plane: a worker, or (for a moment after an init) a manager
+    /// whose control socket is not up yet.
+    Worker,
+    /// A locked node or one in error: beamops cannot manage it from here.
     Other(String),
 }
 
@@ -104,44 +111,134 @@ pub async fn mode(daemon: &Daemon) -> Result<SwarmMode> {
         .await
         .with_context(|| format!("asking {} for its swarm state", daemon.host))?;
     let swarm = info.swarm.unwrap_or_default();
-    Ok(match swarm.local_node_state {
-        Some(LocalNodeState::INACTIVE) | Some(LocalNodeState::EMPTY) | None => SwarmMode::Inactive,
-        Some(LocalNodeState::ACTIVE) if swarm.control_available == Some(true) => {
-            SwarmMode::Manager {
-                node_id: swarm.node_id.unwrap_or_default(),
-            }
-        }
-        Some(state) => SwarmMode::Other(format!(
-            "{state:?} (control available: {})",
-            swarm.control_available.unwrap_or(false)
-        )),
-    })
+    Ok(mode_of(
+        swarm.local_node_state,
+        swarm.control_available,
+        swarm.node_id,
+    ))
 }
 
-/// Swarm mode, idempotently: an inactive Engine becomes a single-node swarm advertising
-/// `advertise_addr`; a manager is left as it is. Returns the node id and whether it initialised.
-pub async fn ensure(daemon: &Daemon, advertise_addr: &str) -> Result<(String, bool)> {
-    match mode(daemon).await? {
-        SwarmMode::Manager { node_id } => Ok((node_id, false)),
-        SwarmMode::Other(state) => anyhow::bail!(
-            "{} is in a swarm but not a manager ({state})\n  fix: point the environment's docker_host at a manager node",
-            daemon.host
-        ),
-        SwarmMode::Inactive => {
-            let request = SwarmInitRequest {
-                listen_addr: Some("0.0.0.0:2377".into()),
-                advertise_addr: Some(advertise_addr.to_string()),
-                ..Default::default()
-            };
-            let node_id = daemon.client.init_swarm(request).await.with_context(|| {
-                format!(
-                    "docker swarm init on {} (advertise {advertise_addr})",
-                    daemon.host
-                )
-            })?;
-            Ok((node_id, true))
-        }
+fn mode_of(
+    state: Option<LocalNodeState>,
+    control_available: Option<bool>,
+    node_id: Option<String>,
+) -> SwarmMode {
+    match state {
+        Some(LocalNodeState::INACTIVE) | Some(LocalNodeState::EMPTY) | None => SwarmMode::Inactive,
+        Some(LocalNodeState::ACTIVE) if control_available == Some(true) => SwarmMode::Manager {
+            node_id: node_id.unwrap_or_default(),
+        },
+        Some(LocalNodeState::ACTIVE) => SwarmMode::Worker,
+        Some(state @ LocalNodeState::PENDING) => SwarmMode::Pending(state.to_string()),
+        Some(state) => SwarmMode::Other(state.to_string()),
     }
+}
+
+/// How long a run waits for a swarm init or join that another process started on the same
+/// Engine; a single-node init takes about a second.
+pub const PENDING_WAIT: Duration = Duration::from_secs(60);
+/// How long `active` without control is taken for a manager still starting: the Engine marks
+/// the node ready and opens its control socket in two steps.
+const MANAGER_START_GRACE: Duration = Duration::from_secs(5);
+
+/// Swarm mode, idempotently and race-safe: an inactive Engine becomes a single-node swarm
+/// advertising `advertise_addr`; a manager is left as it is; an init or join in flight (another
+/// run found the Engine inactive at the same moment) is waited for, up to [`PENDING_WAIT`].
+/// Returns the node id and whether this call initialised the swarm.
+pub async fn ensure(daemon: &Daemon, advertise_addr: &str) -> Result<(String, bool)> {
+    ensure_within(daemon, advertise_addr, PENDING_WAIT).await
+}
+
+pub async fn ensure_within(
+    daemon: &Daemon,
+    advertise_addr: &str,
+    wait: Duration,
+) -> Result<(String, bool)> {
+    let started = Instant::now();
+    // Set once this run has seen another process's init or join in flight.
+    let mut waiting_for: Option<String> = None;
+    let mut worker_since: Option<Instant> = None;
+    loop {
+        let waited = started.elapsed();
+        match mode(daemon).await? {
+            SwarmMode::Manager { node_id } => return Ok((node_id, false)),
+            SwarmMode::Inactive => match init(daemon, advertise_addr).await {
+                Ok(node_id) => return Ok((node_id, true)),
+                Err(InitError::AlreadyInSwarm) => {
+                    waiting_for = Some("an init by another process".into());
+                }
+                Err(InitError::Other(e)) => return Err(e),
+            },
+            SwarmMode::Pending(state) => {
+                waiting_for = Some(format!("an init or join in flight ({state})"));
+            }
+            // A worker is final, but a manager that has just finished its init shows `active` a
+            // moment before its control socket is up.
+            SwarmMode::Worker => {
+                let since = *worker_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= MANAGER_START_GRACE {
+                    return Err(not_a_manager(daemon, "a worker"));
+                }
+                waiting_for.get_or_insert("a manager starting".into());
+            }
+            SwarmMode::Other(state) => return Err(not_a_manager(daemon, &state)),
+        }
+        if waited >= wait {
+            return Err(crate::exit::Failure::Blocked(format!(
+                "{}: swarm mode is still not ready after {}s of waiting for {}\n  fix: `docker info` on that Engine shows its swarm state; a join to a manager that never answers stays pending until `docker swarm leave --force` on that node",
+                daemon.host,
+                waited.as_secs(),
+                waiting_for.as_deref().unwrap_or("the Engine")
+            ))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn not_a_manager(daemon: &Daemon, state: &str) -> anyhow::Error {
+    let fix = if state == "a worker" {
+        "point the environment's docker_host at a manager node (`docker node ls` on a manager lists them)"
+    } else {
+        // `error` is what a join that never reached its manager ends in.
+        "`docker info` on that Engine says why; a failed join is cleared with `docker swarm leave --force` on that node"
+    };
+    anyhow::anyhow!(
+        "{} is in a swarm but not a manager ({state})\n  fix: {fix}",
+        daemon.host
+    )
+}
+
+enum InitError {
+    /// Another process's `swarm init` (or join) got in first: its outcome is waited for.
+    AlreadyInSwarm,
+    Other(anyhow::Error),
+}
+
+async fn init(daemon: &Daemon, advertise_addr: &str) -> std::result::Result<String, InitError> {
+    let request = SwarmInitRequest {
+        listen_addr: Some("0.0.0.0:2377".into()),
+        advertise_addr: Some(advertise_addr.to_string()),
+        ..Default::default()
+    };
+    match daemon.client.init_swarm(request).await {
+        Ok(node_id) => Ok(node_id),
+        Err(e) if is_already_in_swarm(&e) => Err(InitError::AlreadyInSwarm),
+        Err(e) => Err(InitError::Other(anyhow::Error::new(e).context(format!(
+            "docker swarm init on {} (advertise {advertise_addr})",
+            daemon.host
+        )))),
+    }
+}
+
+/// The Engine's answer to `swarm init` when a swarm exists or is being made: 503 "This node is
+/// already part of a swarm".
+fn is_already_in_swarm(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError { status_code: 503, message }
+            if message.contains("already part of a swarm")
+    )
 }
 
 /// The address a local swarm advertises when beamops.yaml names none: loopback keeps a
@@ -191,3 +288,57 @@ pub async fn live_releases(
 /// The service labels a deployed release carries (`docker service inspect` shows them).
 pub const RELEASE_LABEL: &str = "beamops.release";
 pub const GIT_SHA_LABEL: &str = "beamops.git_sha";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_init_or_join_is_its_own_mode_not_a_failure() {
+        let id = || Some("n1".to_string());
+        assert_eq!(mode_of(None, None, None), SwarmMode::Inactive);
+        assert_eq!(
+            mode_of(Some(LocalNodeState::INACTIVE), Some(false), id()),
+            SwarmMode::Inactive
+        );
+        assert_eq!(
+            mode_of(Some(LocalNodeState::PENDING), Some(false), id()),
+            SwarmMode::Pending("pending".into())
+        );
+        assert_eq!(
+            mode_of(Some(LocalNodeState::ACTIVE), Some(true), id()),
+            SwarmMode::Manager {
+                node_id: "n1".into()
+            }
+        );
+        assert_eq!(
+            mode_of(Some(LocalNodeState::ACTIVE), Some(false), id()),
+            SwarmMode::Worker
+        );
+        assert_eq!(
+            mode_of(Some(LocalNodeState::ERROR), Some(false), id()),
+            SwarmMode::Other("error".into())
+        );
+    }
+
+    #[test]
+    fn only_the_engines_already_in_a_swarm_answer_means_another_init_won() {
+        let answer =
+            |status_code: u16, message: &str| bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.into(),
+            };
+        assert!(is_already_in_swarm(&answer(
+            503,
+            "This node is already part of a swarm. Use \"docker swarm leave\" to leave this swarm and join another one."
+        )));
+        assert!(!is_already_in_swarm(&answer(
+            400,
+            "must specify a listening address because the address to advertise is not recognized as a system address"
+        )));
+        assert!(!is_already_in_swarm(&answer(
+            503,
+            "context deadline exceeded"
+        )));
+    }
+}

@@ -69,6 +69,11 @@ fn docker_ok(args: &[&str]) -> String {
 /// The node image, built once per machine from the cached Debian minbase (needs root, like
 /// `beamops images bootstrap`) and imported; later runs find it under its tag.
 pub fn ensure_image() -> String {
+    // Tests of one binary run in parallel: on a fresh machine only one of them builds it.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let tag = image_tag();
     if docker(&["image", "inspect", &tag]).status.success() {
         return tag;
