@@ -65,7 +65,10 @@ pub fn undo(manifest_path: &Path, lock_wait: Duration, ui: &Ui) -> Result<UndoOu
         ));
     }
     let _lock = RunLock::acquire(&root.join(STATE_DIR), lock_wait, |m| ui.note(m))?;
+    // Absolute, so that the object paths the report names work from anywhere.
     let dir = manifest_path
+        .canonicalize()
+        .with_context(|| format!("{}: cannot resolve", manifest_path.display()))?
         .parent()
         .context("a manifest path without a directory")?
         .to_path_buf();
