@@ -3,7 +3,7 @@
 //! It looks at each file as it is now rather than trusting the manifest's states, so it works
 //! after a kill -9 at any point of an apply, and running it twice changes nothing the second time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -77,6 +77,21 @@ pub fn undo(manifest_path: &Path, lock_wait: Duration, ui: &Ui) -> Result<UndoOu
     let mut conflicts = Vec::new();
     // canonical (as located now) → its recorded sha and the copies pointing at it.
     let mut canonicals: BTreeMap<PathBuf, (Option<String>, Vec<String>)> = BTreeMap::new();
+    // A kill during a replacement can leave its temporary file beside the copy: one listing
+    // per folder, not one per copy.
+    let mut names_in: HashMap<PathBuf, HashSet<String>> = HashMap::new();
+    for entry in &manifest.entries {
+        let path = manifest::locate(&entry.path, &manifest.root, &root);
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+            names_in
+                .entry(dir.to_path_buf())
+                .or_default()
+                .insert(name.to_string_lossy().into_owned());
+        }
+    }
+    for (dir, names) in &names_in {
+        sweep_temp_files(dir, names);
+    }
     let bar = ui.progress(manifest.entries.len() as u64, "restoring copies");
     for entry in manifest.entries.iter_mut() {
         bar.inc(1);
@@ -86,16 +101,15 @@ pub fn undo(manifest_path: &Path, lock_wait: Duration, ui: &Ui) -> Result<UndoOu
         let path = manifest::locate(&entry.path, &manifest.root, &root);
         let shown = path.display().to_string();
         let canonical = manifest::locate(&entry.canonical, &manifest.root, &root);
-        let was_replaced =
-            entry.state != EntryState::Planned || !matches!(now(&path, entry), Now::Original);
+        let found = now(&path, entry);
+        let was_replaced = entry.state != EntryState::Planned || !matches!(found, Now::Original);
         if was_replaced {
             let slot = canonicals
                 .entry(canonical)
                 .or_insert_with(|| (entry.canonical_sha256.clone(), Vec::new()));
             slot.1.push(shown.clone());
         }
-        sweep_temp_files(&path);
-        match now(&path, entry) {
+        match found {
             Now::Original => {
                 if fsutil::existing_mode(&path) != Some(entry.mode) {
                     fsutil::set_mode(&path, entry.mode)?;
@@ -224,17 +238,20 @@ fn now(path: &Path, entry: &Entry) -> Now {
     }
 }
 
-/// A kill during a replacement can leave its temporary file beside the copy.
-fn sweep_temp_files(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+/// Remove `.<name><TEMP_MARKER>…` files a killed replacement of one of `names` left in `dir`.
+fn sweep_temp_files(dir: &Path, names: &HashSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let prefix = format!(".{}{}", name.to_string_lossy(), fsutil::TEMP_MARKER);
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(e.path());
-            }
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        if let Some((name, _)) = file
+            .strip_prefix('.')
+            .and_then(|f| f.split_once(fsutil::TEMP_MARKER))
+            && names.contains(name)
+        {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
