@@ -1303,3 +1303,47 @@ fn rebase(
         .map(|(p, v)| (to.join(p.strip_prefix(from).unwrap()), v.clone()))
         .collect()
 }
+
+#[test]
+fn copies_edited_behind_assume_unchanged_or_skip_worktree_are_refused_without_allow_dirty() {
+    for flag in ["--assume-unchanged", "--skip-worktree"] {
+        let c = corpus();
+        // The same local edit in every copy keeps them copies of each other, and git's status
+        // shows none of them.
+        for dir in [c.repo.join("tools"), c.repo.join("legacy/tools")] {
+            git(&dir, &["update-index", flag, "caller.sh"]);
+        }
+        git(
+            &c.worktree.join("tools"),
+            &["update-index", flag, "caller.sh"],
+        );
+        for dir in [
+            c.repo.join("tools"),
+            c.repo.join("legacy/tools"),
+            c.worktree.join("tools"),
+        ] {
+            let path = dir.join("caller.sh");
+            let text = std::fs::read_to_string(&path).unwrap() + "# local edit\n";
+            std::fs::write(&path, text).unwrap();
+        }
+        let status = Process::new("git")
+            .args(["status", "--porcelain"])
+            .current_dir(&c.repo)
+            .output()
+            .unwrap();
+        assert!(status.stdout.is_empty(), "{flag}: git status shows nothing");
+        let before = snapshot(&c.top);
+        let out = beamops(&c.repo)
+            .args(["dedupe", "--apply"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{flag}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("legacy/tools/caller.sh")
+                && said.contains("../wt-feature/tools/caller.sh"),
+            "{flag}: {said}"
+        );
+        assert_eq!(snapshot(&c.top), before);
+    }
+}

@@ -288,14 +288,34 @@ impl Report for DedupeReport {
             }
             None => {}
             Some(a) => {
+                let asked = match a.strategy {
+                    Strategy::Symlink => "symlink",
+                    Strategy::Wrapper => "wrapper",
+                };
+                let other = a
+                    .decisions
+                    .iter()
+                    .filter(|d| d.action != "keep" && d.action != asked)
+                    .count();
+                let kept = a.decisions.iter().filter(|d| d.action == "keep").count();
+                let mut how = format!("{}s", asked);
+                if other > 0 {
+                    how += &format!(
+                        " ({other} as {}s, see below)",
+                        if asked == "wrapper" {
+                            "symlink"
+                        } else {
+                            "wrapper"
+                        }
+                    );
+                }
+                if kept > 0 {
+                    how += &format!("; kept {kept} whose location matters");
+                }
                 out += &format!(
-                    "\n{} replaced {} copies with {}s; manifest {}\n  undo: beamops dedupe --undo {}\n",
+                    "\n{} replaced {} copies with {how}; manifest {}\n  undo: beamops dedupe --undo {}\n",
                     Paint::ok("✓"),
                     a.replaced.len(),
-                    match a.strategy {
-                        Strategy::Symlink => "symlink",
-                        Strategy::Wrapper => "wrapper",
-                    },
                     a.manifest,
                     a.manifest
                 );
