@@ -752,3 +752,598 @@ fn a_symlink_never_takes_away_a_copys_execute_bit() {
     let direct = Process::new(tmp.path().join("c/a.sh")).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&direct.stdout), "same\n");
 }
+
+// ---- The corpus shapes of a legacy repository: scripts that find their own directory ----
+
+/// Each idiom a script uses to find its own directory, then what it reaches there: it sources
+/// or runs `id.sh`, whose bytes differ per directory, so the output names the directory reached.
+const IDIOMS: [(&str, &str); 7] = [
+    (
+        "probe_dollar0.sh",
+        "#!/bin/sh\n. \"$(dirname \"$0\")/id.sh\"\necho \"dollar0 reached $ID\"\n",
+    ),
+    (
+        "probe_bash_source.sh",
+        "#!/bin/bash\nsource \"$(dirname \"${BASH_SOURCE[0]}\")/id.sh\"\necho \"bash_source reached $ID\"\n",
+    ),
+    (
+        "probe_script_dir.sh",
+        "#!/bin/bash\nSCRIPT_DIR=\"$( cd -- \"$( dirname -- \"${BASH_SOURCE[0]}\" )\" &> /dev/null && pwd )\"\n. \"$SCRIPT_DIR/id.sh\"\necho \"script_dir reached $ID\"\n",
+    ),
+    (
+        "probe_cd.sh",
+        "#!/bin/sh\ncd \"$(dirname \"$0\")\" || exit 1\n. ./id.sh\necho \"cd reached $ID\"\n",
+    ),
+    (
+        "probe_param.sh",
+        "#!/bin/sh\nHERE=${0%/*}\nsh \"$HERE/id.sh\" print\n",
+    ),
+    (
+        "probe_readlink.sh",
+        "#!/bin/bash\nDIR=$(dirname \"$(readlink -f \"$0\")\")\n. \"$DIR/id.sh\"\necho \"readlink reached $ID\"\n",
+    ),
+    (
+        "probe_realpath.sh",
+        "#!/bin/bash\nHERE=\"$(dirname \"$(realpath \"${BASH_SOURCE[0]}\")\")\"\n. \"$HERE\"/id.sh\necho \"realpath reached $ID\"\n",
+    ),
+];
+
+fn id_script(label: &str) -> String {
+    format!("#!/bin/sh\nID={label}\n[ \"$1\" = print ] && echo \"param reached $ID\"\n:\n")
+}
+
+/// A library that is sourced, never run: a wrapper's `exec` would end its caller.
+const COMMON_LIB: &str =
+    "#!/bin/sh\n# shared helpers, sourced\ngreet() { echo \"hello from common\"; }\n";
+/// Sources the library by a path relative to the working directory.
+const CALLER: &str = "#!/bin/sh\n. lib/common.sh\ngreet\necho \"caller still running\"\n";
+/// Main's helper and its test; a worktree's helper differs, and the test (byte-identical in
+/// both) must keep testing its own worktree's helper.
+const HELPER_TEST: &str = "#!/bin/bash\nsource \"$(dirname \"$0\")/coordination_helper.sh\"\necho \"testing $(helper_version)\"\n";
+
+fn helper(version: &str) -> String {
+    format!("#!/bin/bash\nhelper_version() {{ echo {version}; }}\n")
+}
+
+struct Corpus {
+    _tmp: tempfile::TempDir,
+    top: PathBuf,
+    repo: PathBuf,
+    worktree: PathBuf,
+}
+
+/// A repository with the same scripts in main's `tools/`, a linked worktree's `tools/` whose
+/// siblings differ (a feature branch), and `legacy/tools/` whose siblings are main's bytes.
+fn corpus() -> Corpus {
+    let tmp = tempfile::tempdir().unwrap();
+    let top = tmp.path().canonicalize().unwrap();
+    let repo = top.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    for dir in ["tools", "legacy/tools"] {
+        for (name, body) in IDIOMS {
+            write(&repo.join(dir).join(name), body, 0o755);
+        }
+        write(&repo.join(dir).join("id.sh"), &id_script("main"), 0o644);
+        write(&repo.join(dir).join("lib/common.sh"), COMMON_LIB, 0o644);
+        write(&repo.join(dir).join("caller.sh"), CALLER, 0o755);
+        write(
+            &repo.join(dir).join("test_coordination_helper.sh"),
+            HELPER_TEST,
+            0o755,
+        );
+        write(
+            &repo.join(dir).join("coordination_helper.sh"),
+            &helper("main-1.0"),
+            0o644,
+        );
+    }
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "tools"]);
+    git(
+        &repo,
+        &["worktree", "add", "-q", "-b", "feature", "../wt-feature"],
+    );
+    let worktree = top.join("wt-feature");
+    write(&worktree.join("tools/id.sh"), &id_script("feature"), 0o644);
+    write(
+        &worktree.join("tools/coordination_helper.sh"),
+        &helper("feature-2.0"),
+        0o644,
+    );
+    git(&worktree, &["commit", "-qam", "feature helpers"]);
+    Corpus {
+        _tmp: tmp,
+        top,
+        repo,
+        worktree,
+    }
+}
+
+/// What every script prints and exits with, run by absolute path from its own directory (so
+/// that working-directory-relative `source` lines work as they do for their users).
+fn probe(top: &Path) -> BTreeMap<PathBuf, (String, String, Option<i32>)> {
+    snapshot(top)
+        .into_keys()
+        .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+        .map(|p| {
+            let out = Process::new("bash")
+                .arg(&p)
+                .current_dir(p.parent().unwrap())
+                .output()
+                .unwrap();
+            let answer = (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                out.status.code(),
+            );
+            (p, answer)
+        })
+        .collect()
+}
+
+fn decisions(report: &Value) -> BTreeMap<String, String> {
+    report["apply"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn apply_json(dir: &Path, strategy: &str) -> Value {
+    let out = beamops(dir)
+        .args([
+            "dedupe",
+            "--format",
+            "json",
+            "--apply",
+            "--strategy",
+            strategy,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out)
+}
+
+#[test]
+fn consolidated_self_locating_and_sourced_scripts_reach_the_same_files_as_before() {
+    for strategy in ["wrapper", "symlink"] {
+        let c = corpus();
+        let before = snapshot(&c.top);
+        let answers = probe(&c.top);
+        // The probe sees the differences it must preserve.
+        let wt = |p: &str| c.worktree.join("tools").join(p);
+        assert_eq!(
+            answers[&wt("probe_dollar0.sh")].0,
+            "dollar0 reached feature\n"
+        );
+        assert_eq!(
+            answers[&wt("test_coordination_helper.sh")].0,
+            "testing feature-2.0\n"
+        );
+        assert_eq!(
+            answers[&wt("caller.sh")].0,
+            "hello from common\ncaller still running\n"
+        );
+
+        // Everything is committed, so no --allow-dirty is needed.
+        let report = apply_json(&c.repo, strategy);
+        let made = decisions(&report);
+        let replaced: BTreeSet<String> = report["apply"]["replaced"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        // readlink -f / realpath see through a symlink: where siblings differ, the copy stays.
+        for kept in ["probe_readlink.sh", "probe_realpath.sh"] {
+            let path = format!("../wt-feature/tools/{kept}");
+            assert_eq!(
+                made.get(&path).map(String::as_str),
+                Some("keep"),
+                "{report:#}"
+            );
+            assert!(!replaced.contains(&path));
+        }
+        // Every other idiom keeps its own directory through a symlink, never a wrapper.
+        for (name, _) in IDIOMS.iter().take(5) {
+            let path = format!("../wt-feature/tools/{name}");
+            assert!(replaced.contains(&path), "{path}: {report:#}");
+            if strategy == "wrapper" {
+                assert_eq!(made[&path], "symlink", "{path}");
+            }
+        }
+        let path = "../wt-feature/tools/test_coordination_helper.sh".to_string();
+        assert!(replaced.contains(&path));
+        if strategy == "wrapper" {
+            assert_eq!(made[&path], "symlink");
+            // Same siblings in legacy/: a wrapper changes nothing there, so it is used.
+            let legacy = c.repo.join("legacy/tools/probe_dollar0.sh");
+            assert!(
+                std::fs::read_to_string(&legacy)
+                    .unwrap()
+                    .contains("beamops-dedupe-wrapper"),
+                "{report:#}"
+            );
+            // Sourced libraries are never wrappers.
+            for lib in [
+                "legacy/tools/lib/common.sh",
+                "../wt-feature/tools/lib/common.sh",
+            ] {
+                assert_eq!(made[lib], "symlink", "{lib}: {report:#}");
+            }
+        }
+        // Every consolidated script still parses and reaches what it reached before.
+        for path in &replaced {
+            let abs = c.repo.join(path);
+            let syntax = Process::new("bash").arg("-n").arg(&abs).output().unwrap();
+            assert!(syntax.status.success(), "bash -n {path}");
+        }
+        assert_eq!(probe(&c.top), answers, "{strategy}: {report:#}");
+
+        let manifest = report["apply"]["manifest"].as_str().unwrap().to_string();
+        beamops(&c.repo)
+            .args(["dedupe", "--undo", &manifest])
+            .assert()
+            .code(0);
+        assert_eq!(
+            snapshot(&c.top),
+            before,
+            "{strategy}: undo restores every byte"
+        );
+    }
+}
+
+#[test]
+fn an_edit_through_a_symlink_is_reported_by_undo_and_never_lost() {
+    let c = corpus();
+    let before = snapshot(&c.top);
+    let report = apply_json(&c.repo, "symlink");
+    let manifest = report["apply"]["manifest"].as_str().unwrap().to_string();
+    // A person edits the worktree's copy; the symlink carries the edit into main's canonical.
+    let copy = c.worktree.join("tools/caller.sh");
+    assert!(
+        std::fs::symlink_metadata(&copy)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let canonical = c.repo.join("tools/caller.sh");
+    let original = std::fs::read_to_string(&canonical).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&copy)
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"echo edited in the worktree\n").unwrap();
+    drop(file);
+    let edited = std::fs::read_to_string(&canonical).unwrap();
+    assert_ne!(edited, original);
+
+    let undo = beamops(&c.repo)
+        .args(["dedupe", "--format", "json", "--undo", &manifest])
+        .output()
+        .unwrap();
+    assert_eq!(undo.status.code(), Some(4), "a person must look");
+    let out = json(&undo);
+    let changed = out["canonical_changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 1, "{out:#}");
+    assert_eq!(changed[0]["canonical"], canonical.display().to_string());
+    assert!(
+        changed[0]["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == &Value::from(copy.display().to_string())),
+        "{out:#}"
+    );
+    // The edit is kept where it landed and saved; the pre-apply bytes are there to put back.
+    assert_eq!(std::fs::read_to_string(&canonical).unwrap(), edited);
+    let saved = changed[0]["edited"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(saved).unwrap(), edited);
+    let old = changed[0]["before_apply"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(old).unwrap(), original);
+    // Every copy holds its own original again.
+    let mut expected = before;
+    let mut now = snapshot(&c.top);
+    expected.remove(&canonical);
+    now.remove(&canonical);
+    assert_eq!(now, expected);
+    // The text says so too.
+    let text = beamops(&c.repo)
+        .args(["dedupe", "--undo", &manifest])
+        .output()
+        .unwrap();
+    assert_eq!(text.status.code(), Some(4));
+    let said = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        said.contains("changed since the apply") && said.contains("cp "),
+        "{said}"
+    );
+}
+
+#[test]
+fn undo_after_the_repository_moved_restores_in_the_new_place() {
+    // schema 2 (paths relative to the root), then an old schema-1 manifest (absolute paths).
+    for old_schema in [false, true] {
+        let c = corpus();
+        let report = apply_json(&c.repo, "symlink");
+        let manifest = c.repo.join(report["apply"]["manifest"].as_str().unwrap());
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let mut m: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(m["schema"], 2);
+        for e in m["entries"].as_array().unwrap() {
+            assert!(!e["path"].as_str().unwrap().starts_with('/'), "{e}");
+        }
+        if old_schema {
+            m["schema"] = 1.into();
+            for e in m["entries"].as_array_mut().unwrap() {
+                for key in ["path", "canonical"] {
+                    let abs = scan_normalize(&c.repo.join(e[key].as_str().unwrap()));
+                    e[key] = abs.display().to_string().into();
+                }
+                e.as_object_mut().unwrap().remove("canonical_sha256");
+            }
+            std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        }
+        // Undo the symlinks in a pristine copy of the tree would be the expectation: take it
+        // from the scan before the apply, rebased onto the new place.
+        let moved = c.top.join("moved-repo");
+        std::fs::rename(&c.repo, &moved).unwrap();
+        let name = manifest.file_name().unwrap().to_str().unwrap().to_string();
+        let undo = beamops(&moved)
+            .args(["dedupe", "--format", "json", "--undo", &name])
+            .output()
+            .unwrap();
+        assert_eq!(
+            undo.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&undo.stderr)
+        );
+        let out = json(&undo);
+        assert_eq!(out["moved_from"], c.repo.display().to_string(), "{out:#}");
+        assert!(!c.repo.exists(), "nothing is recreated under the old path");
+        // No symlink is left, in the moved repository or the worktree beside it.
+        for (path, (kind, _, _)) in snapshot(&c.top) {
+            assert_eq!(kind, "file", "{} is still a symlink", path.display());
+        }
+        assert_eq!(
+            std::fs::read_to_string(moved.join("legacy/tools/probe_dollar0.sh")).unwrap(),
+            IDIOMS[0].1
+        );
+    }
+}
+
+fn scan_normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A folder (outside git) with 30 scripts copied into 3 more folders: 90 copies.
+fn many_copies(dir: &Path) {
+    for k in 0..30 {
+        let body = format!("#!/bin/sh\necho script {k}\nexit {}\n", k % 3);
+        write(&dir.join(format!("base/s{k}.sh")), &body, 0o755);
+        for copy in 0..3 {
+            write(&dir.join(format!("copy{copy}/s{k}.sh")), &body, 0o755);
+        }
+    }
+}
+
+fn unfinished(dir: &Path) -> Vec<Value> {
+    let out = beamops(dir)
+        .args(["dedupe", "--format", "json"])
+        .output()
+        .unwrap();
+    json(&out)["unfinished"].as_array().unwrap().clone()
+}
+
+#[test]
+fn kill_9_at_random_points_of_apply_is_named_by_the_next_run_and_undone_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().canonicalize().unwrap().join("base-tree");
+    many_copies(&base);
+    let before = snapshot(&base);
+    let bin = assert_cmd::cargo::cargo_bin("beamops");
+    let spawn = |dir: &Path, pause: Option<usize>| {
+        let mut cmd = Process::new(&bin);
+        cmd.args(["dedupe", "--apply", "--allow-dirty"])
+            .current_dir(dir)
+            .env_remove("BEAMOPS_PROJECT")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(n) = pause {
+            cmd.env("BEAMOPS_DEDUPE_PAUSE_AFTER", n.to_string());
+        }
+        cmd.spawn().unwrap()
+    };
+    let copy_of_base = |name: &str| {
+        let dir = tmp.path().join(name);
+        let ok = Process::new("cp")
+            .args(["-a"])
+            .arg(&base)
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        dir.canonicalize().unwrap()
+    };
+    // How long a whole apply takes here, so the kills land across all of it.
+    let probe_dir = copy_of_base("timing");
+    let started = Instant::now();
+    assert!(spawn(&probe_dir, None).wait().unwrap().success());
+    let full = started.elapsed().max(Duration::from_millis(20));
+
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("seed {seed}, a full apply took {full:?}");
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut mid_apply = 0;
+    for trial in 0..24 {
+        let dir = copy_of_base(&format!("trial-{trial}"));
+        let mut child = if trial % 2 == 0 {
+            // A random moment anywhere in the run: scan, backups, manifest, replacements.
+            let child = spawn(&dir, None);
+            std::thread::sleep(full.mul_f64((next() % 1000) as f64 / 1000.0));
+            child
+        } else {
+            // Deterministically between two replacements.
+            let n = 1 + (next() % 89) as usize;
+            let child = spawn(&dir, Some(n));
+            let started = Instant::now();
+            loop {
+                if let Some((_, replaced)) = manifest_states(&dir)
+                    && replaced >= n
+                {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "never paused");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            child
+        };
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let state = std::fs::read_dir(dir.join(".beamops/dedupe"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                let m: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                (p, m["state"].as_str().unwrap().to_string())
+            });
+        let named = unfinished(&dir);
+        match &state {
+            None => {
+                assert!(named.is_empty());
+                assert_eq!(
+                    snapshot(&dir),
+                    rebase(&before, &base, &dir),
+                    "trial {trial}"
+                );
+                continue;
+            }
+            Some((path, state)) if state.as_str() == "in-progress" => {
+                mid_apply += 1;
+                assert_eq!(named.len(), 1, "trial {trial}: {named:?}");
+                let rel = format!(
+                    ".beamops/dedupe/{}",
+                    path.file_name().unwrap().to_str().unwrap()
+                );
+                assert_eq!(named[0]["manifest"], rel.as_str());
+                assert_eq!(named[0]["undo"], format!("beamops dedupe --undo {rel}"));
+                // The text names it too, with its undo.
+                let text = beamops(&dir).args(["dedupe"]).output().unwrap();
+                let said = String::from_utf8_lossy(&text.stdout);
+                assert!(
+                    said.contains(&format!("undo: beamops dedupe --undo {rel}")),
+                    "{said}"
+                );
+            }
+            Some(_) => assert!(
+                named.is_empty(),
+                "trial {trial}: a finished apply is not named"
+            ),
+        }
+        let (path, _) = state.unwrap();
+        beamops(&dir)
+            .args(["dedupe", "--undo"])
+            .arg(&path)
+            .assert()
+            .code(0);
+        assert_eq!(
+            snapshot(&dir),
+            rebase(&before, &base, &dir),
+            "trial {trial}"
+        );
+        assert!(
+            unfinished(&dir).is_empty(),
+            "trial {trial}: undone is finished"
+        );
+    }
+    assert!(mid_apply >= 12, "only {mid_apply} kills landed mid-apply");
+}
+
+fn rebase(
+    snap: &BTreeMap<PathBuf, (String, String, u32)>,
+    from: &Path,
+    to: &Path,
+) -> BTreeMap<PathBuf, (String, String, u32)> {
+    snap.iter()
+        .map(|(p, v)| (to.join(p.strip_prefix(from).unwrap()), v.clone()))
+        .collect()
+}
+
+#[test]
+fn copies_edited_behind_assume_unchanged_or_skip_worktree_are_refused_without_allow_dirty() {
+    for flag in ["--assume-unchanged", "--skip-worktree"] {
+        let c = corpus();
+        // The same local edit in every copy keeps them copies of each other, and git's status
+        // shows none of them.
+        for dir in [c.repo.join("tools"), c.repo.join("legacy/tools")] {
+            git(&dir, &["update-index", flag, "caller.sh"]);
+        }
+        git(
+            &c.worktree.join("tools"),
+            &["update-index", flag, "caller.sh"],
+        );
+        for dir in [
+            c.repo.join("tools"),
+            c.repo.join("legacy/tools"),
+            c.worktree.join("tools"),
+        ] {
+            let path = dir.join("caller.sh");
+            let text = std::fs::read_to_string(&path).unwrap() + "# local edit\n";
+            std::fs::write(&path, text).unwrap();
+        }
+        let status = Process::new("git")
+            .args(["status", "--porcelain"])
+            .current_dir(&c.repo)
+            .output()
+            .unwrap();
+        assert!(status.stdout.is_empty(), "{flag}: git status shows nothing");
+        let before = snapshot(&c.top);
+        let out = beamops(&c.repo)
+            .args(["dedupe", "--apply"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{flag}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("legacy/tools/caller.sh")
+                && said.contains("../wt-feature/tools/caller.sh"),
+            "{flag}: {said}"
+        );
+        assert_eq!(snapshot(&c.top), before);
+    }
+}

@@ -15,14 +15,30 @@ pub fn run(global: &Global, ui: &Ui, args: &DedupeArgs) -> Result<Exit> {
     let root = root(global)?;
     if let Some(given) = &args.undo {
         let path = manifest::resolve(&root, given)?;
-        let outcome = undo::undo(&path, global.lock_wait, |m| ui.note(m))?;
+        let outcome = undo::undo(&path, global.lock_wait, ui)?;
+        // Other applies that never finished are named here too: each needs its own undo.
+        let this = path.canonicalize().unwrap_or(path);
+        let unfinished = manifest::unfinished(&root)
+            .into_iter()
+            .filter(|u| root.join(&u.manifest).canonicalize().ok().as_ref() != Some(&this))
+            .collect();
         return emit(
             &UndoReport {
                 schema: dedupe::report::REPORT_SCHEMA,
                 outcome,
+                unfinished,
             },
             ui,
         );
+    }
+    // Named before this run starts one of its own: an interrupted apply's copies are not
+    // scanned again (they are symlinks or wrappers), so only its own undo gives them back.
+    let unfinished = manifest::unfinished(&root);
+    for u in &unfinished {
+        ui.warning(format!(
+            "an earlier apply did not finish (killed, or still running): {} ({} copies, {}); undo it with `{}`",
+            u.manifest, u.entries, u.created, u.undo
+        ));
     }
     if !(0.0..=1.0).contains(&args.threshold) {
         bail!(
@@ -49,12 +65,14 @@ pub fn run(global: &Global, ui: &Ui, args: &DedupeArgs) -> Result<Exit> {
                 allow_dirty: args.allow_dirty,
                 lock_wait: global.lock_wait,
             },
-            |m| ui.note(m),
+            ui,
         )?)
     } else {
         None
     };
-    emit(&DedupeReport::new(&findings, applied), ui)
+    let mut report = DedupeReport::new(&findings, applied);
+    report.unfinished = unfinished;
+    emit(&report, ui)
 }
 
 /// The project root when there is a beamops.yaml; otherwise the git repository's root, or the

@@ -1,19 +1,22 @@
 //! `--apply`: replace each exact or normalized copy with a symlink or wrapper to its canonical,
 //! so that no byte is ever lost: backups first, then the manifest, then atomic replacements.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::manifest::{self, Entry, EntryState, Manifest, Replacement, RunState, Strategy};
 use super::scan::{self, WRAPPER_MARKER};
-use super::{Findings, worktrees};
+use super::siblings::{self, Idiom, ScriptFacts, SourceTarget};
+use super::{FileInfo, Findings, worktrees};
 use crate::exit::Failure;
 use crate::fsutil;
+use crate::output::Ui;
 use crate::project::STATE_DIR;
 use crate::state::{RunLock, now_rfc3339};
 
@@ -34,6 +37,17 @@ pub struct ApplyOutcome {
     pub replaced: Vec<String>,
     /// Copies left alone, and why.
     pub skipped: Vec<Skipped>,
+    /// Copies whose own location or callers decided how they were consolidated: a symlink
+    /// instead of a wrapper, or kept as they are (`action` "keep").
+    pub decisions: Vec<Decision>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Decision {
+    pub path: String,
+    /// `symlink`, `wrapper` or `keep`.
+    pub action: &'static str,
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,63 +65,86 @@ fn skip(list: &mut Vec<Skipped>, path: &str, reason: impl Into<String>) {
 
 struct Planned {
     entry: Entry,
+    /// Absolute, as the scan found them (the entry holds them relative to the root).
+    path: PathBuf,
+    canonical: PathBuf,
     display: String,
     scan_hash: Option<u128>,
     canonical_hash: Option<u128>,
     wrapper: Option<Vec<u8>>,
 }
 
-pub fn apply(
-    findings: &Findings,
-    opts: &ApplyOptions,
-    on_wait: impl Fn(&str),
-) -> Result<ApplyOutcome> {
+pub fn apply(findings: &Findings, opts: &ApplyOptions, ui: &Ui) -> Result<ApplyOutcome> {
     let dir = manifest::dedupe_dir(&findings.root);
     let manifest_path = manifest::new_manifest_path(&dir);
-    let mut planned = plan(findings, opts.strategy, &manifest_path)?;
-    refuse_dirty_copies(findings, opts.allow_dirty)?;
+    refuse_dirty_copies(findings, opts.allow_dirty, ui)?;
+    let (mut planned, decisions) = plan(findings, opts.strategy, &manifest_path, ui)?;
 
-    let _lock = RunLock::acquire(&findings.root.join(STATE_DIR), opts.lock_wait, on_wait)?;
+    let _lock = RunLock::acquire(&findings.root.join(STATE_DIR), opts.lock_wait, |m| {
+        ui.note(m)
+    })?;
     let mut skipped = Vec::new();
     // A symlink to a file without the copy's execute bits would stop `./copy` from running.
-    if opts.strategy == Strategy::Symlink {
-        planned.retain(|p| {
-            let canonical_mode = std::fs::metadata(&p.entry.canonical)
-                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
-                .unwrap_or(0);
-            let lost = p.entry.mode & 0o111 & !canonical_mode;
-            if lost != 0 {
-                skip(
-                    &mut skipped,
-                    &p.display,
-                    "executable but its canonical is not: a symlink would change its mode (use --strategy wrapper)",
-                );
-            }
-            lost == 0
-        });
-    }
+    planned.retain(|p| {
+        if !matches!(p.entry.replacement, Replacement::Symlink { .. }) {
+            return true;
+        }
+        let lost = p.entry.mode & 0o111 & !mode_of(&p.canonical);
+        if lost != 0 {
+            skip(
+                &mut skipped,
+                &p.display,
+                "executable but its canonical is not: a symlink would change its mode (use --strategy wrapper)",
+            );
+        }
+        lost == 0
+    });
     // Every original is stored (fsynced) before the manifest names it, and the manifest is on
     // disk before the first copy is touched: a kill at any point leaves an undoable state.
-    planned.retain_mut(|p| match read_if_unchanged(&p.entry.path, p.scan_hash) {
-        Some(bytes) => match manifest::store_backup(&dir, &bytes) {
-            Ok(sha) => {
-                p.entry.original_sha256 = sha;
-                true
-            }
-            Err(e) => {
-                skip(
-                    &mut skipped,
-                    &p.display,
-                    format!("could not be backed up: {e:#}"),
-                );
+    // The canonicals are stored too, so that undo can show what an edit through a symlink
+    // changed and give the old bytes back.
+    let bar = ui.progress(planned.len() as u64, "backing up copies");
+    let mut canonical_sha: HashMap<PathBuf, Option<String>> = HashMap::new();
+    planned.retain_mut(|p| {
+        bar.inc(1);
+        let sha = canonical_sha
+            .entry(p.canonical.clone())
+            .or_insert_with(|| {
+                read_if_unchanged(&p.canonical, p.canonical_hash)
+                    .and_then(|b| manifest::store_backup(&dir, &b).ok())
+            })
+            .clone();
+        let Some(sha) = sha else {
+            skip(
+                &mut skipped,
+                &p.display,
+                "its canonical changed since the scan",
+            );
+            return false;
+        };
+        p.entry.canonical_sha256 = Some(sha);
+        match read_if_unchanged(&p.path, p.scan_hash) {
+            Some(bytes) => match manifest::store_backup(&dir, &bytes) {
+                Ok(sha) => {
+                    p.entry.original_sha256 = sha;
+                    true
+                }
+                Err(e) => {
+                    skip(
+                        &mut skipped,
+                        &p.display,
+                        format!("could not be backed up: {e:#}"),
+                    );
+                    false
+                }
+            },
+            None => {
+                skip(&mut skipped, &p.display, "changed since the scan");
                 false
             }
-        },
-        None => {
-            skip(&mut skipped, &p.display, "changed since the scan");
-            false
         }
     });
+    bar.finish_and_clear();
     let mut manifest = Manifest {
         schema: manifest::MANIFEST_SCHEMA,
         created: now_rfc3339(),
@@ -124,13 +161,15 @@ pub fn apply(
     let mut canonical_ok: HashMap<PathBuf, bool> = HashMap::new();
     let mut replaced = Vec::new();
     let mut last_flush = Instant::now();
+    let bar = ui.progress(planned.len() as u64, "replacing copies");
     for (k, p) in planned.iter().enumerate() {
+        bar.inc(1);
         let canonical_intact = *canonical_ok
-            .entry(p.entry.canonical.clone())
-            .or_insert_with(|| read_if_unchanged(&p.entry.canonical, p.canonical_hash).is_some());
+            .entry(p.canonical.clone())
+            .or_insert_with(|| read_if_unchanged(&p.canonical, p.canonical_hash).is_some());
         // Just before replacing: the copy may have changed since it was backed up.
-        let still_original = std::fs::read(&p.entry.path)
-            .is_ok_and(|b| fsutil::sha256_hex(&b) == p.entry.original_sha256);
+        let still_original =
+            std::fs::read(&p.path).is_ok_and(|b| fsutil::sha256_hex(&b) == p.entry.original_sha256);
         if !canonical_intact || !still_original {
             manifest.entries[k].state = EntryState::SkippedChanged;
             let what = if canonical_intact {
@@ -145,7 +184,7 @@ pub fn apply(
             );
             continue;
         }
-        replace(&p.entry, p.wrapper.as_deref())
+        replace(&p.path, &p.entry, p.wrapper.as_deref())
             .with_context(|| format!("replacing {}", p.display))?;
         manifest.entries[k].state = EntryState::Replaced;
         replaced.push(p.display.clone());
@@ -162,6 +201,7 @@ pub fn apply(
             std::thread::sleep(Duration::from_secs(120));
         }
     }
+    bar.finish_and_clear();
     manifest.state = RunState::Complete;
     manifest.write(&manifest_path)?;
     Ok(ApplyOutcome {
@@ -171,18 +211,121 @@ pub fn apply(
         strategy: opts.strategy,
         replaced,
         skipped,
+        decisions,
     })
 }
 
-fn plan(findings: &Findings, strategy: Strategy, manifest_path: &Path) -> Result<Vec<Planned>> {
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .unwrap_or(0)
+}
+
+/// What to do with one copy once its own location and its callers are taken into account.
+enum Choice {
+    Use(Strategy, Option<String>),
+    Keep(String),
+}
+
+/// Who sources which file: exact paths, and file names for `source` lines whose directory
+/// depends on the working directory or a variable.
+#[derive(Default)]
+struct Sourced {
+    by_path: HashMap<PathBuf, String>,
+    by_name: HashMap<String, String>,
+}
+
+impl Sourced {
+    fn of(&self, path: &Path) -> Option<String> {
+        if let Some(by) = self.by_path.get(path) {
+            return Some(by.clone());
+        }
+        let name = path.file_name()?.to_string_lossy();
+        self.by_name.get(name.as_ref()).map(|by| {
+            format!("{by} (a file of this name, by a path that depends on where it runs)")
+        })
+    }
+}
+
+fn plan(
+    findings: &Findings,
+    strategy: Strategy,
+    manifest_path: &Path,
+    ui: &Ui,
+) -> Result<(Vec<Planned>, Vec<Decision>)> {
+    // Every scanned script is read for `source` lines and self-location, in parallel.
+    let bar = ui.progress(
+        findings.files.len() as u64,
+        "reading sibling and source references",
+    );
+    let facts: Vec<Option<ScriptFacts>> = findings
+        .files
+        .par_iter()
+        .map(|f| {
+            bar.inc(1);
+            std::fs::read(&f.path).ok().map(|b| siblings::analyse(&b))
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut sourced = Sourced::default();
+    for (file, facts) in findings.files.iter().zip(&facts) {
+        let Some(facts) = facts else { continue };
+        let dir = file.path.parent().unwrap_or(Path::new("/"));
+        for (line, target) in &facts.sources {
+            let by = format!("{}:{line}", file.display);
+            match target {
+                SourceTarget::Sibling(rel) => {
+                    sourced
+                        .by_path
+                        .entry(siblings::normalize(&dir.join(rel)))
+                        .or_insert(by);
+                }
+                SourceTarget::Absolute(p) => {
+                    sourced.by_path.entry(siblings::normalize(p)).or_insert(by);
+                }
+                SourceTarget::Named(name) if !name.is_empty() => {
+                    sourced.by_name.entry(name.clone()).or_insert(by);
+                }
+                SourceTarget::Named(_) => {}
+            }
+        }
+    }
+
     let mut planned = Vec::new();
+    let mut decisions = Vec::new();
     for group in &findings.groups {
         let canonical = &findings.files[group.canonical];
         for &(copy, tier) in &group.copies {
             let file = &findings.files[copy];
             let dir = file.path.parent().context("a file without a directory")?;
+            let choice = match &facts[copy] {
+                Some(f) => choose(strategy, file, canonical, f, sourced.of(&file.path)),
+                None => Choice::Use(strategy, None),
+            };
+            let chosen = match choice {
+                Choice::Keep(reason) => {
+                    decisions.push(Decision {
+                        path: file.display.clone(),
+                        action: "keep",
+                        reason,
+                    });
+                    continue;
+                }
+                Choice::Use(chosen, Some(reason)) => {
+                    decisions.push(Decision {
+                        path: file.display.clone(),
+                        action: match chosen {
+                            Strategy::Symlink => "symlink",
+                            Strategy::Wrapper => "wrapper",
+                        },
+                        reason,
+                    });
+                    chosen
+                }
+                Choice::Use(chosen, None) => chosen,
+            };
             let target = scan::relative_path(dir, &canonical.path);
-            let (replacement, wrapper) = match strategy {
+            let (replacement, wrapper) = match chosen {
                 Strategy::Symlink => (Replacement::Symlink { target }, None),
                 Strategy::Wrapper => {
                     let bytes = wrapper_script(&target, canonical, manifest_path, &findings.root);
@@ -196,8 +339,9 @@ fn plan(findings: &Findings, strategy: Strategy, manifest_path: &Path) -> Result
             };
             planned.push(Planned {
                 entry: Entry {
-                    path: file.path.clone(),
-                    canonical: canonical.path.clone(),
+                    path: scan::relative_path(&findings.root, &file.path),
+                    canonical: scan::relative_path(&findings.root, &canonical.path),
+                    canonical_sha256: None,
                     tier,
                     original_sha256: String::new(),
                     size: file.size,
@@ -205,6 +349,8 @@ fn plan(findings: &Findings, strategy: Strategy, manifest_path: &Path) -> Result
                     replacement,
                     state: EntryState::Planned,
                 },
+                path: file.path.clone(),
+                canonical: canonical.path.clone(),
                 display: file.display.clone(),
                 scan_hash: file.hash,
                 canonical_hash: canonical.hash,
@@ -212,26 +358,136 @@ fn plan(findings: &Findings, strategy: Strategy, manifest_path: &Path) -> Result
             });
         }
     }
-    Ok(planned)
+    Ok((planned, decisions))
 }
 
-fn refuse_dirty_copies(findings: &Findings, allow_dirty: bool) -> Result<()> {
+/// Whether consolidating `copy` into `canonical` keeps what it reaches and how it is loaded.
+fn choose(
+    requested: Strategy,
+    copy: &FileInfo,
+    canonical: &FileInfo,
+    facts: &ScriptFacts,
+    sourced_by: Option<String>,
+) -> Choice {
+    let (Some(copy_dir), Some(canonical_dir)) = (copy.path.parent(), canonical.path.parent())
+    else {
+        return Choice::Use(requested, None);
+    };
+    let symlink_keeps_mode = copy.mode & 0o111 & !mode_of(&canonical.path) == 0;
+    if facts.self_locating() && copy_dir != canonical_dir {
+        let differing: Vec<&str> = facts
+            .siblings
+            .iter()
+            .filter(|s| !siblings::same_in(copy_dir, canonical_dir, s))
+            .map(String::as_str)
+            .collect();
+        let what = if !differing.is_empty() {
+            Some(format!(
+                "{} beside it differ{} from the canonical's",
+                shown(&differing),
+                if differing.len() == 1 { "s" } else { "" }
+            ))
+        } else if !facts.dynamic.is_empty() {
+            let dynamic: Vec<&str> = facts.dynamic.iter().map(String::as_str).collect();
+            Some(format!(
+                "it reaches {} beside it, which cannot be resolved without running it",
+                shown(&dynamic)
+            ))
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            let idioms: Vec<&str> = facts.idioms.iter().map(|i| i.describe()).collect();
+            let idioms = idioms.join(" and ");
+            if facts.idioms.contains(&Idiom::Resolved) {
+                return Choice::Keep(format!(
+                    "finds its own directory with {idioms} and {what}: readlink -f/realpath see through a symlink and a wrapper runs the canonical, so either would make it reach the canonical's neighbours"
+                ));
+            }
+            if !symlink_keeps_mode {
+                return Choice::Keep(format!(
+                    "finds its own directory with {idioms} and {what}: only a symlink keeps its path, and a symlink would take away its execute bit"
+                ));
+            }
+            let instead = if requested == Strategy::Wrapper {
+                " (a wrapper would run the canonical, which finds the canonical's directory)"
+            } else {
+                ""
+            };
+            return Choice::Use(
+                Strategy::Symlink,
+                Some(format!(
+                    "finds its own directory with {idioms} and {what}: a symlink keeps the copy's own path in $0 and BASH_SOURCE, so it still reaches its own neighbours{instead}"
+                )),
+            );
+        }
+    }
+    if let Some(by) = sourced_by
+        && requested == Strategy::Wrapper
+    {
+        if !symlink_keeps_mode {
+            return Choice::Keep(format!(
+                "sourced by {by}: a wrapper's exec would end the shell that sources it, and a symlink would take away its execute bit"
+            ));
+        }
+        return Choice::Use(
+            Strategy::Symlink,
+            Some(format!(
+                "sourced by {by}: a wrapper's exec would end the shell that sources it, so a symlink instead"
+            )),
+        );
+    }
+    Choice::Use(requested, None)
+}
+
+fn shown(list: &[&str]) -> String {
+    let mut out = list
+        .iter()
+        .take(5)
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if list.len() > 5 {
+        out += &format!(" and {} more", list.len() - 5);
+    }
+    out
+}
+
+fn refuse_dirty_copies(findings: &Findings, allow_dirty: bool, ui: &Ui) -> Result<()> {
     if allow_dirty {
         return Ok(());
     }
-    let dirty: Vec<&str> = findings
+    // One pass over each worktree's status, not one per copy.
+    let copies: Vec<&FileInfo> = findings
         .groups
         .iter()
         .flat_map(|g| g.copies.iter())
         .map(|&(f, _)| &findings.files[f])
-        .filter(|file| {
-            findings.worktree_of(file).is_some_and(|w| {
-                file.path
-                    .strip_prefix(&w.path)
-                    .map_or(true, |rel| worktrees::has_uncommitted_changes(w, rel))
-            })
-        })
-        .map(|file| file.display.as_str())
+        .collect();
+    let bar = ui.progress(copies.len() as u64, "checking copies against git");
+    let mut per_worktree: HashMap<usize, Vec<&Path>> = HashMap::new();
+    for file in &copies {
+        if let Some(w) = file.worktree
+            && let Ok(rel) = file.path.strip_prefix(&findings.worktrees[w].path)
+        {
+            per_worktree.entry(w).or_default().push(rel);
+        } else {
+            bar.inc(1); // outside any git worktree: not checked
+        }
+    }
+    let mut dirty_set: HashSet<PathBuf> = HashSet::new();
+    for (w, rels) in &per_worktree {
+        let wt = &findings.worktrees[*w];
+        for rel in worktrees::uncommitted(wt, rels) {
+            dirty_set.insert(wt.path.join(rel));
+        }
+        bar.inc(rels.len() as u64);
+    }
+    bar.finish_and_clear();
+    let dirty: Vec<&str> = copies
+        .iter()
+        .filter(|f| dirty_set.contains(&f.path))
+        .map(|f| f.display.as_str())
         .collect();
     if dirty.is_empty() {
         return Ok(());
@@ -299,14 +555,14 @@ fn wrapper_script(
 }
 
 /// Swap the copy for its replacement in one rename, so it is never missing or half-written.
-fn replace(entry: &Entry, wrapper: Option<&[u8]>) -> Result<()> {
+fn replace(path: &Path, entry: &Entry, wrapper: Option<&[u8]>) -> Result<()> {
     match (&entry.replacement, wrapper) {
         (Replacement::Wrapper { .. }, Some(bytes)) => {
-            fsutil::atomic_write(&entry.path, bytes, Some(entry.mode))
+            fsutil::atomic_write(path, bytes, Some(entry.mode))
         }
         (Replacement::Symlink { target }, _) => {
-            let dir = entry.path.parent().context("a file without a directory")?;
-            let name = entry.path.file_name().context("a path without a name")?;
+            let dir = path.parent().context("a file without a directory")?;
+            let name = path.file_name().context("a path without a name")?;
             let tmp = dir.join(format!(
                 ".{}{}{}",
                 name.to_string_lossy(),
@@ -316,7 +572,7 @@ fn replace(entry: &Entry, wrapper: Option<&[u8]>) -> Result<()> {
             let _ = std::fs::remove_file(&tmp);
             std::os::unix::fs::symlink(target, &tmp)
                 .with_context(|| format!("creating a symlink in {}", dir.display()))?;
-            std::fs::rename(&tmp, &entry.path)?;
+            std::fs::rename(&tmp, path)?;
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
             }

@@ -10,7 +10,8 @@ use super::Tier;
 use crate::fsutil;
 use crate::project::STATE_DIR;
 
-pub const MANIFEST_SCHEMA: u32 = 1;
+/// 2: entry paths are relative to the root the manifest lives under (1: absolute; still read).
+pub const MANIFEST_SCHEMA: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
@@ -50,9 +51,14 @@ pub enum Replacement {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
-    /// Absolute: worktrees may live outside the root.
+    /// Relative to the manifest's root (`..` for worktrees outside it), so the repository can
+    /// be moved; absolute in schema-1 manifests.
     pub path: PathBuf,
     pub canonical: PathBuf,
+    /// The canonical's sha256 at the apply: an edit through a symlink lands there, and undo
+    /// must notice it. Its bytes are stored with the backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canonical_sha256: Option<String>,
     pub tier: Tier,
     pub original_sha256: String,
     pub size: u64,
@@ -65,6 +71,8 @@ pub struct Entry {
 pub struct Manifest {
     pub schema: u32,
     pub created: String,
+    /// The absolute root at the apply; when the manifest is found under another root, the
+    /// repository was moved and entries are resolved against where it is now.
     pub root: PathBuf,
     pub strategy: Strategy,
     pub state: RunState,
@@ -87,7 +95,7 @@ impl Manifest {
                 path.display()
             )
         })?;
-        if manifest.schema != MANIFEST_SCHEMA {
+        if !(1..=MANIFEST_SCHEMA).contains(&manifest.schema) {
             bail!(
                 "{}: manifest schema {} (this beamops reads {MANIFEST_SCHEMA})",
                 path.display(),
@@ -96,6 +104,108 @@ impl Manifest {
         }
         Ok(manifest)
     }
+}
+
+/// The root a manifest belongs to now: the folder holding `.beamops/dedupe/<it>.json`, which
+/// differs from the recorded root after the repository was moved; the recorded root for a
+/// manifest kept elsewhere.
+pub fn current_root(manifest_path: &Path, manifest: &Manifest) -> PathBuf {
+    let dir = manifest_path.parent();
+    let root = dir
+        .filter(|d| d.file_name().is_some_and(|n| n == "dedupe"))
+        .and_then(Path::parent)
+        .filter(|d| d.file_name().is_some_and(|n| n == STATE_DIR))
+        .and_then(Path::parent)
+        .map(|r| {
+            if r.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                r
+            }
+        });
+    match root.and_then(|r| r.canonicalize().ok()) {
+        Some(root) => root,
+        None => manifest.root.clone(),
+    }
+}
+
+/// Where an entry's path is now. Relative paths are joined to the current root; an absolute
+/// path (schema 1) under the recorded root is moved along with it. A path outside the root
+/// whose new place has no parent folder (the repository moved, a worktree beside it did not)
+/// is looked for where it was.
+pub fn locate(stored: &Path, recorded_root: &Path, current_root: &Path) -> PathBuf {
+    let relative = if stored.is_absolute() {
+        match stored.strip_prefix(recorded_root) {
+            Ok(rel) => rel.to_path_buf(),
+            Err(_) => return stored.to_path_buf(),
+        }
+    } else {
+        stored.to_path_buf()
+    };
+    let here = super::siblings::normalize(&current_root.join(&relative));
+    if recorded_root == current_root || here.parent().is_some_and(Path::is_dir) {
+        return here;
+    }
+    let there = super::siblings::normalize(&recorded_root.join(&relative));
+    if there.parent().is_some_and(Path::is_dir) {
+        there
+    } else {
+        here
+    }
+}
+
+/// An apply that never reached its end: killed, or still running.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unfinished {
+    /// Relative to the root.
+    pub manifest: String,
+    pub created: String,
+    /// Copies it lists (each may or may not have been replaced before the stop).
+    pub entries: usize,
+    /// The root recorded in it, when the repository has moved since.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
+    pub undo: String,
+}
+
+/// Every manifest under `root` still `in-progress`, oldest first.
+pub fn unfinished(root: &Path) -> Vec<Unfinished> {
+    #[derive(Deserialize)]
+    struct Head {
+        created: String,
+        root: PathBuf,
+        state: RunState,
+        entries: Vec<serde::de::IgnoredAny>,
+    }
+    let dir = dedupe_dir(root);
+    let Ok(list) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<PathBuf> = list
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|path| {
+            let head: Head = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+            if head.state != RunState::InProgress {
+                return None;
+            }
+            let shown = super::scan::relative_path(root, &path)
+                .display()
+                .to_string();
+            Some(Unfinished {
+                undo: format!("beamops dedupe --undo {shown}"),
+                manifest: shown,
+                created: head.created,
+                entries: head.entries.len(),
+                moved_from: (head.root != root).then(|| head.root.display().to_string()),
+            })
+        })
+        .collect()
 }
 
 /// `<root>/.beamops/dedupe`: manifests, and `objects/` with every replaced file's bytes.

@@ -12,6 +12,7 @@ pub mod near;
 pub mod report;
 pub mod scan;
 pub mod shell_tokens;
+pub mod siblings;
 pub mod undo;
 pub mod worktrees;
 

@@ -7,9 +7,9 @@ use serde::Serialize;
 use similar::{ChangeTag, TextDiff};
 
 use super::consolidate::ApplyOutcome;
-use super::manifest::Strategy;
+use super::manifest::{Strategy, Unfinished};
 use super::scan::SymlinkEntry;
-use super::undo::UndoOutcome;
+use super::undo::{UndoOutcome, canonical_changed_text};
 use super::{Findings, Tier};
 use crate::exit::Exit;
 use crate::output::{Paint, Report, Ui};
@@ -83,6 +83,8 @@ pub struct DedupeReport {
     pub backups: Vec<String>,
     pub errors: Vec<String>,
     pub apply: Option<ApplyOutcome>,
+    /// Earlier applies still `in-progress` (killed, or running now), each with its undo.
+    pub unfinished: Vec<Unfinished>,
 }
 
 impl DedupeReport {
@@ -176,6 +178,7 @@ impl DedupeReport {
             backups,
             errors: findings.errors.clone(),
             apply,
+            unfinished: Vec::new(),
         }
     }
 }
@@ -285,14 +288,34 @@ impl Report for DedupeReport {
             }
             None => {}
             Some(a) => {
+                let asked = match a.strategy {
+                    Strategy::Symlink => "symlink",
+                    Strategy::Wrapper => "wrapper",
+                };
+                let other = a
+                    .decisions
+                    .iter()
+                    .filter(|d| d.action != "keep" && d.action != asked)
+                    .count();
+                let kept = a.decisions.iter().filter(|d| d.action == "keep").count();
+                let mut how = format!("{}s", asked);
+                if other > 0 {
+                    how += &format!(
+                        " ({other} as {}s, see below)",
+                        if asked == "wrapper" {
+                            "symlink"
+                        } else {
+                            "wrapper"
+                        }
+                    );
+                }
+                if kept > 0 {
+                    how += &format!("; kept {kept} whose location matters");
+                }
                 out += &format!(
-                    "\n{} replaced {} copies with {}s; manifest {}\n  undo: beamops dedupe --undo {}\n",
+                    "\n{} replaced {} copies with {how}; manifest {}\n  undo: beamops dedupe --undo {}\n",
                     Paint::ok("✓"),
                     a.replaced.len(),
-                    match a.strategy {
-                        Strategy::Symlink => "symlink",
-                        Strategy::Wrapper => "wrapper",
-                    },
                     a.manifest,
                     a.manifest
                 );
@@ -304,8 +327,16 @@ impl Report for DedupeReport {
                         k.reason
                     );
                 }
+                for d in &a.decisions {
+                    let what = match d.action {
+                        "keep" => Paint::warn("kept"),
+                        other => Paint::dim(other),
+                    };
+                    out += &format!("  {what} {}: {}\n", d.path, d.reason);
+                }
             }
         }
+        out += &unfinished_text(&self.unfinished);
         out
     }
 
@@ -318,22 +349,76 @@ impl Report for DedupeReport {
     }
 }
 
+fn unfinished_text(list: &[Unfinished]) -> String {
+    let mut out = String::new();
+    for u in list {
+        let moved = u
+            .moved_from
+            .as_deref()
+            .map(|m| format!(", made when the repository was at {m}"))
+            .unwrap_or_default();
+        out += &format!(
+            "\n{} apply {} did not finish (killed, or still running; {} copies{moved}, {})\n  undo: {}\n",
+            Paint::warn("unfinished:"),
+            u.manifest,
+            u.entries,
+            u.created,
+            u.undo
+        );
+    }
+    out
+}
+
 #[derive(Debug, Serialize)]
 pub struct UndoReport {
     pub schema: u32,
     #[serde(flatten)]
     pub outcome: UndoOutcome,
+    /// Other applies still `in-progress`.
+    pub unfinished: Vec<Unfinished>,
 }
 
 impl Report for UndoReport {
     fn text(&self, _ui: &Ui) -> String {
-        format!(
-            "{} restored {} files from {} ({} already held their original bytes)\n",
-            Paint::ok("✓"),
-            self.outcome.restored.len(),
-            self.outcome.manifest,
-            self.outcome.unchanged.len()
-        )
+        let o = &self.outcome;
+        let mut out = String::new();
+        if let Some(from) = &o.moved_from {
+            out += &format!("the repository moved from {from}: paths resolved where it is now\n");
+        }
+        let mark = if o.canonical_changed.is_empty() {
+            Paint::ok("✓")
+        } else {
+            Paint::warn("!")
+        };
+        out += &format!(
+            "{mark} restored {} files from {} ({} already held their original bytes)\n",
+            o.restored.len(),
+            o.manifest,
+            o.unchanged.len()
+        );
+        if !o.canonical_changed.is_empty() {
+            out += &format!(
+                "{} {} canonical{} changed after the apply:{}",
+                Paint::bad("look:"),
+                o.canonical_changed.len(),
+                if o.canonical_changed.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                canonical_changed_text(&o.canonical_changed)
+            );
+        }
+        out + &unfinished_text(&self.unfinished)
+    }
+
+    /// A changed canonical needs a person: the edit may have been meant for a copy.
+    fn exit(&self) -> Exit {
+        if self.outcome.canonical_changed.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Refused
+        }
     }
 }
 

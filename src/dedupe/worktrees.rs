@@ -1,10 +1,10 @@
 //! The repository's worktrees (found with git2, wherever they live), which branch each has
 //! checked out, and which paths git tracks in each.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use git2::{Repository, Status};
+use git2::{ObjectType, Oid, Repository, StatusOptions};
 
 #[derive(Debug)]
 pub struct Worktree {
@@ -14,6 +14,9 @@ pub struct Worktree {
     pub main: bool,
     /// Paths relative to `path` that are in this worktree's index.
     pub tracked: HashSet<PathBuf>,
+    /// Index entries git's status does not look at (`--assume-unchanged`, `--skip-worktree`),
+    /// with the blob the index holds: their content is compared by hash instead.
+    pub hidden: HashMap<PathBuf, Oid>,
 }
 
 /// Every worktree of the repository that contains `dir`, the main one first; empty outside git.
@@ -55,31 +58,66 @@ fn describe(repo: &Repository, path: PathBuf, main: bool) -> Worktree {
             .unwrap_or_else(|| "(detached)".into()),
         Err(_) => "(no commits)".into(),
     };
-    let tracked = repo
-        .index()
-        .map(|index| {
-            index
-                .iter()
-                .map(|entry| PathBuf::from(String::from_utf8_lossy(&entry.path).into_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    // git's CE_VALID (assume-unchanged) and the extended skip-worktree flag.
+    const ASSUME_VALID: u16 = 0x8000;
+    const SKIP_WORKTREE: u16 = 0x4000;
+    let mut tracked = HashSet::new();
+    let mut hidden = HashMap::new();
+    if let Ok(index) = repo.index() {
+        for entry in index.iter() {
+            let rel = PathBuf::from(String::from_utf8_lossy(&entry.path).into_owned());
+            if entry.flags & ASSUME_VALID != 0 || entry.flags_extended & SKIP_WORKTREE != 0 {
+                hidden.insert(rel.clone(), entry.id);
+            }
+            tracked.insert(rel);
+        }
+    }
     Worktree {
         path,
         branch,
         main,
         tracked,
+        hidden,
     }
 }
 
-/// Whether git could give back this file as it is now: tracked and unmodified.
-/// Untracked and ignored files count as uncommitted, since git holds no copy of them.
-pub fn has_uncommitted_changes(worktree: &Worktree, relative: &Path) -> bool {
+/// Which of `files` (relative to the worktree) git could not give back as they are now:
+/// untracked or ignored (git holds no copy), staged or modified — from one pass over git's
+/// status, plus a content hash for index entries that status is told to ignore.
+pub fn uncommitted(worktree: &Worktree, files: &[&Path]) -> HashSet<PathBuf> {
+    let mut dirty: HashSet<PathBuf> = files
+        .iter()
+        .filter(|f| !worktree.tracked.contains(**f))
+        .map(|f| f.to_path_buf())
+        .collect();
     let Ok(repo) = Repository::open(&worktree.path) else {
-        return true;
+        return files.iter().map(|f| f.to_path_buf()).collect();
     };
-    match repo.status_file(relative) {
-        Ok(status) => status != Status::CURRENT,
-        Err(_) => true,
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(false)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    match repo.statuses(Some(&mut opts)) {
+        Ok(statuses) => {
+            let wanted: HashSet<&Path> = files.iter().copied().collect();
+            for s in statuses.iter() {
+                if let Ok(p) = s.path().map(Path::new)
+                    && wanted.contains(p)
+                    && !s.status().is_empty()
+                {
+                    dirty.insert(p.to_path_buf());
+                }
+            }
+        }
+        Err(_) => return files.iter().map(|f| f.to_path_buf()).collect(),
     }
+    for f in files {
+        if let Some(blob) = worktree.hidden.get(*f) {
+            let now = Oid::hash_file(ObjectType::Blob, worktree.path.join(f));
+            if now.ok() != Some(*blob) {
+                dirty.insert(f.to_path_buf());
+            }
+        }
+    }
+    dirty
 }
