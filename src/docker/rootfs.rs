@@ -52,56 +52,120 @@ pub fn require_tools() -> Result<()> {
 }
 
 /// The cached minbase rootfs for `suite` from `mirror`, made now when missing or stale.
-pub fn minbase(suite: &str, mirror: &Mirror, on_step: &dyn Fn(&str)) -> Result<PathBuf> {
-    let cache = cache_dir().join("rootfs");
-    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let key = mirror.cache_key(suite);
-    let dir = cache.join(&key);
+pub fn minbase(suite: &str, mirror: &Mirror, on_step: &dyn Fn(&str)) -> Result<CachedRootfs> {
+    cached(
+        &cache_dir().join("rootfs"),
+        &mirror.cache_key(suite),
+        |target| {
+            on_step(&format!(
+                "debootstrap --variant=minbase {suite} from {}",
+                mirror.archive
+            ));
+            let out = Command::new("debootstrap")
+                .args(["--variant=minbase", suite])
+                .arg(target)
+                .arg(&mirror.archive)
+                .stdin(Stdio::null())
+                .output()
+                .context("running debootstrap")?;
+            if !out.status.success() {
+                bail!(
+                    "debootstrap {suite} from {} failed:\n{}\n  fix: check that the mirror is reachable (apt-get update on the host) and names {suite}",
+                    mirror.archive,
+                    tail(&out.stdout, &out.stderr, 20)
+                );
+            }
+            std::fs::write(
+                target.join("etc/apt/sources.list"),
+                mirror.sources_list(suite),
+            )?;
+            Ok(())
+        },
+    )
+}
+
+/// `cache/<key>`, made by `make` (into a staging directory, renamed in) when missing or older
+/// than [`CACHE_MAX_AGE`], and held under a shared lock until the returned value is dropped.
+///
+/// Readers share the lock while they copy the directory; a refresh takes it alone, so it never
+/// deletes a directory another process (a parallel test, a second `images bootstrap`) is
+/// copying, and two processes that both find it missing build it once.
+fn cached(cache: &Path, key: &str, make: impl FnOnce(&Path) -> Result<()>) -> Result<CachedRootfs> {
+    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    let dir = cache.join(key);
     let marker = cache.join(format!("{key}.complete"));
-    let fresh = std::fs::metadata(&marker)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .is_some_and(|age| age < CACHE_MAX_AGE);
-    if fresh && dir.is_dir() {
-        return Ok(dir);
+    let lock_path = cache.join(format!("{key}.lock"));
+    let fresh = || {
+        dir.is_dir()
+            && std::fs::metadata(&marker)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age < CACHE_MAX_AGE)
+    };
+    let locked = |shared: bool| -> Result<std::fs::File> {
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        if shared {
+            file.lock_shared()
+        } else {
+            file.lock()
+        }
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+        Ok(file)
+    };
+    let mut make = Some(make);
+    loop {
+        let shared = locked(true)?;
+        if fresh() {
+            return Ok(CachedRootfs {
+                path: dir,
+                _lock: shared,
+            });
+        }
+        drop(shared);
+        let exclusive = locked(false)?;
+        // Another process may have made it while this one waited for the lock.
+        if !fresh() {
+            let make = make
+                .take()
+                .context("the cached directory went stale again at once")?;
+            // Made beside its final place and renamed in, so a crash never leaves a half-made
+            // directory under the cached name.
+            let staging = tempfile::Builder::new()
+                .prefix(&format!(".{key}-"))
+                .tempdir_in(cache)?;
+            let target = staging.path().join("rootfs");
+            make(&target)?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("replacing the stale {}", dir.display()))?;
+            }
+            std::fs::rename(&target, &dir)
+                .with_context(|| format!("moving the new rootfs to {}", dir.display()))?;
+            std::fs::write(&marker, crate::state::now_rfc3339())?;
+        }
+        drop(exclusive);
     }
-    on_step(&format!(
-        "debootstrap --variant=minbase {suite} from {}",
-        mirror.archive
-    ));
-    // Made beside its final place and renamed in, so a crash or a parallel run never leaves a
-    // half-made rootfs under the cached name.
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".{key}-"))
-        .tempdir_in(&cache)?;
-    let target = staging.path().join("rootfs");
-    let out = Command::new("debootstrap")
-        .args(["--variant=minbase", suite])
-        .arg(&target)
-        .arg(&mirror.archive)
-        .stdin(Stdio::null())
-        .output()
-        .context("running debootstrap")?;
-    if !out.status.success() {
-        bail!(
-            "debootstrap {suite} from {} failed:\n{}\n  fix: check that the mirror is reachable (apt-get update on the host) and names {suite}",
-            mirror.archive,
-            tail(&out.stdout, &out.stderr, 20)
-        );
+}
+
+/// A cached rootfs, held under a shared lock so no refresh replaces it while it is in use.
+#[derive(Debug)]
+pub struct CachedRootfs {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl std::ops::Deref for CachedRootfs {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
     }
-    std::fs::write(
-        target.join("etc/apt/sources.list"),
-        mirror.sources_list(suite),
-    )?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("replacing the stale {}", dir.display()))?;
-    }
-    std::fs::rename(&target, &dir)
-        .with_context(|| format!("moving the new rootfs to {}", dir.display()))?;
-    std::fs::write(&marker, crate::state::now_rfc3339())?;
-    Ok(dir)
 }
 
 /// A private copy of a rootfs to change in a chroot. Dropping it unmounts what it mounted and,
@@ -362,4 +426,60 @@ fn tail(stdout: &[u8], stderr: &[u8], lines: usize) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn parallel_callers_build_a_cached_directory_once_and_a_reader_keeps_it() {
+        let cache = tempfile::tempdir().unwrap();
+        let builds = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let held = super::cached(cache.path(), "k", |target| {
+                        builds.fetch_add(1, Ordering::SeqCst);
+                        std::fs::create_dir_all(target)?;
+                        std::thread::sleep(Duration::from_millis(200));
+                        std::fs::write(target.join("f"), "made")?;
+                        Ok(())
+                    })
+                    .unwrap();
+                    assert_eq!(std::fs::read_to_string(held.join("f")).unwrap(), "made");
+                });
+            }
+        });
+        assert_eq!(
+            builds.load(Ordering::SeqCst),
+            1,
+            "built once for four callers"
+        );
+
+        // A stale cache is rebuilt only once no reader holds it.
+        let reader = super::cached(cache.path(), "k", |_| unreachable!("fresh")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(cache.path().join("k.complete"))
+            .unwrap()
+            .set_modified(SystemTime::now() - super::CACHE_MAX_AGE * 2)
+            .unwrap();
+        std::thread::scope(|scope| {
+            let refresh = scope.spawn(|| {
+                super::cached(cache.path(), "k", |target| {
+                    std::fs::create_dir_all(target)?;
+                    std::fs::write(target.join("f"), "new")?;
+                    Ok(())
+                })
+                .map(|held| std::fs::read_to_string(held.join("f")).unwrap())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            // Still the reader's copy: the refresh waits until the reader lets go.
+            assert_eq!(std::fs::read_to_string(reader.join("f")).unwrap(), "made");
+            drop(reader);
+            assert_eq!(refresh.join().unwrap().unwrap(), "new");
+        });
+    }
 }
