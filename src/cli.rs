@@ -55,7 +55,8 @@ pub enum Command {
     Init,
     /// List the chapters and what each renders and applies.
     Chapters,
-    /// Show what `up` would change: file diffs and pending actions. Exit 2 when anything would.
+    /// Show what `up` would change: file diffs and pending actions (exit 2 when anything would
+    /// change)
     Plan(Selection),
     /// Render and apply chapters (and the chapters they need).
     Up(UpArgs),
@@ -72,8 +73,8 @@ pub enum Command {
     /// Base images (Elixir builder, runtime, PostgreSQL): build them from Debian when no registry has them.
     #[command(subcommand)]
     Images(ImagesCommand),
-    /// Find duplicated shell scripts across folders and worktrees; consolidate them; undo.
-    /// Dry run by default: exit 2 when duplicates are found.
+    /// Find duplicated shell scripts across folders and worktrees; consolidate them; undo (a dry
+    /// run by default: exit 2 when duplicates are found)
     Dedupe(DedupeArgs),
     /// Build, tag with the git sha, push, run the release command, roll the services out and
     /// wait; exit 5 when Swarm rolled the release back.
@@ -95,8 +96,9 @@ pub enum Command {
     /// Change a service's replicas now and wait until they run (the next up/deploy restores
     /// environments.<env>.replicas, the durable setting).
     Scale(ScaleArgs),
-    /// Print shell completions.
+    /// Print a shell's completion script: subcommands, flags, chapters and other values
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -104,7 +106,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct Selection {
-    /// Chapters by name: chapter-08, 08, 8, swarm, 08-swarm.
+    /// Chapters by name: chapter-08, 08, 8, swarm, 08-swarm (`beamops chapters` lists them);
+    /// or --all.
     #[arg(value_name = "CHAPTER", required_unless_present = "all")]
     pub chapters: Vec<String>,
     /// Every chapter.
@@ -153,6 +156,7 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
+    /// The chapter whose actions to undo: chapter-08, 08, 8, swarm, 08-swarm.
     #[arg(value_name = "CHAPTER")]
     pub chapter: String,
     /// Also delete volumes and data.
@@ -183,6 +187,7 @@ pub enum WorktreeCommand {
     Restore(WorktreeRestoreArgs),
     /// Stale administrative entries; a dry run (exit 2 when any) unless --apply.
     Prune {
+        /// Remove the stale entries instead of listing them.
         #[arg(long)]
         apply: bool,
     },
@@ -232,6 +237,7 @@ pub enum LockCommand {
     },
     /// Remove the deploy lock whoever holds it; without --yes, only say what would go (exit 2).
     Release {
+        /// The environment (default: --env, else default_environment).
         #[arg(value_name = "ENV")]
         environment: Option<String>,
     },
@@ -239,6 +245,7 @@ pub enum LockCommand {
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
+    /// The environment (default: --env, else default_environment).
     #[arg(value_name = "ENV")]
     pub environment: Option<String>,
     /// Only this service (`app` or `<stack>_app`).
@@ -251,6 +258,7 @@ pub struct PsArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// The environment (default: --env, else default_environment).
     #[arg(value_name = "ENV")]
     pub environment: Option<String>,
     /// Only this service (`app` or `<stack>_app`); default: every service of the stack.
@@ -269,6 +277,7 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
+    /// The environment (default: --env, else default_environment).
     #[arg(value_name = "ENV")]
     pub environment: Option<String>,
     /// The service whose task to enter.
@@ -278,6 +287,7 @@ pub struct ConsoleArgs {
 
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
+    /// The environment whose service to scale.
     #[arg(value_name = "ENV")]
     pub environment: String,
     /// Replicas wanted.
@@ -293,6 +303,7 @@ pub enum ImagesCommand {
     /// Remove release images of image.repository older than the newest deploy.keep_releases,
     /// never one a service or container uses.
     Prune {
+        /// The environment whose Engine to prune (default: --env, else default_environment).
         #[arg(value_name = "ENV")]
         environment: Option<String>,
         /// Only say what would go.
@@ -353,13 +364,16 @@ pub enum SecretsCommand {
     },
     /// Set KEY in secrets/ENV.enc.yaml to the value read from stdin (never from arguments).
     Set {
+        /// The environment: the file is secrets/ENV.enc.yaml.
         #[arg(value_name = "ENV")]
         environment: String,
+        /// The secret's name, e.g. SECRET_KEY_BASE.
         #[arg(value_name = "KEY")]
         key: String,
     },
     /// Open secrets/ENV.enc.yaml decrypted in $EDITOR (through `sops edit`).
     Edit {
+        /// The environment: the file is secrets/ENV.enc.yaml.
         #[arg(value_name = "ENV")]
         environment: String,
     },
@@ -370,13 +384,139 @@ pub enum SecretsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum RecipientsCommand {
+    /// The age public keys every secrets file is encrypted for.
     List,
+    /// Encrypt every secrets file for one more recipient.
     Add {
+        /// The recipient's age public key (`age1…`).
         #[arg(value_name = "AGE_PUBLIC_KEY")]
         recipient: String,
     },
+    /// Stop encrypting for a recipient; every secrets file is re-encrypted without it.
     Remove {
+        /// The recipient's age public key (`age1…`).
         #[arg(value_name = "AGE_PUBLIC_KEY")]
         recipient: String,
     },
+}
+
+/// Parse the process's arguments.
+pub fn parse() -> Result<Cli, clap::Error> {
+    parse_from(std::env::args_os())
+}
+
+pub fn parse_from(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
+) -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    // clap's `help` subcommand takes no flags; `beamops help --help` means "help about help",
+    // which is the top-level help (it lists `help` too).
+    if args.get(1).is_some_and(|a| a == "help") {
+        args.retain(|a| a != "--help" && a != "-h");
+    }
+    let matches = command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// The command line's definition, as help and completions show it.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // Global flags are accepted everywhere (`beamops --yes down 08` and `beamops down 08 --yes`
+    // both work), but a subcommand's help lists only those it reads: clap propagates a global
+    // flag to a subcommand only when the subcommand has none of that id, so a hidden copy put
+    // there first is what it gets (and passes on to its own subcommands). A subcommand not named
+    // here lists them all.
+    for (flag, ignored_by) in GLOBALS_IGNORED_BY {
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_id() == *flag).cloned() else {
+            continue;
+        };
+        for name in *ignored_by {
+            let hidden = arg.clone().hide(true);
+            cmd = cmd.mut_subcommand(*name, |sub| sub.arg(hidden));
+        }
+    }
+    cmd
+}
+
+/// Global flags, and the subcommands that never read them.
+const GLOBALS_IGNORED_BY: &[(&str, &[&str])] = &[
+    (
+        "yes",
+        &[
+            "init", "chapters", "plan", "status", "doctor", "env", "worktree", "images",
+            "dedupe", "secrets", "ps", "logs", "console", "scale", "completions",
+        ],
+    ),
+    (
+        "lock_wait",
+        &[
+            "init", "chapters", "plan", "status", "doctor", "env", "worktree", "images",
+            "lock", "ps", "logs", "console", "completions",
+        ],
+    ),
+    (
+        "message",
+        &[
+            "init", "chapters", "plan", "status", "doctor", "env", "worktree", "images",
+            "dedupe", "secrets", "lock", "ps", "logs", "console", "completions",
+        ],
+    ),
+    (
+        "environment",
+        &["init", "chapters", "worktree", "dedupe", "completions"],
+    ),
+    ("project", &["chapters", "completions"]),
+];
+
+/// Did a command line that clap refused ask for JSON? Then its usage error is answered in
+/// JSON on stdout too: `--format json` or `--format=json` anywhere (also after the word clap
+/// choked on), a misspelt `--frmat json`, `BEAMOPS_FORMAT=json`, or a `--format` whose value is
+/// not a format at all (`--format yaml`: a caller that wants a machine format gets the one
+/// there is).
+pub fn json_requested(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    env: Option<std::ffi::OsString>,
+) -> bool {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let known = |v: &str| matches!(v, "text" | "json");
+    let mut format_given = false;
+    for (i, arg) in args.iter().enumerate().skip(1) {
+        if arg == "--" {
+            break;
+        }
+        // `--frmat json`: a misspelt flag still says which format the caller reads.
+        let Some(flag) = arg.strip_prefix("--") else {
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((name, v)) => (name, Some(v.to_string())),
+            None => (flag, None),
+        };
+        let value = if name == "format" {
+            Some(inline.unwrap_or_else(|| args.get(i + 1).cloned().unwrap_or_default()))
+        } else if strsim::damerau_levenshtein(name, "format") <= 2 {
+            let v = inline.or_else(|| args.get(i + 1).cloned());
+            v.filter(|v| v == "json")
+        } else {
+            None
+        };
+        if let Some(v) = value {
+            format_given = true;
+            if v == "json" || !known(&v) {
+                return true;
+            }
+        }
+    }
+    if format_given {
+        return false;
+    }
+    env.is_some_and(|v| {
+        let v = v.to_string_lossy();
+        v == "json" || !known(&v)
+    })
 }

@@ -59,12 +59,10 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Console(args) => ops::console(&global, &ui, &args),
         Command::Scale(args) => ops::scale(&global, &ui, &args),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "beamops",
-                &mut std::io::stdout(),
-            );
+            // Into a buffer first: clap_complete panics when its writer fails (`| head -1`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "beamops", &mut script);
+            crate::output::write_stdout(&script)?;
             Ok(Exit::Ok)
         }
     }
