@@ -105,13 +105,14 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
 pub struct Selection {
     /// Chapters by name: chapter-08, 08, 8, swarm, 08-swarm (`beamops chapters` lists them);
     /// or --all.
-    #[arg(value_name = "CHAPTER", required_unless_present = "all")]
+    #[arg(value_name = "CHAPTER")]
     pub chapters: Vec<String>,
     /// Every chapter.
-    #[arg(long, conflicts_with = "chapters")]
+    #[arg(long)]
     pub all: bool,
 }
 

@@ -4,7 +4,9 @@
 //! ignored setting. Each key is documented in docs/config.md.
 
 mod error;
+pub mod guard;
 mod load;
+pub mod validate;
 mod versions;
 
 pub use error::ConfigError;
