@@ -52,7 +52,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write beamops.yaml from mix.exs, .tool-versions and the git remote.
-    Init,
+    Init(InitArgs),
     /// List the chapters and what each renders and applies.
     Chapters,
     /// Show what `up` would change: file diffs and pending actions (exit 2 when anything would
@@ -102,6 +102,14 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Also write a cloud environment NAME (provider aws, 3 replicas; `production` is
+    /// protected), repeatable: --add-env staging --add-env production. Default: only `local`.
+    #[arg(long = "add-env", value_name = "NAME")]
+    pub add_env: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -39,7 +39,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         message: cli.message.clone(),
     };
     match cli.command {
-        Command::Init => init::run(&global, &ui),
+        Command::Init(args) => init::run(&global, &ui, &args),
         Command::Chapters => chapters::run(&ui),
         Command::Plan(sel) => plan::run(&global, &ui, &sel),
         Command::Up(args) => up::run(&global, &ui, &args),

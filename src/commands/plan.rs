@@ -33,7 +33,11 @@ impl Report for PlanReport {
     }
 }
 
+/// `diffs`: a plan (before); without, the report of an `up` that ran (after).
 pub fn render_chapters(env: &str, chapters: &[ChapterPlan], ui: &Ui, diffs: bool) -> String {
+    if ui.quiet {
+        return render_changes(chapters, diffs);
+    }
     let mut out = String::new();
     for c in chapters {
         let needed = c
@@ -52,6 +56,8 @@ pub fn render_chapters(env: &str, chapters: &[ChapterPlan], ui: &Ui, diffs: bool
                 FileStatus::Update => Paint::warn("update   "),
                 FileStatus::Unchanged => Paint::dim("unchanged"),
                 FileStatus::Adopt => Paint::ok("adopt    "),
+                // After an `up`, a conflict was overwritten (`--force`; without it up refuses).
+                FileStatus::Conflict if !diffs => Paint::warn("overwrote"),
                 FileStatus::Conflict => Paint::bad("conflict "),
                 FileStatus::Stale => Paint::warn("stale    "),
             };
@@ -83,6 +89,37 @@ pub fn render_chapters(env: &str, chapters: &[ChapterPlan], ui: &Ui, diffs: bool
                 ActionStatus::NotImplemented => Paint::warn("not impl."),
             };
             out += &format!("  {label} {}: {}\n", a.id, a.detail);
+        }
+    }
+    out
+}
+
+/// `-q`: one line per file or action that changes (or would), nothing else.
+fn render_changes(chapters: &[ChapterPlan], before: bool) -> String {
+    let mut out = String::new();
+    for c in chapters {
+        if !c.implemented {
+            out += &format!("{} not-implemented\n", c.label);
+            continue;
+        }
+        for f in c.files.iter().filter(|f| f.status != FileStatus::Unchanged) {
+            let status = match f.status {
+                FileStatus::Conflict if !before => "overwrote".to_string(),
+                other => serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            };
+            out += &format!("{} {status} {}\n", c.label, f.path);
+        }
+        for a in c.actions.iter().filter(|a| {
+            !matches!(a.status, ActionStatus::Satisfied | ActionStatus::Skipped)
+        }) {
+            let status = serde_json::to_value(a.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out += &format!("{} {status} {}\n", c.label, a.id);
         }
     }
     out

@@ -27,6 +27,9 @@ impl Report for UpReport {
                     )
                 })
         });
+        if ui.quiet {
+            return out;
+        }
         out += &if changed {
             Paint::ok("applied\n")
         } else {
