@@ -13,16 +13,38 @@ pub struct PlanReport {
     pub environment: String,
     pub dry_run: bool,
     pub chapters: Vec<ChapterPlan>,
+    /// `update` when `up` would rewrite beamops.lock (new records, or a lock in an older
+    /// format), else `unchanged`.
+    pub lock: &'static str,
 }
 
 impl Report for PlanReport {
     fn text(&self, ui: &Ui) -> String {
-        render_chapters(&self.environment, &self.chapters, ui, true)
+        let mut out = render_chapters(&self.environment, &self.chapters, ui, true);
+        if self.lock == "update" {
+            out += &if ui.quiet {
+                format!("lock update {}\n", crate::lockfile::LOCK_FILE)
+            } else {
+                format!(
+                    "  {} {} {}\n",
+                    Paint::warn("update   "),
+                    crate::lockfile::LOCK_FILE,
+                    Paint::dim("(records of the files above)")
+                )
+            };
+        }
+        out
     }
     fn exit(&self) -> Exit {
+        let lock = if self.lock == "update" {
+            Exit::Pending
+        } else {
+            Exit::Ok
+        };
         self.chapters
             .iter()
             .map(ChapterPlan::exit)
+            .chain([lock])
             .max_by_key(|e| match e {
                 Exit::Error => 4,
                 Exit::Blocked => 3,
@@ -130,12 +152,23 @@ pub fn run(global: &Global, ui: &Ui, sel: &Selection) -> Result<Exit> {
     let engine = global.engine(&project, ui)?;
     let targets = select(sel)?;
     let chapters = engine.plan(&targets, true)?;
+    let lock = lock_status(&project.root, &chapters)?;
     emit(
         &PlanReport {
             environment: engine.env_name.clone(),
             dry_run: true,
             chapters,
+            lock,
         },
         ui,
     )
+}
+
+pub fn lock_status(root: &std::path::Path, chapters: &[ChapterPlan]) -> Result<&'static str> {
+    let files = chapters.iter().flat_map(|c| c.files.iter());
+    Ok(if crate::plan::lock_would_change(root, files)? {
+        "update"
+    } else {
+        "unchanged"
+    })
 }
