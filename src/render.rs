@@ -268,9 +268,18 @@ mod tests {
     #[test]
     fn image_source_labels_are_web_addresses_or_nothing() {
         for (url, want) in [
-            ("git@github.com:Acme/coord.git", Some("https://github.com/Acme/coord")),
-            ("ssh://git@git.example.com:2222/a/b.git", Some("https://git.example.com/a/b")),
-            ("https://user:token@github.com/a/b.git", Some("https://github.com/a/b")),
+            (
+                "git@github.com:Acme/coord.git",
+                Some("https://github.com/Acme/coord"),
+            ),
+            (
+                "ssh://git@git.example.com:2222/a/b.git",
+                Some("https://git.example.com/a/b"),
+            ),
+            (
+                "https://user:token@github.com/a/b.git",
+                Some("https://github.com/a/b"),
+            ),
             ("/work/main", None),
             ("../main", None),
             ("file:///work/main", None),

@@ -10,8 +10,12 @@ use std::process::{Command, Stdio};
 use common::{EXAMPLE, TestProject, beamops_in};
 
 fn json_of(stdout: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(stdout)))
+    serde_json::from_slice(stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(stdout)
+        )
+    })
 }
 
 #[test]
@@ -66,9 +70,18 @@ fn assert_quiet_end(cmd: &mut Command, code: i32, what: &str) {
         .spawn()
         .unwrap();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(code), "{what}: {status:?}, stderr: {stderr}");
+    assert_eq!(
+        status.code(),
+        Some(code),
+        "{what}: {status:?}, stderr: {stderr}"
+    );
     // A command that failed says so on stderr; nothing says anything about the pipe.
     let bad: &[&str] = if code == 1 {
         &["panicked", "Broken pipe"]
@@ -107,7 +120,11 @@ fn a_closed_stdout_ends_quietly_in_every_format() {
             &format!("plan error {format}"),
         );
     }
-    assert_quiet_end(bin(p.path()).args(["completions", "bash"]), 0, "completions");
+    assert_quiet_end(
+        bin(p.path()).args(["completions", "bash"]),
+        0,
+        "completions",
+    );
     assert_quiet_end(bin(p.path()).arg("--help"), 0, "help");
 
     // dedupe: a report (exit 2: duplicates), an apply and its undo, in both formats.
@@ -157,7 +174,9 @@ fn a_closed_stderr_ends_quietly_too() {
 }
 
 /// `(what, edit of the example's beamops.yaml, text the error must hold)`.
-fn validation_table() -> Vec<(&'static str, Box<dyn Fn(&str) -> String>, &'static str)> {
+type Edit = Box<dyn Fn(&str) -> String>;
+
+fn validation_table() -> Vec<(&'static str, Edit, &'static str)> {
     let set = |key: &'static str, value: &'static str| -> Box<dyn Fn(&str) -> String> {
         Box::new(move |yaml: &str| {
             let mut out = String::new();
@@ -176,25 +195,89 @@ fn validation_table() -> Vec<(&'static str, Box<dyn Fn(&str) -> String>, &'stati
         Box::new(move |yaml: &str| format!("{yaml}{text}"))
     };
     vec![
-        ("converge abc", append("chapters:\n  swarm:\n    converge_timeout: abc\n"), "chapters.swarm.converge_timeout"),
-        ("converge negative", append("chapters:\n  swarm:\n    converge_timeout: -5m\n"), "converge_timeout"),
-        ("converge empty", append("chapters:\n  swarm:\n    converge_timeout: \"\"\n"), "is empty"),
-        ("converge huge", append("chapters:\n  swarm:\n    converge_timeout: 99999999999999999999h\n"), "converge_timeout"),
-        ("converge unitless", append("chapters:\n  swarm:\n    converge_timeout: \"300\"\n"), "converge_timeout"),
-        ("verify timeout", append("chapters:\n  distributed:\n    verify_timeout: soon\n"), "verify_timeout"),
-        ("lock timeout", append("deploy:\n  lock_timeout: -5m\n"), "deploy.lock_timeout"),
-        ("otp_app NUL", set("otp_app", "\"coord\\0ination\""), "U+0000"),
-        ("otp_app emoji", set("otp_app", "coordination🚀"), "app.otp_app"),
-        ("otp_app zero-width", set("otp_app", "coord\u{200b}ination"), "U+200B"),
-        ("otp_app capital", set("otp_app", "Coordination"), "app.otp_app"),
-        ("repository", set("repository", "'Demo:bad tag'"), "image.repository"),
-        ("managers 0", append("  lab:\n    managers: 0\n"), "environments.lab.managers"),
-        ("managers even", append("  lab:\n    managers: 2\n"), "odd number"),
-        ("app_port 0", append("chapters:\n  development:\n    app_port: 0\n"), "app_port is 0"),
+        (
+            "converge abc",
+            append("chapters:\n  swarm:\n    converge_timeout: abc\n"),
+            "chapters.swarm.converge_timeout",
+        ),
+        (
+            "converge negative",
+            append("chapters:\n  swarm:\n    converge_timeout: -5m\n"),
+            "converge_timeout",
+        ),
+        (
+            "converge empty",
+            append("chapters:\n  swarm:\n    converge_timeout: \"\"\n"),
+            "is empty",
+        ),
+        (
+            "converge huge",
+            append("chapters:\n  swarm:\n    converge_timeout: 99999999999999999999h\n"),
+            "converge_timeout",
+        ),
+        (
+            "converge unitless",
+            append("chapters:\n  swarm:\n    converge_timeout: \"300\"\n"),
+            "converge_timeout",
+        ),
+        (
+            "verify timeout",
+            append("chapters:\n  distributed:\n    verify_timeout: soon\n"),
+            "verify_timeout",
+        ),
+        (
+            "lock timeout",
+            append("deploy:\n  lock_timeout: -5m\n"),
+            "deploy.lock_timeout",
+        ),
+        (
+            "otp_app NUL",
+            set("otp_app", "\"coord\\0ination\""),
+            "U+0000",
+        ),
+        (
+            "otp_app emoji",
+            set("otp_app", "coordination🚀"),
+            "app.otp_app",
+        ),
+        (
+            "otp_app zero-width",
+            set("otp_app", "coord\u{200b}ination"),
+            "U+200B",
+        ),
+        (
+            "otp_app capital",
+            set("otp_app", "Coordination"),
+            "app.otp_app",
+        ),
+        (
+            "repository",
+            set("repository", "'Demo:bad tag'"),
+            "image.repository",
+        ),
+        (
+            "managers 0",
+            append("  lab:\n    managers: 0\n"),
+            "environments.lab.managers",
+        ),
+        (
+            "managers even",
+            append("  lab:\n    managers: 2\n"),
+            "odd number",
+        ),
+        (
+            "app_port 0",
+            append("chapters:\n  development:\n    app_port: 0\n"),
+            "app_port is 0",
+        ),
         ("app.port 0", set("port", "0"), "app.port is 0"),
         ("otp string", set("otp", "\"string\""), "app.otp"),
         ("elixir string", set("elixir", "latest"), "app.elixir"),
-        ("runtime package", append("  runtime_packages: [\"libssl3; rm -rf /\"]\n").into_image(), "runtime_packages"),
+        (
+            "runtime package",
+            append("  runtime_packages: [\"libssl3; rm -rf /\"]\n").into_image(),
+            "runtime_packages",
+        ),
     ]
 }
 
@@ -216,11 +299,15 @@ impl IntoImage for Box<dyn Fn(&str) -> String> {
 fn every_value_is_validated_at_load_with_its_place_and_a_fix() {
     let p = TestProject::new();
     let original = p.read("beamops.yaml");
+    let place = regex::Regex::new(r"beamops\.yaml:\d+:\d+: ").unwrap();
     for (what, edit, expected) in validation_table() {
         let yaml = edit(&original);
         assert_ne!(yaml, original, "{what}: the edit changed nothing");
         p.write("beamops.yaml", &yaml);
-        for args in [&["doctor", "--format", "json"][..], &["plan", "01", "--format", "json"][..]] {
+        for args in [
+            &["doctor", "--format", "json"][..],
+            &["plan", "01", "--format", "json"][..],
+        ] {
             let out = p.beamops().args(args).output().unwrap();
             let report = json_of(&out.stdout);
             let text = if args[0] == "doctor" {
@@ -234,49 +321,79 @@ fn every_value_is_validated_at_load_with_its_place_and_a_fix() {
                 report["error"].as_str().unwrap().to_string()
             };
             assert!(text.contains(expected), "{what}: {text}");
-            let place = regex::Regex::new(r"beamops\.yaml:\d+:\d+: ").unwrap();
-            assert!(place.is_match(&text), "{what}: no file:line:column in {text}");
+            assert!(
+                place.is_match(&text),
+                "{what}: no file:line:column in {text}"
+            );
             assert!(text.contains("fix: "), "{what}: no fix in {text}");
         }
     }
     p.write("beamops.yaml", &original);
-    p.beamops().args(["doctor", "--format", "json"]).assert().code(0);
+    p.beamops()
+        .args(["doctor", "--format", "json"])
+        .assert()
+        .code(0);
 }
 
 #[test]
 fn the_line_and_column_point_at_the_bad_value() {
     let p = TestProject::new();
     let yaml = p.read("beamops.yaml");
-    p.write("beamops.yaml", &yaml.replace("  otp_app: coordination", "  otp_app: Coord"));
+    p.write(
+        "beamops.yaml",
+        &yaml.replace("  otp_app: coordination", "  otp_app: Coord"),
+    );
     let line = yaml.lines().position(|l| l.contains("otp_app")).unwrap() + 1;
     let out = p.beamops().args(["plan", "01"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("beamops.yaml:{line}:3: app.otp_app `Coord`")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("beamops.yaml:{line}:3: app.otp_app `Coord`")),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn invalid_utf8_names_its_byte_and_a_real_fix() {
     let p = TestProject::new();
     let mut bytes = p.read("beamops.yaml").into_bytes();
-    let at = bytes.windows(12).position(|w| w == b"coordination").unwrap();
+    let at = bytes
+        .windows(12)
+        .position(|w| w == b"coordination")
+        .unwrap();
     bytes[at + 2] = 0xff;
     std::fs::write(p.file("beamops.yaml"), &bytes).unwrap();
-    let out = p.beamops().args(["plan", "01", "--format", "json"]).output().unwrap();
+    let out = p
+        .beamops()
+        .args(["plan", "01", "--format", "json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let error = json_of(&out.stdout)["error"].as_str().unwrap().to_string();
     assert!(error.contains(&format!("byte {}", at + 2)), "{error}");
-    assert!(error.contains("UTF-8") && !error.contains("beamops init"), "{error}");
+    assert!(
+        error.contains("UTF-8") && !error.contains("beamops init"),
+        "{error}"
+    );
 }
 
 #[test]
 fn overrides_that_match_no_key_or_hold_a_bad_value_name_the_variable() {
+    let line_of_file = regex::Regex::new(r"beamops\.yaml:\d+").unwrap();
     let p = TestProject::new();
     let cases = [
         ("BEAMOPS_APP__PROT", "4100", "unknown field `prot`"),
-        ("BEAMOPS_ENVIRONMENTS__STAGNG__REPLICAS", "2", "did you mean `staging`"),
+        (
+            "BEAMOPS_ENVIRONMENTS__STAGNG__REPLICAS",
+            "2",
+            "did you mean `staging`",
+        ),
         ("BEAMOPS_APP__PORT", "0", "app.port is 0"),
         ("BEAMOPS_APP__PORT", "lots", "invalid type"),
-        ("BEAMOPS_CHAPTERS__SWARM__CONVERGE_TIMEOUT", "-5m", "converge_timeout"),
+        (
+            "BEAMOPS_CHAPTERS__SWARM__CONVERGE_TIMEOUT",
+            "-5m",
+            "converge_timeout",
+        ),
         ("BEAMOPS_ENVIRONMENTS__STAGING__MANAGERS", "4", "odd number"),
     ];
     for (name, value, expected) in cases {
@@ -288,10 +405,13 @@ fn overrides_that_match_no_key_or_hold_a_bad_value_name_the_variable() {
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{name}");
         let error = json_of(&out.stdout)["error"].as_str().unwrap().to_string();
-        assert!(error.contains(&format!("environment variable {name}={value}")), "{error}");
+        assert!(
+            error.contains(&format!("environment variable {name}={value}")),
+            "{error}"
+        );
         assert!(error.contains(expected), "{name}: {error}");
         // The variable is to blame, not a line of the file.
-        assert!(!regex::Regex::new(r"beamops\.yaml:\d+").unwrap().is_match(&error), "{error}");
+        assert!(!line_of_file.is_match(&error), "{error}");
     }
     p.beamops()
         .env("BEAMOPS_ENVIRONMENTS__STAGING__MANAGERS", "3")
@@ -307,13 +427,17 @@ fn yaml_bombs_are_refused_before_parsing() {
     let mut laughs = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..40 {
         let prev = format!("*a{}", i - 1);
-        laughs += &format!("a{i}: &a{i} [{}]\n", vec![prev.as_str(); 9].join(", "));
+        laughs += &format!("a{i}: &a{i} [{}]\n", [prev.as_str(); 9].join(", "));
     }
     let cases = [
         ("aliases", format!("{original}{laughs}"), "aliases"),
         (
             "flow nesting",
-            format!("{original}deep: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+            format!(
+                "{original}deep: {}{}\n",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
             "levels deep",
         ),
         (
@@ -321,11 +445,19 @@ fn yaml_bombs_are_refused_before_parsing() {
             format!("{original}deep:\n  {}x\n", "- ".repeat(100_000)),
             "levels deep",
         ),
-        ("size", format!("{original}#{}\n", "x".repeat(2 * 1024 * 1024)), "bytes"),
+        (
+            "size",
+            format!("{original}#{}\n", "x".repeat(2 * 1024 * 1024)),
+            "bytes",
+        ),
     ];
     for (what, text, expected) in cases {
         p.write("beamops.yaml", &text);
-        let out = p.beamops().args(["plan", "01", "--format", "json"]).output().unwrap();
+        let out = p
+            .beamops()
+            .args(["plan", "01", "--format", "json"])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "{what}");
         let error = json_of(&out.stdout)["error"].as_str().unwrap().to_string();
         assert!(error.contains("beamops.yaml:"), "{what}: {error}");
@@ -337,7 +469,11 @@ fn yaml_bombs_are_refused_before_parsing() {
 fn versions_agree_compares_what_tool_versions_pins() {
     let p = TestProject::new();
     p.write(".tool-versions", "erlang 26.2.5\nelixir 1.15.7-otp-26\n");
-    let out = p.beamops().args(["plan", "01", "--format", "json"]).output().unwrap();
+    let out = p
+        .beamops()
+        .args(["plan", "01", "--format", "json"])
+        .output()
+        .unwrap();
     let report = json_of(&out.stdout);
     let action = report["chapters"][0]["actions"]
         .as_array()
@@ -347,7 +483,10 @@ fn versions_agree_compares_what_tool_versions_pins() {
         .unwrap()
         .clone();
     assert_eq!(action["status"], "failed", "{action}");
-    assert!(action["detail"].as_str().unwrap().contains("1.15.7"), "{action}");
+    assert!(
+        action["detail"].as_str().unwrap().contains("1.15.7"),
+        "{action}"
+    );
     // Once beamops wrote the file itself, the rendering is what counts.
     std::fs::remove_file(p.file(".tool-versions")).unwrap();
     p.beamops().args(["up", "01"]).assert().code(0);
@@ -364,7 +503,10 @@ fn help_describes_every_argument_and_lists_only_flags_a_command_reads() {
     };
     let chapters = help(&["chapters", "--help"]);
     for flag in ["--message", "--lock-wait", "--yes"] {
-        assert!(!chapters.contains(flag), "chapters lists {flag}:\n{chapters}");
+        assert!(
+            !chapters.contains(flag),
+            "chapters lists {flag}:\n{chapters}"
+        );
     }
     let deploy = help(&["deploy", "--help"]);
     for flag in ["--message", "--lock-wait", "--yes"] {
@@ -377,10 +519,21 @@ fn help_describes_every_argument_and_lists_only_flags_a_command_reads() {
     // cut short at a full stop clap strips.
     let mut missing = Vec::new();
     let cmd = beamops_cli_command();
-    let plan_about = cmd.find_subcommand("plan").unwrap().get_about().unwrap().to_string();
-    assert!(plan_about.ends_with("(exit 2 when anything would change)"), "{plan_about}");
+    let plan_about = cmd
+        .find_subcommand("plan")
+        .unwrap()
+        .get_about()
+        .unwrap()
+        .to_string();
+    assert!(
+        plan_about.ends_with("(exit 2 when anything would change)"),
+        "{plan_about}"
+    );
     walk_positionals(&cmd, &mut Vec::new(), &mut missing);
-    assert!(missing.is_empty(), "arguments without a description: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "arguments without a description: {missing:?}"
+    );
     let plan = p.beamops().arg("plan").output().unwrap();
     assert!(String::from_utf8_lossy(&plan.stderr).contains("--all"));
 }
@@ -395,7 +548,11 @@ fn walk_positionals(cmd: &clap::Command, path: &mut Vec<String>, missing: &mut V
     }
     path.push(cmd.get_name().to_string());
     for arg in cmd.get_arguments() {
-        if !arg.is_hide_set() && arg.get_help().is_none() && arg.get_id() != "help" && arg.get_id() != "version" {
+        if !arg.is_hide_set()
+            && arg.get_help().is_none()
+            && arg.get_id() != "help"
+            && arg.get_id() != "version"
+        {
             missing.push(format!("{} {}", path.join(" "), arg.get_id()));
         }
     }
@@ -410,7 +567,10 @@ fn chapters_not_implemented_are_described_as_planned() {
     let p = TestProject::new();
     let out = p.beamops().arg("chapters").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    for block in text.split("\nchapter-").filter(|b| b.contains("[not implemented]")) {
+    for block in text
+        .split("\nchapter-")
+        .filter(|b| b.contains("[not implemented]"))
+    {
         assert!(block.contains("planned: "), "{block}");
         assert!(!block.contains("\n    here: "), "{block}");
     }
@@ -419,11 +579,18 @@ fn chapters_not_implemented_are_described_as_planned() {
 #[test]
 fn init_explains_its_versions_and_adds_environments_only_on_request() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(Path::new(EXAMPLE).join("mix.exs"), dir.path().join("mix.exs")).unwrap();
+    std::fs::copy(
+        Path::new(EXAMPLE).join("mix.exs"),
+        dir.path().join("mix.exs"),
+    )
+    .unwrap();
     let out = beamops_in(dir.path()).arg("init").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let said = String::from_utf8(out.stdout).unwrap();
-    assert!(said.contains("there is no .tool-versions") && said.contains("Debian trixie"), "{said}");
+    assert!(
+        said.contains("there is no .tool-versions") && said.contains("Debian trixie"),
+        "{said}"
+    );
     let yaml = std::fs::read_to_string(dir.path().join("beamops.yaml")).unwrap();
     assert!(!yaml.contains("staging") && !yaml.contains("aws"), "{yaml}");
     std::fs::remove_file(dir.path().join("beamops.yaml")).unwrap();
@@ -450,7 +617,11 @@ fn quiet_plan_prints_only_what_would_change() {
     p.beamops().args(["up", "01"]).assert().code(0);
     let out = p.beamops().args(["plan", "01", "-q"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     p.write(".tool-versions", "erlang 26\n");
     let out = p.beamops().args(["plan", "01", "-q"]).output().unwrap();
     assert_eq!(
@@ -459,7 +630,10 @@ fn quiet_plan_prints_only_what_would_change() {
     );
     let forced = p.beamops().args(["up", "01", "--force"]).output().unwrap();
     let text = String::from_utf8(forced.stdout).unwrap();
-    assert!(text.contains("overwrote .tool-versions") && !text.contains("conflict"), "{text}");
+    assert!(
+        text.contains("overwrote .tool-versions") && !text.contains("conflict"),
+        "{text}"
+    );
 }
 
 /// The committed example is exactly what beamops renders today, as `dist generate --check`:
@@ -492,7 +666,10 @@ fn the_committed_example_is_what_beamops_renders_today() {
     for chapter in report["chapters"].as_array().unwrap() {
         for file in chapter["files"].as_array().unwrap() {
             if file["status"] != "unchanged" {
-                stale.push(format!("{} {}\n{}", file["status"], file["path"], file["diff"]));
+                stale.push(format!(
+                    "{} {}\n{}",
+                    file["status"], file["path"], file["diff"]
+                ));
             }
         }
     }
@@ -502,7 +679,10 @@ fn the_committed_example_is_what_beamops_renders_today() {
         report["lock"]
     );
     let dockerfile = std::fs::read_to_string(copy.path().join("Dockerfile")).unwrap();
-    assert!(!dockerfile.contains("image.source"), "a local path is no source URL");
+    assert!(
+        !dockerfile.contains("image.source"),
+        "a local path is no source URL"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -31,11 +31,47 @@ impl Rng {
 
 /// Fragments that mean something to YAML or JSON, or to the values beamops checks.
 const TOKENS: &[&[u8]] = &[
-    b":", b"- ", b"[", b"]", b"{", b"}", b"&a ", b"*a ", b"<<: *a\n", b"!!binary ", b"!!str ",
-    b"\"", b"'", b"\t", b"\0", "\u{feff}".as_bytes(), "\u{200b}".as_bytes(), "🚀".as_bytes(),
-    b"~", b"null", b"-1", b"0", b"99999999999999999999", b"1e400", b"\xff", b"\xc3", b"\n  ",
-    b"%YAML 1.2\n", b"---\n", b"...\n", b"? ", b"|\n", b">-\n", b"\\u0000", b"\\", b",",
-    b"true", b"\"version\": 2,", b"\"schema\": 99,", b"-5m", b"abc",
+    b":",
+    b"- ",
+    b"[",
+    b"]",
+    b"{",
+    b"}",
+    b"&a ",
+    b"*a ",
+    b"<<: *a\n",
+    b"!!binary ",
+    b"!!str ",
+    b"\"",
+    b"'",
+    b"\t",
+    b"\0",
+    "\u{feff}".as_bytes(),
+    "\u{200b}".as_bytes(),
+    "🚀".as_bytes(),
+    b"~",
+    b"null",
+    b"-1",
+    b"0",
+    b"99999999999999999999",
+    b"1e400",
+    b"\xff",
+    b"\xc3",
+    b"\n  ",
+    b"%YAML 1.2\n",
+    b"---\n",
+    b"...\n",
+    b"? ",
+    b"|\n",
+    b">-\n",
+    b"\\u0000",
+    b"\\",
+    b",",
+    b"true",
+    b"\"version\": 2,",
+    b"\"schema\": 99,",
+    b"-5m",
+    b"abc",
 ];
 
 fn mutate(rng: &mut Rng, original: &[u8]) -> Vec<u8> {
@@ -155,7 +191,10 @@ fn mutated_config_lock_and_state_never_panic_hang_or_lose_the_file_name() {
     // A project with all three files: chapter 01 writes the lock and the state.
     p.beamops().args(["up", "01"]).assert().code(0);
     let files = ["beamops.yaml", "beamops.lock", ".beamops/state.json"];
-    let originals: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(p.file(f)).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(p.file(f)).unwrap())
+        .collect();
 
     let seed: u64 = std::env::var("BEAMOPS_FUZZ_SEED")
         .ok()
@@ -172,7 +211,9 @@ fn mutated_config_lock_and_state_never_panic_hang_or_lose_the_file_name() {
     let mut errors = 0;
     for i in 0..iterations {
         if started.elapsed() > budget {
-            eprintln!("fuzz: time budget spent after {ran} of {iterations} mutations (seed {seed:#x}); the rest skipped");
+            eprintln!(
+                "fuzz: time budget spent after {ran} of {iterations} mutations (seed {seed:#x}); the rest skipped"
+            );
             break;
         }
         for (f, bytes) in files.iter().zip(&originals) {
@@ -193,7 +234,10 @@ fn mutated_config_lock_and_state_never_panic_hang_or_lose_the_file_name() {
             format!(
                 "mutation {i} (seed {seed:#x}) of {}: beamops {args:?} → {code:?}\n--- file ---\n{}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
                 files[which],
-                String::from_utf8_lossy(&mutated).chars().take(2000).collect::<String>()
+                String::from_utf8_lossy(&mutated)
+                    .chars()
+                    .take(2000)
+                    .collect::<String>()
             )
         };
         assert!(
@@ -207,7 +251,11 @@ fn mutated_config_lock_and_state_never_panic_hang_or_lose_the_file_name() {
         let name = files[which].rsplit('/').next().unwrap();
         if let Some(error) = report["error"].as_str() {
             errors += 1;
-            assert!(error.contains(name), "the error does not name {name}: {}", context());
+            assert!(
+                error.contains(name),
+                "the error does not name {name}: {}",
+                context()
+            );
         }
         if args[0] == "doctor"
             && let Some(config) = report["findings"]

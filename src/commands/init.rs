@@ -98,7 +98,11 @@ pub fn run(global: &Global, ui: &Ui, args: &InitArgs) -> Result<Exit> {
         None => {
             let host = host_version(
                 "erl",
-                &["-noshell", "-eval", "io:format(\"~s\", [erlang:system_info(otp_release)]), halt()."],
+                &[
+                    "-noshell",
+                    "-eval",
+                    "io:format(\"~s\", [erlang:system_info(otp_release)]), halt().",
+                ],
                 "",
             )
             .map(|v| format!(" (this machine has OTP {v}; not used, as for Elixir)"))
@@ -145,9 +149,8 @@ pub fn run(global: &Global, ui: &Ui, args: &InitArgs) -> Result<Exit> {
     let text = crate::render::render_one("init/beamops.yaml.j2", &ctx)?;
     // Never ship a file we could not read back.
     // An --add-env name that cannot be an environment is refused here, with the file's reason.
-    crate::config::load_str(&target, &text, &[]).map_err(|e| {
-        anyhow::anyhow!("{}\n  fix: {}", e.message, e.fix)
-    })?;
+    crate::config::load_str(&target, &text, &[])
+        .map_err(|e| anyhow::anyhow!("{}\n  fix: {}", e.message, e.fix))?;
     // create_new: a file that appeared since the check above is still never overwritten.
     use std::io::Write;
     let mut file = std::fs::File::options()

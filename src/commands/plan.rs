@@ -134,9 +134,11 @@ fn render_changes(chapters: &[ChapterPlan], before: bool) -> String {
             };
             out += &format!("{} {status} {}\n", c.label, f.path);
         }
-        for a in c.actions.iter().filter(|a| {
-            !matches!(a.status, ActionStatus::Satisfied | ActionStatus::Skipped)
-        }) {
+        for a in c
+            .actions
+            .iter()
+            .filter(|a| !matches!(a.status, ActionStatus::Satisfied | ActionStatus::Skipped))
+        {
             let status = serde_json::to_value(a.status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))

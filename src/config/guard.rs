@@ -32,8 +32,9 @@ pub fn check(source: &str) -> Result<(), Exceeded> {
                 "the file is {} bytes; beamops reads at most {MAX_BYTES} bytes of configuration",
                 source.len()
             ),
-            fix: "this is not a beamops.yaml: restore it from git, or write one with `beamops init`"
-                .into(),
+            fix:
+                "this is not a beamops.yaml: restore it from git, or write one with `beamops init`"
+                    .into(),
         });
     }
     let mut aliases = 0usize;
@@ -131,8 +132,9 @@ pub fn check(source: &str) -> Result<(), Exceeded> {
                         }
                         '|' | '>' if starts_token && flow == 0 => {
                             // A block scalar header ends the line (modifiers and a comment aside).
-                            let rest = line[i + 1..].trim_start_matches(['+', '-', '1', '2', '3',
-                                '4', '5', '6', '7', '8', '9']);
+                            let rest = line[i + 1..].trim_start_matches([
+                                '+', '-', '1', '2', '3', '4', '5', '6', '7', '8', '9',
+                            ]);
                             let rest = rest.trim();
                             if rest.is_empty() || rest.starts_with('#') {
                                 block_scalar = Some(indent);
@@ -168,12 +170,19 @@ mod tests {
     fn an_ordinary_config_passes() {
         let src = "version: 1\napp:\n  name: a # note [\n  otp_app: a\nenvironments:\n  local: {}\n  prod: &p\n    replicas: 2\n  prod2: *p\ndeploy:\n  release_command: |\n    [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n    *a *b\n";
         assert_eq!(check(src), Ok(()));
-        assert_eq!(check("a: '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['\nb: \"*c\"\n"), Ok(()));
+        assert_eq!(
+            check("a: '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['\nb: \"*c\"\n"),
+            Ok(())
+        );
     }
 
     #[test]
     fn deep_flow_nesting_is_refused_at_its_place() {
-        let src = format!("version: 1\napp: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let src = format!(
+            "version: 1\napp: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         let e = check(&src).unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains("levels"), "{e:?}");

@@ -80,8 +80,7 @@ pub fn load_str(
             "run `beamops init` to write a complete beamops.yaml".into(),
         ));
     }
-    guard::check(source)
-        .map_err(|e| err(Some(e.line), Some(e.column), e.message, e.fix))?;
+    guard::check(source).map_err(|e| err(Some(e.line), Some(e.column), e.message, e.fix))?;
     // Deserialize straight from the text first: only then do type errors carry a position.
     let config: Config = serde_yaml_ng::from_str(source).map_err(|e| {
         let message = strip_location(&e.to_string());
@@ -109,7 +108,12 @@ pub fn load_str(
         config
     } else {
         let base: Value = serde_yaml_ng::from_str(source).map_err(|e| {
-            err(None, None, strip_location(&e.to_string()), fix_for(&e.to_string()))
+            err(
+                None,
+                None,
+                strip_location(&e.to_string()),
+                fix_for(&e.to_string()),
+            )
         })?;
         let mut value = base.clone();
         for (keys, name, raw) in &active {
@@ -120,8 +124,13 @@ pub fn load_str(
                 message: format!("environment variable {name}={raw}: {message}"),
                 fix,
             };
-            let unset = format!("unset {name}, or name a key that exists (keys joined by `__`, e.g. BEAMOPS_APP__PORT)");
-            if keys.len() > 2 && keys[0] == "environments" && !config.environments.contains_key(&keys[1]) {
+            let unset = format!(
+                "unset {name}, or name a key that exists (keys joined by `__`, e.g. BEAMOPS_APP__PORT)"
+            );
+            if keys.len() > 2
+                && keys[0] == "environments"
+                && !config.environments.contains_key(&keys[1])
+            {
                 let names: Vec<&str> = config.environments.keys().map(String::as_str).collect();
                 let hint = nearest(&keys[1], &names)
                     .map(|n| format!("; did you mean `{n}`?"))

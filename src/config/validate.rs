@@ -58,11 +58,8 @@ const COMPONENT: &str = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
 /// A registry host: a domain name or an address, with an optional port.
 const DOMAIN: &str = r"(?:localhost|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?";
 
-static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
-    re(&format!(
-        r"^(?:{DOMAIN}/)?{COMPONENT}(?:/{COMPONENT})*$"
-    ))
-});
+static REPOSITORY: LazyLock<Regex> =
+    LazyLock::new(|| re(&format!(r"^(?:{DOMAIN}/)?{COMPONENT}(?:/{COMPONENT})*$")));
 static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
         r"^(?:{DOMAIN}/)?{COMPONENT}(?:/{COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$"
@@ -78,7 +75,9 @@ static OTP: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{2}(?:\.[0-9]+){0,4}$"
 static SECRET: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Z][A-Z0-9_]*$"));
 static PACKAGE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9+.-]+$"));
 static HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^(?:\*\.)?[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*$")
+    re(
+        r"^(?:\*\.)?[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*$",
+    )
 });
 
 /// The first problem in `config`, in the order a person reads the file.
@@ -129,7 +128,10 @@ fn all(config: &Config) -> Vec<Problem> {
     if !OTP.is_match(&app.otp) {
         out.push(problem(
             &["app", "otp"],
-            format!("app.otp `{}` is not an Erlang/OTP version", app.otp.escape_debug()),
+            format!(
+                "app.otp `{}` is not an Erlang/OTP version",
+                app.otp.escape_debug()
+            ),
             "write the OTP release number, e.g. 27.3.4.1 or 27 (quote it in YAML: \"27.3.4.1\")",
         ));
     }
@@ -139,7 +141,10 @@ fn all(config: &Config) -> Vec<Problem> {
     if !app.health_path.starts_with('/') || app.health_path.chars().any(char::is_whitespace) {
         out.push(problem(
             &["app", "health_path"],
-            format!("app.health_path `{}` is not a path", app.health_path.escape_debug()),
+            format!(
+                "app.health_path `{}` is not a path",
+                app.health_path.escape_debug()
+            ),
             format!(
                 "write it with a leading slash and no spaces: `/{}`",
                 app.health_path.trim().trim_start_matches('/')
@@ -151,7 +156,10 @@ fn all(config: &Config) -> Vec<Problem> {
     {
         out.push(problem(
             &["app", "stack"],
-            format!("app.stack `{}` cannot name a Swarm stack", stack.escape_debug()),
+            format!(
+                "app.stack `{}` cannot name a Swarm stack",
+                stack.escape_debug()
+            ),
             "use lowercase letters and digits, joined by single `-` or `_`, at most 63 characters",
         ));
     }
@@ -171,7 +179,10 @@ fn all(config: &Config) -> Vec<Problem> {
     {
         out.push(problem(
             &["image", "registry"],
-            format!("image.registry `{}` is not a registry address", registry.escape_debug()),
+            format!(
+                "image.registry `{}` is not a registry address",
+                registry.escape_debug()
+            ),
             "write host[:port], e.g. ghcr.io or 127.0.0.1:5000",
         ));
     }
@@ -185,7 +196,10 @@ fn all(config: &Config) -> Vec<Problem> {
         {
             out.push(problem(
                 &["image", key],
-                format!("image.{key} `{}` is not a Docker image reference", reference.escape_debug()),
+                format!(
+                    "image.{key} `{}` is not a Docker image reference",
+                    reference.escape_debug()
+                ),
                 "write [registry/]repository[:tag][@sha256:digest], e.g. debian:trixie-slim",
             ));
         }
@@ -195,7 +209,10 @@ fn all(config: &Config) -> Vec<Problem> {
             if !PACKAGE.is_match(package) {
                 out.push(problem(
                     &["image", "runtime_packages"],
-                    format!("image.runtime_packages: `{}` is not a Debian package name", package.escape_debug()),
+                    format!(
+                        "image.runtime_packages: `{}` is not a Debian package name",
+                        package.escape_debug()
+                    ),
                     "list package names as apt knows them, e.g. libssl3t64",
                 ));
             }
@@ -206,7 +223,10 @@ fn all(config: &Config) -> Vec<Problem> {
         if name.len() > 63 || !ENVIRONMENT.is_match(name) {
             out.push(problem(
                 &["environments", name],
-                format!("environment name `{}` cannot name files and stacks", name.escape_debug()),
+                format!(
+                    "environment name `{}` cannot name files and stacks",
+                    name.escape_debug()
+                ),
                 "use lowercase letters, digits, `-` and `_`, starting with a letter or digit",
             ));
         }
@@ -232,7 +252,10 @@ fn all(config: &Config) -> Vec<Problem> {
         {
             out.push(problem(
                 &["environments", name, "domain"],
-                format!("environments.{name}.domain `{}` is not a host name", domain.escape_debug()),
+                format!(
+                    "environments.{name}.domain `{}` is not a host name",
+                    domain.escape_debug()
+                ),
                 "write a DNS name without scheme or path, e.g. app.example.com",
             ));
         }
@@ -243,7 +266,10 @@ fn all(config: &Config) -> Vec<Problem> {
         {
             out.push(problem(
                 &["environments", name, "docker_host"],
-                format!("environments.{name}.docker_host `{}` is not a Docker Engine address", host.escape_debug()),
+                format!(
+                    "environments.{name}.docker_host `{}` is not a Docker Engine address",
+                    host.escape_debug()
+                ),
                 "write unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host",
             ));
         }
@@ -272,7 +298,12 @@ fn all(config: &Config) -> Vec<Problem> {
         out.push(port_problem(&["chapters", "swarm", "publish"]));
     }
     if let Err(why) = duration(&swarm.converge_timeout) {
-        out.push(duration_problem(&["chapters", "swarm", "converge_timeout"], &swarm.converge_timeout, &why, "5m"));
+        out.push(duration_problem(
+            &["chapters", "swarm", "converge_timeout"],
+            &swarm.converge_timeout,
+            &why,
+            "5m",
+        ));
     }
     for secret in &swarm.secrets {
         if !SECRET.is_match(secret) {
@@ -339,20 +370,33 @@ fn all(config: &Config) -> Vec<Problem> {
         ));
     }
     if let Err(why) = duration(&distributed.verify_timeout) {
-        out.push(duration_problem(&["chapters", "distributed", "verify_timeout"], &distributed.verify_timeout, &why, "2m"));
+        out.push(duration_problem(
+            &["chapters", "distributed", "verify_timeout"],
+            &distributed.verify_timeout,
+            &why,
+            "2m",
+        ));
     }
     if let Some(base) = &distributed.node_basename
         && (base.len() > 200 || !NODE_BASENAME.is_match(base))
     {
         out.push(problem(
             &["chapters", "distributed", "node_basename"],
-            format!("chapters.distributed.node_basename `{}` cannot start an Erlang node name", base.escape_debug()),
+            format!(
+                "chapters.distributed.node_basename `{}` cannot start an Erlang node name",
+                base.escape_debug()
+            ),
             "use ASCII letters, digits, `_` and `-`, e.g. coordination",
         ));
     }
 
     if let Err(why) = duration(&config.deploy.lock_timeout) {
-        out.push(duration_problem(&["deploy", "lock_timeout"], &config.deploy.lock_timeout, &why, "30m"));
+        out.push(duration_problem(
+            &["deploy", "lock_timeout"],
+            &config.deploy.lock_timeout,
+            &why,
+            "30m",
+        ));
     }
     if config.deploy.keep_releases == 0 {
         out.push(problem(
@@ -362,10 +406,14 @@ fn all(config: &Config) -> Vec<Problem> {
         ));
     }
     for entry in &config.worktree.allow_list {
-        if entry.trim().is_empty() || entry.starts_with('/') || entry.split('/').any(|p| p == "..") {
+        if entry.trim().is_empty() || entry.starts_with('/') || entry.split('/').any(|p| p == "..")
+        {
             out.push(problem(
                 &["worktree", "allow_list"],
-                format!("worktree.allow_list: `{}` is not a path inside a worktree", entry.escape_debug()),
+                format!(
+                    "worktree.allow_list: `{}` is not a path inside a worktree",
+                    entry.escape_debug()
+                ),
                 "list relative paths of build output, e.g. _build, deps",
             ));
         }
@@ -384,7 +432,11 @@ fn port_problem(path: &[&str]) -> Problem {
 fn duration_problem(path: &[&str], text: &str, why: &str, example: &str) -> Problem {
     problem(
         path,
-        format!("{} `{}` is not a usable duration: {why}", path.join("."), text.escape_debug()),
+        format!(
+            "{} `{}` is not a usable duration: {why}",
+            path.join("."),
+            text.escape_debug()
+        ),
         format!(
             "write a positive duration of at most {} with a unit, e.g. {example}, 90s or 1h 30m",
             humantime::format_duration(MAX_DURATION)
@@ -427,7 +479,10 @@ fn text_is_clean(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Ve
                 if key.chars().any(bad) {
                     out.push(Problem {
                         path: path.clone(),
-                        message: format!("the key `{}` holds an invisible character", key.escape_debug()),
+                        message: format!(
+                            "the key `{}` holds an invisible character",
+                            key.escape_debug()
+                        ),
                         fix: "retype the key".into(),
                     });
                 }
@@ -454,13 +509,22 @@ mod tests {
 
     #[test]
     fn docker_references() {
-        for good in ["coordination", "ghcr.io/acme/coord", "127.0.0.1:5000/a/b", "localhost/x"] {
+        for good in [
+            "coordination",
+            "ghcr.io/acme/coord",
+            "127.0.0.1:5000/a/b",
+            "localhost/x",
+        ] {
             assert!(REPOSITORY.is_match(good), "{good}");
         }
         for bad in ["Demo:bad tag", "Demo", "a:1", "-a", "a//b", ""] {
             assert!(!REPOSITORY.is_match(bad), "{bad}");
         }
-        for good in ["debian:trixie-slim", "postgres:17.12-trixie", "hexpm/elixir:1.18.3-erlang-27.3.4.1-debian-trixie-20251117-slim"] {
+        for good in [
+            "debian:trixie-slim",
+            "postgres:17.12-trixie",
+            "hexpm/elixir:1.18.3-erlang-27.3.4.1-debian-trixie-20251117-slim",
+        ] {
             assert!(REFERENCE.is_match(good), "{good}");
         }
         assert!(!REFERENCE.is_match("debian:bad tag"));
