@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
 
 use crate::output::Format;
 
@@ -15,7 +16,13 @@ use crate::output::Format;
 )]
 pub struct Cli {
     /// The project directory (default: the nearest parent with beamops.yaml).
-    #[arg(long, global = true, env = "BEAMOPS_PROJECT", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "BEAMOPS_PROJECT",
+        value_name = "DIR",
+        value_hint = clap::ValueHint::DirPath
+    )]
     pub project: Option<PathBuf>,
     /// The environment to act on (default: default_environment, else `local`).
     #[arg(
@@ -23,7 +30,8 @@ pub struct Cli {
         short = 'e',
         global = true,
         env = "BEAMOPS_ENV",
-        value_name = "ENV"
+        value_name = "ENV",
+        add = ArgValueCandidates::new(crate::complete::environments)
     )]
     pub environment: Option<String>,
     /// Output format; `json` is stable and documented in docs/json.md.
@@ -117,7 +125,7 @@ pub struct InitArgs {
 pub struct Selection {
     /// Chapters by name: chapter-08, 08, 8, swarm, 08-swarm (`beamops chapters` lists them);
     /// or --all.
-    #[arg(value_name = "CHAPTER")]
+    #[arg(value_name = "CHAPTER", add = ArgValueCandidates::new(crate::complete::chapters))]
     pub chapters: Vec<String>,
     /// Every chapter.
     #[arg(long)]
@@ -145,7 +153,7 @@ pub struct UpArgs {
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV")]
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// Deploy uncommitted changes (the image tag ends in `-dirty`; not a release to return to).
     #[arg(long)]
@@ -155,7 +163,7 @@ pub struct DeployArgs {
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV")]
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// The release to return to: its id (`r3-1a2b3c4`) or a git sha prefix; default: the
     /// release that was live before the current one.
@@ -166,7 +174,7 @@ pub struct RollbackArgs {
 #[derive(Debug, Args)]
 pub struct DownArgs {
     /// The chapter whose actions to undo: chapter-08, 08, 8, swarm, 08-swarm.
-    #[arg(value_name = "CHAPTER")]
+    #[arg(value_name = "CHAPTER", add = ArgValueCandidates::new(crate::complete::chapters))]
     pub chapter: String,
     /// Also delete volumes and data.
     #[arg(long)]
@@ -205,7 +213,7 @@ pub enum WorktreeCommand {
 #[derive(Debug, Args)]
 pub struct WorktreeRemoveArgs {
     /// The worktree: its path, name or branch.
-    #[arg(value_name = "PATH|NAME")]
+    #[arg(value_name = "PATH|NAME", add = ArgValueCandidates::new(crate::complete::worktrees))]
     pub worktree: String,
     /// Save what is at risk under .beamops/backups/ first, then remove.
     #[arg(long)]
@@ -218,7 +226,7 @@ pub struct WorktreeRemoveArgs {
 #[derive(Debug, Args)]
 pub struct WorktreeRestoreArgs {
     /// The backup directory (or its name under .beamops/backups/).
-    #[arg(value_name = "BACKUP")]
+    #[arg(value_name = "BACKUP", value_hint = clap::ValueHint::DirPath)]
     pub backup: PathBuf,
     /// Recreate it here instead of where it was.
     #[arg(long, value_name = "DIR")]
@@ -241,13 +249,13 @@ pub enum LockCommand {
     /// Who holds the deploy lock, since when, and whether it is stale.
     Status {
         /// The environment (default: --env, else default_environment).
-        #[arg(value_name = "ENV")]
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: Option<String>,
     },
     /// Remove the deploy lock whoever holds it; without --yes, only say what would go (exit 2).
     Release {
         /// The environment (default: --env, else default_environment).
-        #[arg(value_name = "ENV")]
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: Option<String>,
     },
 }
@@ -255,7 +263,7 @@ pub enum LockCommand {
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV")]
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// Only this service (`app` or `<stack>_app`).
     #[arg(long, value_name = "SERVICE")]
@@ -268,7 +276,7 @@ pub struct PsArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV")]
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// Only this service (`app` or `<stack>_app`); default: every service of the stack.
     #[arg(value_name = "SERVICE")]
@@ -287,7 +295,7 @@ pub struct LogsArgs {
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV")]
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// The service whose task to enter.
     #[arg(long, default_value = "app", value_name = "SERVICE")]
@@ -297,7 +305,7 @@ pub struct ConsoleArgs {
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
     /// The environment whose service to scale.
-    #[arg(value_name = "ENV")]
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: String,
     /// Replicas wanted.
     #[arg(value_name = "N")]
@@ -313,7 +321,7 @@ pub enum ImagesCommand {
     /// never one a service or container uses.
     Prune {
         /// The environment whose Engine to prune (default: --env, else default_environment).
-        #[arg(value_name = "ENV")]
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: Option<String>,
         /// Only say what would go.
         #[arg(long)]
@@ -359,7 +367,7 @@ pub struct DedupeArgs {
     #[arg(long, requires = "apply")]
     pub allow_dirty: bool,
     /// Restore every file an apply replaced, from the manifest it printed.
-    #[arg(long, value_name = "MANIFEST")]
+    #[arg(long, value_name = "MANIFEST", add = ArgValueCandidates::new(crate::complete::manifests))]
     pub undo: Option<PathBuf>,
 }
 
@@ -374,7 +382,7 @@ pub enum SecretsCommand {
     /// Set KEY in secrets/ENV.enc.yaml to the value read from stdin (never from arguments).
     Set {
         /// The environment: the file is secrets/ENV.enc.yaml.
-        #[arg(value_name = "ENV")]
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: String,
         /// The secret's name, e.g. SECRET_KEY_BASE.
         #[arg(value_name = "KEY")]
@@ -383,7 +391,7 @@ pub enum SecretsCommand {
     /// Open secrets/ENV.enc.yaml decrypted in $EDITOR (through `sops edit`).
     Edit {
         /// The environment: the file is secrets/ENV.enc.yaml.
-        #[arg(value_name = "ENV")]
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: String,
     },
     /// List, add or remove recipients; every secrets file is re-encrypted for the new list.

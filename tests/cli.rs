@@ -699,3 +699,92 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// What the registered shell function gets on Tab (fish's protocol: one `value\thelp` a line).
+fn complete(dir: &Path, words: &[&str]) -> Vec<String> {
+    let out = bin(dir)
+        .env("BEAMOPS_COMPLETE", "fish")
+        .arg("--")
+        .arg("beamops")
+        .args(words)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{words:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn completions_offer_chapters_environments_worktrees_and_manifests() {
+    let p = TestProject::new();
+    let chapters = complete(p.path(), &["plan", ""]);
+    assert!(
+        chapters.contains(&"chapter-08".to_string()) && chapters.contains(&"swarm".to_string()),
+        "{chapters:?}"
+    );
+    assert!(complete(p.path(), &["down", "sw"]).contains(&"swarm".to_string()));
+    let envs = complete(p.path(), &["deploy", ""]);
+    for env in ["local", "staging", "production"] {
+        assert!(envs.contains(&env.to_string()), "{envs:?}");
+    }
+    assert_eq!(
+        complete(p.path(), &["--env", "sta"]),
+        vec!["staging".to_string()]
+    );
+    assert!(complete(p.path(), &["ps", ""]).contains(&"production".to_string()));
+
+    // A linked worktree and a dedupe manifest of this repository.
+    p.write(
+        "a/run.sh",
+        "#!/bin/sh\necho the same script in two places\n",
+    );
+    p.write(
+        "b/run.sh",
+        "#!/bin/sh\necho the same script in two places\n",
+    );
+    p.commit_all("scripts");
+    let repo = git2::Repository::open(p.path()).unwrap();
+    let linked = tempfile::tempdir().unwrap();
+    repo.worktree("feature-x", &linked.path().join("fx"), None)
+        .unwrap();
+    assert!(complete(p.path(), &["worktree", "remove", ""]).contains(&"feature-x".to_string()));
+    let applied = bin(p.path())
+        .args(["dedupe", "--apply", "--format", "json"])
+        .output()
+        .unwrap();
+    let manifest = json_of(&applied.stdout)["apply"]["manifest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stem = Path::new(&manifest)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        complete(p.path(), &["dedupe", "--undo", ""]).contains(&stem),
+        "{stem}"
+    );
+    // What it completes is what the command takes.
+    bin(p.path())
+        .args(["dedupe", "--undo", &stem, "-q"])
+        .status()
+        .map(|s| assert_eq!(s.code(), Some(0)))
+        .unwrap();
+
+    // `completions <shell>` registers that function for each shell clap knows.
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = bin(p.path()).args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("BEAMOPS_COMPLETE"), "{shell}: {script}");
+    }
+}

@@ -18,7 +18,6 @@ mod worktree;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::CommandFactory;
 
 use crate::chapter::{self, Manifest};
 use crate::cli::{Cli, Command, Selection};
@@ -59,9 +58,27 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Console(args) => ops::console(&global, &ui, &args),
         Command::Scale(args) => ops::scale(&global, &ui, &args),
         Command::Completions { shell } => {
-            // Into a buffer first: clap_complete panics when its writer fails (`| head -1`).
+            // The registration of a shell function that asks beamops itself on Tab, so chapters,
+            // environments, worktrees and manifests complete from the project at hand.
+            // Into a buffer first: clap_complete's writers panic when stdout is closed.
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "beamops", &mut script);
+            let name = shell.to_string();
+            let shells = clap_complete::env::Shells::builtins();
+            let completer = shells
+                .completer(&name)
+                .ok_or_else(|| anyhow::anyhow!("no completions for the shell `{name}`"))?;
+            let bin = std::env::current_exe()
+                .ok()
+                .filter(|p| p.is_file())
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "beamops".into());
+            completer.write_registration(
+                crate::complete::VAR,
+                "beamops",
+                &bin,
+                &bin,
+                &mut script,
+            )?;
             crate::output::write_stdout(&script)?;
             Ok(Exit::Ok)
         }
