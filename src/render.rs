@@ -122,7 +122,11 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "source_dirs": source_dirs,
             // Compile-time config the dependency layer needs (runtime.exs is read at boot).
             "build_config": build_config,
-            "source": source_url(&project.root),
+            "source": config
+                .image
+                .source
+                .clone()
+                .unwrap_or_else(|| source_url(&project.root)),
         },
         "beamops": { "version": env!("CARGO_PKG_VERSION") },
     });

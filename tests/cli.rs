@@ -637,17 +637,72 @@ fn quiet_plan_prints_only_what_would_change() {
 }
 
 /// The committed example is exactly what beamops renders today, as `dist generate --check`:
-/// rendered in a copy (a clone of a local path, whose origin is no URL), `plan` finds no file
-/// to change and no lock record to rewrite.
+/// rendered in a copy, `plan` finds no file to change and no lock record to rewrite — whatever
+/// the clone's origin (a local path, as CI clones, or a web address).
 #[test]
 fn the_committed_example_is_what_beamops_renders_today() {
+    for origin in [EXAMPLE, "https://github.com/acme/beamops.git"] {
+        let copy = example_with_origin(origin);
+        let (stale, lock) = plan_example(copy.path());
+        assert!(
+            stale.is_empty() && lock == "unchanged",
+            "examples/coordination is not what beamops renders (origin {origin}, lock: {lock}); re-render it: {stale:#?}"
+        );
+        let dockerfile = std::fs::read_to_string(copy.path().join("Dockerfile")).unwrap();
+        assert!(!dockerfile.contains("image.source"), "{dockerfile}");
+    }
+}
+
+/// The image's source label: the origin's web address, never a local path.
+#[test]
+fn the_image_source_label_is_a_web_address_or_absent() {
+    for (origin, label) in [
+        ("/work/somewhere/beamops", None),
+        (
+            "git@github.com:Acme/Beamops.git",
+            Some("https://github.com/Acme/Beamops"),
+        ),
+        (
+            "https://ci:secret@git.example.com/a/b.git",
+            Some("https://git.example.com/a/b"),
+        ),
+    ] {
+        let copy = example_with_origin(origin);
+        let yaml = std::fs::read_to_string(copy.path().join("beamops.yaml")).unwrap();
+        std::fs::write(
+            copy.path().join("beamops.yaml"),
+            yaml.replace("  source: \"\"\n", ""),
+        )
+        .unwrap();
+        let (stale, _) = plan_example(copy.path());
+        let diff = stale.join("\n");
+        match label {
+            None => assert!(stale.is_empty(), "{origin}: {diff}"),
+            Some(url) => {
+                assert!(
+                    diff.contains(&format!(
+                        "+      org.opencontainers.image.source=\\\"{url}\\\""
+                    )),
+                    "{origin}: {diff}"
+                );
+                assert!(!diff.contains("secret"), "{diff}");
+            }
+        }
+    }
+}
+
+fn example_with_origin(origin: &str) -> tempfile::TempDir {
     let copy = tempfile::tempdir().unwrap();
     copy_dir(Path::new(EXAMPLE), copy.path());
     let repo = git2::Repository::init(copy.path()).unwrap();
-    repo.remote("origin", EXAMPLE).unwrap();
+    repo.remote("origin", origin).unwrap();
+    copy
+}
+
+/// `plan` of the chapters the example's lock records: the files it would change, and `lock`.
+fn plan_example(dir: &Path) -> (Vec<String>, String) {
     let lock: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(copy.path().join("beamops.lock")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("beamops.lock")).unwrap()).unwrap();
     let mut chapters: Vec<String> = lock["files"]
         .as_object()
         .unwrap()
@@ -656,7 +711,7 @@ fn the_committed_example_is_what_beamops_renders_today() {
         .collect();
     chapters.sort();
     chapters.dedup();
-    let out = beamops_in(copy.path())
+    let out = beamops_in(dir)
         .args(["plan", "--format", "json"])
         .args(&chapters)
         .output()
@@ -673,16 +728,10 @@ fn the_committed_example_is_what_beamops_renders_today() {
             }
         }
     }
-    assert!(
-        stale.is_empty() && report["lock"] == "unchanged",
-        "examples/coordination is not what beamops renders (lock: {}); re-render it: {stale:#?}",
-        report["lock"]
-    );
-    let dockerfile = std::fs::read_to_string(copy.path().join("Dockerfile")).unwrap();
-    assert!(
-        !dockerfile.contains("image.source"),
-        "a local path is no source URL"
-    );
+    (
+        stale,
+        report["lock"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -204,6 +204,16 @@ fn all(config: &Config) -> Vec<Problem> {
             ));
         }
     }
+    if let Some(source) = &image.source
+        && !source.is_empty()
+        && crate::render::web_address(source).as_deref() != Some(source.trim_end_matches('/'))
+    {
+        out.push(problem(
+            &["image", "source"],
+            format!("image.source `{}` is not a web address", source.escape_debug()),
+            "write the repository's https address, e.g. https://github.com/acme/coordination, or \"\" for no label",
+        ));
+    }
     if let Some(packages) = &image.runtime_packages {
         for package in packages {
             if !PACKAGE.is_match(package) {
