@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
 
 use crate::output::Format;
 
@@ -15,7 +16,13 @@ use crate::output::Format;
 )]
 pub struct Cli {
     /// The project directory (default: the nearest parent with beamops.yaml).
-    #[arg(long, global = true, env = "BEAMOPS_PROJECT", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "BEAMOPS_PROJECT",
+        value_name = "DIR",
+        value_hint = clap::ValueHint::DirPath
+    )]
     pub project: Option<PathBuf>,
     /// The environment to act on (default: default_environment, else `local`).
     #[arg(
@@ -23,7 +30,8 @@ pub struct Cli {
         short = 'e',
         global = true,
         env = "BEAMOPS_ENV",
-        value_name = "ENV"
+        value_name = "ENV",
+        add = ArgValueCandidates::new(crate::complete::environments)
     )]
     pub environment: Option<String>,
     /// Output format; `json` is stable and documented in docs/json.md.
@@ -52,10 +60,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write beamops.yaml from mix.exs, .tool-versions and the git remote.
-    Init,
+    Init(InitArgs),
     /// List the chapters and what each renders and applies.
     Chapters,
-    /// Show what `up` would change: file diffs and pending actions. Exit 2 when anything would.
+    /// Show what `up` would change: file diffs and pending actions (exit 2 when anything would
+    /// change)
     Plan(Selection),
     /// Render and apply chapters (and the chapters they need).
     Up(UpArgs),
@@ -72,8 +81,8 @@ pub enum Command {
     /// Base images (Elixir builder, runtime, PostgreSQL): build them from Debian when no registry has them.
     #[command(subcommand)]
     Images(ImagesCommand),
-    /// Find duplicated shell scripts across folders and worktrees; consolidate them; undo.
-    /// Dry run by default: exit 2 when duplicates are found.
+    /// Find duplicated shell scripts across folders and worktrees; consolidate them; undo (a dry
+    /// run by default: exit 2 when duplicates are found)
     Dedupe(DedupeArgs),
     /// Build, tag with the git sha, push, run the release command, roll the services out and
     /// wait; exit 5 when Swarm rolled the release back.
@@ -95,20 +104,31 @@ pub enum Command {
     /// Change a service's replicas now and wait until they run (the next up/deploy restores
     /// environments.<env>.replicas, the durable setting).
     Scale(ScaleArgs),
-    /// Print shell completions.
+    /// Print a shell's completion script: subcommands, flags, chapters and other values
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
 }
 
 #[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Also write a cloud environment NAME (provider aws, 3 replicas; `production` is
+    /// protected), repeatable: --add-env staging --add-env production. Default: only `local`.
+    #[arg(long = "add-env", value_name = "NAME")]
+    pub add_env: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
 pub struct Selection {
-    /// Chapters by name: chapter-08, 08, 8, swarm, 08-swarm.
-    #[arg(value_name = "CHAPTER", required_unless_present = "all")]
+    /// Chapters by name: chapter-08, 08, 8, swarm, 08-swarm (`beamops chapters` lists them);
+    /// or --all.
+    #[arg(value_name = "CHAPTER", add = ArgValueCandidates::new(crate::complete::chapters))]
     pub chapters: Vec<String>,
     /// Every chapter.
-    #[arg(long, conflicts_with = "chapters")]
+    #[arg(long)]
     pub all: bool,
 }
 
@@ -133,7 +153,7 @@ pub struct UpArgs {
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV")]
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// Deploy uncommitted changes (the image tag ends in `-dirty`; not a release to return to).
     #[arg(long)]
@@ -143,7 +163,7 @@ pub struct DeployArgs {
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV")]
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// The release to return to: its id (`r3-1a2b3c4`) or a git sha prefix; default: the
     /// release that was live before the current one.
@@ -153,7 +173,8 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
-    #[arg(value_name = "CHAPTER")]
+    /// The chapter whose actions to undo: chapter-08, 08, 8, swarm, 08-swarm.
+    #[arg(value_name = "CHAPTER", add = ArgValueCandidates::new(crate::complete::chapters))]
     pub chapter: String,
     /// Also delete volumes and data.
     #[arg(long)]
@@ -183,6 +204,7 @@ pub enum WorktreeCommand {
     Restore(WorktreeRestoreArgs),
     /// Stale administrative entries; a dry run (exit 2 when any) unless --apply.
     Prune {
+        /// Remove the stale entries instead of listing them.
         #[arg(long)]
         apply: bool,
     },
@@ -191,7 +213,7 @@ pub enum WorktreeCommand {
 #[derive(Debug, Args)]
 pub struct WorktreeRemoveArgs {
     /// The worktree: its path, name or branch.
-    #[arg(value_name = "PATH|NAME")]
+    #[arg(value_name = "PATH|NAME", add = ArgValueCandidates::new(crate::complete::worktrees))]
     pub worktree: String,
     /// Save what is at risk under .beamops/backups/ first, then remove.
     #[arg(long)]
@@ -204,7 +226,7 @@ pub struct WorktreeRemoveArgs {
 #[derive(Debug, Args)]
 pub struct WorktreeRestoreArgs {
     /// The backup directory (or its name under .beamops/backups/).
-    #[arg(value_name = "BACKUP")]
+    #[arg(value_name = "BACKUP", value_hint = clap::ValueHint::DirPath)]
     pub backup: PathBuf,
     /// Recreate it here instead of where it was.
     #[arg(long, value_name = "DIR")]
@@ -227,19 +249,21 @@ pub enum LockCommand {
     /// Who holds the deploy lock, since when, and whether it is stale.
     Status {
         /// The environment (default: --env, else default_environment).
-        #[arg(value_name = "ENV")]
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: Option<String>,
     },
     /// Remove the deploy lock whoever holds it; without --yes, only say what would go (exit 2).
     Release {
-        #[arg(value_name = "ENV")]
+        /// The environment (default: --env, else default_environment).
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: Option<String>,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
-    #[arg(value_name = "ENV")]
+    /// The environment (default: --env, else default_environment).
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// Only this service (`app` or `<stack>_app`).
     #[arg(long, value_name = "SERVICE")]
@@ -251,7 +275,8 @@ pub struct PsArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    #[arg(value_name = "ENV")]
+    /// The environment (default: --env, else default_environment).
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// Only this service (`app` or `<stack>_app`); default: every service of the stack.
     #[arg(value_name = "SERVICE")]
@@ -269,7 +294,8 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
-    #[arg(value_name = "ENV")]
+    /// The environment (default: --env, else default_environment).
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// The service whose task to enter.
     #[arg(long, default_value = "app", value_name = "SERVICE")]
@@ -278,7 +304,8 @@ pub struct ConsoleArgs {
 
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
-    #[arg(value_name = "ENV")]
+    /// The environment whose service to scale.
+    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: String,
     /// Replicas wanted.
     #[arg(value_name = "N")]
@@ -293,7 +320,8 @@ pub enum ImagesCommand {
     /// Remove release images of image.repository older than the newest deploy.keep_releases,
     /// never one a service or container uses.
     Prune {
-        #[arg(value_name = "ENV")]
+        /// The environment whose Engine to prune (default: --env, else default_environment).
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: Option<String>,
         /// Only say what would go.
         #[arg(long)]
@@ -339,7 +367,7 @@ pub struct DedupeArgs {
     #[arg(long, requires = "apply")]
     pub allow_dirty: bool,
     /// Restore every file an apply replaced, from the manifest it printed.
-    #[arg(long, value_name = "MANIFEST")]
+    #[arg(long, value_name = "MANIFEST", add = ArgValueCandidates::new(crate::complete::manifests))]
     pub undo: Option<PathBuf>,
 }
 
@@ -353,14 +381,17 @@ pub enum SecretsCommand {
     },
     /// Set KEY in secrets/ENV.enc.yaml to the value read from stdin (never from arguments).
     Set {
-        #[arg(value_name = "ENV")]
+        /// The environment: the file is secrets/ENV.enc.yaml.
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: String,
+        /// The secret's name, e.g. SECRET_KEY_BASE.
         #[arg(value_name = "KEY")]
         key: String,
     },
     /// Open secrets/ENV.enc.yaml decrypted in $EDITOR (through `sops edit`).
     Edit {
-        #[arg(value_name = "ENV")]
+        /// The environment: the file is secrets/ENV.enc.yaml.
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: String,
     },
     /// List, add or remove recipients; every secrets file is re-encrypted for the new list.
@@ -370,13 +401,176 @@ pub enum SecretsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum RecipientsCommand {
+    /// The age public keys every secrets file is encrypted for.
     List,
+    /// Encrypt every secrets file for one more recipient.
     Add {
+        /// The recipient's age public key (`age1…`).
         #[arg(value_name = "AGE_PUBLIC_KEY")]
         recipient: String,
     },
+    /// Stop encrypting for a recipient; every secrets file is re-encrypted without it.
     Remove {
+        /// The recipient's age public key (`age1…`).
         #[arg(value_name = "AGE_PUBLIC_KEY")]
         recipient: String,
     },
+}
+
+/// Parse the process's arguments.
+pub fn parse() -> Result<Cli, clap::Error> {
+    parse_from(std::env::args_os())
+}
+
+pub fn parse_from(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
+) -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    // clap's `help` subcommand takes no flags; `beamops help --help` means "help about help",
+    // which is the top-level help (it lists `help` too).
+    if args.get(1).is_some_and(|a| a == "help") {
+        args.retain(|a| a != "--help" && a != "-h");
+    }
+    let matches = command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// The command line's definition, as help and completions show it.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // Global flags are accepted everywhere (`beamops --yes down 08` and `beamops down 08 --yes`
+    // both work), but a subcommand's help lists only those it reads: clap propagates a global
+    // flag to a subcommand only when the subcommand has none of that id, so a hidden copy put
+    // there first is what it gets (and passes on to its own subcommands). A subcommand not named
+    // here lists them all.
+    for (flag, ignored_by) in GLOBALS_IGNORED_BY {
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_id() == *flag).cloned() else {
+            continue;
+        };
+        for name in *ignored_by {
+            let hidden = arg.clone().hide(true);
+            cmd = cmd.mut_subcommand(*name, |sub| sub.arg(hidden));
+        }
+    }
+    cmd
+}
+
+/// Global flags, and the subcommands that never read them.
+const GLOBALS_IGNORED_BY: &[(&str, &[&str])] = &[
+    (
+        "yes",
+        &[
+            "init",
+            "chapters",
+            "plan",
+            "status",
+            "doctor",
+            "env",
+            "worktree",
+            "images",
+            "dedupe",
+            "secrets",
+            "ps",
+            "logs",
+            "console",
+            "scale",
+            "completions",
+        ],
+    ),
+    (
+        "lock_wait",
+        &[
+            "init",
+            "chapters",
+            "plan",
+            "status",
+            "doctor",
+            "env",
+            "worktree",
+            "images",
+            "lock",
+            "ps",
+            "logs",
+            "console",
+            "completions",
+        ],
+    ),
+    (
+        "message",
+        &[
+            "init",
+            "chapters",
+            "plan",
+            "status",
+            "doctor",
+            "env",
+            "worktree",
+            "images",
+            "dedupe",
+            "secrets",
+            "lock",
+            "ps",
+            "logs",
+            "console",
+            "completions",
+        ],
+    ),
+    (
+        "environment",
+        &["init", "chapters", "worktree", "dedupe", "completions"],
+    ),
+    ("project", &["chapters", "completions"]),
+];
+
+/// Did a command line that clap refused ask for JSON? Then its usage error is answered in
+/// JSON on stdout too: `--format json` or `--format=json` anywhere (also after the word clap
+/// choked on), a misspelt `--frmat json`, `BEAMOPS_FORMAT=json`, or a `--format` whose value is
+/// not a format at all (`--format yaml`: a caller that wants a machine format gets the one
+/// there is).
+pub fn json_requested(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    env: Option<std::ffi::OsString>,
+) -> bool {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let known = |v: &str| matches!(v, "text" | "json");
+    let mut format_given = false;
+    for (i, arg) in args.iter().enumerate().skip(1) {
+        if arg == "--" {
+            break;
+        }
+        // `--frmat json`: a misspelt flag still says which format the caller reads.
+        let Some(flag) = arg.strip_prefix("--") else {
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((name, v)) => (name, Some(v.to_string())),
+            None => (flag, None),
+        };
+        let value = if name == "format" {
+            Some(inline.unwrap_or_else(|| args.get(i + 1).cloned().unwrap_or_default()))
+        } else if strsim::damerau_levenshtein(name, "format") <= 2 {
+            let v = inline.or_else(|| args.get(i + 1).cloned());
+            v.filter(|v| v == "json")
+        } else {
+            None
+        };
+        if let Some(v) = value {
+            format_given = true;
+            if v == "json" || !known(&v) {
+                return true;
+            }
+        }
+    }
+    if format_given {
+        return false;
+    }
+    env.is_some_and(|v| {
+        let v = v.to_string_lossy();
+        v == "json" || !known(&v)
+    })
 }

@@ -4,6 +4,7 @@ pub mod action;
 pub mod chapter;
 pub mod cli;
 pub mod commands;
+pub mod complete;
 pub mod config;
 pub mod dedupe;
 pub mod deploy;

@@ -1,19 +1,33 @@
-use clap::Parser;
-
 use beamops::exit::{Exit, exit_for};
-use beamops::output::Format;
+use beamops::output::{self, Format};
 
 fn main() {
+    output::quiet_on_closed_pipes();
+    // A shell asking for completions (the function `beamops completions <shell>` registered).
+    clap_complete::CompleteEnv::with_factory(beamops::cli::command)
+        .var(beamops::complete::VAR)
+        .complete();
     // clap exits 2 on a usage error; in our table 2 means "changes pending", so bad input is 1.
-    let cli = match beamops::cli::Cli::try_parse() {
+    let cli = match beamops::cli::parse() {
         Ok(cli) => cli,
         Err(e) => {
+            if !e.use_stderr() {
+                // --help, --version: the text the person asked for, on stdout (a closed pipe
+                // is an error clap returns, not a panic).
+                let _ = e.print();
+                std::process::exit(Exit::Ok.code());
+            }
+            let exit = Exit::Error;
+            if beamops::cli::json_requested(std::env::args_os(), std::env::var_os("BEAMOPS_FORMAT"))
+            {
+                let report = serde_json::json!({
+                    "error": e.render().to_string().trim_end().trim_start_matches("error: "),
+                    "exit": exit.code(),
+                    "kind": "usage",
+                });
+                let _ = output::write_stdout(format!("{report}\n").as_bytes());
+            }
             let _ = e.print();
-            let exit = if e.use_stderr() {
-                Exit::Error
-            } else {
-                Exit::Ok
-            };
             std::process::exit(exit.code());
         }
     };
@@ -27,9 +41,12 @@ fn main() {
                     "error": format!("{err:#}"),
                     "exit": exit.code(),
                 });
-                println!("{report}");
+                let _ = output::write_stdout(format!("{report}\n").as_bytes());
             }
-            eprintln!("{} {err:#}", console::style("error:").red().bold());
+            output::write_stderr(&format!(
+                "{} {err:#}\n",
+                console::style("error:").red().bold()
+            ));
             exit
         }
     };

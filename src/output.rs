@@ -90,20 +90,20 @@ impl Ui {
     /// A line of narration on stderr (never stdout, which belongs to the report).
     pub fn note(&self, line: impl AsRef<str>) {
         if !self.quiet && self.format == Format::Text {
-            eprintln!("{}", line.as_ref());
+            write_stderr(&format!("{}\n", line.as_ref()));
         }
     }
 
     /// Something went wrong that does not fail the command: on stderr in every format.
     pub fn warning(&self, line: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{} {}", Paint::warn("warning:"), line.as_ref());
+            write_stderr(&format!("{} {}\n", Paint::warn("warning:"), line.as_ref()));
         }
     }
 
     pub fn detail(&self, line: impl AsRef<str>) {
         if self.verbose && self.format == Format::Text {
-            eprintln!("{}", line.as_ref());
+            write_stderr(&format!("{}\n", line.as_ref()));
         }
     }
 }
@@ -138,23 +138,53 @@ pub trait Report: Serialize {
 }
 
 pub fn emit<R: Report>(report: &R, ui: &Ui) -> Result<Exit> {
-    let mut stdout = std::io::stdout().lock();
-    match ui.format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut stdout, report)?;
-            writeln!(stdout)?;
-        }
-        Format::Text => {
-            let text = report.text(ui);
-            if !text.is_empty() {
-                write!(stdout, "{text}")?;
-                if !text.ends_with('\n') {
-                    writeln!(stdout)?;
-                }
-            }
-        }
+    let mut bytes = match ui.format {
+        Format::Json => serde_json::to_vec_pretty(report)?,
+        Format::Text => report.text(ui).into_bytes(),
+    };
+    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        bytes.push(b'\n');
     }
+    // A reader that stopped reading (`| head`) changes nothing about what the command did:
+    // its exit code stays the report's.
+    write_stdout(&bytes)?;
     Ok(report.exit())
+}
+
+/// Write to stdout; a closed pipe is not an error (the reader has all it wanted): `Ok(false)`.
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<bool> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write to stderr, never failing: there is nowhere left to report a closed stderr.
+pub fn write_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// `println!` and `eprintln!` panic when their stream is a closed pipe (Rust ignores SIGPIPE, so
+/// the write fails with EPIPE). beamops' own writers go through [`write_stdout`]; this hook is
+/// the net under any other print: such a panic ends the process quietly with exit 0, like a
+/// reader closing `| head` expects. Resetting SIGPIPE to its default instead would also kill
+/// beamops when an ssh child or the Docker socket closes, in the middle of a deploy.
+pub fn quiet_on_closed_pipes() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(Exit::Ok.code());
+        }
+        previous(info);
+    }));
 }
 
 /// Colour a plain unified diff (no-op when colour is off).

@@ -280,12 +280,36 @@ pub fn apply_file(project: &Project, plan: &FilePlan, lock: &mut LockFile) -> an
             return Ok(());
         }
     }
-    if plan.policy == Policy::Managed
+    record_in_lock(plan, lock);
+    Ok(())
+}
+
+/// What applying `plan` records in the lock (with nothing written to disk).
+pub fn record_in_lock(plan: &FilePlan, lock: &mut LockFile) {
+    if plan.status == FileStatus::Stale {
+        lock.files.remove(&plan.path);
+    } else if plan.policy == Policy::Managed
         && let Some(rec) = &plan.record
     {
         lock.files.insert(plan.path.clone(), rec.clone());
     }
-    Ok(())
+}
+
+/// Would `up` of these file plans rewrite beamops.lock (a new record, or an older format)?
+pub fn lock_would_change<'a>(
+    root: &std::path::Path,
+    plans: impl IntoIterator<Item = &'a FilePlan>,
+) -> anyhow::Result<bool> {
+    let mut lock = LockFile::read(root)?;
+    for plan in plans {
+        record_in_lock(plan, &mut lock);
+    }
+    let on_disk = std::fs::read(root.join(crate::lockfile::LOCK_FILE)).ok();
+    // No lock and nothing to record: up writes none either.
+    if on_disk.is_none() && lock.files.is_empty() {
+        return Ok(false);
+    }
+    Ok(on_disk.as_deref() != Some(lock.to_bytes().as_slice()))
 }
 
 #[cfg(test)]

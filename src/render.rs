@@ -131,14 +131,20 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "source_dirs": source_dirs,
             // Compile-time config the dependency layer needs (runtime.exs is read at boot).
             "build_config": build_config,
-            "source": source_url(&project.root),
+            "source": config
+                .image
+                .source
+                .clone()
+                .unwrap_or_else(|| source_url(&project.root)),
         },
         "beamops": { "version": env!("CARGO_PKG_VERSION") },
     });
     tera::Context::from_value(value).context("building the template context")
 }
 
-/// The repository's web address for image labels: the origin remote, as https.
+/// The repository's web address for image labels: the origin remote as https, or empty when
+/// origin is no network address (a clone of a local path): a label names where the source can
+/// be found by whoever runs the image, never a path on the machine that built it.
 fn source_url(root: &Path) -> String {
     let Ok(repo) = git2::Repository::discover(root) else {
         return String::new();
@@ -146,11 +152,40 @@ fn source_url(root: &Path) -> String {
     let Ok(remote) = repo.find_remote("origin") else {
         return String::new();
     };
-    let url = remote.url().unwrap_or_default();
-    match url.strip_prefix("git@").and_then(|r| r.split_once(':')) {
-        Some((host, path)) => format!("https://{host}/{}", path.trim_end_matches(".git")),
-        None => url.trim_end_matches(".git").to_string(),
-    }
+    web_address(remote.url().unwrap_or_default()).unwrap_or_default()
+}
+
+/// `git@host:a/b.git`, `ssh://git@host:22/a/b`, `https://user:token@host/a/b.git` →
+/// `https://host/a/b` (credentials never kept); a local path or `file://` → None.
+pub fn web_address(url: &str) -> Option<String> {
+    let (host, path) = if let Some((scheme, rest)) = url.split_once("://") {
+        if !matches!(scheme, "https" | "http" | "ssh" | "git" | "git+ssh") {
+            return None;
+        }
+        let (authority, path) = rest.split_once('/')?;
+        let host = authority.rsplit('@').next()?;
+        // An ssh port is no web port.
+        let host = if scheme == "https" || scheme == "http" {
+            host
+        } else {
+            host.split(':').next()?
+        };
+        (host.to_string(), path.to_string())
+    } else {
+        // scp-like `user@host:path`; a plain path has no `host:` before its first slash.
+        let (authority, path) = url.split_once(':')?;
+        if authority.contains('/') || path.starts_with("//") {
+            return None;
+        }
+        (authority.rsplit('@').next()?.to_string(), path.to_string())
+    };
+    let path = path.trim_matches('/').trim_end_matches(".git");
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    (valid_host && !path.is_empty() && !path.chars().any(|c| c.is_whitespace() || c == '"'))
+        .then(|| format!("https://{host}/{path}"))
 }
 
 /// The dependencies `deps` in mix.exs lists, by name (`{:phoenix, "~> 1.7"}` → `phoenix`).
@@ -241,6 +276,29 @@ pub fn render_one(template: &str, ctx: &tera::Context) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn image_source_labels_are_web_addresses_or_nothing() {
+        for (url, want) in [
+            (
+                "git@github.com:Acme/coord.git",
+                Some("https://github.com/Acme/coord"),
+            ),
+            (
+                "ssh://git@git.example.com:2222/a/b.git",
+                Some("https://git.example.com/a/b"),
+            ),
+            (
+                "https://user:token@github.com/a/b.git",
+                Some("https://github.com/a/b"),
+            ),
+            ("/work/main", None),
+            ("../main", None),
+            ("file:///work/main", None),
+        ] {
+            assert_eq!(super::web_address(url).as_deref(), want, "{url}");
+        }
+    }
+
     #[test]
     fn every_embedded_template_parses() {
         let mut sources = Vec::new();

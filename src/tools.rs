@@ -96,12 +96,11 @@ fn probe(k: &Known) -> Tool {
         let out = Command::new(p).args(k.args).output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        let first = text
-            .lines()
-            .find(|l| !l.trim().is_empty())?
-            .trim()
-            .to_string();
-        Some(first)
+        // The line that names the tool: `mix --version` prints the Erlang banner first.
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let first = lines.clone().next()?;
+        let named = lines.find(|l| l.to_ascii_lowercase().starts_with(k.name));
+        Some(named.unwrap_or(first).to_string())
     });
     Tool {
         name: k.name,

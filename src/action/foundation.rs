@@ -109,6 +109,25 @@ pub fn mix_elixir_requirement(mix: &str) -> Option<String> {
     re.captures(mix).map(|c| c[1].to_string())
 }
 
+/// What `.tool-versions` pins now, for asdf/mise and the person's shell: the file on disk,
+/// unless it is beamops' own unedited rendering (which this run rewrites from beamops.yaml).
+/// Comparing the rendering alone would always agree: chapter 01 renders it from the config.
+fn pinned_tool_versions(cx: &ActionContext) -> Option<String> {
+    let path = ".tool-versions";
+    let Ok(on_disk) = std::fs::read(cx.path(path)) else {
+        return cx.file(path);
+    };
+    let ours = crate::lockfile::LockFile::read(&cx.project.root)
+        .ok()
+        .and_then(|lock| lock.files.get(path).cloned())
+        .is_some_and(|rec| rec.sha256 == crate::fsutil::sha256_hex(&on_disk));
+    if ours {
+        cx.file(path)
+    } else {
+        Some(String::from_utf8_lossy(&on_disk).into_owned())
+    }
+}
+
 impl Action for VersionsAgree {
     fn id(&self) -> String {
         "versions-agree".into()
@@ -128,17 +147,17 @@ impl Action for VersionsAgree {
                 _ => {}
             }
         }
-        if let Some(tv) = cx.file(".tool-versions") {
+        if let Some(tv) = pinned_tool_versions(cx) {
             let (elixir, erlang) = tool_versions(&tv);
             if let Some(e) = elixir.filter(|e| !version_prefix_matches(&app.elixir, e)) {
                 problems.push(format!(
-                    ".tool-versions pins elixir {e} but beamops.yaml app.elixir is {}; fix: make them equal",
+                    ".tool-versions pins elixir {e} but beamops.yaml app.elixir is {}; fix: make them equal (edit app.elixir, or let beamops write .tool-versions with `beamops up 01 --force`)",
                     app.elixir
                 ));
             }
             if let Some(o) = erlang.filter(|o| !version_prefix_matches(&app.otp, o)) {
                 problems.push(format!(
-                    ".tool-versions pins erlang {o} but beamops.yaml app.otp is {}; fix: make them equal",
+                    ".tool-versions pins erlang {o} but beamops.yaml app.otp is {}; fix: make them equal (edit app.otp, or let beamops write .tool-versions with `beamops up 01 --force`)",
                     app.otp
                 ));
             }

@@ -34,15 +34,21 @@ impl Report for ChaptersReport {
             } else {
                 Paint::warn("not implemented")
             };
+            // A chapter not implemented yet describes what it is meant to do, never as done.
+            let (summary_prefix, boundary_label) = if c.implemented {
+                ("", "here")
+            } else {
+                ("planned: ", "planned here")
+            };
             out += &format!(
-                "{}  {:<18} {}  [{state}]\n    {}\n",
+                "{}  {:<18} {}  [{state}]\n    {summary_prefix}{}\n",
                 Paint::bold(&c.label),
                 c.slug,
                 c.title,
                 c.summary
             );
             if let Some(b) = &c.boundary {
-                out += &format!("    {}\n", Paint::dim(format!("here: {b}")));
+                out += &format!("    {}\n", Paint::dim(format!("{boundary_label}: {b}")));
             }
         }
         out

@@ -82,13 +82,21 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
                 },
             });
         }
-        Err(e) => findings.push(Finding {
-            check: "configuration".into(),
-            ok: false,
-            detail: format!("{e:#}"),
-            fix: Some("beamops init, or --project DIR".into()),
-            required: true,
-        }),
+        Err(e) => {
+            // The error carries its own fix; print it once.
+            let text = format!("{e:#}");
+            let (detail, fix) = match text.split_once("\n  fix: ") {
+                Some((why, fix)) => (why.to_string(), fix.to_string()),
+                None => (text, "beamops init, or --project DIR".to_string()),
+            };
+            findings.push(Finding {
+                check: "configuration".into(),
+                ok: false,
+                detail,
+                fix: Some(fix),
+                required: true,
+            })
+        }
     }
     for t in tools::probe_all() {
         findings.push(Finding {

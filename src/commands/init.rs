@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::Global;
 use crate::action::foundation::{mix_elixir_requirement, tool_versions};
+use crate::cli::InitArgs;
 use crate::config::CONFIG_FILE;
 use crate::exit::{Exit, Failure};
 use crate::output::{Report, Ui, emit};
@@ -40,7 +41,7 @@ impl Report for InitReport {
 const FALLBACK_ELIXIR: &str = "1.18.3";
 const FALLBACK_OTP: &str = "27.3.4.1";
 
-pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
+pub fn run(global: &Global, ui: &Ui, args: &InitArgs) -> Result<Exit> {
     let dir: PathBuf = match &global.project {
         Some(p) => p.clone(),
         None => std::env::current_dir()?,
@@ -80,8 +81,11 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
         }
         None => {
             let req = mix_elixir_requirement(&mix).unwrap_or_default();
+            let host = host_version("elixir", &["--version"], "Elixir ")
+                .map(|v| format!(" The Elixir on this machine ({v}) is not used: the release is built in the builder image, not here."))
+                .unwrap_or_default();
             sources.push(format!(
-                "elixir {FALLBACK_ELIXIR}: no .tool-versions; Debian trixie's Elixir, which satisfies mix.exs \"{req}\" — check it"
+                "elixir {FALLBACK_ELIXIR}: there is no .tool-versions, so beamops takes the Elixir of Debian trixie, the suite its builder and runtime images are made from (it satisfies mix.exs \"{req}\").{host} To choose another, pin it in .tool-versions (`elixir 1.18.3-otp-27`) or edit app.elixir"
             ));
             FALLBACK_ELIXIR.to_string()
         }
@@ -92,8 +96,19 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
             v
         }
         None => {
+            let host = host_version(
+                "erl",
+                &[
+                    "-noshell",
+                    "-eval",
+                    "io:format(\"~s\", [erlang:system_info(otp_release)]), halt().",
+                ],
+                "",
+            )
+            .map(|v| format!(" (this machine has OTP {v}; not used, as for Elixir)"))
+            .unwrap_or_default();
             sources.push(format!(
-                "otp {FALLBACK_OTP}: no .tool-versions; Debian trixie's OTP"
+                "otp {FALLBACK_OTP}: there is no .tool-versions, so beamops takes Debian trixie's Erlang/OTP{host}; pin `erlang …` in .tool-versions or edit app.otp to change it"
             ));
             FALLBACK_OTP.to_string()
         }
@@ -109,14 +124,33 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
             "image repository from the git remote ({repository})"
         ));
     }
+    let mut environments: Vec<String> = Vec::new();
+    for env in &args.add_env {
+        if env == "local" || environments.contains(env) {
+            continue;
+        }
+        environments.push(env.clone());
+    }
+    if environments.is_empty() {
+        sources.push(
+            "environments: only `local`; add cloud ones with `beamops init --add-env staging --add-env production`, or in beamops.yaml".into(),
+        );
+    } else {
+        sources.push(format!(
+            "environments: local and {} (asked for with --add-env; provider aws, edit region and replicas)",
+            environments.join(", ")
+        ));
+    }
     let ctx = tera::Context::from_value(json!({
         "name": name, "otp_app": otp_app, "elixir": elixir, "otp": otp,
         "repository": repository, "schema": crate::config::SCHEMA_VERSION,
+        "environments": environments,
     }))?;
     let text = crate::render::render_one("init/beamops.yaml.j2", &ctx)?;
     // Never ship a file we could not read back.
+    // An --add-env name that cannot be an environment is refused here, with the file's reason.
     crate::config::load_str(&target, &text, &[])
-        .map_err(|e| anyhow::anyhow!("internal: init rendered an invalid config: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{}\n  fix: {}", e.message, e.fix))?;
     // create_new: a file that appeared since the check above is still never overwritten.
     use std::io::Write;
     let mut file = std::fs::File::options()
@@ -137,6 +171,20 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
         },
         ui,
     )
+}
+
+/// The version a tool on this machine reports (first word after `prefix`), if it is installed.
+fn host_version(tool: &str, args: &[&str], prefix: &str) -> Option<String> {
+    let out = std::process::Command::new(which::which(tool).ok()?)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
 }
 
 /// `git@github.com:acme/coord.git` or `https://github.com/acme/coord` → `ghcr.io/acme/coord`.

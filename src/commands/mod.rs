@@ -18,7 +18,6 @@ mod worktree;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::CommandFactory;
 
 use crate::chapter::{self, Manifest};
 use crate::cli::{Cli, Command, Selection};
@@ -39,7 +38,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         message: cli.message.clone(),
     };
     match cli.command {
-        Command::Init => init::run(&global, &ui),
+        Command::Init(args) => init::run(&global, &ui, &args),
         Command::Chapters => chapters::run(&ui),
         Command::Plan(sel) => plan::run(&global, &ui, &sel),
         Command::Up(args) => up::run(&global, &ui, &args),
@@ -59,12 +58,28 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Console(args) => ops::console(&global, &ui, &args),
         Command::Scale(args) => ops::scale(&global, &ui, &args),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
+            // The registration of a shell function that asks beamops itself on Tab, so chapters,
+            // environments, worktrees and manifests complete from the project at hand.
+            // Into a buffer first: clap_complete's writers panic when stdout is closed.
+            let mut script = Vec::new();
+            let name = shell.to_string();
+            let shells = clap_complete::env::Shells::builtins();
+            let completer = shells
+                .completer(&name)
+                .ok_or_else(|| anyhow::anyhow!("no completions for the shell `{name}`"))?;
+            let bin = std::env::current_exe()
+                .ok()
+                .filter(|p| p.is_file())
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "beamops".into());
+            completer.write_registration(
+                crate::complete::VAR,
                 "beamops",
-                &mut std::io::stdout(),
-            );
+                &bin,
+                &bin,
+                &mut script,
+            )?;
+            crate::output::write_stdout(&script)?;
             Ok(Exit::Ok)
         }
     }

@@ -13,18 +13,43 @@ pub struct PlanReport {
     pub environment: String,
     pub dry_run: bool,
     pub chapters: Vec<ChapterPlan>,
+    /// `update` when `up` would rewrite beamops.lock (new records, or a lock in an older
+    /// format), else `unchanged`.
+    pub lock: &'static str,
 }
 
 impl Report for PlanReport {
     fn text(&self, ui: &Ui) -> String {
-        render_chapters(&self.environment, &self.chapters, ui, true)
+        let mut out = render_chapters(&self.environment, &self.chapters, ui, true);
+        if self.lock == "update" {
+            out += &if ui.quiet {
+                format!("lock update {}\n", crate::lockfile::LOCK_FILE)
+            } else {
+                format!(
+                    "  {} {} {}\n",
+                    Paint::warn("update   "),
+                    crate::lockfile::LOCK_FILE,
+                    Paint::dim("(records of the files above)")
+                )
+            };
+        }
+        out
     }
     fn exit(&self) -> Exit {
-        Exit::worst(self.chapters.iter().map(ChapterPlan::exit))
+        let lock = if self.lock == "update" {
+            Exit::Pending
+        } else {
+            Exit::Ok
+        };
+        Exit::worst(self.chapters.iter().map(ChapterPlan::exit).chain([lock]))
     }
 }
 
+/// `diffs`: a plan (before); without, the report of an `up` that ran (after).
 pub fn render_chapters(env: &str, chapters: &[ChapterPlan], ui: &Ui, diffs: bool) -> String {
+    if ui.quiet {
+        return render_changes(chapters, diffs);
+    }
     let mut out = String::new();
     for c in chapters {
         let needed = c
@@ -43,6 +68,8 @@ pub fn render_chapters(env: &str, chapters: &[ChapterPlan], ui: &Ui, diffs: bool
                 FileStatus::Update => Paint::warn("update   "),
                 FileStatus::Unchanged => Paint::dim("unchanged"),
                 FileStatus::Adopt => Paint::ok("adopt    "),
+                // After an `up`, a conflict was overwritten (`--force`; without it up refuses).
+                FileStatus::Conflict if !diffs => Paint::warn("overwrote"),
                 FileStatus::Conflict => Paint::bad("conflict "),
                 FileStatus::Stale => Paint::warn("stale    "),
             };
@@ -79,17 +106,61 @@ pub fn render_chapters(env: &str, chapters: &[ChapterPlan], ui: &Ui, diffs: bool
     out
 }
 
+/// `-q`: one line per file or action that changes (or would), nothing else.
+fn render_changes(chapters: &[ChapterPlan], before: bool) -> String {
+    let mut out = String::new();
+    for c in chapters {
+        if !c.implemented {
+            out += &format!("{} not-implemented\n", c.label);
+            continue;
+        }
+        for f in c.files.iter().filter(|f| f.status != FileStatus::Unchanged) {
+            let status = match f.status {
+                FileStatus::Conflict if !before => "overwrote".to_string(),
+                other => serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            };
+            out += &format!("{} {status} {}\n", c.label, f.path);
+        }
+        for a in c
+            .actions
+            .iter()
+            .filter(|a| !matches!(a.status, ActionStatus::Satisfied | ActionStatus::Skipped))
+        {
+            let status = serde_json::to_value(a.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out += &format!("{} {status} {}\n", c.label, a.id);
+        }
+    }
+    out
+}
+
 pub fn run(global: &Global, ui: &Ui, sel: &Selection) -> Result<Exit> {
     let project = global.project()?;
     let engine = global.engine(&project, ui)?;
     let targets = select(sel)?;
     let chapters = engine.plan(&targets, true)?;
+    let lock = lock_status(&project.root, &chapters)?;
     emit(
         &PlanReport {
             environment: engine.env_name.clone(),
             dry_run: true,
             chapters,
+            lock,
         },
         ui,
     )
+}
+
+pub fn lock_status(root: &std::path::Path, chapters: &[ChapterPlan]) -> Result<&'static str> {
+    let files = chapters.iter().flat_map(|c| c.files.iter());
+    Ok(if crate::plan::lock_would_change(root, files)? {
+        "update"
+    } else {
+        "unchanged"
+    })
 }

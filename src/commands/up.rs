@@ -27,6 +27,9 @@ impl Report for UpReport {
                     )
                 })
         });
+        if ui.quiet {
+            return out;
+        }
         out += &if changed {
             Paint::ok("applied\n")
         } else {
@@ -49,11 +52,13 @@ pub fn run(global: &Global, ui: &Ui, args: &UpArgs) -> Result<Exit> {
     };
     let chapters = engine.up(&targets, &opts)?;
     if args.dry_run {
+        let lock = super::plan::lock_status(&project.root, &chapters)?;
         return emit(
             &PlanReport {
                 environment: engine.env_name.clone(),
                 dry_run: true,
                 chapters,
+                lock,
             },
             ui,
         );

@@ -2,23 +2,60 @@ use std::path::Path;
 
 use serde_yaml_ng::Value;
 
-use super::{Config, ConfigError, SCHEMA_VERSION};
+use super::{Config, ConfigError, guard};
 
 pub const CONFIG_FILE: &str = "beamops.yaml";
 
 /// Load `beamops.yaml`, applying `BEAMOPS_*` overrides from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let bytes = read_bounded(path)?;
+    let source = String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..offset];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        ConfigError {
+            file: path.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            message: format!(
+                "not UTF-8: byte {offset} (0x{:02x}) starts no UTF-8 character",
+                e.as_bytes()[offset]
+            ),
+            fix: format!(
+                "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {0} > {0}.new` and move it back), or retype that character",
+                path.display()
+            ),
+        }
+    })?;
+    let overrides: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with("BEAMOPS_"))
+        .collect();
+    load_str(path, &source, &overrides)
+}
+
+/// Read at most [`guard::MAX_BYTES`] + 1 bytes: a huge file is refused without reading it all.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| ConfigError {
         file: path.to_path_buf(),
         line: None,
         column: None,
         message: format!("cannot read: {e}"),
-        fix: "run `beamops init` in the project root, or pass --project DIR".into(),
-    })?;
-    let overrides: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("BEAMOPS_"))
-        .collect();
-    load_str(path, &source, &overrides)
+        fix: if e.kind() == std::io::ErrorKind::NotFound {
+            "run `beamops init` in the project root, or pass --project DIR".into()
+        } else {
+            "make it a readable file (check its permissions), or restore it from git".into()
+        },
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(guard::MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    Ok(bytes)
 }
 
 /// Parse configuration text; `overrides` are `(BEAMOPS_A__B, value)` pairs.
@@ -43,6 +80,7 @@ pub fn load_str(
             "run `beamops init` to write a complete beamops.yaml".into(),
         ));
     }
+    guard::check(source).map_err(|e| err(Some(e.line), Some(e.column), e.message, e.fix))?;
     // Deserialize straight from the text first: only then do type errors carry a position.
     let config: Config = serde_yaml_ng::from_str(source).map_err(|e| {
         let message = strip_location(&e.to_string());
@@ -69,17 +107,52 @@ pub fn load_str(
     let config = if active.is_empty() {
         config
     } else {
-        let mut value: Value = serde_yaml_ng::from_str(source).expect("parsed above");
+        let base: Value = serde_yaml_ng::from_str(source).map_err(|e| {
+            err(
+                None,
+                None,
+                strip_location(&e.to_string()),
+                fix_for(&e.to_string()),
+            )
+        })?;
+        let mut value = base.clone();
         for (keys, name, raw) in &active {
-            set_path(&mut value, keys, raw).map_err(|message| ConfigError {
+            let blame = |message: String, fix: String| ConfigError {
                 file: path.to_path_buf(),
                 line: None,
                 column: None,
-                message: format!("environment variable {name}: {message}"),
-                fix: format!(
-                    "unset {name} or give it a path of keys that exist, separated by `__`"
-                ),
+                message: format!("environment variable {name}={raw}: {message}"),
+                fix,
+            };
+            let unset = format!(
+                "unset {name}, or name a key that exists (keys joined by `__`, e.g. BEAMOPS_APP__PORT)"
+            );
+            if keys.len() > 2
+                && keys[0] == "environments"
+                && !config.environments.contains_key(&keys[1])
+            {
+                let names: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+                let hint = nearest(&keys[1], &names)
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                return Err(blame(
+                    format!("no environment `{}` in {}{hint}", keys[1], path.display()),
+                    format!("use one of: {}", names.join(", ")),
+                ));
+            }
+            // Each variable on its own first, so an error names the variable that caused it.
+            let mut alone = base.clone();
+            set_path(&mut alone, keys, raw).map_err(|m| blame(m, unset.clone()))?;
+            serde_yaml_ng::from_value::<Config>(alone).map_err(|e| {
+                let message = with_suggestion(&strip_location(&e.to_string()));
+                let fix = if message.contains("unknown field") {
+                    unset.clone()
+                } else {
+                    format!("give {name} a value of the type docs/config.md names for this key")
+                };
+                blame(message, fix)
             })?;
+            set_path(&mut value, keys, raw).map_err(|m| blame(m, unset.clone()))?;
         }
         let names: Vec<&str> = active.iter().map(|(_, n, _)| n.as_str()).collect();
         serde_yaml_ng::from_value(value).map_err(|e| ConfigError {
@@ -95,126 +168,32 @@ pub fn load_str(
         })?
     };
 
-    if config.version != SCHEMA_VERSION {
-        let (line, column) = locate_key(source, &["version"]);
-        return Err(err(
-            line,
-            column,
-            format!(
-                "schema version {} is not known to this beamops (it reads version {SCHEMA_VERSION})",
-                config.version
-            ),
-            format!("set `version: {SCHEMA_VERSION}` or upgrade beamops"),
-        ));
-    }
-    if let Some(default) = &config.default_environment
-        && !config.environments.contains_key(default)
-    {
-        let (line, column) = locate_key(source, &["default_environment"]);
-        let names: Vec<&str> = config.environments.keys().map(String::as_str).collect();
-        return Err(err(
-            line,
-            column,
-            format!("default_environment `{default}` is not one of the environments"),
-            format!("use one of: {}", names.join(", ")),
-        ));
-    }
-    if config.app.name.is_empty()
-        || !config
-            .app
-            .name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-    {
-        let (line, column) = locate_key(source, &["app", "name"]);
-        return Err(err(
-            line,
-            column,
-            format!(
-                "app.name `{}` cannot name an image or a stack",
-                config.app.name
-            ),
-            "use lowercase letters, digits, `-` and `_` only".into(),
-        ));
-    }
-    if !config.app.health_path.starts_with('/') {
-        let (line, column) = locate_key(source, &["app", "health_path"]);
-        return Err(err(
-            line,
-            column,
-            format!("app.health_path `{}` is not a path", config.app.health_path),
-            format!(
-                "write it with a leading slash: `/{}`",
-                config.app.health_path
-            ),
-        ));
-    }
-    let swarm = &config.chapters.swarm;
-    if let Some(subnet) = &swarm.subnet
-        && super::Ipv4Net::parse(subnet).is_none()
-    {
-        let (line, column) = locate_key(source, &["chapters", "swarm", "subnet"]);
-        return Err(err(
-            line,
-            column,
-            format!("chapters.swarm.subnet `{subnet}` is not an IPv4 network"),
-            "write it as address/prefix with a prefix from 8 to 29, e.g. 10.213.0.0/24".into(),
-        ));
-    }
-    if swarm.endpoint_mode == super::EndpointMode::Dnsrr
-        && swarm.publish.is_some()
-        && swarm.publish_mode == super::PublishMode::Ingress
-    {
-        let (line, column) = locate_key(source, &["chapters", "swarm", "endpoint_mode"]);
-        return Err(err(
-            line,
-            column,
-            "chapters.swarm.endpoint_mode dnsrr cannot publish through the ingress mesh".into(),
-            "set chapters.swarm.publish_mode: host, or endpoint_mode: vip".into(),
-        ));
-    }
-    let [low, high] = config.chapters.distributed.distribution_ports;
-    if low == 0 || low > high || (low..=high).contains(&4369) {
-        let (line, column) = locate_key(source, &["chapters", "distributed", "distribution_ports"]);
-        return Err(err(
-            line,
-            column,
-            format!("chapters.distributed.distribution_ports [{low}, {high}] is not a port range"),
-            "give [first, last] with first <= last, leaving out epmd's 4369, e.g. [9100, 9105]"
-                .into(),
-        ));
-    }
-    if config.chapters.distributed.net_ticktime < 4 {
-        let (line, column) = locate_key(source, &["chapters", "distributed", "net_ticktime"]);
-        return Err(err(
-            line,
-            column,
-            format!(
-                "chapters.distributed.net_ticktime {} is too short to tell a slow peer from a dead one",
-                config.chapters.distributed.net_ticktime
-            ),
-            "use 4 seconds or more; 15 is the default, Erlang's own is 60".into(),
-        ));
-    }
-    if config.chapters.distributed.poll_seconds == 0 {
-        let (line, column) = locate_key(source, &["chapters", "distributed", "poll_seconds"]);
-        return Err(err(
-            line,
-            column,
-            "chapters.distributed.poll_seconds is 0".into(),
-            "poll every 1 s or more; 5 is the default".into(),
-        ));
-    }
-    for (name, env) in &config.environments {
-        if env.replicas == 0 {
-            let (line, column) = locate_key(source, &["environments", name, "replicas"]);
-            return Err(err(
-                line,
-                column,
-                format!("environments.{name}.replicas is 0"),
-                "give at least 1 replica; use `beamops down` to stop an environment".into(),
-            ));
-        }
+    if let Some(p) = super::validate::first_problem(&config) {
+        // A value set by a variable is that variable's fault, not the file's line.
+        let by = active.iter().find(|(keys, _, _)| {
+            let n = keys.len().min(p.path.len());
+            n > 0 && keys[..n] == p.path[..n]
+        });
+        return Err(match by {
+            Some((_, name, raw)) => ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: format!("environment variable {name}={raw}: {}", p.message),
+                fix: format!("{} (in {name})", p.fix),
+            },
+            None => {
+                let keys: Vec<&str> = p.path.iter().map(String::as_str).collect();
+                let (mut line, mut column) = locate_key(source, &keys);
+                // A default the file does not spell out: point at the nearest parent it has.
+                let mut n = keys.len();
+                while line.is_none() && n > 1 {
+                    n -= 1;
+                    (line, column) = locate_key(source, &keys[..n]);
+                }
+                err(line, column, p.message, p.fix)
+            }
+        });
     }
     Ok(config)
 }

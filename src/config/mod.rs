@@ -4,7 +4,9 @@
 //! ignored setting. Each key is documented in docs/config.md.
 
 mod error;
+pub mod guard;
 mod load;
+pub mod validate;
 mod versions;
 
 pub use error::ConfigError;
@@ -103,6 +105,11 @@ pub struct Image {
     /// base image lacks them. Default: the C++ runtime, ncurses, OpenSSL and CA certificates.
     #[serde(default)]
     pub runtime_packages: Option<Vec<String>>,
+    /// The image's `org.opencontainers.image.source` label: a web address. Default: the git
+    /// remote `origin` as https when it is a network address; `""` leaves the label out (a
+    /// project inside another repository, like the committed example).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The Debian release hexpm builds its default images on, and the date stamp in their tags.

@@ -204,7 +204,12 @@ impl Report for DedupeReport {
             s.files_scanned, s.exact_groups, s.normalized_groups, s.unique_after
         );
         if ui.quiet {
-            return out;
+            // Only a result that needs attention: the summary when there are copies.
+            return if s.duplicate_copies > 0 {
+                out
+            } else {
+                String::new()
+            };
         }
         for (n, g) in self.groups.iter().enumerate() {
             out += &format!(

@@ -118,6 +118,17 @@ pub fn recipients(root: &Path) -> Result<Option<Vec<String>>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    // The same bounds as beamops.yaml: no alias bomb or deep nesting reaches the parser.
+    if let Err(e) = crate::config::guard::check(&text) {
+        anyhow::bail!(
+            "{}:{}:{}: {}\n  fix: {}",
+            path.display(),
+            e.line,
+            e.column,
+            e.message,
+            e.fix
+        );
+    }
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).with_context(|| {
         format!(
             "{}: not YAML\n  fix: repair it or delete it and run `beamops secrets init`",

@@ -1,0 +1,542 @@
+//! Every value of a parsed configuration checked against what Docker, Erlang, Elixir and Swarm
+//! accept, so that a bad value stops `doctor` and `plan` at load instead of a deploy later.
+//!
+//! A problem names the key path it is about; the loader turns that into a file:line:column, or
+//! into the `BEAMOPS_*` variable that set the value.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::{Config, SCHEMA_VERSION};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key path, e.g. `["environments", "prod", "managers"]`.
+    pub path: Vec<String>,
+    pub message: String,
+    pub fix: String,
+}
+
+fn problem(path: &[&str], message: String, fix: impl Into<String>) -> Problem {
+    Problem {
+        path: path.iter().map(|s| s.to_string()).collect(),
+        message,
+        fix: fix.into(),
+    }
+}
+
+/// The longest a beamops wait may be: a week. Longer is a typo, not a timeout.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A duration key's value (`30s`, `5m`, `1h 30m`): positive and at most [`MAX_DURATION`].
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("is empty".into());
+    }
+    let value = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if value.is_zero() {
+        return Err("is zero".into());
+    }
+    if value > MAX_DURATION {
+        return Err(format!(
+            "is longer than {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(value)
+}
+
+fn re(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("static regex")
+}
+
+/// A Docker repository path component (distribution's reference grammar).
+const COMPONENT: &str = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+/// A registry host: a domain name or an address, with an optional port.
+const DOMAIN: &str = r"(?:localhost|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?";
+
+static REPOSITORY: LazyLock<Regex> =
+    LazyLock::new(|| re(&format!(r"^(?:{DOMAIN}/)?{COMPONENT}(?:/{COMPONENT})*$")));
+static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
+    re(&format!(
+        r"^(?:{DOMAIN}/)?{COMPONENT}(?:/{COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$"
+    ))
+});
+static REGISTRY: LazyLock<Regex> = LazyLock::new(|| re(&format!(r"^{DOMAIN}(?:/{COMPONENT})*$")));
+static NAME: LazyLock<Regex> = LazyLock::new(|| re(&format!(r"^{COMPONENT}$")));
+static OTP_APP: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z][a-z0-9_]*$"));
+static NODE_BASENAME: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9_-]+$"));
+static ENVIRONMENT: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9_-]*$"));
+static ELIXIR: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]+\.[0-9]+\.[0-9]+(?:-rc\.[0-9]+)?$"));
+static OTP: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{2}(?:\.[0-9]+){0,4}$"));
+static SECRET: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Z][A-Z0-9_]*$"));
+static PACKAGE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9+.-]+$"));
+static HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"^(?:\*\.)?[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*$",
+    )
+});
+
+/// The first problem in `config`, in the order a person reads the file.
+pub fn first_problem(config: &Config) -> Option<Problem> {
+    all(config).into_iter().next()
+}
+
+fn all(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    // Control characters (NUL, escapes) end up in Dockerfiles, stack files and shells.
+    text_is_clean(
+        &serde_json::to_value(config).unwrap_or_default(),
+        &mut Vec::new(),
+        &mut out,
+    );
+    if config.version != SCHEMA_VERSION {
+        out.push(problem(
+            &["version"],
+            format!(
+                "schema version {} is not known to this beamops (it reads version {SCHEMA_VERSION})",
+                config.version
+            ),
+            format!("set `version: {SCHEMA_VERSION}` or upgrade beamops"),
+        ));
+    }
+    let app = &config.app;
+    if app.name.len() > 63 || !NAME.is_match(&app.name) {
+        out.push(problem(
+            &["app", "name"],
+            format!("app.name `{}` cannot name an image or a stack", app.name),
+            "use lowercase letters and digits, joined by single `-`, `_` or `.`, at most 63 characters, e.g. `coordination`",
+        ));
+    }
+    if app.otp_app.len() > 255 || !OTP_APP.is_match(&app.otp_app) {
+        out.push(problem(
+            &["app", "otp_app"],
+            format!("app.otp_app `{}` is not an OTP application name", app.otp_app.escape_debug()),
+            "use the atom from mix.exs `app: :name`: a lowercase ASCII letter, then lowercase letters, digits and `_`",
+        ));
+    }
+    if !ELIXIR.is_match(&app.elixir) {
+        out.push(problem(
+            &["app", "elixir"],
+            format!("app.elixir `{}` is not an Elixir version", app.elixir.escape_debug()),
+            "write MAJOR.MINOR.PATCH as Elixir releases are numbered, e.g. 1.18.3 (quote it in YAML: \"1.18.3\")",
+        ));
+    }
+    if !OTP.is_match(&app.otp) {
+        out.push(problem(
+            &["app", "otp"],
+            format!(
+                "app.otp `{}` is not an Erlang/OTP version",
+                app.otp.escape_debug()
+            ),
+            "write the OTP release number, e.g. 27.3.4.1 or 27 (quote it in YAML: \"27.3.4.1\")",
+        ));
+    }
+    if app.port == 0 {
+        out.push(port_problem(&["app", "port"]));
+    }
+    if !app.health_path.starts_with('/') || app.health_path.chars().any(char::is_whitespace) {
+        out.push(problem(
+            &["app", "health_path"],
+            format!(
+                "app.health_path `{}` is not a path",
+                app.health_path.escape_debug()
+            ),
+            format!(
+                "write it with a leading slash and no spaces: `/{}`",
+                app.health_path.trim().trim_start_matches('/')
+            ),
+        ));
+    }
+    if let Some(stack) = &app.stack
+        && (stack.len() > 63 || !NAME.is_match(stack))
+    {
+        out.push(problem(
+            &["app", "stack"],
+            format!(
+                "app.stack `{}` cannot name a Swarm stack",
+                stack.escape_debug()
+            ),
+            "use lowercase letters and digits, joined by single `-` or `_`, at most 63 characters",
+        ));
+    }
+
+    let image = &config.image;
+    if let Some(repository) = &image.repository
+        && (repository.len() > 255 || !REPOSITORY.is_match(repository))
+    {
+        out.push(problem(
+            &["image", "repository"],
+            format!("image.repository `{}` is not a Docker image repository", repository.escape_debug()),
+            "write [registry/]path in lowercase without a tag (beamops adds the tag), e.g. ghcr.io/acme/coordination",
+        ));
+    }
+    if let Some(registry) = &image.registry
+        && !REGISTRY.is_match(registry)
+    {
+        out.push(problem(
+            &["image", "registry"],
+            format!(
+                "image.registry `{}` is not a registry address",
+                registry.escape_debug()
+            ),
+            "write host[:port], e.g. ghcr.io or 127.0.0.1:5000",
+        ));
+    }
+    for (key, value) in [
+        ("builder", &image.builder),
+        ("runner", &image.runner),
+        ("postgres", &image.postgres),
+    ] {
+        if let Some(reference) = value
+            && (reference.len() > 255 || !REFERENCE.is_match(reference))
+        {
+            out.push(problem(
+                &["image", key],
+                format!(
+                    "image.{key} `{}` is not a Docker image reference",
+                    reference.escape_debug()
+                ),
+                "write [registry/]repository[:tag][@sha256:digest], e.g. debian:trixie-slim",
+            ));
+        }
+    }
+    if let Some(source) = &image.source
+        && !source.is_empty()
+        && crate::render::web_address(source).as_deref() != Some(source.trim_end_matches('/'))
+    {
+        out.push(problem(
+            &["image", "source"],
+            format!("image.source `{}` is not a web address", source.escape_debug()),
+            "write the repository's https address, e.g. https://github.com/acme/coordination, or \"\" for no label",
+        ));
+    }
+    if let Some(packages) = &image.runtime_packages {
+        for package in packages {
+            if !PACKAGE.is_match(package) {
+                out.push(problem(
+                    &["image", "runtime_packages"],
+                    format!(
+                        "image.runtime_packages: `{}` is not a Debian package name",
+                        package.escape_debug()
+                    ),
+                    "list package names as apt knows them, e.g. libssl3t64",
+                ));
+            }
+        }
+    }
+
+    for (name, env) in &config.environments {
+        if name.len() > 63 || !ENVIRONMENT.is_match(name) {
+            out.push(problem(
+                &["environments", name],
+                format!(
+                    "environment name `{}` cannot name files and stacks",
+                    name.escape_debug()
+                ),
+                "use lowercase letters, digits, `-` and `_`, starting with a letter or digit",
+            ));
+        }
+        if env.replicas == 0 {
+            out.push(problem(
+                &["environments", name, "replicas"],
+                format!("environments.{name}.replicas is 0"),
+                "give at least 1 replica; use `beamops down` to stop an environment",
+            ));
+        }
+        if env.managers == 0 || env.managers % 2 == 0 {
+            out.push(problem(
+                &["environments", name, "managers"],
+                format!(
+                    "environments.{name}.managers is {}: a swarm needs an odd number of managers for a majority (Raft)",
+                    env.managers
+                ),
+                "use 1, 3 or 5 managers (an even number tolerates no more failures than one fewer)",
+            ));
+        }
+        if let Some(domain) = &env.domain
+            && !HOSTNAME.is_match(domain)
+        {
+            out.push(problem(
+                &["environments", name, "domain"],
+                format!(
+                    "environments.{name}.domain `{}` is not a host name",
+                    domain.escape_debug()
+                ),
+                "write a DNS name without scheme or path, e.g. app.example.com",
+            ));
+        }
+        if let Some(host) = &env.docker_host
+            && !["unix://", "tcp://", "ssh://", "npipe://"]
+                .iter()
+                .any(|scheme| host.starts_with(scheme))
+        {
+            out.push(problem(
+                &["environments", name, "docker_host"],
+                format!(
+                    "environments.{name}.docker_host `{}` is not a Docker Engine address",
+                    host.escape_debug()
+                ),
+                "write unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host",
+            ));
+        }
+    }
+    if let Some(default) = &config.default_environment
+        && !config.environments.contains_key(default)
+    {
+        let names: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+        out.push(problem(
+            &["default_environment"],
+            format!("default_environment `{default}` is not one of the environments"),
+            format!("use one of: {}", names.join(", ")),
+        ));
+    }
+
+    let dev = &config.chapters.development;
+    if dev.app_port == Some(0) {
+        out.push(port_problem(&["chapters", "development", "app_port"]));
+    }
+    if dev.db_port == 0 {
+        out.push(port_problem(&["chapters", "development", "db_port"]));
+    }
+
+    let swarm = &config.chapters.swarm;
+    if swarm.publish == Some(0) {
+        out.push(port_problem(&["chapters", "swarm", "publish"]));
+    }
+    if let Err(why) = duration(&swarm.converge_timeout) {
+        out.push(duration_problem(
+            &["chapters", "swarm", "converge_timeout"],
+            &swarm.converge_timeout,
+            &why,
+            "5m",
+        ));
+    }
+    for secret in &swarm.secrets {
+        if !SECRET.is_match(secret) {
+            out.push(problem(
+                &["chapters", "swarm", "secrets"],
+                format!("chapters.swarm.secrets: `{}` is not an environment variable name", secret.escape_debug()),
+                "use uppercase letters, digits and `_`, starting with a letter, e.g. SECRET_KEY_BASE",
+            ));
+        }
+    }
+    if swarm.healthcheck.is_empty()
+        || !["CMD", "CMD-SHELL", "NONE"].contains(&swarm.healthcheck[0].as_str())
+    {
+        out.push(problem(
+            &["chapters", "swarm", "healthcheck"],
+            format!("chapters.swarm.healthcheck {:?} is not a Docker healthcheck test", swarm.healthcheck),
+            "start the list with CMD (exec form), CMD-SHELL (a shell command) or NONE, e.g. [CMD, /usr/local/bin/healthcheck]",
+        ));
+    }
+    if let Some(subnet) = &swarm.subnet
+        && super::Ipv4Net::parse(subnet).is_none()
+    {
+        out.push(problem(
+            &["chapters", "swarm", "subnet"],
+            format!("chapters.swarm.subnet `{subnet}` is not an IPv4 network"),
+            "write it as address/prefix with a prefix from 8 to 29, e.g. 10.213.0.0/24",
+        ));
+    }
+    if swarm.endpoint_mode == super::EndpointMode::Dnsrr
+        && swarm.publish.is_some()
+        && swarm.publish_mode == super::PublishMode::Ingress
+    {
+        out.push(problem(
+            &["chapters", "swarm", "endpoint_mode"],
+            "chapters.swarm.endpoint_mode dnsrr cannot publish through the ingress mesh".into(),
+            "set chapters.swarm.publish_mode: host, or endpoint_mode: vip",
+        ));
+    }
+
+    let distributed = &config.chapters.distributed;
+    let [low, high] = distributed.distribution_ports;
+    if low == 0 || low > high || (low..=high).contains(&4369) {
+        out.push(problem(
+            &["chapters", "distributed", "distribution_ports"],
+            format!("chapters.distributed.distribution_ports [{low}, {high}] is not a port range"),
+            "give [first, last] with first <= last, leaving out epmd's 4369, e.g. [9100, 9105]",
+        ));
+    }
+    if distributed.net_ticktime < 4 {
+        out.push(problem(
+            &["chapters", "distributed", "net_ticktime"],
+            format!(
+                "chapters.distributed.net_ticktime {} is too short to tell a slow peer from a dead one",
+                distributed.net_ticktime
+            ),
+            "use 4 seconds or more; 15 is the default, Erlang's own is 60",
+        ));
+    }
+    if distributed.poll_seconds == 0 {
+        out.push(problem(
+            &["chapters", "distributed", "poll_seconds"],
+            "chapters.distributed.poll_seconds is 0".into(),
+            "poll every 1 s or more; 5 is the default",
+        ));
+    }
+    if let Err(why) = duration(&distributed.verify_timeout) {
+        out.push(duration_problem(
+            &["chapters", "distributed", "verify_timeout"],
+            &distributed.verify_timeout,
+            &why,
+            "2m",
+        ));
+    }
+    if let Some(base) = &distributed.node_basename
+        && (base.len() > 200 || !NODE_BASENAME.is_match(base))
+    {
+        out.push(problem(
+            &["chapters", "distributed", "node_basename"],
+            format!(
+                "chapters.distributed.node_basename `{}` cannot start an Erlang node name",
+                base.escape_debug()
+            ),
+            "use ASCII letters, digits, `_` and `-`, e.g. coordination",
+        ));
+    }
+
+    if let Err(why) = duration(&config.deploy.lock_timeout) {
+        out.push(duration_problem(
+            &["deploy", "lock_timeout"],
+            &config.deploy.lock_timeout,
+            &why,
+            "30m",
+        ));
+    }
+    if config.deploy.keep_releases == 0 {
+        out.push(problem(
+            &["deploy", "keep_releases"],
+            "deploy.keep_releases is 0: the running release's image would be pruned".into(),
+            "keep at least 1 (the default is 3)",
+        ));
+    }
+    for entry in &config.worktree.allow_list {
+        if entry.trim().is_empty() || entry.starts_with('/') || entry.split('/').any(|p| p == "..")
+        {
+            out.push(problem(
+                &["worktree", "allow_list"],
+                format!(
+                    "worktree.allow_list: `{}` is not a path inside a worktree",
+                    entry.escape_debug()
+                ),
+                "list relative paths of build output, e.g. _build, deps",
+            ));
+        }
+    }
+    out
+}
+
+fn port_problem(path: &[&str]) -> Problem {
+    problem(
+        path,
+        format!("{} is 0, which is no port", path.join(".")),
+        "use a port from 1 to 65535",
+    )
+}
+
+fn duration_problem(path: &[&str], text: &str, why: &str, example: &str) -> Problem {
+    problem(
+        path,
+        format!(
+            "{} `{}` is not a usable duration: {why}",
+            path.join("."),
+            text.escape_debug()
+        ),
+        format!(
+            "write a positive duration of at most {} with a unit, e.g. {example}, 90s or 1h 30m",
+            humantime::format_duration(MAX_DURATION)
+        ),
+    )
+}
+
+/// Strings anywhere in the configuration: no control characters except tab and newline (which
+/// a release command may hold), and no invisible format characters (zero-width spaces, bidi
+/// overrides) that make two different values look alike.
+fn text_is_clean(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<Problem>) {
+    let bad = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+    };
+    match value {
+        serde_json::Value::String(s) => {
+            if let Some((i, c)) = s.char_indices().find(|&(_, c)| bad(c)) {
+                out.push(Problem {
+                    path: path.clone(),
+                    message: format!(
+                        "{} holds the invisible character U+{:04X} at character {}: `{}`",
+                        path.join("."),
+                        c as u32,
+                        s[..i].chars().count() + 1,
+                        s.escape_debug()
+                    ),
+                    fix: "retype the value; it is written into Dockerfiles, stack files and shell commands".into(),
+                });
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                text_is_clean(item, path, out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (key, item) in map {
+                path.push(key.clone());
+                if key.chars().any(bad) {
+                    out.push(Problem {
+                        path: path.clone(),
+                        message: format!(
+                            "the key `{}` holds an invisible character",
+                            key.escape_debug()
+                        ),
+                        fix: "retype the key".into(),
+                    });
+                }
+                text_is_clean(item, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_positive_bounded_and_have_units() {
+        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["abc", "-5m", "", "0s", "99999999999999999999h", "8d", "5"] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_references() {
+        for good in [
+            "coordination",
+            "ghcr.io/acme/coord",
+            "127.0.0.1:5000/a/b",
+            "localhost/x",
+        ] {
+            assert!(REPOSITORY.is_match(good), "{good}");
+        }
+        for bad in ["Demo:bad tag", "Demo", "a:1", "-a", "a//b", ""] {
+            assert!(!REPOSITORY.is_match(bad), "{bad}");
+        }
+        for good in [
+            "debian:trixie-slim",
+            "postgres:17.12-trixie",
+            "hexpm/elixir:1.18.3-erlang-27.3.4.1-debian-trixie-20251117-slim",
+        ] {
+            assert!(REFERENCE.is_match(good), "{good}");
+        }
+        assert!(!REFERENCE.is_match("debian:bad tag"));
+    }
+}
