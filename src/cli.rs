@@ -138,6 +138,10 @@ pub struct DeployArgs {
     /// Deploy uncommitted changes (the image tag ends in `-dirty`; not a release to return to).
     #[arg(long)]
     pub allow_dirty: bool,
+    /// Redeploy even when the commit is already live and healthy (a new release, the release
+    /// command again, the services rolled).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

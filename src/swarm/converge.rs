@@ -308,6 +308,48 @@ pub(crate) async fn raw_service(daemon: &Daemon, name: &str) -> Result<Option<Va
     crate::docker::get_json(daemon, &path, &format!("inspecting service {name}")).await
 }
 
+/// A service's UpdateStatus state and message, as the Engine reports them (none: never
+/// updated, or it does not exist).
+pub async fn update_state(
+    daemon: &Daemon,
+    name: &str,
+) -> Result<Option<(ServiceUpdateStatusStateEnum, String)>> {
+    let service = match daemon
+        .client
+        .inspect_service(name, None::<InspectServiceOptions>)
+        .await
+    {
+        Ok(service) => service,
+        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("inspecting service {name}")),
+    };
+    Ok(service
+        .update_status
+        .and_then(|s| s.state.map(|state| (state, s.message.unwrap_or_default()))))
+}
+
+/// Swarm is still rolling an update out, watching it (`update_config.monitor`) or rolling it
+/// back: nobody has judged it yet. A new update over it would replace it unjudged.
+pub fn in_progress(state: ServiceUpdateStatusStateEnum) -> bool {
+    matches!(
+        state,
+        ServiceUpdateStatusStateEnum::UPDATING | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+    )
+}
+
+/// The stack's services (by the file) whose update is in progress.
+pub async fn updates_in_progress(daemon: &Daemon, services: &[String]) -> Result<Vec<String>> {
+    let mut busy = Vec::new();
+    for name in services {
+        if let Some((state, _)) = update_state(daemon, name).await?
+            && in_progress(state)
+        {
+            busy.push(name.clone());
+        }
+    }
+    Ok(busy)
+}
+
 /// What `converge` would change, from inspect and list calls only.
 pub async fn pending(
     daemon: &Daemon,
@@ -351,6 +393,17 @@ pub async fn pending(
             pending.push(Pending {
                 object: format!("service {name}"),
                 change: format!("roll out the rebuilt image {}", service.image),
+            });
+            continue;
+        }
+        if let Some((state, _)) = update_state(daemon, &name).await?
+            && in_progress(state)
+        {
+            pending.push(Pending {
+                object: format!("service {name}"),
+                change: format!(
+                    "wait: Swarm's update is {state} (rolling out, or watching the new tasks for update_config.monitor); a run judges it before changing the service"
+                ),
             });
             continue;
         }
@@ -415,6 +468,22 @@ pub async fn converge(
     timeout: Duration,
     previous_images: &BTreeMap<String, String>,
 ) -> Result<Converged> {
+    let names: Vec<String> = file
+        .services
+        .keys()
+        .map(|k| spec::scoped(stack, k))
+        .collect();
+    // An update an earlier run started (and was killed during) is judged before anything
+    // changes: a new update, even of labels only, would replace it and Swarm would never
+    // roll it back. A rollback found here fails this run (exit 5).
+    let busy = updates_in_progress(daemon, &names).await?;
+    if !busy.is_empty() {
+        ui.note(format!(
+            "an earlier update of {} is still in progress; waiting for Swarm to finish and judge it first",
+            busy.join(", ")
+        ));
+        wait_update_settled(daemon, &busy, ui, timeout).await?;
+    }
     let (resolved, _) = resolve(daemon, stack, file, true).await?;
     let mut done = Converged::default();
     let started = Instant::now();
@@ -462,11 +531,6 @@ pub async fn converge(
             Err(e) => return Err(e).with_context(|| format!("removing service {name}")),
         }
     }
-    let names: Vec<String> = file
-        .services
-        .keys()
-        .map(|k| spec::scoped(stack, k))
-        .collect();
     wait_since(daemon, &names, ui, timeout, Some(&done.updated)).await?;
     done.wait_seconds = started.elapsed().as_secs_f64();
     Ok(done)
