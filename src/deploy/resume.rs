@@ -92,8 +92,11 @@ pub async fn judge_interrupted(
             .cloned()
             .collect();
     let mut judged = Vec::new();
-    // Swarm's own verdict first: whoever started the update, it is watched to its end.
+    // Swarm's own verdict first: whoever started the update, it is watched to its end. What
+    // the app runs now is the release being rolled out: after an automatic rollback Swarm
+    // drops the previous spec, so it is read before.
     let busy = converge::updates_in_progress(daemon, &services).await?;
+    let (rolling_out, _) = swarm::live_releases(daemon, stack).await?;
     let mut watched_rollback = None;
     if !busy.is_empty() {
         ui.note(format!(
@@ -111,7 +114,7 @@ pub async fn judge_interrupted(
         }
     }
 
-    let (live, before) = swarm::live_releases(daemon, stack).await?;
+    let (live, _) = swarm::live_releases(daemon, stack).await?;
     let app = spec::scoped(stack, "app");
     let app_state = converge::update_state(daemon, &app).await?;
     let rolled_back_state = matches!(
@@ -129,7 +132,8 @@ pub async fn judge_interrupted(
             r.as_ref()
                 .is_some_and(|r| r.release == open.release && r.image == open.image)
         };
-        let (outcome, detail) = if is(&live) {
+        let rolled_back_now = watched_rollback.is_some() && is(&rolling_out);
+        let (outcome, detail) = if !rolled_back_now && is(&live) {
             match app_state.as_ref().map(|(s, _)| *s) {
                 Some(UpdateState::COMPLETED) => (
                     Outcome::Succeeded,
@@ -151,7 +155,9 @@ pub async fn judge_interrupted(
                     ),
                 ),
             }
-        } else if is(&before) && rolled_back_state {
+        } else if rolled_back_now
+            || (rolled_back_state && ran_image(daemon, &app, &open.image).await)
+        {
             let detail = rollback_detail(
                 daemon,
                 &services,
@@ -192,7 +198,7 @@ pub async fn judge_interrupted(
     if let Some((message, waited)) = &watched_rollback
         && !settled_rollback
     {
-        let (release, image, git_sha) = before
+        let (release, image, git_sha) = rolling_out
             .as_ref()
             .map(|b| (b.release.clone(), b.image.clone(), b.git_sha.clone()))
             .unwrap_or_default();
@@ -234,6 +240,20 @@ pub async fn judge_interrupted(
         .into()),
         None => Ok(judged),
     }
+}
+
+/// Whether a task of the service ever ran the image (Swarm keeps a few dead tasks per slot).
+async fn ran_image(daemon: &Daemon, service: &str, image: &str) -> bool {
+    crate::swarm::logs::tasks(daemon, service)
+        .await
+        .iter()
+        .any(|t| {
+            t.spec
+                .as_ref()
+                .and_then(|s| s.container_spec.as_ref())
+                .and_then(|c| c.image.as_deref())
+                .is_some_and(|i| i == image || i.starts_with(&format!("{image}@")))
+        })
 }
 
 /// The rollback's detail: which release, whether the old one serves again, and the task Swarm

@@ -350,7 +350,9 @@ pub async fn updates_in_progress(daemon: &Daemon, services: &[String]) -> Result
     Ok(busy)
 }
 
-/// What `converge` would change, from inspect and list calls only.
+/// What `converge` would change, from inspect and list calls only. (An update Swarm has not
+/// judged yet is no change to make: `converge` waits it out before changing that service, and
+/// `deploy` judges it first.)
 pub async fn pending(
     daemon: &Daemon,
     stack: &str,
@@ -393,17 +395,6 @@ pub async fn pending(
             pending.push(Pending {
                 object: format!("service {name}"),
                 change: format!("roll out the rebuilt image {}", service.image),
-            });
-            continue;
-        }
-        if let Some((state, _)) = update_state(daemon, &name).await?
-            && in_progress(state)
-        {
-            pending.push(Pending {
-                object: format!("service {name}"),
-                change: format!(
-                    "wait: Swarm's update is {state} (rolling out, or watching the new tasks for update_config.monitor); a run judges it before changing the service"
-                ),
             });
             continue;
         }

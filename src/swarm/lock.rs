@@ -523,12 +523,13 @@ pub async fn acquire(
                 _on_interrupt: None,
             });
         }
-        if let Liveness::Dead(reason) = lock.holder.liveness(holder) {
+        if matches!(lock.holder.liveness(holder), Liveness::Dead(_)) {
             // Proven dead (killed, crashed): its lock only blocks. Removed by id, so a lock a
             // third run took meanwhile stays; then the create above decides again.
             match daemon.client.delete_config(&lock.id).await {
+                // The description ends in the reason: STALE (pid N is gone).
                 Ok(()) => on_wait(&format!(
-                    "took over the deploy lock of {stack} from a run that died: {} — {reason}",
+                    "took over the deploy lock of {stack} from a run that died: {}",
                     lock.describe()
                 )),
                 Err(e) if is_not_found(&e) => {}
