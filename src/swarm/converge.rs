@@ -464,17 +464,6 @@ pub async fn converge(
         .keys()
         .map(|k| spec::scoped(stack, k))
         .collect();
-    // An update an earlier run started (and was killed during) is judged before anything
-    // changes: a new update, even of labels only, would replace it and Swarm would never
-    // roll it back. A rollback found here fails this run (exit 5).
-    let busy = updates_in_progress(daemon, &names).await?;
-    if !busy.is_empty() {
-        ui.note(format!(
-            "an earlier update of {} is still in progress; waiting for Swarm to finish and judge it first",
-            busy.join(", ")
-        ));
-        wait_update_settled(daemon, &busy, ui, timeout).await?;
-    }
     let (resolved, _) = resolve(daemon, stack, file, true).await?;
     let mut done = Converged::default();
     let started = Instant::now();
@@ -493,12 +482,28 @@ pub async fn converge(
                     .with_context(|| format!("creating service {name}"))?;
                 done.created.push(name);
             }
-            Some((version, current)) => {
-                let force = current["TaskTemplate"]["ForceUpdate"].as_u64().unwrap_or(0);
-                if !image_rebuilt && spec::normalise(&desired) == spec::normalise_value(current) {
+            Some((mut version, mut current)) => {
+                if !image_rebuilt
+                    && spec::normalise(&desired) == spec::normalise_value(current.clone())
+                {
                     done.unchanged.push(name);
                     continue;
                 }
+                // An update an earlier run started (and was killed during) is judged before
+                // this one: a new update, even of labels only, would replace it and Swarm
+                // would never roll it back. A rollback found here fails this run (exit 5).
+                if let Some((state, _)) = update_state(daemon, &name).await?
+                    && in_progress(state)
+                {
+                    ui.note(format!(
+                        "an earlier update of {name} is still in progress; waiting for Swarm to finish and judge it first"
+                    ));
+                    wait_update_settled(daemon, std::slice::from_ref(&name), ui, timeout).await?;
+                    (version, current) = current_service(daemon, &name)
+                        .await?
+                        .with_context(|| format!("service {name} went away"))?;
+                }
+                let force = current["TaskTemplate"]["ForceUpdate"].as_u64().unwrap_or(0);
                 if let Some(task) = desired.task_template.as_mut() {
                     task.force_update = Some(force + u64::from(image_rebuilt));
                 }
