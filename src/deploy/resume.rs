@@ -14,7 +14,7 @@ use bollard::query_parameters::ListServicesOptions;
 use super::diagnose;
 use super::record::{self, DeployRecord, Outcome};
 use crate::docker::Daemon;
-use crate::exit::{Exit, Failure, exit_for};
+use crate::exit::Failure;
 use crate::output::Ui;
 use crate::project::Project;
 use crate::state::{self, State};
@@ -103,14 +103,16 @@ pub async fn judge_interrupted(
             "an interrupted update of {} is still in progress; watching it to Swarm's verdict (update_config.monitor) before anything else",
             busy.join(", ")
         ));
-        match converge::wait_update_settled(daemon, &busy, ui, timeout).await {
-            Ok(()) => {}
-            Err(e) if exit_for(&e) == Exit::RolledBack => {
-                ui.note("Swarm is rolling the interrupted update back; waiting until the previous release serves");
-                let waited = super::wait_rolled_back(daemon, &services, timeout).await;
-                watched_rollback = Some((format!("{e:#}"), waited));
-            }
-            Err(e) => return Err(e),
+        let judged = converge::wait_unjudged(daemon, &busy, ui, timeout).await?;
+        if let Some((name, message)) = judged.first() {
+            ui.note("Swarm rolled the interrupted update back; waiting until the previous release serves");
+            let waited = super::wait_rolled_back(daemon, &services, timeout).await;
+            watched_rollback = Some((
+                format!(
+                    "{name}: the update failed while Swarm watched it and it rolled back: {message}"
+                ),
+                waited,
+            ));
         }
     }
 

@@ -337,6 +337,78 @@ pub fn in_progress(state: ServiceUpdateStatusStateEnum) -> bool {
     )
 }
 
+/// Waits until Swarm has finished every update (or rollback) in progress on `names`: an update
+/// through its monitor window to `completed` or until Swarm starts rolling it back, a rollback
+/// already under way to `rollback_completed`. Returns the services whose *update* ended in a rollback — a release
+/// Swarm judged bad while this run watched — with Swarm's message. A paused one is an error.
+pub async fn wait_unjudged(
+    daemon: &Daemon,
+    names: &[String],
+    ui: &Ui,
+    timeout: Duration,
+) -> Result<Vec<(String, String)>> {
+    let deadline = Instant::now() + timeout;
+    let spinner = ui.spinner("Swarm finishes the update in progress (update_config.monitor)");
+    let mut updating = Vec::new();
+    for name in names {
+        if let Some((ServiceUpdateStatusStateEnum::UPDATING, _)) =
+            update_state(daemon, name).await?
+        {
+            updating.push(name.clone());
+        }
+    }
+    let mut rolled_back: Vec<(String, String)> = Vec::new();
+    let mut waiting: Vec<String> = names.to_vec();
+    loop {
+        let mut still = Vec::new();
+        for name in &waiting {
+            let state = update_state(daemon, name).await?;
+            match state {
+                Some((
+                    ServiceUpdateStatusStateEnum::PAUSED
+                    | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED,
+                    message,
+                )) => {
+                    spinner.finish_and_clear();
+                    bail!(
+                        "{name}: Swarm paused the update: {message}\n  fix: docker service ps --no-trunc {name}; `beamops rollback` returns to the previous release"
+                    );
+                }
+                // An update that turned into a rollback was judged bad: done here (the caller
+                // waits until the previous release serves). A rollback that was already under
+                // way is waited out.
+                Some((
+                    state @ (ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+                    | ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED),
+                    message,
+                )) => {
+                    if updating.contains(name) {
+                        rolled_back.push((name.clone(), message));
+                    } else if in_progress(state) {
+                        still.push(name.clone());
+                    }
+                }
+                Some((state, _)) if in_progress(state) => still.push(name.clone()),
+                _ => {}
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            spinner.finish_and_clear();
+            return Ok(rolled_back);
+        }
+        if Instant::now() >= deadline {
+            spinner.finish_and_clear();
+            bail!(
+                "Swarm did not finish the update of {} in {}\n  fix: docker service inspect --format '{{{{json .UpdateStatus}}}}' <service>",
+                waiting.join(", "),
+                humantime::format_duration(timeout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The stack's services (by the file) whose update is in progress.
 pub async fn updates_in_progress(daemon: &Daemon, services: &[String]) -> Result<Vec<String>> {
     let mut busy = Vec::new();
@@ -498,7 +570,14 @@ pub async fn converge(
                     ui.note(format!(
                         "an earlier update of {name} is still in progress; waiting for Swarm to finish and judge it first"
                     ));
-                    wait_update_settled(daemon, std::slice::from_ref(&name), ui, timeout).await?;
+                    let judged =
+                        wait_unjudged(daemon, std::slice::from_ref(&name), ui, timeout).await?;
+                    if let Some((_, message)) = judged.first() {
+                        return Err(Failure::RolledBack(format!(
+                            "{name}: an earlier run's update failed while Swarm watched it and it rolled back: {message}"
+                        ))
+                        .into());
+                    }
                     (version, current) = current_service(daemon, &name)
                         .await?
                         .with_context(|| format!("service {name} went away"))?;
