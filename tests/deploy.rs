@@ -533,6 +533,11 @@ fn deploy_is_zero_downtime_a_bad_release_rolls_back_and_rollback_returns() {
             .is_some_and(|c| c.contains("release_command_ran")),
         "{report}"
     );
+    eprintln!(
+        "deploy 0.2.0: {:.1}s in all, of which {:.1}s from the update until every task ran healthy (then Swarm's monitor window)",
+        report["seconds"].as_f64().unwrap_or_default(),
+        report["converge_seconds"].as_f64().unwrap_or_default()
+    );
     let r2 = report["release"].as_str().unwrap().to_string();
     let image2 = report["image"].as_str().unwrap().to_string();
     assert!(wait_for_version(&probe, "0.2.0", 15, 30));

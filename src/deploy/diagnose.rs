@@ -104,32 +104,39 @@ async fn health_report(daemon: &Daemon, container: &str) -> String {
         .map(|s| s.to_string())
         .unwrap_or_else(|| "unknown".into());
     let log = health.and_then(|h| h.log).unwrap_or_default();
-    let failed = log
+    // The Engine keeps the last five probes. Every failed one is shown: the last may be a
+    // timeout while the container was already stopping, an earlier one says why it failed.
+    let failed: Vec<_> = log
         .iter()
-        .rev()
-        .find(|probe| probe.exit_code.is_some_and(|c| c != 0));
-    let (word, probe) = match failed {
-        Some(p) => ("failed", Some(p)),
-        None => ("last ran", log.last()),
+        .filter(|probe| probe.exit_code.is_some_and(|c| c != 0))
+        .collect();
+    let (word, shown) = if failed.is_empty() {
+        ("last ran", log.last().into_iter().collect::<Vec<_>>())
+    } else {
+        ("failed", failed)
     };
-    let Some(probe) = probe else {
+    if shown.is_empty() {
         return format!("\n  health check `{test}` ({status}): no probe ran");
-    };
-    let output = probe.output.as_deref().unwrap_or_default().trim();
-    format!(
-        "\n  health check `{test}` {word} (exit {}, at {}; container {status}): {}",
-        probe.exit_code.unwrap_or_default(),
-        probe
-            .end
-            .as_deref()
-            .or(probe.start.as_deref())
-            .unwrap_or("?"),
-        if output.is_empty() {
-            "(no output)"
-        } else {
-            output
-        }
-    )
+    }
+    let mut text = format!("\n  health check `{test}` {word} (container {status}):");
+    for probe in shown {
+        let output = probe.output.as_deref().unwrap_or_default().trim();
+        text.push_str(&format!(
+            "\n    exit {} at {}: {}",
+            probe.exit_code.unwrap_or_default(),
+            probe
+                .end
+                .as_deref()
+                .or(probe.start.as_deref())
+                .unwrap_or("?"),
+            if output.is_empty() {
+                "(no output)"
+            } else {
+                output
+            }
+        ));
+    }
+    text
 }
 
 #[cfg(test)]
