@@ -158,6 +158,10 @@ pub struct DeployArgs {
     /// Deploy uncommitted changes (the image tag ends in `-dirty`; not a release to return to).
     #[arg(long)]
     pub allow_dirty: bool,
+    /// Redeploy even when the commit is already live and healthy (a new release id, the
+    /// release command again, the services relabelled).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -131,6 +131,19 @@ pub struct RunLock {
     _file: File,
 }
 
+/// Another run of this checkout holds `.beamops/run.lock` for the whole wait: exit 3 (blocked),
+/// since nothing was changed and the same command succeeds once that run is done.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another beamops run ({holder}) holds {}\n  fix: retry later, once it is done, or pass --lock-wait with a longer wait (e.g. --lock-wait 10m)",
+    path.display()
+)]
+pub struct RunLockHeld {
+    pub path: PathBuf,
+    /// `pid N`, as the holder wrote it.
+    pub holder: String,
+}
+
 impl RunLock {
     pub fn acquire(state_dir: &Path, wait: Duration, on_wait: impl Fn(&str)) -> Result<RunLock> {
         std::fs::create_dir_all(state_dir)
@@ -149,14 +162,14 @@ impl RunLock {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    let holder = read_holder(&mut file);
                     if started.elapsed() >= wait {
-                        bail!(
-                            "another beamops run holds {} ({holder})\n  fix: wait for it to finish, or pass --lock-wait SECONDS",
-                            path.display()
-                        );
+                        let holder = read_holder(&mut file);
+                        let summary = format!("another beamops run ({holder}) holds the run lock");
+                        return Err(anyhow::Error::new(RunLockHeld { path, holder })
+                            .context(crate::exit::Failure::Blocked(summary)));
                     }
                     if !told {
+                        let holder = read_holder(&mut file);
                         on_wait(&format!("waiting for another beamops run ({holder})"));
                         told = true;
                     }
@@ -167,24 +180,35 @@ impl RunLock {
                 }
             }
         }
-        file.set_len(0)?;
+        // Overwritten in place, then cut to length, never emptied first: a waiter reading
+        // meanwhile sees the previous holder's line or this one, not nothing.
+        let line = format!("pid {}\n", std::process::id());
         file.rewind()?;
-        writeln!(file, "pid {}", std::process::id())?;
+        file.write_all(line.as_bytes())?;
+        file.set_len(line.len() as u64)?;
         file.flush()?;
         Ok(RunLock { _file: file })
     }
 }
 
+/// The holder's `pid N` line. A holder that has just taken the lock may not have written it
+/// yet (a file created a moment ago is empty): read again for a short while.
 fn read_holder(file: &mut File) -> String {
-    let mut text = String::new();
-    let _ = file.rewind();
-    let _ = file.read_to_string(&mut text);
-    let text = text.trim();
-    if text.is_empty() {
-        "pid unknown".into()
-    } else {
-        text.to_string()
+    for _ in 0..50 {
+        let mut text = String::new();
+        let _ = file.rewind();
+        let _ = file.read_to_string(&mut text);
+        if let Some(line) = text
+            .lines()
+            .next()
+            .map(str::trim)
+            .filter(|l| l.starts_with("pid ") && l[4..].parse::<u32>().is_ok())
+        {
+            return line.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    "a run that has not written its pid yet".into()
 }
 
 #[cfg(test)]
@@ -197,10 +221,11 @@ mod tests {
         let _held = RunLock::acquire(dir.path(), Duration::ZERO, |_| {}).unwrap();
         let err = RunLock::acquire(dir.path(), Duration::from_millis(200), |_| {}).unwrap_err();
         assert!(
-            err.to_string()
-                .contains(&format!("pid {}", std::process::id())),
-            "{err}"
+            format!("{err:#}").contains(&format!("pid {}", std::process::id())),
+            "{err:#}"
         );
+        assert_eq!(crate::exit::exit_for(&err), crate::exit::Exit::Blocked);
+        assert!(err.downcast_ref::<RunLockHeld>().is_some());
     }
 
     #[test]

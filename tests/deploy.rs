@@ -97,6 +97,161 @@ impl Project {
     }
 }
 
+impl Project {
+    /// `beamops deploy local` started and not waited for, its output discarded.
+    fn spawn_deploy(&self) -> std::process::Child {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("beamops"));
+        cmd.current_dir(self.p.path()).env("NO_COLOR", "1");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BEAMOPS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("BEAMOPS_AGE_KEY_FILE", self.keys.path().join("age.key"))
+            .env("PATH", common::tool_path())
+            .args(["deploy", "local"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// (release, kind, outcome) of every deploy record, oldest first.
+    fn records(&self) -> Vec<(String, String, String)> {
+        let state: serde_json::Value =
+            serde_json::from_str(&self.p.read(".beamops/state.json")).unwrap();
+        state["environments"]["local"]["records"]["deploys"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| {
+                (
+                    d["release"].as_str().unwrap().to_string(),
+                    d["kind"].as_str().unwrap().to_string(),
+                    d["outcome"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn head(&self) -> String {
+        let out = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(self.p.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// The service's UpdateStatus state (`updating`, `completed`, `rollback_completed`…), empty
+/// when it has none.
+fn update_state(service: &str) -> String {
+    let out = docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+        service,
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn service_label(service: &str, label: &str) -> String {
+    let out = docker(&[
+        "service",
+        "inspect",
+        "--format",
+        &format!("{{{{index .Spec.Labels \"{label}\"}}}}"),
+        service,
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn service_version(service: &str) -> String {
+    let out = docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Version.Index}}",
+        service,
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn lock_left(stack: &str) -> bool {
+    docker(&["config", "inspect", &beamops::swarm::lock::lock_name(stack)])
+        .status
+        .success()
+}
+
+/// Services of the stack that are release jobs (`beamops.release-job`).
+fn release_jobs(stack: &str) -> Vec<String> {
+    let out = docker(&[
+        "service",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("label=com.docker.stack.namespace={stack}"),
+        "--filter",
+        "label=beamops.release-job",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls `done` every 100 ms for up to `secs`; whether it came true.
+fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// A copy of the example for deploy tests: `replicas` tasks, dnsrr, an attachable network,
+/// no database, `extra` appended to chapters.swarm, the secrets set and the first chapters
+/// built and committed.
+fn deploy_project(app: &str, replicas: u32, swarm_extra: &str, deploy_extra: &str) -> Project {
+    let p = example_copy(app);
+    let yaml = p.read("beamops.yaml").replacen(
+        "  local:\n    provider: local\n    replicas: 1\n",
+        &format!("  local:\n    provider: local\n    replicas: {replicas}\n"),
+        1,
+    );
+    assert!(yaml.contains(&format!("replicas: {replicas}")), "{yaml}");
+    p.write(
+        "beamops.yaml",
+        &format!(
+            "{yaml}\nchapters:\n  swarm:\n    database: false\n    endpoint_mode: dnsrr\n    attachable: true\n    converge_timeout: 6m\n{swarm_extra}\ndeploy:\n  release_command: \"{deploy_extra}\"\n"
+        ),
+    );
+    let project = Project {
+        p,
+        keys: tempfile::tempdir().unwrap(),
+    };
+    let (code, _, err) = project.run(&["secrets", "init"]);
+    assert_eq!(code, 0, "{err}");
+    let set = project
+        .beamops()
+        .args(["secrets", "set", "local", "SECRET_KEY_BASE"])
+        .write_stdin(format!("kb{}", "k".repeat(64)))
+        .output()
+        .unwrap();
+    assert!(set.status.success(), "{set:?}");
+    let (code, out, err) = project.run(&["up", "chapter-03", "chapter-07"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    project.p.commit_all("deploy test config and secrets");
+    project
+}
+
 /// A FROM-scratch busybox image running the request loop against `url` until /tmp/stop exists.
 fn start_probe(name: &str, network: &str, url: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -378,6 +533,11 @@ fn deploy_is_zero_downtime_a_bad_release_rolls_back_and_rollback_returns() {
             .is_some_and(|c| c.contains("release_command_ran")),
         "{report}"
     );
+    eprintln!(
+        "deploy 0.2.0: {:.1}s in all, of which {:.1}s from the update until every task ran healthy (then Swarm's monitor window)",
+        report["seconds"].as_f64().unwrap_or_default(),
+        report["converge_seconds"].as_f64().unwrap_or_default()
+    );
     let r2 = report["release"].as_str().unwrap().to_string();
     let image2 = report["image"].as_str().unwrap().to_string();
     assert!(wait_for_version(&probe, "0.2.0", 15, 30));
@@ -389,6 +549,37 @@ fn deploy_is_zero_downtime_a_bad_release_rolls_back_and_rollback_returns() {
     assert_eq!(tasks.len(), 3, "{tasks:?}");
     assert!(tasks.iter().all(|t| t.starts_with(&image2)), "{tasks:?}");
     assert_eq!(service_release(&service), (r2.clone(), image2.clone()));
+
+    // Deploy is idempotent: the live commit again is nothing to do, said so, and changes
+    // nothing — no release job, no service update, no new release id, no lock left.
+    let records = project.records();
+    let version = service_version(&service);
+    let (code, out, err) = project.run(&["deploy", "local", "--format", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json(out.as_bytes());
+    assert_eq!(report["changed"], false, "{report}");
+    assert_eq!(report["release"], r2.as_str());
+    assert!(report["release_command"].is_null(), "{report}");
+    assert_eq!(report["updated"], serde_json::json!([]));
+    let (code, out, err) = project.run(&["deploy", "local"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("nothing to deploy"), "{out}");
+    assert!(out.contains("--force"), "{out}");
+    assert!(!err.contains("release command"), "{err}");
+    assert_eq!(
+        service_version(&service),
+        version,
+        "a no-op deploy updated the service"
+    );
+    assert_eq!(
+        project.records(),
+        records,
+        "a no-op deploy recorded a release"
+    );
+    assert!(
+        !lock_left(&stack),
+        "a run that changed nothing left the deploy lock"
+    );
 
     // 2. A bad release: /health never passes. Swarm rolls back; exit 5 names the task.
     let router = p.read("lib/coordination/http/router.ex");
@@ -410,6 +601,16 @@ fn deploy_is_zero_downtime_a_bad_release_rolls_back_and_rollback_returns() {
         "the failing task is named: {err}"
     );
     assert!(err.contains("last log lines"), "{err}");
+    // The task Swarm blamed, and the health check that failed with its output.
+    assert!(
+        err.contains("the task Swarm's update status blames"),
+        "{err}"
+    );
+    assert!(
+        err.contains("health check `CMD /usr/local/bin/healthcheck` failed"),
+        "{err}"
+    );
+    assert!(err.contains("answered HTTP 503"), "{err}");
     let (requests, fails, versions) = tally(&probe_lines(&probe), from);
     eprintln!("bad release: {requests} requests, {fails} failed, versions {versions:?}");
     assert_eq!(fails, 0, "requests failed during the rolled-back deploy");
@@ -549,4 +750,253 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Removes a test stack, its secrets, containers and images (the Cleanup above).
+fn cleanup_for(app: &str) -> Cleanup {
+    Cleanup {
+        stack: app.to_string(),
+        app: app.to_string(),
+        probe: format!("{app}-probe"),
+    }
+}
+
+#[test]
+fn a_rerun_after_a_killed_deploy_judges_the_interrupted_release_and_never_calls_it_good() {
+    let test =
+        "a_rerun_after_a_killed_deploy_judges_the_interrupted_release_and_never_calls_it_good";
+    if !docker_tests_enabled(test) {
+        return;
+    }
+    let app = format!("bokill{}", std::process::id());
+    let service = format!("{app}_app");
+    let _cleanup = cleanup_for(&app);
+    // The stack's own monitor window (45 s): the release below fails inside it.
+    let project = deploy_project(&app, 3, "", "");
+    let p = &project.p;
+    let (code, out, err) = project.run(&["deploy", "local"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    p.commit_all("generated by the first deploy");
+    let r1 = service_label(&service, "beamops.release");
+    let image1 = service_release(&service).1;
+
+    let probe = format!("{app}-probe");
+    start_probe(
+        &probe,
+        &format!("{app}_backend"),
+        &format!("http://{service}:4000/"),
+    );
+    assert!(wait_for_version(&probe, "0.1.0", 10, 60));
+
+    // 0.2.0 passes its health check for its first 25 s, then fails it: Swarm calls the tasks
+    // healthy, finishes the rollout, and only its monitor window catches the failure.
+    let router = p.read("lib/coordination/http/router.ex");
+    let late = router.replace(
+        "json(if(ready, do: 200, else: 503), body)",
+        "young = elem(:erlang.statistics(:wall_clock), 0) < 25_000\n    json(if(ready and young, do: 200, else: 503), body)",
+    );
+    assert_ne!(router, late);
+    p.write("lib/coordination/http/router.ex", &late);
+    set_version(p, "0.1.0", "0.2.0");
+    p.commit_all("0.2.0, fails its health check after 25 s");
+
+    // Killed mid-rollout, with the update issued: the deploy lock and Swarm's update are left.
+    let mut killed = project.spawn_deploy();
+    assert!(
+        wait_until(180, || service_label(&service, "beamops.release") != r1),
+        "the deploy never updated the service"
+    );
+    let r2 = service_label(&service, "beamops.release");
+    std::thread::sleep(Duration::from_secs(8));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert_eq!(update_state(&service), "updating");
+    assert!(lock_left(&app), "kill -9 cannot release the lock");
+    assert!(
+        project
+            .records()
+            .contains(&(r2.clone(), "deploy".into(), "in-progress".into())),
+        "{:?}",
+        project.records()
+    );
+
+    // The plain re-run: takes the dead run's lock, watches the update to Swarm's verdict
+    // instead of replacing it, and reports the rollback.
+    let (code, out, err) = project.run(&["deploy", "local"]);
+    assert_eq!(code, 5, "{out}\n{err}");
+    assert!(!out.contains("deployed"), "{out}");
+    assert!(!err.contains("succeeded"), "{err}");
+    assert!(err.contains("took over the deploy lock"), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(err.contains(&format!("{r2}: ")), "{err}");
+    assert!(
+        err.contains(&format!("{service}.")),
+        "the blamed task: {err}"
+    );
+    assert!(
+        err.contains("answered HTTP 503"),
+        "the failed health check: {err}"
+    );
+    let records = project.records();
+    assert!(
+        records.contains(&(r2.clone(), "deploy".into(), "rolled-back".into())),
+        "{records:?}"
+    );
+    assert!(
+        !records.iter().any(|(r, _, o)| *r == r2 && o == "succeeded"),
+        "a broken release recorded as good: {records:?}"
+    );
+    assert!(!lock_left(&app));
+    assert_eq!(service_label(&service, "beamops.release"), r1);
+    let tasks = running_task_images(&service);
+    assert!(tasks.iter().all(|t| t.starts_with(&image1)), "{tasks:?}");
+    // Settled: the old release answers every request.
+    let from = probe_lines(&probe).len();
+    assert!(wait_for_version(&probe, "0.1.0", 30, 60));
+    let (requests, fails, versions) = tally(&probe_lines(&probe), from);
+    eprintln!("after the judged rollback: {requests} requests, {fails} failed, {versions:?}");
+    assert_eq!(fails, 0, "requests failed after the rollback settled");
+}
+
+fn heavy_tests_enabled(test: &str) -> bool {
+    if std::env::var("BEAMOPS_HEAVY_TESTS").as_deref() != Ok("1") {
+        eprintln!(
+            "skipping {test}: set BEAMOPS_HEAVY_TESTS=1 (with BEAMOPS_DOCKER_TESTS=1) to run it"
+        );
+        return false;
+    }
+    docker_tests_enabled(test)
+}
+
+#[test]
+fn kill_9_of_deploy_at_any_point_then_a_plain_run_finishes_with_nothing_left_behind() {
+    let test = "kill_9_of_deploy_at_any_point_then_a_plain_run_finishes_with_nothing_left_behind";
+    if !heavy_tests_enabled(test) {
+        return;
+    }
+    let app = format!("bokill9{}", std::process::id());
+    let service = format!("{app}_app");
+    let _cleanup = cleanup_for(&app);
+    // A short monitor window keeps each deploy near 20 s; the release command runs for real.
+    let project = deploy_project(
+        &app,
+        2,
+        "    update_monitor: 5s\n",
+        "bin/coordination eval 'IO.puts(:release_command_ran)'",
+    );
+    let p = &project.p;
+    let (code, out, err) = project.run(&["deploy", "local"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    p.commit_all("generated by the first deploy");
+
+    // A pseudo-random kill time per trial, from the clock; printed so a failure can be re-run.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    let mut random_ms = |max: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % max
+    };
+    let kill_points = [
+        "release job",
+        "rollout",
+        "monitor window",
+        "after completion, before the record",
+        "random",
+        "random",
+        "random",
+        "random",
+        "random",
+        "random",
+        "random",
+    ];
+    for (trial, point) in kill_points.iter().enumerate() {
+        // A commit whose build context is unchanged (test/ is not in it): a re-tag, not a
+        // rebuild, and still a new release for the services.
+        p.write("test/kill_trial.txt", &format!("trial {trial}\n"));
+        p.commit_all(&format!("kill trial {trial}"));
+        let head = project.head();
+        let before = service_label(&service, "beamops.release");
+        if *point == "after completion, before the record" {
+            // The state a kill right after Swarm completed leaves: the update done, the record
+            // still in progress.
+            let (code, out, err) = project.run(&["deploy", "local"]);
+            assert_eq!(code, 0, "{out}\n{err}");
+            let mut state: serde_json::Value =
+                serde_json::from_str(&p.read(".beamops/state.json")).unwrap();
+            let deploys = state["environments"]["local"]["records"]["deploys"]
+                .as_array_mut()
+                .unwrap();
+            deploys.last_mut().unwrap()["outcome"] = "in-progress".into();
+            p.write(".beamops/state.json", &state.to_string());
+        } else {
+            let mut child = project.spawn_deploy();
+            let started = Instant::now();
+            let reached = match *point {
+                "release job" => wait_until(120, || !release_jobs(&app).is_empty()),
+                "rollout" => {
+                    wait_until(120, || service_label(&service, "beamops.release") != before)
+                }
+                "monitor window" => wait_until(120, || {
+                    service_label(&service, "beamops.release") != before
+                        && update_state(&service) == "updating"
+                        && running_task_images(&service).len() == 2
+                        && running_task_images(&service)
+                            .iter()
+                            .all(|t| t.contains(&head[..12]) && t.contains("Running"))
+                }),
+                _ => {
+                    std::thread::sleep(Duration::from_millis(random_ms(25_000)));
+                    true
+                }
+            };
+            assert!(reached, "trial {trial}: never reached the {point}");
+            child.kill().unwrap();
+            child.wait().unwrap();
+            eprintln!(
+                "trial {trial}: killed at the {point} after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        // The next plain run: no manual step, success, nothing left behind.
+        let (code, out, err) = project.run(&["deploy", "local"]);
+        assert_eq!(code, 0, "trial {trial} ({point}):\n{out}\n{err}");
+        assert!(!lock_left(&app), "trial {trial}: the deploy lock was left");
+        assert!(
+            release_jobs(&app).is_empty(),
+            "trial {trial}: a release job was left: {:?}",
+            release_jobs(&app)
+        );
+        let records = project.records();
+        assert!(
+            !records.iter().any(|(_, _, o)| o == "in-progress"),
+            "trial {trial}: {records:?}"
+        );
+        let live = service_label(&service, "beamops.release");
+        assert_eq!(service_label(&service, "beamops.git_sha"), head);
+        assert!(
+            records.contains(&(live.clone(), "deploy".into(), "succeeded".into())),
+            "trial {trial}: the live release {live} is not recorded good: {records:?}"
+        );
+        assert_eq!(update_state(&service), "completed", "trial {trial}");
+        let tasks = running_task_images(&service);
+        assert!(
+            tasks.len() == 2 && tasks.iter().all(|t| t.contains(&head[..12])),
+            "trial {trial}: {tasks:?}"
+        );
+    }
+
+    // `--force` redeploys the live commit on purpose: a new release, the services rolled.
+    let live = service_label(&service, "beamops.release");
+    let (code, out, err) = project.run(&["deploy", "local", "--force", "--format", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = json(out.as_bytes());
+    assert_eq!(report["changed"], true, "{report}");
+    assert_ne!(report["release"], live.as_str());
+    assert_eq!(report["git_sha"], project.head().as_str());
+    assert!(!report["release_command"].is_null(), "{report}");
 }

@@ -161,6 +161,45 @@ fn plant_lock(stack: &str, user: &str, since: &str, message: &str) -> String {
     .id
 }
 
+/// A lock as a run of this host would write it, with `overrides` applied to its labels.
+fn plant_local_lock(stack: &str, overrides: &[(&str, String)]) {
+    let (rt, daemon) = connect();
+    let me = lock::Holder::current("deploy", Some("planted".into()));
+    let mut labels: std::collections::HashMap<String, String> = [
+        ("beamops.lock", "deploy".to_string()),
+        ("beamops.lock.user", me.user.clone()),
+        ("beamops.lock.host", me.host.clone()),
+        ("beamops.lock.pid", me.pid.to_string()),
+        ("beamops.lock.command", "deploy".to_string()),
+        ("beamops.lock.since", beamops::state::now_rfc3339()),
+        ("beamops.lock.boot_id", me.boot_id.clone().unwrap()),
+        ("beamops.lock.pid_ns", me.pid_ns.clone().unwrap()),
+        ("beamops.lock.pid_start", me.pid_start.unwrap().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in overrides {
+        labels.insert(k.to_string(), v.clone());
+    }
+    rt.block_on(daemon.client.create_config(bollard::models::ConfigSpec {
+        name: Some(lock::lock_name(stack)),
+        labels: Some(labels),
+        data: Some("e30=".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+}
+
+fn lock_labels(stack: &str) -> std::collections::HashMap<String, String> {
+    let (rt, daemon) = connect();
+    rt.block_on(daemon.client.inspect_config(&lock::lock_name(stack)))
+        .ok()
+        .and_then(|c| c.spec)
+        .and_then(|s| s.labels)
+        .unwrap_or_default()
+}
+
 fn lock_exists(stack: &str) -> bool {
     let (rt, daemon) = connect();
     rt.block_on(daemon.client.inspect_config(&lock::lock_name(stack)))
@@ -325,6 +364,8 @@ fn two_concurrent_ups_take_turns_and_a_held_lock_is_named_stale_never_stolen() {
     for part in ["ana@ci-runner-7", "pid 4242", "hotfix 1.2.3", "waited"] {
         assert!(err.contains(part), "{part}: {err}");
     }
+    // Another host's holder cannot be checked from here: the way out is named, not taken.
+    assert!(err.contains("beamops lock release local --yes"), "{err}");
     assert!(lock_exists(&stack), "a held lock is never taken");
     let (rt, daemon) = connect();
     rt.block_on(daemon.client.delete_config(&lock::lock_name(&stack)))
@@ -368,6 +409,180 @@ fn two_concurrent_ups_take_turns_and_a_held_lock_is_named_stale_never_stolen() {
     let up = a.beamops().args(["up", "chapter-08"]).output().unwrap();
     assert!(up.status.success(), "{}", text(&up));
     assert!(!lock_exists(&stack));
+}
+
+#[test]
+fn a_dead_holders_lock_is_taken_over_and_one_it_cannot_prove_dead_names_lock_release() {
+    let test = "a_dead_holders_lock_is_taken_over_and_one_it_cannot_prove_dead_names_lock_release";
+    if !docker_tests_enabled(test) {
+        return;
+    }
+    let stack = name("stale");
+    let mut cleanup = Cleanup::default();
+    cleanup.stacks.push(stack.clone());
+    let p = project(&stack, 1, &mut cleanup);
+    let up = p.beamops().args(["up", "chapter-08"]).output().unwrap();
+    assert!(up.status.success(), "{}", text(&up));
+
+    // 1. kill -9 of a run that holds the lock, started without $USER or $LOGNAME (cron,
+    // systemd): the lock stays behind, naming the uid's user.
+    busybox::write_stack_config(&p, &stack, 3, IMAGE);
+    let mut child = process(&p)
+        .args(["up", "chapter-08", "--lock-wait", "5m"])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !lock_exists(&stack) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lock_exists(&stack), "the killed run held the lock");
+    let labels = lock_labels(&stack);
+    let whoami = Process::new("id").arg("-un").output().unwrap();
+    assert_eq!(
+        labels["beamops.lock.user"],
+        String::from_utf8_lossy(&whoami.stdout).trim(),
+        "{labels:?}"
+    );
+    assert_eq!(labels["beamops.lock.pid"], child.id().to_string());
+    // `status` reports it, stale because its pid is gone.
+    let status = p
+        .beamops()
+        .args(["status", "--format", "json"])
+        .output()
+        .unwrap();
+    let report = json(&status.stdout);
+    assert_eq!(report["lock"]["stale"], true, "{report:#}");
+    assert!(
+        report["lock"]["stale_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("is gone")),
+        "{report:#}"
+    );
+    let status = p.beamops().arg("status").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("STALE deploy lock"),
+        "{}",
+        text(&status)
+    );
+    // The next plain run takes it over, says so, and finishes the change.
+    let up = p
+        .beamops()
+        .args(["up", "chapter-08", "--lock-wait", "0"])
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", text(&up));
+    assert!(
+        String::from_utf8_lossy(&up.stderr).contains("took over the deploy lock"),
+        "{}",
+        text(&up)
+    );
+    assert!(!lock_exists(&stack), "the run released the lock it took");
+    // A run that changes nothing leaves no lock either.
+    let up = p.beamops().args(["up", "chapter-08"]).output().unwrap();
+    assert!(up.status.success(), "{}", text(&up));
+    assert!(!lock_exists(&stack));
+
+    // 2. A live process of this host holds it: waited for, named, never taken. (A run with
+    // nothing to change never takes the lock: the stack gets a change to make.)
+    busybox::write_stack_config(&p, &stack, 2, IMAGE);
+    let mut sleeper = Process::new("sleep").arg("120").spawn().unwrap();
+    let _reap = KillOnDrop(sleeper.id());
+    let start = lock::process_start(sleeper.id()).unwrap();
+    plant_local_lock(
+        &stack,
+        &[
+            ("beamops.lock.pid", sleeper.id().to_string()),
+            ("beamops.lock.pid_start", start.to_string()),
+        ],
+    );
+    let blocked = p
+        .beamops()
+        .args(["up", "chapter-08", "--lock-wait", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(blocked.status.code(), Some(3), "{}", text(&blocked));
+    let err = String::from_utf8_lossy(&blocked.stderr);
+    assert!(
+        err.contains(&format!("pid {} runs on this host", sleeper.id())),
+        "{err}"
+    );
+    assert!(lock_exists(&stack), "a live holder's lock is never taken");
+    let (rt, daemon) = connect();
+    rt.block_on(daemon.client.delete_config(&lock::lock_name(&stack)))
+        .unwrap();
+
+    // 3. The same PID with another start time: the PID was reused, the holder is dead.
+    plant_local_lock(
+        &stack,
+        &[
+            ("beamops.lock.pid", sleeper.id().to_string()),
+            ("beamops.lock.pid_start", (start + 1).to_string()),
+        ],
+    );
+    let up = p
+        .beamops()
+        .args(["up", "chapter-08", "--lock-wait", "0"])
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", text(&up));
+    assert!(
+        String::from_utf8_lossy(&up.stderr).contains("now belongs to another process"),
+        "{}",
+        text(&up)
+    );
+    assert!(!lock_exists(&stack));
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+
+    // 4. A lock from an earlier boot of this host: stale, but only released deliberately.
+    busybox::write_stack_config(&p, &stack, 1, IMAGE);
+    plant_local_lock(
+        &stack,
+        &[(
+            "beamops.lock.boot_id",
+            "00000000-0000-0000-0000-000000000000".into(),
+        )],
+    );
+    let blocked = p
+        .beamops()
+        .args(["up", "chapter-08", "--lock-wait", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(blocked.status.code(), Some(3), "{}", text(&blocked));
+    let err = String::from_utf8_lossy(&blocked.stderr);
+    assert!(err.contains("rebooted since"), "{err}");
+    assert!(err.contains("beamops lock release local --yes"), "{err}");
+    assert!(lock_exists(&stack));
+}
+
+#[test]
+fn a_second_run_on_one_checkout_is_blocked_naming_the_first_ones_pid() {
+    // The local run lock needs no Engine: it is taken before anything talks to Docker.
+    let p = TestProject::new();
+    busybox::write_stack_config(&p, "boopsrunlock", 1, IMAGE);
+    let _held =
+        beamops::state::RunLock::acquire(&p.path().join(".beamops"), Duration::ZERO, |_| {})
+            .unwrap();
+    for args in [
+        &["deploy", "local", "--allow-dirty", "--lock-wait", "1s"][..],
+        &["up", "chapter-01", "--lock-wait", "0"][..],
+    ] {
+        let out = p.beamops().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("retry later"), "{args:?}: {err}");
+        assert!(!err.contains("pid unknown"), "{err}");
+    }
 }
 
 #[test]

@@ -10,6 +10,20 @@ use crate::output::{Paint, Report, Ui, emit};
 
 impl Report for DeployReport {
     fn text(&self, _ui: &Ui) -> String {
+        let mut judged = String::new();
+        for line in &self.interrupted {
+            judged += &format!("  judged an interrupted run first: {line}\n");
+        }
+        if !self.changed {
+            let sha = &self.git_sha[..self.git_sha.len().min(12)];
+            return format!(
+                "{} nothing to deploy in {}: {} (git {sha}) is live and healthy, and the stack file changes nothing\n{judged}  no release command ran, no service changed, no release was recorded; `beamops deploy {} --force` redeploys it\n",
+                Paint::ok("✓"),
+                self.environment,
+                Paint::bold(&self.release),
+                self.environment
+            );
+        }
         let verb = match self.kind {
             Kind::Deploy => "deployed",
             Kind::Rollback => "rolled back to",
@@ -25,6 +39,7 @@ impl Report for DeployReport {
         if let Some(before) = &self.previous_release {
             out += &format!("  previously live: {before}\n");
         }
+        out += &judged;
         if let Some(pushed) = &self.pushed {
             out += &format!("  pushed {pushed}\n");
         }
@@ -61,9 +76,10 @@ impl Report for DeployReport {
     }
 }
 
-fn options(global: &Global, allow_dirty: bool) -> Options {
+fn options(global: &Global, allow_dirty: bool, force: bool) -> Options {
     Options {
         allow_dirty,
+        force,
         lock_wait: global.lock_wait,
         yes: global.yes,
         message: global.message.clone(),
@@ -85,7 +101,12 @@ fn environment(
 pub fn run(global: &Global, ui: &Ui, args: &DeployArgs) -> Result<Exit> {
     let project = global.project()?;
     let env = environment(global, &args.environment, &project);
-    let report = deploy::deploy(&project, &env, ui, &options(global, args.allow_dirty))?;
+    let report = deploy::deploy(
+        &project,
+        &env,
+        ui,
+        &options(global, args.allow_dirty, args.force),
+    )?;
     emit(&report, ui)
 }
 
@@ -96,7 +117,7 @@ pub fn rollback(global: &Global, ui: &Ui, args: &RollbackArgs) -> Result<Exit> {
         &project,
         &env,
         ui,
-        &options(global, false),
+        &options(global, false, false),
         args.to.as_deref(),
     )?;
     emit(&report, ui)

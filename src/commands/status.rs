@@ -10,14 +10,37 @@ use crate::output::{Paint, Report, Ui, emit};
 pub struct StatusReport {
     pub environment: String,
     pub drift: Vec<Drift>,
+    /// The stack's deploy lock on the swarm, when a run holds it (or a dead run left it).
+    pub lock: Option<crate::swarm::lock::Lock>,
 }
 
 impl Report for StatusReport {
     fn text(&self, _ui: &Ui) -> String {
+        let lock = match &self.lock {
+            Some(l) if l.stale => format!(
+                "{} deploy lock {}: held by {}\n  fix: `beamops lock release {} --yes` once you checked the holder is gone\n",
+                Paint::bad("STALE"),
+                l.name,
+                l.describe(),
+                self.environment
+            ),
+            Some(l) => format!(
+                "{} deploy lock {}: held by {}\n",
+                Paint::warn("held"),
+                l.name,
+                l.describe()
+            ),
+            None => String::new(),
+        };
         if self.drift.is_empty() {
-            return format!("{} no drift in {}\n", Paint::ok("✓"), self.environment);
+            return format!(
+                "{} no drift in {}\n{lock}",
+                Paint::ok("✓"),
+                self.environment
+            );
         }
-        let mut out = format!(
+        let mut out = lock;
+        out += &format!(
             "{} drift in {}:\n",
             Paint::warn(self.drift.len()),
             self.environment
@@ -47,6 +70,7 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
     let drift = engine.status()?;
     emit(
         &StatusReport {
+            lock: crate::swarm::lock::held_for_environment(&project, &engine.env_name),
             environment: engine.env_name.clone(),
             drift,
         },

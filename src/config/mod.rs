@@ -364,6 +364,11 @@ pub struct SwarmOptions {
     /// How long `up` waits for every task to run healthy, e.g. `5m`.
     #[serde(default = "default_converge_timeout")]
     pub converge_timeout: String,
+    /// The app's `update_config.monitor` (and `rollback_config.monitor`): how long Swarm
+    /// watches new tasks after an update before it calls the update completed; a task failing
+    /// within it rolls the update back, and `deploy` waits it out. E.g. `45s`.
+    #[serde(default = "default_update_monitor")]
+    pub update_monitor: String,
     /// How the app's tasks are reached: `vip` (a virtual IP balanced by IPVS, the routing mesh)
     /// or `dnsrr` (DNS answers with every task's address; for kernels without IPVS).
     #[serde(default)]
@@ -407,6 +412,7 @@ impl Default for SwarmOptions {
             healthcheck: default_app_healthcheck(),
             publish: None,
             converge_timeout: default_converge_timeout(),
+            update_monitor: default_update_monitor(),
             endpoint_mode: EndpointMode::default(),
             publish_mode: PublishMode::default(),
             subnet: None,
@@ -467,6 +473,9 @@ fn default_app_healthcheck() -> Vec<String> {
 }
 fn default_converge_timeout() -> String {
     "5m".into()
+}
+fn default_update_monitor() -> String {
+    "45s".into()
 }
 
 /// Changing a swarm: the deploy lock and what stays on the nodes afterwards.

@@ -342,6 +342,22 @@ fn all(config: &Config) -> Vec<Problem> {
             "write it as address/prefix with a prefix from 8 to 29, e.g. 10.213.0.0/24",
         ));
     }
+    // Written into the stack file as a Go duration: whole seconds or minutes only.
+    if !swarm
+        .update_monitor
+        .strip_suffix('s')
+        .or_else(|| swarm.update_monitor.strip_suffix('m'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.bytes().any(|b| b != b'0'))
+    {
+        out.push(problem(
+            &["chapters", "swarm", "update_monitor"],
+            format!(
+                "chapters.swarm.update_monitor `{}` is not a duration in seconds or minutes",
+                swarm.update_monitor
+            ),
+            "write it like 45s or 2m",
+        ));
+    }
     if swarm.endpoint_mode == super::EndpointMode::Dnsrr
         && swarm.publish.is_some()
         && swarm.publish_mode == super::PublishMode::Ingress

@@ -6,6 +6,7 @@ pub mod diagnose;
 pub mod record;
 pub mod registry;
 pub mod release;
+pub mod resume;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -34,6 +35,8 @@ pub struct Options {
     pub yes: bool,
     /// `--message`: shown to whoever finds the deploy lock held.
     pub message: Option<String>,
+    /// `deploy --force`: redeploy a commit that is already live and healthy.
+    pub force: bool,
 }
 
 /// What a deploy or rollback did: the `--format json` summary (docs/json.md).
@@ -41,6 +44,11 @@ pub struct Options {
 pub struct DeployReport {
     pub environment: String,
     pub kind: Kind,
+    /// False when there was nothing to do: the commit was live and healthy already, and the
+    /// run changed nothing (no release command, no service update, no new release id).
+    pub changed: bool,
+    /// Runs that were killed earlier and that this run judged first, one line each.
+    pub interrupted: Vec<String>,
     pub release: String,
     pub image: String,
     pub image_id: Option<String>,
@@ -161,6 +169,20 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     let rt = docker::runtime()?;
     let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
     let config = &project.config;
+    // A killed run's leftovers first: its release job, and its update, which is judged before
+    // anything new is rolled out (resume.rs).
+    rt.block_on(resume::remove_leftover_jobs(
+        &daemon,
+        config.app.stack_name(),
+        ui,
+    ))?;
+    let interrupted = rt.block_on(resume::judge_interrupted(
+        project,
+        env_name,
+        &daemon,
+        ui,
+        converge_timeout(project)?,
+    ))?;
     // The tag the build gave the image: a generated file chapter 03 or 07 just (re)wrote makes
     // the tree dirty after the check above, and then the build says so in its tag.
     let local = State::read(&project.state_dir())?
@@ -189,9 +211,39 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         image_id,
         git_sha: rev.sha.clone(),
     };
+    if !opts.force
+        && let Some(live) = &live
+        && live.git_sha == rev.sha
+        && live.image == target.image
+        && !rev.dirty
+        && let Some(report) = rt.block_on(already_live(
+            project,
+            env_name,
+            &daemon,
+            live,
+            target.image_id.clone(),
+            (&started_at, started),
+        ))?
+    {
+        return Ok(DeployReport {
+            interrupted,
+            ..report
+        });
+    }
     let previous_release = live
         .map(|l| l.release)
         .or_else(|| record::live_in(&history).map(|r| r.release.clone()));
+    // Recorded before anything changes: a run killed from here on is judged by the next one.
+    finish(
+        project,
+        env_name,
+        &target,
+        Kind::Deploy,
+        Outcome::InProgress,
+        &started_at,
+        started,
+        None,
+    )?;
     let pushed = match &config.image.registry {
         Some(registry) => {
             ui.note(format!("deploy: pushing {}", target.image));
@@ -250,7 +302,70 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     report.pushed = pushed;
     report.release_command = job;
     report.previous_release = previous_release;
+    report.interrupted = interrupted;
     Ok(report)
+}
+
+/// The report of a deploy with nothing to do, when the commit's image is live with Swarm's
+/// last update completed (or the services created and healthy) and chapter 08 would change
+/// nothing; None when something is left to do.
+async fn already_live(
+    project: &Project,
+    env_name: &str,
+    daemon: &Daemon,
+    live: &swarm::LiveRelease,
+    image_id: Option<String>,
+    (started_at, started): (&str, Instant),
+) -> Result<Option<DeployReport>> {
+    let _ = started_at;
+    let stack = project.config.app.stack_name();
+    let app = spec::scoped(stack, "app");
+    if converge::update_state(daemon, &app)
+        .await?
+        .is_some_and(|(state, _)| state != bollard::models::ServiceUpdateStatusStateEnum::COMPLETED)
+    {
+        return Ok(None);
+    }
+    let target = Target {
+        image_id,
+        ..Target::from_live(live)
+    };
+    let file = parsed_stack(project, env_name, &target)?;
+    let images: BTreeMap<String, String> = State::read(&project.state_dir())?
+        .chapter(env_name, &chapter("chapter-08")?.key())
+        .and_then(|c| c.actions.get("stack-converged"))
+        .and_then(|r| serde_json::from_value(r.data["images"].clone()).ok())
+        .unwrap_or_default();
+    if !converge::pending(daemon, stack, &file, &images)
+        .await?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    Ok(Some(DeployReport {
+        environment: env_name.to_string(),
+        kind: Kind::Deploy,
+        changed: false,
+        interrupted: Vec::new(),
+        release: target.release.clone(),
+        image: target.image.clone(),
+        image_id: target.image_id.clone(),
+        git_sha: target.git_sha.clone(),
+        previous_release: None,
+        pushed: None,
+        release_command: None,
+        updated: Vec::new(),
+        unchanged: file
+            .services
+            .keys()
+            .map(|k| spec::scoped(stack, k))
+            .collect(),
+        converge_seconds: 0.0,
+        pruned_secrets: Vec::new(),
+        pruned_images: Vec::new(),
+        spec_digest: spec_digest(project, env_name, &target),
+        seconds: started.elapsed().as_secs_f64(),
+    }))
 }
 
 /// `beamops rollback <env> [--to RELEASE]`.
@@ -268,6 +383,18 @@ pub fn rollback(
     let run = RunLock::acquire(&project.state_dir(), opts.lock_wait, |m| ui.note(m))?;
     let _deploy_lock = engine.deploy_lock("rollback", opts.lock_wait)?;
 
+    let rt = docker::runtime()?;
+    let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
+    let stack = project.config.app.stack_name();
+    rt.block_on(resume::remove_leftover_jobs(&daemon, stack, ui))?;
+    let interrupted = rt.block_on(resume::judge_interrupted(
+        project,
+        env_name,
+        &daemon,
+        ui,
+        converge_timeout(project)?,
+    ))?;
+    // Judging may have settled records: read the history again.
     let history = record::history(&State::read(&project.state_dir())?, env_name)?;
     let known = record::known_releases(&history);
     let listing = || {
@@ -280,9 +407,6 @@ pub fn rollback(
             )
         }
     };
-    let rt = docker::runtime()?;
-    let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
-    let stack = project.config.app.stack_name();
     let (live, before) = rt.block_on(swarm::live_releases(&daemon, stack))?;
     // This checkout's history is trusted when it knows the release the swarm runs; otherwise
     // (a fresh CI clone, a laptop that did not deploy the last release) the swarm's own record
@@ -347,6 +471,16 @@ pub fn rollback(
         target.image
     ));
     engine.write_chapter_files(chapter("chapter-08")?, &run)?;
+    finish(
+        project,
+        env_name,
+        &target,
+        Kind::Rollback,
+        Outcome::InProgress,
+        &started_at,
+        started,
+        None,
+    )?;
     let mut report = roll_out(
         project,
         env_name,
@@ -359,6 +493,7 @@ pub fn rollback(
         (&started_at, started),
     )?;
     report.previous_release = previous_release;
+    report.interrupted = interrupted;
     Ok(report)
 }
 
@@ -546,8 +681,26 @@ fn roll_out(
         ));
         let mut failing = Vec::new();
         for service in &services {
-            if let Some(task) = rt.block_on(diagnose::failing_task(daemon, service, &target.image))
-            {
+            // Only services whose update Swarm rolled back; their status names the task.
+            let Some((state, message)) = rt.block_on(converge::update_state(daemon, service))?
+            else {
+                continue;
+            };
+            if !matches!(
+                state,
+                bollard::models::ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+                    | bollard::models::ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED
+                    | bollard::models::ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED
+                    | bollard::models::ServiceUpdateStatusStateEnum::PAUSED
+            ) {
+                continue;
+            }
+            if let Some(task) = rt.block_on(diagnose::failing_task(
+                daemon,
+                service,
+                &target.image,
+                Some(&message),
+            )) {
                 failing.push(task);
             }
         }
@@ -630,6 +783,8 @@ fn roll_out(
     Ok(DeployReport {
         environment: env_name.to_string(),
         kind,
+        changed: true,
+        interrupted: Vec::new(),
         release: entry.release,
         image: entry.image,
         image_id: entry.image_id,
@@ -653,7 +808,11 @@ fn roll_out(
 
 /// After Swarm reported the rollback: until every service runs all its tasks healthy on the
 /// (previous) spec it rolled back to.
-async fn wait_rolled_back(daemon: &Daemon, services: &[String], timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_rolled_back(
+    daemon: &Daemon,
+    services: &[String],
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut lagging = Vec::new();

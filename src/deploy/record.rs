@@ -29,6 +29,9 @@ pub enum Outcome {
     RolledBack,
     /// Stopped before or during the update (build, push, release command, timeout…).
     Failed,
+    /// Written before anything changes and replaced by the outcome: one still in progress when
+    /// a run starts is a run that was killed, which that run judges first (docs/deploy.md).
+    InProgress,
 }
 
 /// One deploy or rollback. Never holds a secret: names, ids and digests only.
@@ -68,9 +71,19 @@ pub fn history(state: &State, env: &str) -> Result<Vec<DeployRecord>> {
     })
 }
 
+/// Adds a record, or replaces the in-progress one of the same run (same release, kind and
+/// start) with its outcome.
 pub fn push(state: &mut State, env: &str, record: DeployRecord) -> Result<()> {
     let mut all = history(state, env)?;
-    all.push(record);
+    match all.iter_mut().rev().find(|r| {
+        r.outcome == Outcome::InProgress
+            && r.release == record.release
+            && r.kind == record.kind
+            && r.started_at == record.started_at
+    }) {
+        Some(open) => *open = record,
+        None => all.push(record),
+    }
     if all.len() > KEEP {
         all.drain(..all.len() - KEEP);
     }
@@ -89,6 +102,14 @@ pub fn live_in(history: &[DeployRecord]) -> Option<&DeployRecord> {
         .iter()
         .rev()
         .find(|r| r.outcome == Outcome::Succeeded)
+}
+
+/// Runs that were killed before they recorded an outcome, oldest first.
+pub fn in_progress(history: &[DeployRecord]) -> Vec<&DeployRecord> {
+    history
+        .iter()
+        .filter(|r| r.outcome == Outcome::InProgress)
+        .collect()
 }
 
 /// The live release of `env`, read from the project's state.
@@ -227,6 +248,37 @@ mod tests {
         assert_eq!(live_in(&h2).unwrap().release, "r1-aaaaaaa");
         assert_eq!(previous_in(&h2).unwrap().release, "r2-bbbbbbb");
         assert_eq!(next_release(&h2, "eeeeeee"), "r4-eeeeeee");
+    }
+
+    #[test]
+    fn an_outcome_replaces_its_own_in_progress_record_and_nothing_else() {
+        let mut state = State::default();
+        let mut open = rec("r2-bbbbbbb", "app:b", Outcome::InProgress, Kind::Deploy);
+        open.started_at = "t2".into();
+        push(
+            &mut state,
+            "local",
+            rec("r1-aaaaaaa", "app:a", Outcome::Succeeded, Kind::Deploy),
+        )
+        .unwrap();
+        push(&mut state, "local", open.clone()).unwrap();
+        let h = history(&state, "local").unwrap();
+        assert_eq!(in_progress(&h).len(), 1);
+        // In progress is not live, and its number is taken.
+        assert_eq!(live_in(&h).unwrap().release, "r1-aaaaaaa");
+        assert_eq!(next_release(&h, "ccccccc"), "r3-ccccccc");
+        let mut done = open.clone();
+        done.outcome = Outcome::Succeeded;
+        push(&mut state, "local", done).unwrap();
+        let h = history(&state, "local").unwrap();
+        assert_eq!(h.len(), 2);
+        assert!(in_progress(&h).is_empty());
+        assert_eq!(live_in(&h).unwrap().release, "r2-bbbbbbb");
+        // Another run's record of the same release is added, not merged.
+        let mut other = open;
+        other.started_at = "t3".into();
+        push(&mut state, "local", other).unwrap();
+        assert_eq!(history(&state, "local").unwrap().len(), 3);
     }
 
     #[test]

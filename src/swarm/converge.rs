@@ -308,7 +308,123 @@ pub(crate) async fn raw_service(daemon: &Daemon, name: &str) -> Result<Option<Va
     crate::docker::get_json(daemon, &path, &format!("inspecting service {name}")).await
 }
 
-/// What `converge` would change, from inspect and list calls only.
+/// A service's UpdateStatus state and message, as the Engine reports them (none: never
+/// updated, or it does not exist).
+pub async fn update_state(
+    daemon: &Daemon,
+    name: &str,
+) -> Result<Option<(ServiceUpdateStatusStateEnum, String)>> {
+    let service = match daemon
+        .client
+        .inspect_service(name, None::<InspectServiceOptions>)
+        .await
+    {
+        Ok(service) => service,
+        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("inspecting service {name}")),
+    };
+    Ok(service
+        .update_status
+        .and_then(|s| s.state.map(|state| (state, s.message.unwrap_or_default()))))
+}
+
+/// Swarm is still rolling an update out, watching it (`update_config.monitor`) or rolling it
+/// back: nobody has judged it yet. A new update over it would replace it unjudged.
+pub fn in_progress(state: ServiceUpdateStatusStateEnum) -> bool {
+    matches!(
+        state,
+        ServiceUpdateStatusStateEnum::UPDATING | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+    )
+}
+
+/// Waits until Swarm has finished every update (or rollback) in progress on `names`: an update
+/// through its monitor window to `completed` or until Swarm starts rolling it back, a rollback
+/// already under way to `rollback_completed`. Returns the services whose *update* ended in a rollback — a release
+/// Swarm judged bad while this run watched — with Swarm's message. A paused one is an error.
+pub async fn wait_unjudged(
+    daemon: &Daemon,
+    names: &[String],
+    ui: &Ui,
+    timeout: Duration,
+) -> Result<Vec<(String, String)>> {
+    let deadline = Instant::now() + timeout;
+    let spinner = ui.spinner("Swarm finishes the update in progress (update_config.monitor)");
+    let mut updating = Vec::new();
+    for name in names {
+        if let Some((ServiceUpdateStatusStateEnum::UPDATING, _)) =
+            update_state(daemon, name).await?
+        {
+            updating.push(name.clone());
+        }
+    }
+    let mut rolled_back: Vec<(String, String)> = Vec::new();
+    let mut waiting: Vec<String> = names.to_vec();
+    loop {
+        let mut still = Vec::new();
+        for name in &waiting {
+            let state = update_state(daemon, name).await?;
+            match state {
+                Some((
+                    ServiceUpdateStatusStateEnum::PAUSED
+                    | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED,
+                    message,
+                )) => {
+                    spinner.finish_and_clear();
+                    bail!(
+                        "{name}: Swarm paused the update: {message}\n  fix: docker service ps --no-trunc {name}; `beamops rollback` returns to the previous release"
+                    );
+                }
+                // An update that turned into a rollback was judged bad: done here (the caller
+                // waits until the previous release serves). A rollback that was already under
+                // way is waited out.
+                Some((
+                    state @ (ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+                    | ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED),
+                    message,
+                )) => {
+                    if updating.contains(name) {
+                        rolled_back.push((name.clone(), message));
+                    } else if in_progress(state) {
+                        still.push(name.clone());
+                    }
+                }
+                Some((state, _)) if in_progress(state) => still.push(name.clone()),
+                _ => {}
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            spinner.finish_and_clear();
+            return Ok(rolled_back);
+        }
+        if Instant::now() >= deadline {
+            spinner.finish_and_clear();
+            bail!(
+                "Swarm did not finish the update of {} in {}\n  fix: docker service inspect --format '{{{{json .UpdateStatus}}}}' <service>",
+                waiting.join(", "),
+                humantime::format_duration(timeout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The stack's services (by the file) whose update is in progress.
+pub async fn updates_in_progress(daemon: &Daemon, services: &[String]) -> Result<Vec<String>> {
+    let mut busy = Vec::new();
+    for name in services {
+        if let Some((state, _)) = update_state(daemon, name).await?
+            && in_progress(state)
+        {
+            busy.push(name.clone());
+        }
+    }
+    Ok(busy)
+}
+
+/// What `converge` would change, from inspect and list calls only. (An update Swarm has not
+/// judged yet is no change to make: `converge` waits it out before changing that service, and
+/// `deploy` judges it first.)
 pub async fn pending(
     daemon: &Daemon,
     stack: &str,
@@ -415,6 +531,11 @@ pub async fn converge(
     timeout: Duration,
     previous_images: &BTreeMap<String, String>,
 ) -> Result<Converged> {
+    let names: Vec<String> = file
+        .services
+        .keys()
+        .map(|k| spec::scoped(stack, k))
+        .collect();
     let (resolved, _) = resolve(daemon, stack, file, true).await?;
     let mut done = Converged::default();
     let started = Instant::now();
@@ -433,12 +554,35 @@ pub async fn converge(
                     .with_context(|| format!("creating service {name}"))?;
                 done.created.push(name);
             }
-            Some((version, current)) => {
-                let force = current["TaskTemplate"]["ForceUpdate"].as_u64().unwrap_or(0);
-                if !image_rebuilt && spec::normalise(&desired) == spec::normalise_value(current) {
+            Some((mut version, mut current)) => {
+                if !image_rebuilt
+                    && spec::normalise(&desired) == spec::normalise_value(current.clone())
+                {
                     done.unchanged.push(name);
                     continue;
                 }
+                // An update an earlier run started (and was killed during) is judged before
+                // this one: a new update, even of labels only, would replace it and Swarm
+                // would never roll it back. A rollback found here fails this run (exit 5).
+                if let Some((state, _)) = update_state(daemon, &name).await?
+                    && in_progress(state)
+                {
+                    ui.note(format!(
+                        "an earlier update of {name} is still in progress; waiting for Swarm to finish and judge it first"
+                    ));
+                    let judged =
+                        wait_unjudged(daemon, std::slice::from_ref(&name), ui, timeout).await?;
+                    if let Some((_, message)) = judged.first() {
+                        return Err(Failure::RolledBack(format!(
+                            "{name}: an earlier run's update failed while Swarm watched it and it rolled back: {message}"
+                        ))
+                        .into());
+                    }
+                    (version, current) = current_service(daemon, &name)
+                        .await?
+                        .with_context(|| format!("service {name} went away"))?;
+                }
+                let force = current["TaskTemplate"]["ForceUpdate"].as_u64().unwrap_or(0);
                 if let Some(task) = desired.task_template.as_mut() {
                     task.force_update = Some(force + u64::from(image_rebuilt));
                 }
@@ -462,11 +606,6 @@ pub async fn converge(
             Err(e) => return Err(e).with_context(|| format!("removing service {name}")),
         }
     }
-    let names: Vec<String> = file
-        .services
-        .keys()
-        .map(|k| spec::scoped(stack, k))
-        .collect();
     wait_since(daemon, &names, ui, timeout, Some(&done.updated)).await?;
     done.wait_seconds = started.elapsed().as_secs_f64();
     Ok(done)

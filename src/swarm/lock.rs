@@ -4,8 +4,14 @@
 //! Why a config: its creation goes through the managers' raft store, and a second create with
 //! the same name fails (409) — an atomic test-and-set no local file can give across machines
 //! (`a_second_create_of_the_same_config_name_fails` checks it). The holder is in its labels.
-//! A lock older than `deploy.lock_timeout` is reported STALE and never taken over silently:
-//! `beamops lock release ENV --yes` is the deliberate way out.
+//!
+//! A killed run (kill -9, a closed laptop lid on CI) cannot remove its lock. The holder's labels
+//! say where it ran: host, kernel boot id, PID namespace, PID and that process's start time. A
+//! waiter on the same host, boot and PID namespace whose holder PID is gone, or now names
+//! another process (a different start time), knows for certain the holder died: it removes that
+//! lock (by id, so only that one) and takes it, saying so. Anything it cannot prove dead is
+//! never taken: a lock older than `deploy.lock_timeout`, or from a boot of this host that is
+//! over, is reported STALE, and `beamops lock release ENV --yes` is the deliberate way out.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,6 +46,115 @@ pub struct Holder {
     pub message: Option<String>,
     /// The command that holds it (`up`, `deploy`…).
     pub command: String,
+    /// `/proc/sys/kernel/random/boot_id` of the holder's host: a PID means something only
+    /// within one boot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The holder's PID namespace (`/proc/self/ns/pid`): containers on one host share the boot
+    /// id but not their PIDs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
+    /// The holder process's start time (clock ticks after boot, `/proc/PID/stat` field 22): a
+    /// PID reused by another process has another start time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
+}
+
+/// Whether a lock's holder is certainly gone, as far as this process can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// Same host, boot and PID namespace, and the process is there: it holds the lock.
+    Alive,
+    /// Same host, boot and PID namespace, and the PID is gone or names another process.
+    Dead(String),
+    /// Same host, but an earlier boot: dead too, but taken over only deliberately.
+    Rebooted,
+    /// Another host or PID namespace (or an older beamops's lock): nothing to check here.
+    Unknown,
+}
+
+impl Holder {
+    /// Whether the holder process still runs, seen from `me` (this process).
+    pub fn liveness(&self, me: &Holder) -> Liveness {
+        if self.host != me.host {
+            return Liveness::Unknown;
+        }
+        match (&self.boot_id, &me.boot_id) {
+            (Some(theirs), Some(ours)) if theirs != ours => return Liveness::Rebooted,
+            (Some(_), Some(_)) => {}
+            _ => return Liveness::Unknown,
+        }
+        if self.pid_ns.is_none() || self.pid_ns != me.pid_ns || self.pid == 0 {
+            return Liveness::Unknown;
+        }
+        match (process_start(self.pid), self.pid_start) {
+            (None, _) => Liveness::Dead(format!("pid {} is gone", self.pid)),
+            (Some(now), Some(then)) if now != then => Liveness::Dead(format!(
+                "pid {} now belongs to another process (started at tick {now}, not {then})",
+                self.pid
+            )),
+            _ => Liveness::Alive,
+        }
+    }
+
+    /// This very process (a `deploy` whose chapters take the lock again).
+    fn is_this_process(&self, me: &Holder) -> bool {
+        self.host == me.host
+            && self.pid == me.pid
+            && self.boot_id == me.boot_id
+            && self.pid_ns == me.pid_ns
+            // A lock written by an older beamops has no start time: the PID must do.
+            && (self.pid_start.is_none() || self.pid_start == me.pid_start)
+    }
+}
+
+/// The kernel's id of this boot.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// This process's PID namespace, as `pid:[4026531836]`.
+fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// A process's start time in clock ticks after boot; none when there is no such process.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or ')'; fields are
+    // counted after its last ')'. starttime is field 22, the 20th after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The name of this process's user from the password database (getpwuid_r), for a holder
+/// started without `$USER` (cron, systemd units, `env -i`).
+fn uid_name() -> Option<String> {
+    // SAFETY: getuid cannot fail; getpwuid_r writes only into the buffers given, and the
+    // strings it points `pwd` at live in `buf`, read before `buf` goes.
+    unsafe {
+        let uid = libc::getuid();
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return Some(format!("uid {uid}"));
+        }
+        let name = std::ffi::CStr::from_ptr(pwd.pw_name)
+            .to_string_lossy()
+            .into_owned();
+        Some(if name.is_empty() {
+            format!("uid {uid}")
+        } else {
+            name
+        })
+    }
 }
 
 impl Holder {
@@ -66,12 +181,16 @@ impl Holder {
                 .or_else(|| var("LOGNAME"))
                 .or_else(|| var("GITHUB_ACTOR"))
                 .or_else(|| var("GITLAB_USER_LOGIN"))
+                .or_else(uid_name)
                 .unwrap_or_else(|| "unknown".into()),
             host: hostname(),
             pid: std::process::id(),
             run_id,
             message: message.filter(|m| !m.trim().is_empty()),
             command: command.to_string(),
+            boot_id: boot_id(),
+            pid_ns: pid_namespace(),
+            pid_start: process_start(std::process::id()),
         }
     }
 
@@ -89,6 +208,15 @@ impl Holder {
         }
         if let Some(message) = &self.message {
             labels.insert(format!("{LABEL_PREFIX}message"), message.clone());
+        }
+        if let Some(boot) = &self.boot_id {
+            labels.insert(format!("{LABEL_PREFIX}boot_id"), boot.clone());
+        }
+        if let Some(ns) = &self.pid_ns {
+            labels.insert(format!("{LABEL_PREFIX}pid_ns"), ns.clone());
+        }
+        if let Some(start) = self.pid_start {
+            labels.insert(format!("{LABEL_PREFIX}pid_start"), start.to_string());
         }
         labels
     }
@@ -113,8 +241,15 @@ pub struct Lock {
     /// RFC 3339, as the holder wrote it.
     pub since: String,
     pub age_seconds: u64,
-    /// Older than `deploy.lock_timeout`: the holder probably died; never taken over silently.
+    /// Older than `deploy.lock_timeout`, or its holder is gone: never taken over silently
+    /// (except from a holder proven dead, see the module's doc).
     pub stale: bool,
+    /// Why it is stale, when its holder was checked: "pid 4242 is gone", "this host rebooted".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_reason: Option<String>,
+    /// The holder runs on this host and is alive (checked through /proc).
+    #[serde(skip)]
+    pub holder_alive: bool,
 }
 
 impl Lock {
@@ -136,8 +271,35 @@ impl Lock {
         }
         if self.stale {
             text += " — STALE";
+            if let Some(reason) = &self.stale_reason {
+                text += &format!(" ({reason})");
+            }
         }
         text
+    }
+
+    /// Checks the holder from this process (`me`): a dead or rebooted holder makes it stale.
+    pub fn judge(&mut self, me: &Holder) -> Liveness {
+        let liveness = self.holder.liveness(me);
+        match &liveness {
+            Liveness::Dead(reason) => {
+                self.stale = true;
+                self.stale_reason = Some(reason.clone());
+            }
+            Liveness::Rebooted => {
+                self.stale = true;
+                self.stale_reason = Some(format!("{} rebooted since", self.holder.host));
+            }
+            Liveness::Alive => self.holder_alive = true,
+            Liveness::Unknown if self.stale => {
+                self.stale_reason = Some(format!(
+                    "older than deploy.lock_timeout ({} ago)",
+                    humantime::format_duration(Duration::from_secs(self.age_seconds))
+                ));
+            }
+            Liveness::Unknown => {}
+        }
+        liveness
     }
 
     fn from_config(config: bollard::models::Config, timeout: Duration) -> Option<Lock> {
@@ -166,10 +328,15 @@ impl Lock {
                 run_id: get("run_id"),
                 message: get("message"),
                 command: get("command").unwrap_or_default(),
+                boot_id: get("boot_id"),
+                pid_ns: get("pid_ns"),
+                pid_start: get("pid_start").and_then(|p| p.parse().ok()),
             },
             since,
             age_seconds: age,
             stale: age > timeout.as_secs(),
+            stale_reason: None,
+            holder_alive: false,
         })
     }
 }
@@ -183,9 +350,11 @@ impl Lock {
     lock.describe(),
     if waited.is_zero() { String::new() } else { format!(" (waited {})", humantime::format_duration(*waited)) },
     if lock.stale {
-        format!("the holder probably died; check, then `beamops lock release {env} --yes`")
+        format!("the holder is gone or probably died; check, then `beamops lock release {env} --yes`")
+    } else if lock.holder_alive {
+        format!("pid {} runs on this host: wait for it to finish, or pass --lock-wait with a longer wait (e.g. --lock-wait 10m)", lock.holder.pid)
     } else {
-        "wait for it to finish, or pass --lock-wait with a longer wait (e.g. --lock-wait 10m)".to_string()
+        format!("wait for it to finish, or pass --lock-wait with a longer wait (e.g. --lock-wait 10m); if that run was killed, `beamops lock release {env} --yes` removes its lock")
     }
 )]
 pub struct LockHeld {
@@ -195,11 +364,14 @@ pub struct LockHeld {
     pub waited: Duration,
 }
 
-/// The stack's lock, if any.
+/// The stack's lock, if any, its holder checked from this process.
 pub async fn current(daemon: &Daemon, stack: &str, timeout: Duration) -> Result<Option<Lock>> {
     let name = lock_name(stack);
     match daemon.client.inspect_config(&name).await {
-        Ok(config) => Ok(Lock::from_config(config, timeout)),
+        Ok(config) => Ok(Lock::from_config(config, timeout).map(|mut lock| {
+            lock.judge(&Holder::current("", None));
+            lock
+        })),
         Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("inspecting config {name} on {}", daemon.host)),
     }
@@ -342,7 +514,7 @@ pub async fn acquire(
             tokio::time::sleep(opts.poll.min(Duration::from_millis(500))).await;
             continue;
         };
-        if lock.holder.host == holder.host && lock.holder.pid == holder.pid {
+        if lock.holder.is_this_process(holder) {
             // This very process took it earlier (deploy → up): same run, same lock.
             return Ok(Guard {
                 host: daemon.host.clone(),
@@ -350,6 +522,27 @@ pub async fn acquire(
                 name,
                 _on_interrupt: None,
             });
+        }
+        if matches!(lock.holder.liveness(holder), Liveness::Dead(_)) {
+            // Proven dead (killed, crashed): its lock only blocks. Removed by id, so a lock a
+            // third run took meanwhile stays; then the create above decides again.
+            match daemon.client.delete_config(&lock.id).await {
+                // The description ends in the reason: STALE (pid N is gone).
+                Ok(()) => on_wait(&format!(
+                    "took over the deploy lock of {stack} from a run that died: {}",
+                    lock.describe()
+                )),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "removing the dead run's deploy lock {name} on {}",
+                            daemon.host
+                        )
+                    });
+                }
+            }
+            continue;
         }
         let waited = started.elapsed();
         if waited >= opts.wait {
@@ -409,6 +602,28 @@ pub fn acquire_for_environment(
         .map(Some)
 }
 
+/// The environment's deploy lock as `status` shows it: none when it is free, or when there is
+/// no swarm (or no Engine) to ask — `status` reports those through its own checks.
+pub fn held_for_environment(project: &crate::project::Project, env: &str) -> Option<Lock> {
+    let timeout = project.config.deploy.lock_timeout().ok()?;
+    let rt = docker::runtime().ok()?;
+    rt.block_on(async {
+        let daemon = docker::connect(&docker::host_for(project, env))
+            .await
+            .ok()?;
+        if !matches!(
+            super::mode(&daemon).await.ok()?,
+            super::SwarmMode::Manager { .. }
+        ) {
+            return None;
+        }
+        current(&daemon, project.config.app.stack_name(), timeout)
+            .await
+            .ok()
+            .flatten()
+    })
+}
+
 /// Removes the stack's lock whoever holds it (`lock release --yes`); returns what it removed.
 pub async fn release(daemon: &Daemon, stack: &str, timeout: Duration) -> Result<Option<Lock>> {
     let Some(lock) = current(daemon, stack, timeout).await? else {
@@ -436,6 +651,61 @@ mod tests {
     }
 
     #[test]
+    fn a_holder_is_dead_only_when_this_host_boot_and_namespace_prove_it() {
+        let me = Holder::current("deploy", None);
+        assert_eq!(me.liveness(&me), Liveness::Alive);
+        assert!(me.is_this_process(&me));
+        // PID reused: same PID, another start time.
+        let reused = Holder {
+            pid_start: me.pid_start.map(|s| s + 1),
+            ..me.clone()
+        };
+        assert!(matches!(reused.liveness(&me), Liveness::Dead(r) if r.contains("another process")));
+        assert!(!reused.is_this_process(&me), "a reused pid is not this run");
+        // A PID no process has (above any pid_max).
+        let gone = Holder {
+            pid: 4_194_305,
+            ..me.clone()
+        };
+        assert!(matches!(gone.liveness(&me), Liveness::Dead(r) if r.contains("is gone")));
+        // Another boot, another host, another PID namespace, or an older beamops's lock
+        // without boot id: never proven dead.
+        let rebooted = Holder {
+            boot_id: Some("another-boot".into()),
+            ..gone.clone()
+        };
+        assert_eq!(rebooted.liveness(&me), Liveness::Rebooted);
+        for other in [
+            Holder {
+                host: "elsewhere".into(),
+                ..gone.clone()
+            },
+            Holder {
+                pid_ns: Some("pid:[1]".into()),
+                ..gone.clone()
+            },
+            Holder {
+                boot_id: None,
+                ..gone.clone()
+            },
+        ] {
+            assert_eq!(other.liveness(&me), Liveness::Unknown, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_user_without_user_variables_is_the_uids_name() {
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        assert_eq!(
+            uid_name().unwrap(),
+            String::from_utf8_lossy(&id.stdout).trim()
+        );
+    }
+
+    #[test]
     fn a_lock_older_than_the_timeout_is_stale_and_described_so() {
         let holder = Holder {
             user: "ana".into(),
@@ -444,6 +714,9 @@ mod tests {
             run_id: Some("github:123/1".into()),
             message: Some("hotfix".into()),
             command: "deploy".into(),
+            boot_id: Some("b00t".into()),
+            pid_ns: Some("pid:[4026531836]".into()),
+            pid_start: Some(1234),
         };
         let config = |since: &str| bollard::models::Config {
             id: Some("abc".into()),

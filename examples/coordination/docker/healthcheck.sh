@@ -7,4 +7,7 @@ exec 3<>"/dev/tcp/127.0.0.1/${port}"
 printf 'GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
 read -r _ status _ <&3
 exec 3>&-
-[ "$status" = "200" ]
+[ "$status" = "200" ] && exit 0
+# The Engine keeps this output in the container's health log: deploy shows it on a rollback.
+echo "GET /health on port ${port} answered HTTP ${status:-nothing}"
+exit 1
