@@ -393,7 +393,14 @@ async fn strays(daemon: &Daemon, stack: &str, file: &StackFile) -> Result<Vec<St
         .with_context(|| format!("listing the services of stack {stack}"))?;
     Ok(listed
         .into_iter()
-        .filter_map(|s| s.spec.and_then(|s| s.name))
+        .filter_map(|s| s.spec)
+        // One-off jobs are never in the file; their own run, or the next, removes them.
+        .filter(|s| {
+            !s.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(super::job::JOB_LABEL))
+        })
+        .filter_map(|s| s.name)
         .filter(|name| !wanted.contains(name))
         .collect())
 }
