@@ -368,8 +368,12 @@ fn three_replicas_form_one_cluster_and_heal_after_a_task_is_killed() {
             "{needed} was not applied first: {ran:?}"
         );
     }
+    // Applied, or found whole already when its check asked the nodes right after the converge.
     let action = cluster_action(&report);
-    assert_eq!(action["status"], "applied", "{action:#}");
+    assert!(
+        action["status"] == "applied" || action["status"] == "satisfied",
+        "{action:#}"
+    );
 
     // The nodes agree with beamops: each one sees the other two, named by overlay address.
     stack
@@ -687,8 +691,8 @@ impl Stack {
             .envs(env.iter().copied())
             .args(args)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            .stdout(std::fs::File::create(self.keys.path().join("spawned.out")).unwrap())
+            .stderr(std::fs::File::create(self.keys.path().join("spawned.err")).unwrap());
         cmd.spawn().unwrap()
     }
 
@@ -793,7 +797,11 @@ impl Stack {
                 break job;
             }
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("up 09 ended ({status}) before its probe job was seen");
+                panic!(
+                    "up 09 ended ({status}) before its probe job was seen:\n{}{}",
+                    std::fs::read_to_string(self.keys.path().join("spawned.out")).unwrap(),
+                    std::fs::read_to_string(self.keys.path().join("spawned.err")).unwrap()
+                );
             }
             assert!(Instant::now() < deadline, "no probe job within 120 s");
             std::thread::sleep(Duration::from_millis(50));
@@ -887,6 +895,17 @@ fn a_killed_runs_probe_job_is_removed_by_the_next_run_and_by_down() {
     assert_eq!(stack.probe_jobs(), Vec::<String>::new());
 
     // Another leftover: `down chapter-08` takes it with the stack, and no network stays in use.
+    // A replaced task gives the next run a cluster to verify again (through the job).
+    let (victim, _) = stack.nodes().remove(0);
+    assert!(docker(&["kill", &victim]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !stack.nodes().iter().all(|(id, _)| *id != victim) || stack.nodes().len() != 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the killed task was not replaced"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let job = stack.kill_during_probe();
     let out = stack.beamops().args(["down", "08"]).output().unwrap();
     assert!(
