@@ -782,7 +782,12 @@ pub async fn wait_update_settled(
 /// Returns what it removed.
 pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<String>> {
     let label = filters("label", &format!("{NAMESPACE_LABEL}={stack}"));
-    let mut removed = Vec::new();
+    // One-off jobs first, with the exited containers a deleted job service leaves behind.
+    let mut removed: Vec<String> = super::job::remove_all(daemon, stack, None)
+        .await?
+        .into_iter()
+        .map(|job| format!("job {job}"))
+        .collect();
     let services = daemon
         .client
         .list_services(Some(ListServicesOptions {
