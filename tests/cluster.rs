@@ -112,6 +112,11 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        // A failed kill trial may leave a dead run's deploy lock: cleanup must not wait on it.
+        let _ = self
+            .beamops()
+            .args(["lock", "release", "local", "--yes", "-q"])
+            .output();
         let _ = self.beamops().args(["down", "08", "-q"]).output();
         // down keeps chapter 07's secrets and every image: remove this test's own.
         let secrets = docker(&[
