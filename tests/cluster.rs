@@ -992,8 +992,8 @@ fn up_chapter_09_killed_at_any_point_is_finished_by_the_next_run() {
         "the run after a kill in the build: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // A trial's run (a scale and a verification): the kill points are spread over the longer
-    // of scaling down and scaling up again.
+    // A trial's run (a scale and a verification) in each direction: the kill points are spread
+    // over it.
     let (out, down_run) = up(2);
     assert!(
         out.status.success(),
@@ -1006,7 +1006,6 @@ fn up_chapter_09_killed_at_any_point_is_finished_by_the_next_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reference = down_run.max(up_run);
     eprintln!(
         "first full run {:.1}s, scale-and-verify runs {:.1}s (down) and {:.1}s (up)",
         full.as_secs_f64(),
@@ -1018,14 +1017,15 @@ fn up_chapter_09_killed_at_any_point_is_finished_by_the_next_run() {
     let mut state = u64::from_le_bytes(seed) | 1;
     let mut observed = Vec::new();
     for trial in 0..10u32 {
-        // Slot `trial` of ten equal slots of the reference run, at a random place within it.
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         let within = (state % 1000) as f64 / 1000.0;
-        let delay = reference.mul_f64((f64::from(trial) + within) / 10.0);
-        // Every trial changes the replicas from what the one before left.
+        // Every trial changes the replicas from what the one before left; its kill lands in
+        // slot `trial` of ten equal slots of that direction's run, at a random place within.
         let n = if trial % 2 == 0 { 2 } else { 3 };
+        let reference = if n == 2 { down_run } else { up_run };
+        let delay = reference.mul_f64((f64::from(trial) + within) / 10.0);
         let (k, v) = replicas(n);
         let mut child = stack.spawn(
             &["up", "09"],
@@ -1081,6 +1081,6 @@ fn up_chapter_09_killed_at_any_point_is_finished_by_the_next_run() {
     }
     eprintln!("{}", observed.join("\n"));
     stack
-        .whole(2)
+        .whole(3)
         .expect("the cluster after the last trial is whole");
 }
