@@ -499,10 +499,21 @@ fn a_canary_value_never_leaves_memory() {
         format!("canary{n}{}", hex::encode(bytes))
     };
     let (first, second) = (canary(1), canary(2));
-    let needles = vec![first.clone(), second.clone()];
+    // The Erlang cookie too: chapter 07 makes its Docker secret like any other value's
+    // (tests/cluster.rs follows it into the nodes' command lines, logs and image layers).
+    let cookie = canary(3);
+    let needles = vec![first.clone(), second.clone(), cookie.clone()];
     f.init();
     let mut outputs = Vec::new();
     let mut in_argv = false;
+
+    let mut set = f.beamops();
+    set.args(["secrets", "set", "local", "RELEASE_COOKIE"])
+        .write_stdin(cookie.clone());
+    let (out, seen) = run_watched(&mut set, &needles);
+    assert!(out.status.success());
+    in_argv |= seen;
+    outputs.push(out);
 
     let mut set = f.beamops();
     set.args(["secrets", "set", "local", "DATABASE_PASSWORD", "-v"])
@@ -573,6 +584,12 @@ fn a_canary_value_never_leaves_memory() {
         }
     }
     // The Engine never returns secret data; make sure nothing else carries it either.
+    assert!(
+        f.engine_secrets()
+            .contains(&format!("{s}_release_cookie_v1")),
+        "the set cookie became no Docker secret: {:?}",
+        f.engine_secrets()
+    );
     for name in f.engine_secrets() {
         let out = Std::new("docker")
             .args(["secret", "inspect", &name])

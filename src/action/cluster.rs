@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::{Config, Provider};
-use crate::swarm::{self, cluster};
+use crate::swarm::{self, cluster, job};
 
 /// The app service's nodes as beamops.yaml names them.
 fn topology(config: &Config) -> cluster::Topology {
@@ -58,8 +58,12 @@ impl Action for ClusterFormed {
     fn needs(&self) -> &'static [&'static str] {
         &["swarm-mode", "stack-converged"]
     }
-    /// Inspect calls only: the tasks running now against the ones the last verification asked.
-    /// Asking the nodes themselves execs, which belongs to apply.
+    /// Asks the running nodes through execs (read-only: `rpc` starts a hidden node that only
+    /// lists its peers), so a deploy that replaced every task is no drift and a node cut off from
+    /// the others is. Where only a probe job could ask (tasks on other swarm nodes, `ask: job`),
+    /// the tasks running now are compared with the ones the last verification asked instead:
+    /// a job would add a service, which belongs to apply. A leftover probe job of a killed run
+    /// is work for apply too.
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         let topology = topology(&cx.project.config);
         let (rt, daemon) = match cx.engine() {
@@ -78,32 +82,65 @@ impl Action for ClusterFormed {
                 topology.service
             )));
         };
+        let stack = cx.project.config.app.stack_name();
+        let leftovers = rt.block_on(job::leftovers(
+            &daemon,
+            stack,
+            Some(job::CLUSTER_PROBE.chapter),
+        ))?;
+        if !leftovers.is_empty() {
+            return Ok(Check::Pending(format!(
+                "remove the leftover job(s) of killed runs ({}), then ask the nodes",
+                leftovers
+                    .iter()
+                    .map(|(j, why)| format!("{}: {why}", j.service))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        let ask_them = format!(
+            "ask the {} running node(s) of {} (of {replicas}) which peers they see",
+            members.len(),
+            topology.service
+        );
+        if members.len() as u64 != replicas || members.is_empty() {
+            return Ok(Check::Pending(ask_them));
+        }
+        if let Some(report) = rt.block_on(cluster::observe_by_exec(&daemon, &topology))? {
+            return Ok(if report.whole() {
+                Check::Satisfied(format!(
+                    "{} nodes of {} connected to each other (asked now)",
+                    report.members.len(),
+                    topology.service
+                ))
+            } else {
+                Check::Pending(format!("{ask_them}: {}", report.problems().join("; ")))
+            });
+        }
         let mut running: Vec<String> = members.iter().map(|m| m.task.clone()).collect();
         running.sort();
         let verified: Vec<String> = cx
             .previous
             .and_then(|r| serde_json::from_value(r.data["tasks"].clone()).ok())
             .unwrap_or_default();
-        Ok(
-            if members.len() as u64 == replicas && !running.is_empty() && running == verified {
-                Check::Satisfied(format!(
-                    "{} nodes of {} verified connected to each other; the same tasks run",
-                    running.len(),
-                    topology.service
-                ))
-            } else {
-                Check::Pending(format!(
-                    "ask the {} running node(s) of {} (of {replicas}) which peers they see",
-                    members.len(),
-                    topology.service
-                ))
-            },
-        )
+        Ok(if running == verified {
+            Check::Satisfied(format!(
+                "{} nodes of {} verified connected to each other; the same tasks run",
+                running.len(),
+                topology.service
+            ))
+        } else {
+            Check::Pending(ask_them)
+        })
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
         let topology = topology(&cx.project.config);
         let timeout = Self::timeout(cx)?;
         let (rt, daemon) = cx.engine()?;
+        let stack = cx.project.config.app.stack_name();
+        for removed in rt.block_on(job::sweep(&daemon, stack, Some(job::CLUSTER_PROBE.chapter)))? {
+            cx.ui.warning(removed.to_string());
+        }
         let report = rt.block_on(cluster::wait_whole(&daemon, &topology, cx.ui, timeout))?;
         let remote = report.members.iter().filter(|m| m.via_job).count();
         let mut summary = format!(
@@ -130,6 +167,18 @@ impl Action for ClusterFormed {
     /// Apply asked every node and failed unless the cluster was whole.
     fn verify(&self, _cx: &ActionContext) -> Result<()> {
         Ok(())
+    }
+    /// The probe jobs chapter 09 made in this stack (a killed run's, or a live one's: the
+    /// stack goes with `down` anyway).
+    fn undo(&self, cx: &ActionContext) -> Result<Option<String>> {
+        let (rt, daemon) = cx.engine()?;
+        let stack = cx.project.config.app.stack_name();
+        let removed = rt.block_on(job::remove_all(
+            &daemon,
+            stack,
+            Some(job::CLUSTER_PROBE.chapter),
+        ))?;
+        Ok((!removed.is_empty()).then(|| format!("removed the job(s) {}", removed.join(", "))))
     }
 }
 

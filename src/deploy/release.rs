@@ -24,7 +24,7 @@ pub struct JobRun {
 /// The job's spec: the app's spec with its mode, command, healthcheck and restart policy
 /// replaced; ports, update and rollback settings dropped (a job has none of them).
 pub fn job_spec(app: &ServiceSpec, name: &str, command: &str, release: &str) -> ServiceSpec {
-    job::spec(app, name, command, (JOB_LABEL, release))
+    job::spec(app, name, command, job::RELEASE, (JOB_LABEL, release))
 }
 
 /// Runs the job to completion. A failed or timed-out job is an error carrying its last log
@@ -39,7 +39,7 @@ pub async fn run(
     let name = spec.name.clone().unwrap_or_default();
     let started = Instant::now();
     let spinner = ui.spinner(format!("release command: {command}"));
-    let result = job::run(daemon, spec, timeout, 20).await;
+    let result = job::run(daemon, spec, ui, timeout, 20).await;
     spinner.finish_and_clear();
     match result {
         Ok(_) => Ok(JobRun {

@@ -173,6 +173,15 @@ async fn rotate_services(
         ) else {
             continue;
         };
+        // A one-off job is never restarted onto a new secret: a leftover of a killed run
+        // would run again, and the next run removes it anyway.
+        if spec
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(crate::swarm::job::JOB_LABEL))
+        {
+            continue;
+        }
         let Some(secrets) = spec
             .task_template
             .as_mut()

@@ -271,6 +271,7 @@ const PROBE_PREFIX: &str = "beamops-probe";
 /// the app network from wherever the job runs, with the cookie from the same Docker secret.
 async fn ask_through_job(
     daemon: &Daemon,
+    ui: &Ui,
     service: &str,
     otp_app: &str,
     nodes: &[String],
@@ -295,11 +296,13 @@ done"#
     );
     // Per run: two runs of chapter 09 must not remove each other's probe.
     let name = format!("{service}-cluster-probe-{}", std::process::id());
-    let mut job = crate::swarm::job::spec(&app, &name, &script, ("beamops.cluster-probe", service));
-    // Not one of the stack's services: a converge running meanwhile must not see a stray.
-    if let Some(labels) = job.labels.as_mut() {
-        labels.remove(crate::swarm::spec::NAMESPACE_LABEL);
-    }
+    let mut job = crate::swarm::job::spec(
+        &app,
+        &name,
+        &script,
+        crate::swarm::job::CLUSTER_PROBE,
+        ("beamops.cluster-probe", service),
+    );
     if let Some(container) = job
         .task_template
         .as_mut()
@@ -312,6 +315,7 @@ done"#
     let output = crate::swarm::job::run(
         daemon,
         job,
+        ui,
         Duration::from_secs(60 + 10 * nodes.len() as u64),
         nodes.len() * 4 + 20,
     )
@@ -347,8 +351,29 @@ done"#
     Ok(answers)
 }
 
-/// One round: every member asked once.
-pub async fn observe(daemon: &Daemon, topology: &Topology) -> Result<ClusterReport> {
+/// One round: every member asked once, through execs and a probe job.
+pub async fn observe(daemon: &Daemon, ui: &Ui, topology: &Topology) -> Result<ClusterReport> {
+    observe_with(daemon, Some(ui), topology)
+        .await?
+        .context("the cluster was observed without its probe job")
+}
+
+/// One round asked through execs only, as `plan` and `status` may: a probe job would add a
+/// service to the swarm. `None` when some member can only be asked through the job (on another
+/// swarm node, or `ask: job`).
+pub async fn observe_by_exec(
+    daemon: &Daemon,
+    topology: &Topology,
+) -> Result<Option<ClusterReport>> {
+    observe_with(daemon, None, topology).await
+}
+
+/// `ui` is the permission to run the probe job; without it, `None` when the job is needed.
+async fn observe_with(
+    daemon: &Daemon,
+    ui: Option<&Ui>,
+    topology: &Topology,
+) -> Result<Option<ClusterReport>> {
     let Topology {
         service,
         otp_app,
@@ -373,17 +398,35 @@ pub async fn observe(daemon: &Daemon, topology: &Topology) -> Result<ClusterRepo
         .filter(|m| !exec_here(m))
         .map(|m| m.node_name.clone())
         .collect();
-    let job_answers = if through_job.is_empty() {
-        BTreeMap::new()
-    } else {
-        match ask_through_job(daemon, service, otp_app, &through_job).await {
-            Ok(answers) => answers,
-            Err(e) => through_job
-                .iter()
-                .map(|n| (n.clone(), Err(format!("{e:#}"))))
-                .collect(),
+    let job_answers = match (through_job.is_empty(), ui) {
+        (true, _) => BTreeMap::new(),
+        (false, None) => return Ok(None),
+        (false, Some(ui)) => {
+            match ask_through_job(daemon, ui, service, otp_app, &through_job).await {
+                Ok(answers) => answers,
+                Err(e) => through_job
+                    .iter()
+                    .map(|n| (n.clone(), Err(format!("{e:#}"))))
+                    .collect(),
+            }
         }
     };
+    // The execs at once: each `rpc` boots a VM of its own, which takes about a second.
+    let exec_answers = futures_util::future::join_all(members.iter().filter(|m| exec_here(m)).map(
+        |m| async move {
+            let container = m.container.as_deref().unwrap_or_default();
+            (
+                m.node_name.clone(),
+                connected(daemon, container, otp_app)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+            )
+        },
+    ))
+    .await;
+    let mut answers: BTreeMap<String, Result<Vec<String>, String>> =
+        exec_answers.into_iter().collect();
+    answers.extend(job_answers);
     let names: BTreeSet<String> = members.iter().map(|m| m.node_name.clone()).collect();
     let mut views = Vec::new();
     for member in members {
@@ -391,17 +434,13 @@ pub async fn observe(daemon: &Daemon, topology: &Topology) -> Result<ClusterRepo
             names.iter().filter(|n| **n != member.node_name).collect();
         let remote = member.swarm_node != local_node;
         let via_job = !exec_here(&member);
-        let answer = if !via_job {
-            let container = member.container.as_deref().unwrap_or_default();
-            connected(daemon, container, otp_app)
-                .await
-                .map_err(|e| format!("{e:#}"))
-        } else {
-            job_answers
-                .get(&member.node_name)
-                .cloned()
-                .unwrap_or_else(|| Err("the probe job printed no answer for it".into()))
-        };
+        let answer = answers.get(&member.node_name).cloned().unwrap_or_else(|| {
+            Err(if via_job {
+                "the probe job printed no answer for it".into()
+            } else {
+                "the exec gave no answer".into()
+            })
+        });
         let (connected, unverified) = match answer {
             Ok(nodes) => (Some(nodes), None),
             Err(why) => (None, Some(why)),
@@ -423,12 +462,12 @@ pub async fn observe(daemon: &Daemon, topology: &Topology) -> Result<ClusterRepo
             via_job,
         });
     }
-    Ok(ClusterReport {
+    Ok(Some(ClusterReport {
         service: service.to_string(),
         replicas,
         members: views,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    }))
 }
 
 /// Observes until the cluster is whole or `timeout` passes; the DNS poll takes a few seconds
@@ -443,7 +482,7 @@ pub async fn wait_whole(
     let started = Instant::now();
     let bar = ui.spinner("waiting for every node to see its peers");
     loop {
-        let mut report = observe(daemon, topology).await?;
+        let mut report = observe(daemon, ui, topology).await?;
         report.seconds = started.elapsed().as_secs_f64();
         if report.whole() {
             bar.finish_and_clear();

@@ -509,7 +509,14 @@ async fn strays(daemon: &Daemon, stack: &str, file: &StackFile) -> Result<Vec<St
         .with_context(|| format!("listing the services of stack {stack}"))?;
     Ok(listed
         .into_iter()
-        .filter_map(|s| s.spec.and_then(|s| s.name))
+        .filter_map(|s| s.spec)
+        // One-off jobs are never in the file; their own run, or the next, removes them.
+        .filter(|s| {
+            !s.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(super::job::JOB_LABEL))
+        })
+        .filter_map(|s| s.name)
         .filter(|name| !wanted.contains(name))
         .collect())
 }
@@ -914,7 +921,12 @@ pub async fn wait_update_settled(
 /// Returns what it removed.
 pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<String>> {
     let label = filters("label", &format!("{NAMESPACE_LABEL}={stack}"));
-    let mut removed = Vec::new();
+    // One-off jobs first, with the exited containers a deleted job service leaves behind.
+    let mut removed: Vec<String> = super::job::remove_all(daemon, stack, None)
+        .await?
+        .into_iter()
+        .map(|job| format!("job {job}"))
+        .collect();
     let services = daemon
         .client
         .list_services(Some(ListServicesOptions {
