@@ -5,6 +5,7 @@ pub mod chapter;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod coord;
 pub mod dedupe;
 pub mod deploy;
 pub mod docker;
