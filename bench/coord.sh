@@ -88,7 +88,8 @@ run() {
 }
 
 echo "== $agents agents x $claims claims, $(nproc) cores; beamops: $BEAMOPS; legacy: $legacy"
-run beamops "$BEAMOPS" coord --lock-wait 600
+# The default --lock-wait (30 s), as callers going through the shim get it.
+run beamops "$BEAMOPS" coord
 PATH="$pydir:$PATH" run legacy bash "$legacy"
 awk -v b="$(cat "$work/beamops.rate")" -v l="$(cat "$work/legacy.rate")" 'BEGIN {
   if (l > 0) printf "ratio    beamops stored/s / legacy stored/s = %.1fx\n", b / l;

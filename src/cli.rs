@@ -399,7 +399,9 @@ pub enum CoordCommand {
     /// Claim a new work item; prints its id (work_<digits>). Exit 0 only when stored.
     Claim {
         work_type: String,
-        description: String,
+        /// Default: empty, as before. Any text, even one starting with `-`.
+        #[arg(allow_hyphen_values = true)]
+        description: Option<String>,
         /// Default: medium.
         priority: Option<String>,
         /// Default: autonomous_team.
@@ -416,7 +418,8 @@ pub enum CoordCommand {
     /// Complete a work item and credit velocity points (no WORK_ID: $CURRENT_WORK_ITEM).
     Complete {
         work_id: Option<String>,
-        /// Default: success.
+        /// Default: success. Any text, even one starting with `-`.
+        #[arg(allow_hyphen_values = true)]
         result: Option<String>,
         /// Default: 5.
         #[arg(allow_hyphen_values = true)]

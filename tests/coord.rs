@@ -266,18 +266,16 @@ done
 "#;
     let trials = 60;
     for trial in 0..trials {
-        let mut cmd = coord(&data);
-        let cmd = cmd
+        let mut child = Command::new("bash")
+            .args(["-c", script])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("NO_COLOR", "1")
             .env("COORDINATION_DIR", &data)
             .env("B", bin())
             .env("T", trial.to_string())
             .env("OK", &ok_file)
-            .env("DONE", &done_file);
-        let mut child = Command::new("bash")
-            .args(["-c", script])
-            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .env("DONE", &done_file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
@@ -538,6 +536,7 @@ fn any_text_is_stored_exactly() {
         "line one\nline two\ttabbed\r\n".to_string(),
         "$(touch /tmp/never) `id` ${HOME} 'single' \\ backslash".to_string(),
         "ünïcødé — 日本語 — \u{0007}\u{001b}[31m".to_string(),
+        "--looks-like-a-flag -x".to_string(),
         big,
     ];
     for text in &texts {
@@ -562,6 +561,12 @@ fn exit_codes_mean_something_and_failures_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let id = work_id(&ok(&run(coord(d).args(["claim", "t", "d"]))));
+    // The legacy helper took a claim without a description: so does beamops.
+    let no_description = work_id(&ok(&run(coord(d).args(["claim", "only-a-type"]))));
+    assert_eq!(
+        by_id(&array(d, "work_claims.json"))[&no_description]["description"],
+        ""
+    );
     let before = std::fs::read(d.join("work_claims.json")).unwrap();
     let code = |out: Output| {
         (

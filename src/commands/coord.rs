@@ -45,7 +45,7 @@ fn dispatch(global: &Global, ui: &Ui, args: &CoordArgs) -> Result<Exit> {
             let store = store()?;
             let req = coord::claims::ClaimRequest {
                 work_type: work_type.clone(),
-                description: description.clone(),
+                description: description.clone().unwrap_or_default(),
                 priority: or_default(priority.as_deref(), coord::DEFAULT_PRIORITY),
                 team: or_default(team.as_deref(), coord::DEFAULT_TEAM),
             };
