@@ -49,15 +49,16 @@ impl Agent {
 }
 
 /// Replace the agent's entry (or add it) under a lock the caller holds.
-pub fn upsert(lock: &Locked<'_>, agent: &Agent) -> Result<()> {
+pub fn upsert(lock: &Locked<'_>, agent: &Agent, durable: bool) -> Result<()> {
     let mut agents = lock.read_array(AGENTS_FILE)?;
     agents.retain(|e| e.record().and_then(|r| r.str("agent_id")) != Some(agent.agent_id.as_str()));
     agents.push(Entry::Record(agent.record()));
-    lock.write_array(AGENTS_FILE, &agents)
+    lock.write_array(AGENTS_FILE, &agents, durable)
 }
 
 /// Register an agent on its own (`coord register`).
 pub fn register(store: &Store, ctx: &Context, agent: &Agent) -> Result<()> {
     let lock = store.lock(ctx.lock_wait)?;
-    upsert(&lock, agent)
+    upsert(&lock, agent, true)?;
+    lock.sync_dir()
 }

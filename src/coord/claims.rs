@@ -76,16 +76,17 @@ pub fn claim(store: &Store, ctx: &Context, req: &ClaimRequest) -> Result<Claimed
         .with("team", req.team.as_str())
         .with("telemetry", telemetry.to_value());
     claims.push(Entry::Record(record));
-    lock.write_array(CLAIMS_FILE, &claims)?;
+    lock.write_array(CLAIMS_FILE, &claims, true)?;
 
-    // Stored. From here on, trouble is a warning.
+    // Replaced. From here on, trouble is a warning, except the sync that makes it stored.
     let mut warnings = Vec::new();
     let agent = Agent::new(&agent_id, &req.team, 100, super::DEFAULT_SPECIALIZATION);
-    if let Err(e) = agents::upsert(&lock, &agent) {
+    if let Err(e) = agents::upsert(&lock, &agent, false) {
         warnings.push(format!(
             "the claim is stored, but registering the agent failed: {e:#}"
         ));
     }
+    lock.sync_dir()?;
     span.duration = started.elapsed();
     span.attributes = Record::new()
         .with("s2s.work_item_id", work_item_id.as_str())
@@ -214,7 +215,8 @@ pub fn progress(
     if !found {
         return Err(unknown(store, work_item_id).into());
     }
-    lock.write_array(CLAIMS_FILE, &claims)?;
+    lock.write_array(CLAIMS_FILE, &claims, true)?;
+    lock.sync_dir()?;
     let trace_id = trace_id.unwrap_or_else(ids::trace_id);
     let mut warnings = Vec::new();
     let mut span = Span::new(ctx, "s2s.work.progress", &trace_id, &ids::span_id());
@@ -287,7 +289,7 @@ pub fn complete(
     if !found {
         return Err(unknown(store, work_item_id).into());
     }
-    lock.write_array(CLAIMS_FILE, &claims)?;
+    lock.write_array(CLAIMS_FILE, &claims, true)?;
 
     let mut warnings = Vec::new();
     let agent_id = ctx.agent_id.clone().unwrap_or_else(ids::agent_id);
@@ -306,13 +308,14 @@ pub fn complete(
                 .with("result", result)
                 .with("velocity_points", points),
         ));
-        lock.write_array(LOG_FILE, &log)
+        lock.write_array(LOG_FILE, &log, false)
     });
     if let Err(e) = logged {
         warnings.push(format!(
             "completed, but the coordination log was not extended: {e:#}"
         ));
     }
+    lock.sync_dir()?;
     let line = format!("{completed_at}: Team {team} +{points} velocity points\n");
     if let Err(e) = lock.append(VELOCITY_FILE, line.as_bytes()) {
         warnings.push(format!("completed, but the velocity was not logged: {e:#}"));

@@ -144,7 +144,8 @@ fn normalise(lock: &Locked<'_>) -> Result<Vec<String>> {
         serde_json::to_writer(&mut bytes, span)?;
         bytes.push(b'\n');
     }
-    lock.write(SPANS_FILE, &bytes)?;
+    lock.write(SPANS_FILE, &bytes, true)?;
+    lock.sync_dir()?;
     Ok(warnings)
 }
 

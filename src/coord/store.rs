@@ -111,16 +111,42 @@ impl Locked<'_> {
         self.store.read_array(name)
     }
 
-    /// Replace an array file atomically (temp, fsync, rename, fsync of the directory),
-    /// pretty-printed with two spaces as `jq` writes it.
-    pub fn write_array(&self, name: &str, entries: &[Entry]) -> Result<()> {
+    /// Replace an array file atomically (temp in the same directory, rename), pretty-printed
+    /// with two spaces as `jq` writes it. `durable`: fsync the data before the rename (the
+    /// commit point of a change); either way the rename is made durable by [`Locked::sync_dir`],
+    /// which a change calls once for all the files it replaced: fsync is the cost of a claim.
+    pub fn write_array(&self, name: &str, entries: &[Entry], durable: bool) -> Result<()> {
         let mut bytes = serde_json::to_vec_pretty(entries)?;
         bytes.push(b'\n');
-        self.write(name, &bytes)
+        self.write(name, &bytes, durable)
     }
 
-    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        fsutil::atomic_write(&self.store.path(name), bytes, None)
+    pub fn write(&self, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
+        let path = self.store.path(name);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}{}", fsutil::TEMP_MARKER))
+            .tempfile_in(&self.store.dir)
+            .with_context(|| {
+                format!("creating a temporary file in {}", self.store.dir.display())
+            })?;
+        tmp.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
+        fsutil::set_mode(tmp.path(), fsutil::existing_mode(&path).unwrap_or(0o644))?;
+        if durable {
+            tmp.as_file()
+                .sync_all()
+                .with_context(|| format!("syncing {}", tmp.path().display()))?;
+        }
+        tmp.persist(&path)
+            .with_context(|| format!("replacing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Make the renames done so far durable (fsync of the directory).
+    pub fn sync_dir(&self) -> Result<()> {
+        File::open(&self.store.dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", self.store.dir.display()))
     }
 
     /// Append `bytes` in one write; returns the file's length afterwards.
