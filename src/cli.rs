@@ -110,6 +110,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Agents claim, progress and complete work in shared JSON files: a drop-in for the legacy
+    /// coordination_helper.sh, safe for many agents at once (docs/coord.md).
+    Coord(CoordArgs),
 }
 
 #[derive(Debug, Args)]
@@ -480,6 +483,7 @@ const GLOBALS_IGNORED_BY: &[(&str, &[&str])] = &[
             "logs",
             "console",
             "scale",
+            "coord",
             "completions",
         ],
     ),
@@ -518,12 +522,20 @@ const GLOBALS_IGNORED_BY: &[(&str, &[&str])] = &[
             "ps",
             "logs",
             "console",
+            "coord",
             "completions",
         ],
     ),
     (
         "environment",
-        &["init", "chapters", "worktree", "dedupe", "completions"],
+        &[
+            "init",
+            "chapters",
+            "worktree",
+            "dedupe",
+            "coord",
+            "completions",
+        ],
     ),
     ("project", &["chapters", "completions"]),
 ];
@@ -577,4 +589,72 @@ pub fn json_requested(
         let v = v.to_string_lossy();
         v == "json" || !known(&v)
     })
+}
+
+#[derive(Debug, Args)]
+pub struct CoordArgs {
+    /// The coordination directory (default: <state dir>/coordination; see docs/coord.md).
+    #[arg(long, global = true, env = "COORDINATION_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: CoordCommand,
+}
+
+/// Positional arguments as the legacy helper takes them; an empty one means its default.
+#[derive(Debug, Subcommand)]
+pub enum CoordCommand {
+    /// Claim a new work item; prints its id (work_<digits>). Exit 0 only when stored.
+    Claim {
+        work_type: String,
+        /// Default: empty, as before. Any text, even one starting with `-`.
+        #[arg(allow_hyphen_values = true)]
+        description: Option<String>,
+        /// Default: medium.
+        priority: Option<String>,
+        /// Default: autonomous_team.
+        team: Option<String>,
+    },
+    /// Record progress (0-100) on a work item (empty WORK_ID: $CURRENT_WORK_ITEM).
+    Progress {
+        work_id: String,
+        #[arg(allow_hyphen_values = true)]
+        percent: String,
+        /// Default: in_progress.
+        status: Option<String>,
+    },
+    /// Complete a work item and credit velocity points (no WORK_ID: $CURRENT_WORK_ITEM).
+    Complete {
+        work_id: Option<String>,
+        /// Default: success. Any text, even one starting with `-`.
+        #[arg(allow_hyphen_values = true)]
+        result: Option<String>,
+        /// Default: 5.
+        #[arg(allow_hyphen_values = true)]
+        velocity_points: Option<String>,
+    },
+    /// Register (or re-register) an agent.
+    Register {
+        agent_id: String,
+        /// Default: autonomous_team.
+        team: Option<String>,
+        /// Default: 100.
+        #[arg(allow_hyphen_values = true)]
+        capacity: Option<String>,
+        /// Default: general_development.
+        specialization: Option<String>,
+    },
+    /// Agents, active work items and velocity.
+    Dashboard,
+    /// Print a new unique agent id (agent_<digits>).
+    GenerateId,
+    /// The work items, optionally only those with one status.
+    List {
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+    },
+    /// Print (or write to PATH) a coordination_helper.sh that runs `beamops coord "$@"`.
+    Shim {
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+    },
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod complete;
 pub mod config;
+pub mod coord;
 pub mod dedupe;
 pub mod deploy;
 pub mod docker;

@@ -1,6 +1,7 @@
 //! One function per subcommand: load what it needs, call the domain, emit one typed report.
 
 mod chapters;
+mod coord;
 mod dedupe;
 mod deploy;
 mod doctor;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Logs(args) => ops::logs(&global, &ui, &args),
         Command::Console(args) => ops::console(&global, &ui, &args),
         Command::Scale(args) => ops::scale(&global, &ui, &args),
+        Command::Coord(args) => coord::run(&global, &ui, &args),
         Command::Completions { shell } => {
             // The registration of a shell function that asks beamops itself on Tab, so chapters,
             // environments, worktrees and manifests complete from the project at hand.
