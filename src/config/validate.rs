@@ -347,7 +347,9 @@ fn all(config: &Config) -> Vec<Problem> {
         .update_monitor
         .strip_suffix('s')
         .or_else(|| swarm.update_monitor.strip_suffix('m'))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.bytes().any(|b| b != b'0'))
+        .is_some_and(|n| {
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.bytes().any(|b| b != b'0')
+        })
     {
         out.push(problem(
             &["chapters", "swarm", "update_monitor"],
