@@ -416,10 +416,36 @@ fn docker_secrets_get_a_new_version_only_when_a_value_changes() {
             "--secret",
             &format!("source={s}_database_password_v1,target=db_password"),
         ])
+        // Everything else the rotation must keep as it was (a healthcheck among them: bollard's
+        // typed model drops it unless renamed).
+        .args([
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "7s",
+            "--health-retries",
+            "4",
+        ])
+        .args([
+            "--env",
+            "A=1",
+            "--label",
+            "keep=me",
+            "--stop-grace-period",
+            "3s",
+        ])
         .args(["beamops-test-none:latest", "sleep", "1d"])
         .output()
         .unwrap();
     assert!(created.status.success(), "{created:?}");
+    let spec_of = |service: &str| -> serde_json::Value {
+        let out = Std::new("docker")
+            .args(["service", "inspect", service, "--format", "{{json .Spec}}"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let before = spec_of(&service);
     f.set("DATABASE_PASSWORD", "second").success();
     let out = up(&f, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -451,6 +477,18 @@ fn docker_secrets_get_a_new_version_only_when_a_value_changes() {
         "{mounted}"
     );
     assert!(mounted.contains("\"Name\":\"db_password\""), "{mounted}");
+    // The rotation changed the secret and nothing else of the service.
+    let mut after = spec_of(&service);
+    let was = before["TaskTemplate"]["ContainerSpec"]["Secrets"][0].clone();
+    let secret = &mut after["TaskTemplate"]["ContainerSpec"]["Secrets"][0];
+    assert_eq!(secret["SecretName"], format!("{s}_database_password_v2"));
+    secret["SecretName"] = was["SecretName"].clone();
+    secret["SecretID"] = was["SecretID"].clone();
+    assert_eq!(
+        after["TaskTemplate"]["ContainerSpec"]["Healthcheck"]["Retries"], 4,
+        "{after:#}"
+    );
+    assert_eq!(after, before, "the rotation changed more than the secret");
 
     // What chapter 08 reads for BEAMOPS_SECRET_<KEY>.
     let project = beamops::project::Project::discover(Some(f.project.path())).unwrap();

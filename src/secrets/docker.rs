@@ -163,45 +163,39 @@ async fn rotate_services(
     new: &str,
     new_id: &str,
 ) -> Result<Vec<String>> {
-    let services = all_services(daemon).await?;
+    // Raw specs, not bollard's list: its model drops the healthcheck, and the update would then
+    // replace every task with one that has none (converge::typed_spec).
+    let services = crate::swarm::converge::raw_services(daemon).await?;
     let mut moved = Vec::new();
     for service in services {
-        let (Some(id), Some(version), Some(mut spec)) = (
-            service.id,
-            service.version.and_then(|v| v.index),
-            service.spec,
+        let (Some(id), Some(version)) = (
+            service["ID"].as_str().map(str::to_string),
+            service["Version"]["Index"].as_u64(),
         ) else {
             continue;
         };
+        let mut spec = service["Spec"].clone();
         // A one-off job is never restarted onto a new secret: a leftover of a killed run
         // would run again, and the next run removes it anyway.
-        if spec
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(crate::swarm::job::JOB_LABEL))
-        {
+        if spec["Labels"].get(crate::swarm::job::JOB_LABEL).is_some() {
             continue;
         }
-        let Some(secrets) = spec
-            .task_template
-            .as_mut()
-            .and_then(|t| t.container_spec.as_mut())
-            .and_then(|c| c.secrets.as_mut())
-        else {
+        let Some(secrets) = spec["TaskTemplate"]["ContainerSpec"]["Secrets"].as_array_mut() else {
             continue;
         };
         let mut changed = false;
         for s in secrets.iter_mut() {
-            if s.secret_name.as_deref() == Some(old) {
-                s.secret_name = Some(new.to_string());
-                s.secret_id = Some(new_id.to_string());
+            if s["SecretName"].as_str() == Some(old) {
+                s["SecretName"] = new.into();
+                s["SecretID"] = new_id.into();
                 changed = true;
             }
         }
         if !changed {
             continue;
         }
-        let name = spec.name.clone().unwrap_or_else(|| id.clone());
+        let name = spec["Name"].as_str().unwrap_or(&id).to_string();
+        let spec = crate::swarm::converge::typed_spec(spec)?;
         daemon
             .client
             .update_service(

@@ -301,6 +301,29 @@ pub(crate) async fn current_service(daemon: &Daemon, name: &str) -> Result<Optio
     }))
 }
 
+/// Every service as the Engine writes it (see [`current_service`] for why raw).
+pub(crate) async fn raw_services(daemon: &Daemon) -> Result<Vec<Value>> {
+    let path = format!("/v{}/services", daemon.api_version);
+    let listed = crate::docker::get_json(daemon, &path, "listing services").await?;
+    Ok(match listed {
+        Some(Value::Array(services)) => services,
+        _ => Vec::new(),
+    })
+}
+
+/// A spec the Engine wrote, as bollard's typed model for an update: the container healthcheck
+/// renamed to bollard's spelling first (`HealthCheck`; the Engine writes `Healthcheck`), or the
+/// round trip drops it and the update replaces every task with one that has no healthcheck.
+/// Every read-modify-write of a service goes through here.
+pub(crate) fn typed_spec(mut spec: Value) -> Result<bollard::models::ServiceSpec> {
+    if let Some(container) = spec["TaskTemplate"]["ContainerSpec"].as_object_mut()
+        && let Some(health) = container.remove("Healthcheck")
+    {
+        container.insert("HealthCheck".into(), health);
+    }
+    serde_json::from_value(spec).context("reading the service spec the Engine returned")
+}
+
 /// A service as the Engine writes it (with `PreviousSpec`, which bollard's model also lacks);
 /// none when it does not exist.
 pub(crate) async fn raw_service(daemon: &Daemon, name: &str) -> Result<Option<Value>> {
@@ -1044,4 +1067,26 @@ pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<S
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_typed_spec_keeps_the_healthcheck_the_engine_wrote() {
+        let raw = serde_json::json!({
+            "Name": "s_app",
+            "TaskTemplate": {"ContainerSpec": {
+                "Image": "app:1",
+                "Healthcheck": {"Test": ["CMD", "/hc"], "Interval": 5_000_000_000u64, "Retries": 3}
+            }}
+        });
+        let typed = super::typed_spec(raw).unwrap();
+        let health = typed
+            .task_template
+            .and_then(|t| t.container_spec)
+            .and_then(|c| c.health_check)
+            .expect("the healthcheck survives the round trip");
+        assert_eq!(health.test.unwrap(), ["CMD", "/hc"]);
+        assert_eq!(health.retries, Some(3));
+    }
 }

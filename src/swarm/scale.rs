@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bollard::models::ServiceSpec;
 use bollard::query_parameters::UpdateServiceOptions;
 use serde::Serialize;
 
@@ -44,15 +43,7 @@ pub async fn scale(
     let started = Instant::now();
     if current != replicas {
         spec["Mode"]["Replicated"]["Replicas"] = replicas.into();
-        // bollard's field is `HealthCheck`, the Engine's `Healthcheck`: without the rename the
-        // typed spec drops the healthcheck and the update replaces every task without one.
-        if let Some(container) = spec["TaskTemplate"]["ContainerSpec"].as_object_mut()
-            && let Some(health) = container.remove("Healthcheck")
-        {
-            container.insert("HealthCheck".into(), health);
-        }
-        let spec: ServiceSpec =
-            serde_json::from_value(spec).context("reading the service spec the Engine returned")?;
+        let spec = converge::typed_spec(spec)?;
         daemon
             .client
             .update_service(
