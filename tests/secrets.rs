@@ -117,8 +117,15 @@ impl Drop for Fixture {
         let _ = Std::new("docker")
             .args(["service", "rm", &format!("{}_web", self.stack)])
             .output();
-        for name in self.engine_secrets() {
-            let _ = Std::new("docker").args(["secret", "rm", &name]).output();
+        // No assertion here: on an Engine that is no swarm (a test that failed before `up`),
+        // `secret ls` fails, and a panic while unwinding would hide the test's own failure.
+        let listed = Std::new("docker")
+            .args(["secret", "ls", "--format", "{{.Name}}", "--filter"])
+            .arg(format!("label=com.docker.stack.namespace={}", self.stack))
+            .output();
+        let Ok(listed) = listed else { return };
+        for name in String::from_utf8_lossy(&listed.stdout).lines() {
+            let _ = Std::new("docker").args(["secret", "rm", name]).output();
         }
     }
 }
