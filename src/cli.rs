@@ -605,6 +605,7 @@ pub struct CoordArgs {
 pub enum CoordCommand {
     /// Claim a new work item; prints its id (work_<digits>). Exit 0 only when stored.
     Claim {
+        /// The kind of work (the legacy helper's first argument), e.g. `feature` or `bugfix`.
         work_type: String,
         /// Default: empty, as before. Any text, even one starting with `-`.
         #[arg(allow_hyphen_values = true)]
@@ -616,7 +617,9 @@ pub enum CoordCommand {
     },
     /// Record progress (0-100) on a work item (empty WORK_ID: $CURRENT_WORK_ITEM).
     Progress {
+        /// The work item (`work_<digits>`); empty for $CURRENT_WORK_ITEM.
         work_id: String,
+        /// How far along, 0 to 100.
         #[arg(allow_hyphen_values = true)]
         percent: String,
         /// Default: in_progress.
@@ -624,6 +627,7 @@ pub enum CoordCommand {
     },
     /// Complete a work item and credit velocity points (no WORK_ID: $CURRENT_WORK_ITEM).
     Complete {
+        /// The work item (`work_<digits>`); default $CURRENT_WORK_ITEM.
         work_id: Option<String>,
         /// Default: success. Any text, even one starting with `-`.
         #[arg(allow_hyphen_values = true)]
@@ -634,6 +638,7 @@ pub enum CoordCommand {
     },
     /// Register (or re-register) an agent.
     Register {
+        /// The agent's id, e.g. from `beamops coord generate-id`.
         agent_id: String,
         /// Default: autonomous_team.
         team: Option<String>,
@@ -649,11 +654,13 @@ pub enum CoordCommand {
     GenerateId,
     /// The work items, optionally only those with one status.
     List {
+        /// Only work items with this status (e.g. active, in_progress, completed).
         #[arg(long, value_name = "STATUS")]
         status: Option<String>,
     },
     /// Print (or write to PATH) a coordination_helper.sh that runs `beamops coord "$@"`.
     Shim {
+        /// Where to write the script (mode 0755); default: print it.
         #[arg(value_name = "PATH")]
         path: Option<PathBuf>,
     },

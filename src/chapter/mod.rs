@@ -14,13 +14,67 @@ use include_dir::{Dir, include_dir};
 
 static CHAPTER_DIR: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/chapters");
 
-/// Every chapter, ordered by id. Manifests are embedded, so a broken one is a build-time bug that
-/// the test suite catches (`all_manifests_parse`).
-pub fn all() -> &'static [Manifest] {
-    static CHAPTERS: OnceLock<Vec<Manifest>> = OnceLock::new();
-    CHAPTERS.get_or_init(|| load_all().expect("embedded chapter manifests are valid"))
+/// A manifest known by its file name (`NN-slug.yaml`), parsed on first use: resolving a name and
+/// planning one chapter parse only the manifests involved (parsing all twelve was a third of
+/// `plan chapter-01`). Manifests are embedded, so a broken one is a build-time bug that the test
+/// suite catches (`all_manifests_parse_…`, which also checks each file is named after its id
+/// and slug, and [`Manifest::problems`]).
+struct Entry {
+    id: u8,
+    slug: &'static str,
+    text: &'static str,
+    parsed: OnceLock<Manifest>,
 }
 
+impl Entry {
+    fn key(&self) -> String {
+        format!("{:02}-{}", self.id, self.slug)
+    }
+
+    fn manifest(&'static self) -> &'static Manifest {
+        self.parsed.get_or_init(|| {
+            serde_yaml_ng::from_str(self.text).unwrap_or_else(|e| {
+                panic!("embedded chapters/{}.yaml does not parse: {e}", self.key())
+            })
+        })
+    }
+}
+
+fn entries() -> &'static [Entry] {
+    static ENTRIES: OnceLock<Vec<Entry>> = OnceLock::new();
+    ENTRIES.get_or_init(|| {
+        let mut entries: Vec<Entry> = CHAPTER_DIR
+            .files()
+            .filter_map(|f| {
+                let name = f.path().to_str()?.strip_suffix(".yaml")?;
+                let (id, slug) = name.split_once('-')?;
+                Some(Entry {
+                    id: id.parse().ok()?,
+                    slug,
+                    text: f.contents_utf8()?,
+                    parsed: OnceLock::new(),
+                })
+            })
+            .collect();
+        entries.sort_by_key(|e| e.id);
+        entries
+    })
+}
+
+/// Every chapter, ordered by id.
+pub fn all() -> Vec<&'static Manifest> {
+    entries().iter().map(Entry::manifest).collect()
+}
+
+/// The manifest a chapter's id and slug name, parsed now if it was not yet.
+fn find(matches: impl Fn(u8, &str) -> bool) -> Option<&'static Manifest> {
+    entries()
+        .iter()
+        .find(|e| matches(e.id, e.slug))
+        .map(Entry::manifest)
+}
+
+#[cfg(test)]
 fn load_all() -> Result<Vec<Manifest>> {
     let sources: Vec<(String, &str)> = CHAPTER_DIR
         .files()
@@ -65,7 +119,7 @@ pub fn parse_manifests(sources: &[(String, &str)]) -> Result<Vec<Manifest>> {
 }
 
 pub fn by_key(key: &str) -> Option<&'static Manifest> {
-    all().iter().find(|c| c.key() == key)
+    find(|id, slug| format!("{id:02}-{slug}") == key)
 }
 
 /// `targets` plus every chapter they need, dependencies first.

@@ -1,17 +1,17 @@
 use anyhow::Result;
 
-use super::{Manifest, all};
+use super::{Manifest, all, find};
 
 /// Accepts `chapter-08`, `08`, `8`, `swarm`, `08-swarm` and `chapter-08-swarm`.
 pub fn resolve(name: &str) -> Result<&'static Manifest> {
     let wanted = name.trim().to_ascii_lowercase();
     let bare = wanted.strip_prefix("chapter-").unwrap_or(&wanted);
-    let found = all().iter().find(|c| {
+    // By the file name's id and slug alone: only the manifest named gets parsed.
+    let found = find(|id, slug| {
+        let key = format!("{id:02}-{slug}");
         let number_part = bare.split('-').next().unwrap_or("");
         let as_number = number_part.parse::<u8>().ok();
-        bare == c.slug
-            || bare == c.key()
-            || (as_number == Some(c.id) && (bare == number_part || bare == c.key()))
+        bare == slug || bare == key || (as_number == Some(id) && bare == number_part)
     });
     found.ok_or_else(|| {
         let names: Vec<String> = all().iter().map(|c| c.label()).collect();
@@ -27,7 +27,7 @@ pub fn resolve(name: &str) -> Result<&'static Manifest> {
             "unknown chapter `{name}`{hint}\n  valid chapters: {}\n  (also by number `8`, slug `swarm` or `08-swarm`)",
             names
                 .iter()
-                .zip(all())
+                .zip(all().iter())
                 .map(|(l, c)| format!("{l} ({})", c.slug))
                 .collect::<Vec<_>>()
                 .join(", ")

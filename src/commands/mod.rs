@@ -126,7 +126,7 @@ impl Global {
 
 pub fn select(sel: &Selection) -> Result<Vec<&'static Manifest>> {
     if sel.all {
-        return Ok(chapter::all().iter().collect());
+        return Ok(chapter::all());
     }
     sel.chapters.iter().map(|n| chapter::resolve(n)).collect()
 }
