@@ -715,8 +715,8 @@ fn include_exclude_all_files_and_threshold_change_what_is_compared() {
 #[test]
 fn a_symlink_never_takes_away_a_copys_execute_bit() {
     let tmp = tempfile::tempdir().unwrap();
-    write(&tmp.path().join("a.sh"), "echo same\n", 0o644);
-    write(&tmp.path().join("c/a.sh"), "echo same\n", 0o755);
+    write(&tmp.path().join("a.sh"), "#!/bin/sh\necho same\n", 0o644);
+    write(&tmp.path().join("c/a.sh"), "#!/bin/sh\necho same\n", 0o755);
     let out = beamops(tmp.path())
         .args(["dedupe", "--format", "json", "--apply"])
         .output()
@@ -969,12 +969,10 @@ fn consolidated_self_locating_and_sourced_scripts_reach_the_same_files_as_before
         assert!(replaced.contains(&path));
         if strategy == "wrapper" {
             assert_eq!(made[&path], "symlink");
-            // Same siblings in legacy/: a wrapper changes nothing there, so it is used.
-            let legacy = c.repo.join("legacy/tools/probe_dollar0.sh");
-            assert!(
-                std::fs::read_to_string(&legacy)
-                    .unwrap()
-                    .contains("beamops-dedupe-wrapper"),
+            // Same siblings in legacy/, but it reads its own path: under a wrapper `$0` would
+            // name the canonical, so a symlink keeps what it sees.
+            assert_eq!(
+                made["legacy/tools/probe_dollar0.sh"], "symlink",
                 "{report:#}"
             );
             // Sourced libraries are never wrappers.
@@ -1346,4 +1344,113 @@ fn copies_edited_behind_assume_unchanged_or_skip_worktree_are_refused_without_al
         );
         assert_eq!(snapshot(&c.top), before);
     }
+}
+
+/// What a reviewer found a wrapper changing, as one class: anything a script does with its own
+/// path or its own text, and a file with no `#!` (run by whichever shell runs it, or sourced).
+/// Each copy, run the way its callers run it, prints the same before and after `--apply
+/// --strategy wrapper`.
+#[test]
+fn a_wrapper_never_changes_what_a_script_does_with_its_own_name_or_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let scripts: [(&str, &str); 5] = [
+        // Acts on the name it was called by.
+        (
+            "name.sh",
+            "#!/bin/bash\ncase \"$(basename \"$0\")\" in\n  name.sh) echo \"as name.sh\" ;;\nesac\necho \"usage: ${0##*/}\"\n",
+        ),
+        // Finds its directory through a variable, then reads a file there that differs.
+        (
+            "indirect.sh",
+            "#!/bin/bash\nme=$0\nhere=${me%/*}\ncat \"$here/data.txt\"\n",
+        ),
+        // bash-only, no #!: run with `bash`, or sourced.
+        (
+            "lib.sh",
+            "arr=(one two)\n[[ ${#arr[@]} -eq 2 ]] && echo \"second=${arr[1]}\"\ngreet() { echo hi; }\n",
+        ),
+        // Prints its own usage comment; the copies differ only in that comment.
+        (
+            "help.sh",
+            "#!/bin/bash\n# Usage: {WHO}\nsed -n 's/^# //p' \"$0\"\n",
+        ),
+        // A plain program: a wrapper is fine here and must still be used.
+        ("plain.sh", "#!/bin/bash\necho plain\n"),
+    ];
+    for dir in ["a", "b"] {
+        for (name, text) in scripts {
+            write(
+                &root.join(dir).join(name),
+                &text.replace("{WHO}", dir),
+                0o755,
+            );
+        }
+        write(
+            &root.join(dir).join("data.txt"),
+            &format!("data of {dir}\n"),
+            0o644,
+        );
+    }
+    let runs = |when: &str| -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for dir in ["a", "b"] {
+            for (name, _) in scripts {
+                let path = format!("{dir}/{name}");
+                let ran = std::process::Command::new("bash")
+                    .arg(&path)
+                    .current_dir(root)
+                    .output()
+                    .unwrap();
+                out.push((
+                    format!("{when} bash {path}"),
+                    format!(
+                        "{}{}|{}",
+                        String::from_utf8_lossy(&ran.stdout),
+                        String::from_utf8_lossy(&ran.stderr),
+                        ran.status.code().unwrap_or(-1)
+                    ),
+                ));
+            }
+            // Sourced, then the caller goes on.
+            let sourced = std::process::Command::new("bash")
+                .args(["-c", &format!("source {dir}/lib.sh; greet; echo survived")])
+                .current_dir(root)
+                .output()
+                .unwrap();
+            out.push((
+                format!("{when} source {dir}/lib.sh"),
+                String::from_utf8_lossy(&sourced.stdout).into_owned(),
+            ));
+        }
+        out
+    };
+    let before = runs("");
+    let out = beamops(root)
+        .args([
+            "dedupe",
+            "--format",
+            "json",
+            "--apply",
+            "--strategy",
+            "wrapper",
+        ])
+        .output()
+        .unwrap();
+    let report = json(&out);
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "{report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = runs("");
+    assert_eq!(before, after, "{report:#}");
+    // Something was consolidated, and the plain program got the wrapper it asked for.
+    let replaced = report["apply"]["replaced"].to_string();
+    assert!(replaced.contains("plain.sh"), "{report:#}");
+    let plain = ["a/plain.sh", "b/plain.sh"]
+        .iter()
+        .map(|p| std::fs::read_to_string(root.join(p)).unwrap_or_default())
+        .any(|t| t.contains("beamops-dedupe-wrapper"));
+    assert!(plain, "{report:#}");
 }

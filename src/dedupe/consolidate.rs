@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::Tier;
 use super::manifest::{self, Entry, EntryState, Manifest, Replacement, RunState, Strategy};
 use super::scan::{self, WRAPPER_MARKER};
 use super::siblings::{self, Idiom, ScriptFacts, SourceTarget};
@@ -299,7 +300,7 @@ fn plan(
             let file = &findings.files[copy];
             let dir = file.path.parent().context("a file without a directory")?;
             let choice = match &facts[copy] {
-                Some(f) => choose(strategy, file, canonical, f, sourced.of(&file.path)),
+                Some(f) => choose(strategy, tier, file, canonical, f, sourced.of(&file.path)),
                 None => Choice::Use(strategy, None),
             };
             let chosen = match choice {
@@ -364,6 +365,7 @@ fn plan(
 /// Whether consolidating `copy` into `canonical` keeps what it reaches and how it is loaded.
 fn choose(
     requested: Strategy,
+    tier: Tier,
     copy: &FileInfo,
     canonical: &FileInfo,
     facts: &ScriptFacts,
@@ -435,6 +437,47 @@ fn choose(
             Some(format!(
                 "sourced by {by}: a wrapper's exec would end the shell that sources it, so a symlink instead"
             )),
+        );
+    }
+    // A copy equal only once comments and blanks are dropped, that reads its own path, may read
+    // its own text (`sed -n 's/^# //p' "$0"` for its usage): consolidated, it would read the
+    // canonical's comments.
+    if let Some(line) = facts.names_itself
+        && tier != Tier::Exact
+    {
+        return Choice::Keep(format!(
+            "reads its own path ($0 or BASH_SOURCE, line {line}) and differs from the canonical in comments or blank lines, which it may print"
+        ));
+    }
+    // Without `#!` the file is run by whichever shell runs it, or sourced from places no scan
+    // sees (an interactive shell, `.envrc`): a wrapper would pick a shell for it, or end the
+    // shell that sources it.
+    if !facts.shebang && requested == Strategy::Wrapper {
+        let why = "has no #! line: it is run by whichever shell runs it, or sourced, and a wrapper would pick a shell for it or end the shell that sources it";
+        if !symlink_keeps_mode {
+            return Choice::Keep(format!("{why}; a symlink would take away its execute bit"));
+        }
+        return Choice::Use(
+            Strategy::Symlink,
+            Some(format!("{why}, so a symlink instead")),
+        );
+    }
+    // Behaviour, not bytes: a wrapper runs the canonical, so `$0` and `BASH_SOURCE` name the
+    // canonical's path — in a usage line, a log, a lock file name. A symlink keeps the copy's.
+    if let Some(line) = facts.names_itself
+        && requested == Strategy::Wrapper
+    {
+        let why = format!(
+            "reads its own path ($0 or BASH_SOURCE, line {line}): under a wrapper it would see the canonical's path"
+        );
+        if !symlink_keeps_mode {
+            return Choice::Keep(format!(
+                "{why}, and a symlink would take away its execute bit"
+            ));
+        }
+        return Choice::Use(
+            Strategy::Symlink,
+            Some(format!("{why}, so a symlink instead")),
         );
     }
     Choice::Use(requested, None)

@@ -65,6 +65,12 @@ pub struct ScriptFacts {
     pub dynamic: BTreeSet<String>,
     /// (line number, target) of every `source`/`.` command.
     pub sources: Vec<(usize, SourceTarget)>,
+    /// The first line that reads the script's own path (`$0`, `BASH_SOURCE`) for any purpose,
+    /// a usage message included: a wrapper would change what it prints or does.
+    pub names_itself: Option<usize>,
+    /// Starts with `#!`: run as a program, it picks its own interpreter. Without one it is run
+    /// by whatever shell runs it (or sourced), which a wrapper cannot know.
+    pub shebang: bool,
 }
 
 impl ScriptFacts {
@@ -75,7 +81,7 @@ impl ScriptFacts {
 
 // A self-reference: `$0`, `${0}`, `${0%/*}`, `$BASH_SOURCE`, `${BASH_SOURCE[0]}`…
 static SELF_REF: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#"\$(?:0\b|\{0[}%#]|\{?BASH_SOURCE\b)"#).expect("static regex"));
+    LazyLock::new(|| Regex::new(r#"\$(?:0\b|\{0[}%#:/]|\{?BASH_SOURCE\b)"#).expect("static regex"));
 static BASH_SOURCE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\bBASH_SOURCE\b").expect("static regex"));
 static LOCATING: LazyLock<Regex> = LazyLock::new(|| {
@@ -189,7 +195,10 @@ fn strip_comment(line: &str) -> &str {
 
 pub fn analyse(bytes: &[u8]) -> ScriptFacts {
     let text = String::from_utf8_lossy(bytes);
-    let mut facts = ScriptFacts::default();
+    let mut facts = ScriptFacts {
+        shebang: bytes.starts_with(b"#!"),
+        ..ScriptFacts::default()
+    };
     // Variables holding the script's directory, with the path they add to it (`ROOT=$DIR/..`).
     let mut vars: HashMap<String, String> = HashMap::new();
     let mut patterns: HashMap<String, Regex> = HashMap::new();
@@ -198,6 +207,9 @@ pub fn analyse(bytes: &[u8]) -> ScriptFacts {
         let line = strip_comment(raw);
         if line.trim().is_empty() {
             continue;
+        }
+        if facts.names_itself.is_none() && SELF_REF.is_match(line) {
+            facts.names_itself = Some(n + 1);
         }
         let self_ref = SELF_REF.is_match(line) && LOCATING.is_match(line);
         if self_ref {
