@@ -811,3 +811,62 @@ fn spans_are_exported_over_otlp_http_and_a_dead_collector_never_fails_a_claim() 
     assert!(String::from_utf8_lossy(&out.stderr).contains("OTLP export"));
     assert!(by_id(&array(dir.path(), "work_claims.json")).contains_key(&id));
 }
+
+/// Completed is final: `progress` never re-opens an item, `complete` credits it once however
+/// the calls interleave, and an item whose status `progress` set to completed can still be
+/// completed (that is what records its velocity).
+#[test]
+fn a_completed_item_stays_completed_and_is_credited_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let id = work_id(&ok(&run(coord(dir).args(["claim", "feature", "d"]))));
+    ok(&run(coord(dir).args(["complete", &id, "success", "5"])));
+    let reopened = run(coord(dir).args(["progress", &id, "50"]));
+    assert_eq!(reopened.status.code(), Some(1), "{reopened:?}");
+    assert_eq!(
+        run(coord(dir).args(["complete", &id])).status.code(),
+        Some(1)
+    );
+    let claim = by_id(&array(dir, "work_claims.json"))[&id].clone();
+    assert_eq!(claim["status"], "completed", "{claim}");
+    assert_eq!(array(dir, "coordination_log.json").len(), 1);
+
+    // progress 100 completed, then complete: recorded once, with its completion time.
+    let id2 = work_id(&ok(&run(coord(dir).args(["claim", "feature", "e"]))));
+    ok(&run(coord(dir).args([
+        "progress",
+        &id2,
+        "100",
+        "completed",
+    ])));
+    ok(&run(coord(dir).args(["complete", &id2, "success", "3"])));
+    let claim = by_id(&array(dir, "work_claims.json"))[&id2].clone();
+    assert!(claim["completed_at"].is_string(), "{claim}");
+    assert_eq!(array(dir, "coordination_log.json").len(), 2);
+
+    // Interleaved at once: 30 progress and 10 complete calls on one item.
+    let id3 = work_id(&ok(&run(coord(dir).args(["claim", "feature", "f"]))));
+    let mut cmds = Vec::new();
+    for n in 0..40 {
+        let mut c = coord(dir);
+        if n % 4 == 0 {
+            c.args(["complete", &id3, "success", "7"]);
+        } else {
+            c.args(["progress", &id3, "40"]);
+        }
+        cmds.push(c);
+    }
+    let outs = spawn_all(cmds);
+    let completes_ok = outs
+        .iter()
+        .enumerate()
+        .filter(|(n, o)| n % 4 == 0 && o.status.success())
+        .count();
+    assert_eq!(completes_ok, 1, "exactly one complete is stored");
+    let claim = by_id(&array(dir, "work_claims.json"))[&id3].clone();
+    assert_eq!(claim["status"], "completed", "{claim}");
+    let log = array(dir, "coordination_log.json");
+    assert_eq!(log.len(), 3, "{log:#?}");
+    let velocity = std::fs::read_to_string(dir.join("velocity_log.txt")).unwrap();
+    assert_eq!(velocity.matches("+7 velocity").count(), 1, "{velocity}");
+}

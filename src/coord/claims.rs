@@ -192,6 +192,15 @@ pub fn progress(
     let mut trace_id = ctx.trace_id.clone();
     let mut found = false;
     for record in matching(&mut claims, work_item_id) {
+        // A completed item stays completed: progress would re-open it, and its next
+        // `complete` would credit its velocity twice.
+        if let Some(at) = record.str("completed_at") {
+            return Err(CoordError::AlreadyCompleted {
+                id: work_item_id.to_string(),
+                at: at.to_string(),
+            }
+            .into());
+        }
         found = true;
         // The item's own trace unless the caller forces one: one trace per work item.
         let claim_trace = record
@@ -266,10 +275,12 @@ pub fn complete(
     let mut trace_id = ctx.trace_id.clone();
     let mut found = false;
     for record in matching(&mut claims, work_item_id) {
-        if record.str("status") == Some("completed") {
+        // Completed means `complete` ran (it sets completed_at and credits the velocity once);
+        // `progress 100 completed` only set the status, and the item may still be completed.
+        if let Some(at) = record.str("completed_at") {
             return Err(CoordError::AlreadyCompleted {
                 id: work_item_id.to_string(),
-                at: record.str("completed_at").unwrap_or("?").to_string(),
+                at: at.to_string(),
             }
             .into());
         }
