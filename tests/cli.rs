@@ -30,6 +30,8 @@ fn every_usage_error_answers_json_on_stdout_when_json_was_asked_for() {
         (&["up", "01", "--all", "--format", "json"], None),
         (&["plan"], Some("json")),
         (&["--nope"], Some("json")),
+        // A `--format` missing its value leaves the choice to BEAMOPS_FORMAT.
+        (&["coord", "claim", "f", "--format"], Some("json")),
         (&["deploy", "--lock-wait", "soon", "--format", "json"], None),
     ];
     for (args, env) in cases {
