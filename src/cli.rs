@@ -568,7 +568,12 @@ pub fn json_requested(
             None => (flag, None),
         };
         let value = if name == "format" {
-            Some(inline.unwrap_or_else(|| args.get(i + 1).cloned().unwrap_or_default()))
+            // `--format` with no value after it (last, or before another flag) is a usage error
+            // that asks for no format: it is answered in text unless BEAMOPS_FORMAT says json.
+            match inline {
+                Some(v) => Some(v).filter(|v| !v.is_empty()),
+                None => args.get(i + 1).filter(|v| !v.starts_with('-')).cloned(),
+            }
         } else if strsim::damerau_levenshtein(name, "format") <= 2 {
             let v = inline.or_else(|| args.get(i + 1).cloned());
             v.filter(|v| v == "json")

@@ -30,6 +30,8 @@ fn every_usage_error_answers_json_on_stdout_when_json_was_asked_for() {
         (&["up", "01", "--all", "--format", "json"], None),
         (&["plan"], Some("json")),
         (&["--nope"], Some("json")),
+        // A `--format` missing its value leaves the choice to BEAMOPS_FORMAT.
+        (&["coord", "claim", "f", "--format"], Some("json")),
         (&["deploy", "--lock-wait", "soon", "--format", "json"], None),
     ];
     for (args, env) in cases {
@@ -48,8 +50,15 @@ fn every_usage_error_answers_json_on_stdout_when_json_was_asked_for() {
         // The person still reads it on stderr.
         assert!(!out.stderr.is_empty(), "{args:?}");
     }
-    // Text asked for (or nothing said): stdout stays empty.
-    for args in [&["plan", "--format", "text"][..], &["bogus"][..]] {
+    // Text asked for (or nothing said): stdout stays empty. A `--format` missing its value
+    // (last, empty, or followed by another flag) asks for no format at all.
+    for args in [
+        &["plan", "--format", "text"][..],
+        &["bogus"][..],
+        &["coord", "claim", "f", "--format"][..],
+        &["plan", "01", "--format="][..],
+        &["plan", "--format", "--all"][..],
+    ] {
         let out = p.beamops().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         assert!(out.stdout.is_empty(), "{args:?}");
@@ -270,6 +279,31 @@ fn validation_table() -> Vec<(&'static str, Edit, &'static str)> {
             append("chapters:\n  development:\n    app_port: 0\n"),
             "app_port is 0",
         ),
+        (
+            "app_port = db_port",
+            append("chapters:\n  development:\n    app_port: 5432\n"),
+            "app_port 5432 is also chapters.development.db_port",
+        ),
+        (
+            "db_port = the default app_port (app.port)",
+            append("chapters:\n  development:\n    db_port: 4000\n"),
+            "app.port (the default app_port) 4000 is also chapters.development.db_port",
+        ),
+        (
+            "update_monitor 1s",
+            append("chapters:\n  swarm:\n    update_monitor: 1s\n"),
+            "shorter than one healthcheck interval",
+        ),
+        (
+            "update_monitor 0m",
+            append("chapters:\n  swarm:\n    update_monitor: 0m\n"),
+            "shorter than one healthcheck interval",
+        ),
+        (
+            "update_monitor 1.5s",
+            append("chapters:\n  swarm:\n    update_monitor: 1.5s\n"),
+            "not a duration in seconds or minutes",
+        ),
         ("app.port 0", set("port", "0"), "app.port is 0"),
         ("otp string", set("otp", "\"string\""), "app.otp"),
         ("elixir string", set("elixir", "latest"), "app.elixir"),
@@ -395,6 +429,43 @@ fn overrides_that_match_no_key_or_hold_a_bad_value_name_the_variable() {
             "converge_timeout",
         ),
         ("BEAMOPS_ENVIRONMENTS__STAGING__MANAGERS", "4", "odd number"),
+        (
+            "BEAMOPS_CHAPTERS__SWARM__UPDATE_MONITOR",
+            "1s",
+            "shorter than one healthcheck interval",
+        ),
+        (
+            "BEAMOPS_CHAPTERS__DEVELOPMENT__APP_PORT",
+            "5432",
+            "is also chapters.development.db_port",
+        ),
+        // Top-level names (no `__`): a misspelt key or variable, with the nearest real one.
+        (
+            "BEAMOPS_DEFAULT_ENVIRONEMNT",
+            "staging",
+            "did you mean BEAMOPS_DEFAULT_ENVIRONMENT?",
+        ),
+        ("BEAMOPS_PROJCT", "/tmp", "did you mean BEAMOPS_PROJECT?"),
+        ("BEAMOPS_BOGUS", "1", "matches no configuration key"),
+        ("BEAMOPS_", "1", "names no configuration key"),
+        // A group of keys is not a value: the fix names a key inside it.
+        (
+            "BEAMOPS_APP",
+            "1",
+            "fix: set one key inside it, e.g. BEAMOPS_APP__NAME=…",
+        ),
+        ("BEAMOPS_CHAPTERS", "x", "BEAMOPS_CHAPTERS__"),
+        (
+            "BEAMOPS_ENVIRONMENTS",
+            "staging",
+            "BEAMOPS_ENVIRONMENTS__<ENV>__REPLICAS",
+        ),
+        ("BEAMOPS_APP____PORT", "4100", "an empty key between `__`s"),
+        ("BEAMOPS_APP__PORT__X", "1", "not a mapping"),
+        // A key that needs a value gets one.
+        ("BEAMOPS_DEFAULT_ENVIRONMENT", "", "an empty value"),
+        ("BEAMOPS_APP__PORT", " ", "an empty value"),
+        ("BEAMOPS_APP__NAME", "", "an empty value"),
     ];
     for (name, value, expected) in cases {
         let out = p
@@ -415,9 +486,179 @@ fn overrides_that_match_no_key_or_hold_a_bad_value_name_the_variable() {
     }
     p.beamops()
         .env("BEAMOPS_ENVIRONMENTS__STAGING__MANAGERS", "3")
+        .env("BEAMOPS_DEFAULT_ENVIRONMENT", "staging")
+        // The deploy tests' short window (one healthcheck interval) stays valid.
+        .env("BEAMOPS_CHAPTERS__SWARM__UPDATE_MONITOR", "5s")
         .args(["plan", "01"])
         .assert()
         .code(2);
+}
+
+/// beamops's own `BEAMOPS_*` variables — flags, secrets, test gates `.ci/run` exports into every
+/// command it runs — are never taken for misspelt keys; and the one list of them covers every
+/// one the sources read, and docs/config.md names each.
+#[test]
+fn beamops_own_variables_are_never_config_overrides() {
+    use beamops::config::variables::{PREFIXES, VARIABLES, is_beamops_variable};
+    let p = TestProject::new();
+    let key = tempfile::tempdir().unwrap();
+    let baseline = p.beamops().args(["plan", "01"]).output().unwrap();
+    let mut cmd = p.beamops();
+    for (name, _) in VARIABLES {
+        let value = match *name {
+            "BEAMOPS_PROJECT" => p.path().to_str().unwrap().to_string(),
+            "BEAMOPS_ENV" => "local".into(),
+            "BEAMOPS_FORMAT" => "text".into(),
+            "BEAMOPS_AGE_KEY_FILE" => key.path().join("age.key").to_str().unwrap().into(),
+            // Set, it turns the binary into the shell's completer: tested in completions.
+            "BEAMOPS_COMPLETE" => continue,
+            _ => "1".into(),
+        };
+        cmd.env(name, value);
+    }
+    for prefix in PREFIXES {
+        cmd.env(
+            format!("{prefix}SECRET_KEY_BASE"),
+            "coordination_secret_key_base_v9",
+        );
+    }
+    let out = cmd.args(["plan", "01"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        baseline.status.code(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, baseline.stdout);
+
+    // Every name the sources read or set: std::env::var*, clap's `env =`, `.env(…)`, constants,
+    // `${…}` in scripts and templates, `.ci/run` exports.
+    let read = regex::Regex::new(
+        r#"(?:var(?:_os)?\(|env(?: = |\()|: &str = |\[|, |export |\$\{\{?)"?(BEAMOPS_[A-Z0-9_]*[A-Z0-9])\b"#,
+    )
+    .unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join(".ci/run")];
+    for dir in ["src", "tests", "templates"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs" || e == "j2") {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    let mut found = std::collections::BTreeSet::new();
+    for file in &files {
+        // The configuration loader's own tests use deliberately wrong names.
+        if file.ends_with("src/config/load.rs") || file.ends_with("tests/cli.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        for c in read.captures_iter(&text) {
+            let name = c[1].to_string();
+            if !name.contains("__") {
+                found.insert((name, file.strip_prefix(root).unwrap().display().to_string()));
+            }
+        }
+    }
+    assert!(
+        found.iter().any(|(n, _)| n == "BEAMOPS_HEAVY_TESTS"),
+        "{found:?}"
+    );
+    let unlisted: Vec<_> = found
+        .iter()
+        .filter(|(n, _)| !is_beamops_variable(n))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "read by beamops but missing from src/config/variables.rs: {unlisted:?}"
+    );
+    let docs = std::fs::read_to_string(root.join("docs/config.md")).unwrap();
+    for name in VARIABLES
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(PREFIXES.iter().copied())
+    {
+        assert!(
+            docs.contains(&format!("`{name}")),
+            "docs/config.md lacks {name}"
+        );
+        assert!(
+            found.iter().any(|(n, _)| n == name || n.starts_with(name)) || name.ends_with('_'),
+            "{name} is listed but nothing reads it"
+        );
+    }
+}
+
+/// beamops.yaml is optional for `worktree`, `dedupe` and `coord`: an empty one is all defaults
+/// for each of them, while a broken one is still refused with its place.
+#[test]
+fn an_empty_beamops_yaml_is_the_defaults_for_worktree_dedupe_and_coord() {
+    let p = TestProject::new();
+    p.commit_all("initial");
+    let wt = tempfile::tempdir().unwrap();
+    let wt_path = wt.path().join("wt-empty-config");
+    let status = Command::new("git")
+        .current_dir(p.path())
+        .args(["worktree", "add", "-q", "-b", "side"])
+        .arg(&wt_path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for empty in ["", "\n  \n\t\n"] {
+        p.write("beamops.yaml", empty);
+        for args in [
+            &["worktree", "list"][..],
+            &["worktree", "prune"][..],
+            &["dedupe"][..],
+            &["coord", "list"][..],
+        ] {
+            let out = p.beamops().args(args).output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{args:?} with {empty:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = p
+            .beamops()
+            .args(["worktree", "list", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("wt-empty-config"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    p.write("beamops.yaml", "");
+    let out = p
+        .beamops()
+        .args(["worktree", "remove", wt_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!wt_path.exists());
+    // Not empty but broken: still refused, with the file and line.
+    p.write("beamops.yaml", "version: [\n");
+    let out = p.beamops().args(["worktree", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("beamops.yaml:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

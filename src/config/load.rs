@@ -36,6 +36,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_str(path, &source, &overrides)
 }
 
+/// Is the file there but empty (whitespace only)? Commands for which beamops.yaml is optional
+/// (`worktree`, `dedupe`, `coord`) read such a file as all defaults; the others refuse it.
+pub fn is_blank(path: &Path) -> bool {
+    read_bounded(path).is_ok_and(|bytes| bytes.iter().all(u8::is_ascii_whitespace))
+}
+
 /// Read at most [`guard::MAX_BYTES`] + 1 bytes: a huge file is refused without reading it all.
 fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
     use std::io::Read;
@@ -100,10 +106,7 @@ pub fn load_str(
         err(line, column, with_suggestion(&message), fix)
     })?;
 
-    let active: Vec<(Vec<String>, &String, &String)> = overrides
-        .iter()
-        .filter_map(|(name, raw)| override_path(name).map(|keys| (keys, name, raw)))
-        .collect();
+    let active = active_overrides(path, &config, overrides)?;
     let config = if active.is_empty() {
         config
     } else {
@@ -198,17 +201,98 @@ pub fn load_str(
     Ok(config)
 }
 
-/// `BEAMOPS_APP__PORT` → `["app", "port"]`; names without `__` are flags, not config keys,
-/// except the top-level scalar `BEAMOPS_DEFAULT_ENVIRONMENT`.
-fn override_path(name: &str) -> Option<Vec<String>> {
-    let rest = name.strip_prefix("BEAMOPS_")?;
-    if rest == "DEFAULT_ENVIRONMENT" {
-        return Some(vec!["default_environment".into()]);
+/// One override: the key path it sets, the variable's name and its raw value.
+type Override<'a> = (Vec<String>, &'a String, &'a String);
+
+/// The overrides among `overrides`: every `BEAMOPS_*` variable that is not one of beamops's
+/// own ([`super::variables`]) must name a key (`BEAMOPS_APP__PORT` → `["app", "port"]`;
+/// a top-level value without `__`, like `BEAMOPS_DEFAULT_ENVIRONMENT`) and give it a value.
+/// Keys below the top level are checked against the schema by the caller.
+fn active_overrides<'a>(
+    path: &Path,
+    config: &Config,
+    overrides: &'a [(String, String)],
+) -> Result<Vec<Override<'a>>, ConfigError> {
+    // Every top-level key with its value, defaults included, to tell a group from a value.
+    let full = serde_yaml_ng::to_value(config).unwrap_or(Value::Null);
+    let mut active = Vec::new();
+    for (name, raw) in overrides {
+        let Some(rest) = name.strip_prefix("BEAMOPS_") else {
+            continue;
+        };
+        if super::variables::is_beamops_variable(name) {
+            continue;
+        }
+        let blame = |message: String, fix: String| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!("environment variable {name}={raw}: {message}"),
+            fix,
+        };
+        let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        if keys.iter().any(String::is_empty) {
+            return Err(blame(
+                "an empty key between `__`s names no configuration key".into(),
+                format!(
+                    "unset {name}, or join keys with exactly two underscores, e.g. BEAMOPS_APP__PORT"
+                ),
+            ));
+        }
+        if let [key] = keys.as_slice() {
+            match full.get(key.as_str()) {
+                Some(Value::Mapping(children)) => {
+                    let example = if key == "environments" {
+                        "BEAMOPS_ENVIRONMENTS__<ENV>__REPLICAS=…".to_string()
+                    } else {
+                        let child = children
+                            .keys()
+                            .find_map(Value::as_str)
+                            .unwrap_or("KEY")
+                            .to_ascii_uppercase();
+                        format!("{name}__{child}=…")
+                    };
+                    return Err(blame(
+                        format!("`{key}` is a group of keys, not a value"),
+                        format!("set one key inside it, e.g. {example}, and unset {name}"),
+                    ));
+                }
+                Some(_) if KNOWN_KEYS.contains(&key.as_str()) => {}
+                _ => {
+                    let mut candidates: Vec<String> = KNOWN_KEYS
+                        .iter()
+                        .filter(|k| !matches!(full.get(**k), Some(Value::Mapping(_))))
+                        .map(|k| k.to_ascii_uppercase())
+                        .collect();
+                    candidates.extend(
+                        super::variables::VARIABLES
+                            .iter()
+                            .map(|(v, _)| v.trim_start_matches("BEAMOPS_").to_string()),
+                    );
+                    let candidates: Vec<&str> = candidates.iter().map(String::as_str).collect();
+                    let hint = nearest(rest, &candidates)
+                        .map(|n| format!("; did you mean BEAMOPS_{n}?"))
+                        .unwrap_or_default();
+                    return Err(blame(
+                        format!(
+                            "matches no configuration key and is not a variable beamops reads{hint}"
+                        ),
+                        format!(
+                            "unset {name}, or name a key (keys joined by `__`, e.g. BEAMOPS_APP__PORT); docs/config.md lists the keys and beamops's own variables"
+                        ),
+                    ));
+                }
+            }
+        }
+        if raw.trim().is_empty() {
+            return Err(blame(
+                "an empty value: the key needs one".into(),
+                format!("unset {name} to keep the file's value, or give it one"),
+            ));
+        }
+        active.push((keys, name, raw));
     }
-    if !rest.contains("__") {
-        return None;
-    }
-    Some(rest.split("__").map(|k| k.to_ascii_lowercase()).collect())
+    Ok(active)
 }
 
 fn set_path(root: &mut Value, keys: &[String], raw: &str) -> Result<(), String> {

@@ -7,10 +7,11 @@ mod error;
 pub mod guard;
 mod load;
 pub mod validate;
+pub mod variables;
 mod versions;
 
 pub use error::ConfigError;
-pub use load::{CONFIG_FILE, load, load_str, nearest as nearest_word};
+pub use load::{CONFIG_FILE, is_blank, load, load_str, nearest as nearest_word};
 pub use versions::{requirement_matches, version_prefix_matches};
 
 use std::collections::BTreeMap;

@@ -302,6 +302,28 @@ fn all(config: &Config) -> Vec<Problem> {
     if dev.db_port == 0 {
         out.push(port_problem(&["chapters", "development", "db_port"]));
     }
+    let dev_app_port = dev.app_port.unwrap_or(config.app.port);
+    if dev.db_port != 0 && dev_app_port == dev.db_port {
+        // Both are published on 127.0.0.1: the second bind fails when the stack starts.
+        let (path, key): (&[&str], &str) = if dev.app_port.is_some() {
+            (
+                &["chapters", "development", "app_port"],
+                "chapters.development.app_port",
+            )
+        } else {
+            (
+                &["chapters", "development", "db_port"],
+                "app.port (the default app_port)",
+            )
+        };
+        out.push(problem(
+            path,
+            format!(
+                "{key} {dev_app_port} is also chapters.development.db_port: both are published on 127.0.0.1"
+            ),
+            "give the app and Postgres different host ports, e.g. app_port: 4000 and db_port: 5432",
+        ));
+    }
 
     let swarm = &config.chapters.swarm;
     if swarm.publish == Some(0) {
@@ -343,22 +365,24 @@ fn all(config: &Config) -> Vec<Problem> {
         ));
     }
     // Written into the stack file as a Go duration: whole seconds or minutes only.
-    if !swarm
-        .update_monitor
-        .strip_suffix('s')
-        .or_else(|| swarm.update_monitor.strip_suffix('m'))
-        .is_some_and(|n| {
-            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.bytes().any(|b| b != b'0')
-        })
-    {
-        out.push(problem(
+    match monitor_seconds(&swarm.update_monitor) {
+        None => out.push(problem(
             &["chapters", "swarm", "update_monitor"],
             format!(
                 "chapters.swarm.update_monitor `{}` is not a duration in seconds or minutes",
                 swarm.update_monitor
             ),
             "write it like 45s or 2m",
-        ));
+        )),
+        Some(s) if s < MIN_UPDATE_MONITOR_SECS => out.push(problem(
+            &["chapters", "swarm", "update_monitor"],
+            format!(
+                "chapters.swarm.update_monitor `{}` is shorter than one healthcheck interval ({MIN_UPDATE_MONITOR_SECS}s): Swarm would call the update completed before any task reports its health",
+                swarm.update_monitor
+            ),
+            "write at least 5s; 45s (start_period + interval × retries) also catches a release that never turns healthy",
+        )),
+        Some(_) => {}
     }
     if swarm.endpoint_mode == super::EndpointMode::Dnsrr
         && swarm.publish.is_some()
@@ -455,6 +479,22 @@ fn port_problem(path: &[&str]) -> Problem {
         format!("{} is 0, which is no port", path.join(".")),
         "use a port from 1 to 65535",
     )
+}
+
+/// The app's healthcheck `interval` in templates/swarm/stack.yml.j2: a monitor window shorter
+/// than one interval ends before Swarm has seen a single health result.
+pub const MIN_UPDATE_MONITOR_SECS: u64 = 5;
+
+/// `45s` → 45, `2m` → 120: the whole seconds or minutes the stack file's Go duration takes.
+fn monitor_seconds(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.strip_suffix('s') {
+        Some(n) => (n, 1),
+        None => (text.strip_suffix('m')?, 60),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 fn duration_problem(path: &[&str], text: &str, why: &str, example: &str) -> Problem {

@@ -39,7 +39,7 @@ pub struct Repo {
 
 impl Repo {
     /// The git repository containing `start` (the cwd when `None`). It needs no beamops.yaml; when
-    /// one is found its `worktree.allow_list` applies.
+    /// one is found its `worktree.allow_list` applies (an empty one is all defaults).
     pub fn discover(start: Option<&Path>) -> Result<Repo> {
         let start = match start {
             Some(dir) => dir
@@ -69,8 +69,9 @@ impl Repo {
             .chain(main_worktree.iter().map(|m| m.join(CONFIG_FILE)))
             .find(|f| f.is_file());
         let allow_list = match &config_file {
-            Some(file) => config::load(file)?.worktree.allow_list,
-            None => config::default_allow_list(),
+            // An empty beamops.yaml says nothing: the defaults, as for no file at all.
+            Some(file) if !config::is_blank(file) => config::load(file)?.worktree.allow_list,
+            _ => config::default_allow_list(),
         };
         Ok(Repo {
             git,
