@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::hidden::{self, Hidden};
 use super::inventory::{FileStatus, entries, open};
-use super::{Repo, WorktreeInfo, links, processes};
+use super::{Repo, WorktreeInfo, links, nested, processes};
 
 /// How many items of one check the text report shows; JSON and the audit log keep all.
 pub const SHOWN_ITEMS: usize = 20;
@@ -25,6 +25,7 @@ pub enum CheckId {
     Ignored,
     UniqueCommits,
     Submodules,
+    NestedRepos,
     Processes,
     LinksInto,
     BranchMerged,
@@ -48,6 +49,9 @@ impl CheckId {
                 "commits no ref that survives the removal reaches (only this worktree's branch, HEAD, HEAD reflog or per-worktree refs hold them)"
             }
             CheckId::Submodules => "submodules with changes, or initialized",
+            CheckId::NestedRepos => {
+                "git repositories inside build output with work of their own (uncommitted or untracked files, stashes, commits on no remote-tracking ref)"
+            }
             CheckId::Processes => "processes working inside it",
             CheckId::LinksInto => "symlinks or wrappers elsewhere that point into it",
             CheckId::BranchMerged => "branch not fully merged (--delete-branch)",
@@ -86,6 +90,9 @@ impl CheckId {
             }
             CheckId::Submodules => {
                 "commit and push inside each submodule; git then still refuses to remove a worktree that had submodules without --force, which beamops never uses: check, then run `git worktree remove --force` yourself. --backup does not cover submodules"
+            }
+            CheckId::NestedRepos => {
+                "commit and push inside each repository (or move it out of the worktree); --backup does not cover nested repositories"
             }
             CheckId::Processes => "leave the directory (cd elsewhere) or stop those processes",
             CheckId::LinksInto => {
@@ -218,6 +225,10 @@ pub fn assess(repo: &Repo, wt: &WorktreeInfo, delete_branch: bool) -> Result<Ass
             .collect(),
     );
     push(CheckId::Submodules, submodules_at_risk(&wt_repo, &wt.path));
+    push(
+        CheckId::NestedRepos,
+        nested::at_risk(&wt.path, &files.ignored_allowed),
+    );
     push(
         CheckId::Processes,
         processes::inside(&wt.path)

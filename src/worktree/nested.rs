@@ -1,0 +1,90 @@
+//! Git repositories inside build output: a mix git dependency (`deps/foo/.git`) is build output
+//! while it only holds what its remote has, but a patch committed or edited there lives nowhere
+//! else. Removing the worktree deletes the whole directory, so each nested repository is asked
+//! what it holds that no remote-tracking ref does.
+
+use std::path::Path;
+
+use super::gitcli;
+
+/// Every repository (a `.git` directory or file) under the worktree's allow-listed ignored
+/// paths that holds work of its own, as `path: reasons`.
+pub fn at_risk(worktree: &Path, build_output: &[String]) -> Vec<String> {
+    let mut repos = Vec::new();
+    for root in build_output {
+        find(&worktree.join(root.trim_end_matches('/')), &mut repos);
+    }
+    repos.sort();
+    repos.dedup();
+    repos
+        .iter()
+        .filter_map(|dir| {
+            let why = work_of_its_own(dir);
+            let shown = dir.strip_prefix(worktree).unwrap_or(dir).display();
+            (!why.is_empty()).then(|| format!("{shown}: {}", why.join(", ")))
+        })
+        .collect()
+}
+
+/// Directories holding a `.git`, depth first; symlinks are not followed (what they lead to is
+/// not deleted with the worktree).
+fn find(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(meta) = dir.symlink_metadata() else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    if dir.join(".git").symlink_metadata().is_ok() {
+        out.push(dir.to_path_buf());
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name() == ".git" {
+            continue;
+        }
+        find(&entry.path(), out);
+    }
+}
+
+/// What the repository at `dir` holds that would be lost with it; a repository git cannot read
+/// counts as at risk (conservatively: nothing proves it holds nothing).
+fn work_of_its_own(dir: &Path) -> Vec<String> {
+    let mut why = Vec::new();
+    let ask = |args: &[&str]| gitcli::run(dir, args, None);
+    match ask(&["status", "--porcelain", "--ignore-submodules=none"]) {
+        Ok(out) if !out.trim().is_empty() => why.push(format!(
+            "{} uncommitted or untracked paths",
+            out.lines().count()
+        )),
+        Ok(_) => {}
+        Err(e) => return vec![format!("unreadable by git ({e})")],
+    }
+    if let Ok(out) = ask(&["stash", "list"])
+        && !out.trim().is_empty()
+    {
+        why.push(format!("{} stash entries", out.lines().count()));
+    }
+    let remotes = ask(&["remote"]).unwrap_or_default();
+    let count = |args: &[&str]| {
+        ask(args)
+            .ok()
+            .and_then(|out| out.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    if remotes.trim().is_empty() {
+        // Without a remote nothing shows what it was cloned at: any commit may be its own.
+        let commits = count(&["rev-list", "--count", "--all"]);
+        if commits > 0 {
+            why.push(format!("no remote, {commits} commits"));
+        }
+    } else {
+        let own = count(&["rev-list", "--count", "--all", "--not", "--remotes"]);
+        if own > 0 {
+            why.push(format!("{own} commits on no remote-tracking ref"));
+        }
+    }
+    why
+}
