@@ -1340,31 +1340,31 @@ const STATES: &[State] = &[
     ),
     removed("links beside it that lead elsewhere", unlinked_neighbours),
     // Repositories inside build output.
-    refused(
+    backed_up(
         "git dependency with a patch commit and an edit",
         git_dependency_patched_and_edited,
         "nested-repos",
         &["deps/mydep: 1 uncommitted or untracked paths, 1 commits on no remote-tracking ref"],
     ),
-    refused(
+    backed_up(
         "git dependency with an unpushed commit",
         git_dependency_unpushed_commit,
         "nested-repos",
         &["deps/mydep: 1 commits on no remote-tracking ref"],
     ),
-    refused(
+    backed_up(
         "git dependency with an untracked file",
         git_dependency_untracked_file,
         "nested-repos",
         &["deps/mydep: 1 uncommitted or untracked paths"],
     ),
-    refused(
+    backed_up(
         "git dependency with a stash",
         git_dependency_stash,
         "nested-repos",
         &["deps/mydep: ", "stash entries"],
     ),
-    refused(
+    backed_up(
         "repository without a remote in _build",
         repository_without_remote_in_build,
         "nested-repos",
@@ -1511,6 +1511,26 @@ fn with_submodule(fx: &Fixture) {
         &fx.main,
         &["update-ref", "refs/remotes/origin/feature", head.trim()],
     );
+}
+
+/// The reviewer's reproduction: a patched git dependency is refused, then saved by `--backup`
+/// and usable after `restore` (its commit in its log, its edit in its status).
+#[test]
+fn a_patched_git_dependency_survives_backup_and_restore() {
+    let fx = fixture();
+    git_dependency_patched_and_edited(&fx);
+    let report = assert_refused(&fx, &[], "nested-repos");
+    assert_items(
+        "patched dependency",
+        &report,
+        "nested-repos",
+        &["deps/mydep"],
+    );
+    assert_backup_restores(&fx, false);
+    let dep = fx.wt.join("deps/mydep");
+    assert!(git(&dep, &["log", "--format=%s"]).starts_with("patch\n"));
+    assert_eq!(git(&dep, &["status", "--porcelain"]), " M fix.ex\n");
+    assert_eq!(std::fs::read(dep.join("fix.ex")).unwrap(), b"p\nwip\n");
 }
 
 #[test]

@@ -7,9 +7,26 @@ use std::path::Path;
 
 use super::gitcli;
 
+/// One repository inside build output that holds work of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nested {
+    /// Its working directory, relative to the worktree, `/`-separated.
+    pub path: String,
+    /// What a backup saves: the working directory, and its git directory when a `.git` file
+    /// points elsewhere inside the worktree (relative to the worktree).
+    pub saved: Vec<String>,
+    pub why: Vec<String>,
+}
+
+impl Nested {
+    pub fn item(&self) -> String {
+        format!("{}: {}", self.path, self.why.join(", "))
+    }
+}
+
 /// Every repository (a `.git` directory or file) under the worktree's allow-listed ignored
-/// paths that holds work of its own, as `path: reasons`.
-pub fn at_risk(worktree: &Path, build_output: &[String]) -> Vec<String> {
+/// paths that holds work of its own.
+pub fn at_risk(worktree: &Path, build_output: &[String]) -> Vec<Nested> {
     let mut repos = Vec::new();
     for root in build_output {
         find(&worktree.join(root.trim_end_matches('/')), &mut repos);
@@ -20,8 +37,29 @@ pub fn at_risk(worktree: &Path, build_output: &[String]) -> Vec<String> {
         .iter()
         .filter_map(|dir| {
             let why = work_of_its_own(dir);
-            let shown = dir.strip_prefix(worktree).unwrap_or(dir).display();
-            (!why.is_empty()).then(|| format!("{shown}: {}", why.join(", ")))
+            if why.is_empty() {
+                return None;
+            }
+            let relative = |p: &Path| {
+                p.strip_prefix(worktree)
+                    .ok()
+                    .map(|r| r.to_string_lossy().into_owned())
+            };
+            let path = relative(dir)?;
+            let mut saved = vec![path.clone()];
+            for which in ["--git-dir", "--git-common-dir"] {
+                if let Ok(out) =
+                    gitcli::run(dir, &["rev-parse", "--path-format=absolute", which], None)
+                    && let Ok(gitdir) = Path::new(out.trim()).canonicalize()
+                    && let Some(rel) = relative(&gitdir)
+                    && !Path::new(&rel).starts_with(&path)
+                {
+                    saved.push(rel);
+                }
+            }
+            saved.sort();
+            saved.dedup();
+            Some(Nested { path, saved, why })
         })
         .collect()
 }

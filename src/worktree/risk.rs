@@ -67,6 +67,7 @@ impl CheckId {
                 | CheckId::Untracked
                 | CheckId::Ignored
                 | CheckId::UniqueCommits
+                | CheckId::NestedRepos
         )
     }
 
@@ -92,7 +93,7 @@ impl CheckId {
                 "commit and push inside each submodule; git then still refuses to remove a worktree that had submodules without --force, which beamops never uses: check, then run `git worktree remove --force` yourself. --backup does not cover submodules"
             }
             CheckId::NestedRepos => {
-                "commit and push inside each repository (or move it out of the worktree); --backup does not cover nested repositories"
+                "commit and push inside each repository, move it out of the worktree, or pass --backup (saves each whole, its .git included)"
             }
             CheckId::Processes => "leave the directory (cd elsewhere) or stop those processes",
             CheckId::LinksInto => {
@@ -121,6 +122,9 @@ pub struct Assessment {
     /// Tracked files changed where status does not show it.
     #[serde(skip)]
     pub hidden: Vec<Hidden>,
+    /// Repositories inside build output with work of their own (saved whole, `.git` included).
+    #[serde(skip)]
+    pub nested: Vec<nested::Nested>,
     #[serde(skip)]
     pub unique_commits: Vec<Oid>,
     /// Commits the bundle may assume (every tip that survives the removal).
@@ -225,9 +229,10 @@ pub fn assess(repo: &Repo, wt: &WorktreeInfo, delete_branch: bool) -> Result<Ass
             .collect(),
     );
     push(CheckId::Submodules, submodules_at_risk(&wt_repo, &wt.path));
+    let nested = nested::at_risk(&wt.path, &files.ignored_allowed);
     push(
         CheckId::NestedRepos,
-        nested::at_risk(&wt.path, &files.ignored_allowed),
+        nested.iter().map(nested::Nested::item).collect(),
     );
     push(
         CheckId::Processes,
@@ -276,6 +281,7 @@ pub fn assess(repo: &Repo, wt: &WorktreeInfo, delete_branch: bool) -> Result<Ass
         checks,
         files,
         hidden,
+        nested,
         unique_commits: reach.unique,
         other_tips: reach.survivors,
         dying_tips: reach.dying_tips,
