@@ -223,7 +223,7 @@ fn stripped_by_filters(root: &Path, files: &[(String, Oid, Flags)]) -> Result<Ve
         let Some((_, oid, flags)) = files.iter().find(|(p, _, _)| p == path) else {
             continue;
         };
-        let smudged = gitcli::run_bytes(
+        let smudged = match gitcli::run_bytes(
             root,
             &[
                 "cat-file",
@@ -232,8 +232,18 @@ fn stripped_by_filters(root: &Path, files: &[(String, Oid, Flags)]) -> Result<Ve
                 &oid.to_string(),
             ],
             None,
-        )
-        .with_context(|| format!("running the smudge filter `{value}` on {path}"))?;
+        ) {
+            Ok(bytes) => bytes,
+            // Nothing then shows the file matches what git holds: conservatively at risk.
+            Err(e) => {
+                found.push(Hidden {
+                    path: path.to_string(),
+                    present: true,
+                    why: format!("its smudge filter `{value}` failed, so it cannot be compared with the index: {e:#}"),
+                });
+                continue;
+            }
+        };
         let full = root.join(path);
         let disk = std::fs::read(&full).with_context(|| format!("reading {}", full.display()))?;
         if disk != smudged {
