@@ -627,6 +627,20 @@ fn clean_git_dependency(fx: &Fixture) {
     assert_eq!(git(&dep, &["status", "--porcelain"]), "");
 }
 
+/// A dependency fetched the way mix fetches a pinned revision with `depth: 1`: the commit is
+/// only in FETCH_HEAD, on no remote-tracking ref.
+fn pinned_shallow_git_dependency(fx: &Fixture) {
+    let dep = fx.wt.join("deps/pinned");
+    std::fs::create_dir_all(&dep).unwrap();
+    git(&dep, &["init", "-q"]);
+    let url = format!("file://{}", fx.main.display());
+    git(&dep, &["remote", "add", "origin", &url]);
+    let rev = git(&fx.main, &["rev-parse", "HEAD"]);
+    git(&dep, &["fetch", "-q", "--depth", "1", "origin", rev.trim()]);
+    git(&dep, &["checkout", "-q", rev.trim()]);
+    assert_eq!(git(&dep, &["for-each-ref"]), "");
+}
+
 fn git_dependency_patched_and_edited(fx: &Fixture) {
     let dep = git_dependency(fx);
     write(&dep.join("fix.ex"), "p\n");
@@ -1371,6 +1385,10 @@ const STATES: &[State] = &[
         &["_build/tool: no remote, 1 commits"],
     ),
     removed("clean git dependency", clean_git_dependency),
+    removed(
+        "pinned shallow git dependency (FETCH_HEAD only)",
+        pinned_shallow_git_dependency,
+    ),
     // Clean filters that strip the change.
     backed_up(
         "secret stripped by a clean filter, staged",

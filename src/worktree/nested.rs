@@ -64,6 +64,24 @@ pub fn at_risk(worktree: &Path, build_output: &[String]) -> Vec<Nested> {
         .collect()
 }
 
+/// The commits `FETCH_HEAD` names (one per fetched ref), if the repository has one.
+fn fetch_head(dir: &Path) -> Vec<String> {
+    let Ok(gitdir) = gitcli::run(
+        dir,
+        &["rev-parse", "--path-format=absolute", "--git-dir"],
+        None,
+    ) else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(Path::new(gitdir.trim()).join("FETCH_HEAD"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.len() >= 40 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(String::from)
+        .collect()
+}
+
 /// Directories holding a `.git`, depth first; symlinks are not followed (what they lead to is
 /// not deleted with the worktree).
 fn find(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -106,11 +124,16 @@ fn work_of_its_own(dir: &Path) -> Vec<String> {
         why.push(format!("{} stash entries", out.lines().count()));
     }
     let remotes = ask(&["remote"]).unwrap_or_default();
-    let count = |args: &[&str]| {
-        ask(args)
-            .ok()
-            .and_then(|out| out.trim().parse::<usize>().ok())
-            .unwrap_or(0)
+    // An error is no evidence of nothing: it counts as at risk.
+    let mut count = |args: &[&str]| match ask(args)
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|out| out.trim().parse::<usize>().map_err(|e| e.to_string()))
+    {
+        Ok(n) => n,
+        Err(e) => {
+            why.push(format!("cannot count its commits ({e})"));
+            0
+        }
     };
     if remotes.trim().is_empty() {
         // Without a remote nothing shows what it was cloned at: any commit may be its own.
@@ -119,7 +142,12 @@ fn work_of_its_own(dir: &Path) -> Vec<String> {
             why.push(format!("no remote, {commits} commits"));
         }
     } else {
-        let own = count(&["rev-list", "--count", "--all", "--not", "--remotes"]);
+        // What the last fetch brought counts as the remote's even without a remote-tracking
+        // ref: mix fetches a pinned revision (`--depth 1 origin <rev>`) into FETCH_HEAD only.
+        let fetched = fetch_head(dir);
+        let mut args = vec!["rev-list", "--count", "--all", "--not", "--remotes"];
+        args.extend(fetched.iter().map(String::as_str));
+        let own = count(&args);
         if own > 0 {
             why.push(format!("{own} commits on no remote-tracking ref"));
         }
