@@ -41,7 +41,7 @@ impl CheckId {
             }
             CheckId::TrackedChanges => "modified or staged tracked files",
             CheckId::HiddenChanges => {
-                "tracked files changed where git status does not show it (assume-unchanged, skip-worktree, stat data, core.fileMode)"
+                "tracked files changed where git status does not show it (assume-unchanged, skip-worktree, stat data, core.fileMode, a change a clean filter strips)"
             }
             CheckId::Untracked => "untracked files",
             CheckId::Ignored => "ignored files that are not build output (would be deleted)",
@@ -80,7 +80,7 @@ impl CheckId {
             }
             CheckId::TrackedChanges => "commit or stash them, or pass --backup",
             CheckId::HiddenChanges => {
-                "`git update-index --no-assume-unchanged --no-skip-worktree <path>` shows them to git; then commit or stash them, or pass --backup"
+                "`git update-index --no-assume-unchanged --no-skip-worktree <path>` shows them to git; then commit or stash them, or pass --backup (a change a clean filter strips cannot be committed: copy the file elsewhere, or pass --backup)"
             }
             CheckId::Untracked => "commit, move or delete them, or pass --backup",
             CheckId::Ignored => {
