@@ -605,6 +605,153 @@ fn build_output_beside_its_build_files(fx: &Fixture) {
     );
 }
 
+/// A clone of the main repository at `deps/mydep`, as mix puts a git dependency: its origin
+/// holds everything it has.
+fn git_dependency(fx: &Fixture) -> PathBuf {
+    let dep = fx.wt.join("deps/mydep");
+    git(
+        &fx.root,
+        &[
+            "clone",
+            "-q",
+            fx.main.to_str().unwrap(),
+            dep.to_str().unwrap(),
+        ],
+    );
+    dep
+}
+
+fn clean_git_dependency(fx: &Fixture) {
+    let dep = git_dependency(fx);
+    write(&fx.wt.join("_build/dev/lib/mydep/ebin/mydep.beam"), "beam");
+    assert_eq!(git(&dep, &["status", "--porcelain"]), "");
+}
+
+/// A dependency fetched the way mix fetches a pinned revision with `depth: 1`: the commit is
+/// only in FETCH_HEAD, on no remote-tracking ref.
+fn pinned_shallow_git_dependency(fx: &Fixture) {
+    let dep = fx.wt.join("deps/pinned");
+    std::fs::create_dir_all(&dep).unwrap();
+    git(&dep, &["init", "-q"]);
+    let url = format!("file://{}", fx.main.display());
+    git(&dep, &["remote", "add", "origin", &url]);
+    let rev = git(&fx.main, &["rev-parse", "HEAD"]);
+    git(&dep, &["fetch", "-q", "--depth", "1", "origin", rev.trim()]);
+    git(&dep, &["checkout", "-q", rev.trim()]);
+    assert_eq!(git(&dep, &["for-each-ref"]), "");
+}
+
+fn git_dependency_patched_and_edited(fx: &Fixture) {
+    let dep = git_dependency(fx);
+    write(&dep.join("fix.ex"), "p\n");
+    git(&dep, &["add", "fix.ex"]);
+    git(&dep, &["commit", "-q", "-m", "patch"]);
+    write(&dep.join("fix.ex"), "p\nwip\n");
+}
+
+fn git_dependency_unpushed_commit(fx: &Fixture) {
+    let dep = git_dependency(fx);
+    write(&dep.join("fix.ex"), "p\n");
+    git(&dep, &["add", "fix.ex"]);
+    git(&dep, &["commit", "-q", "-m", "patch"]);
+}
+
+fn git_dependency_untracked_file(fx: &Fixture) {
+    let dep = git_dependency(fx);
+    write(&dep.join("lib/new_helper.ex"), "defmodule Helper do end\n");
+}
+
+fn git_dependency_stash(fx: &Fixture) {
+    let dep = git_dependency(fx);
+    write(&dep.join("README.md"), "stashed edit\n");
+    git(&dep, &["stash", "-q"]);
+    assert_eq!(git(&dep, &["status", "--porcelain"]), "");
+}
+
+/// A repository of its own in `_build/`, with a `.git` file pointing at a git dir that lives
+/// inside the worktree too, and no remote.
+fn repository_without_remote_in_build(fx: &Fixture) {
+    let tool = fx.wt.join("_build/tool");
+    std::fs::create_dir_all(&tool).unwrap();
+    let gitdir = fx.wt.join("_build/tool-git");
+    git(
+        &tool,
+        &[
+            "init",
+            "-q",
+            "-b",
+            "main",
+            "--separate-git-dir",
+            gitdir.to_str().unwrap(),
+        ],
+    );
+    assert!(tool.join(".git").is_file());
+    write(&tool.join("notes.md"), "mine\n");
+    git(&tool, &["add", "."]);
+    git(&tool, &["commit", "-q", "-m", "mine"]);
+}
+
+/// A filter driver whose clean step blanks secrets, `*.conf` files under it, committed on both
+/// branches.
+fn secret_filter(fx: &Fixture) {
+    git(
+        &fx.main,
+        &[
+            "config",
+            "filter.strip.clean",
+            "sed 's/^SECRET=.*/SECRET=/'",
+        ],
+    );
+    git(&fx.main, &["config", "filter.strip.smudge", "cat"]);
+    write(&fx.wt.join(".gitattributes"), "*.conf filter=strip\n");
+    write(&fx.wt.join("app.conf"), "SECRET=\n");
+    git(&fx.wt, &["add", "-A"]);
+    git(&fx.wt, &["commit", "-q", "-m", "filtered config"]);
+    git(&fx.main, &["merge", "-q", "--ff-only", "feature"]);
+}
+
+fn secret_stripped_when_staged(fx: &Fixture) {
+    secret_filter(fx);
+    write(&fx.wt.join("app.conf"), "SECRET=hunter2\n");
+    git(&fx.wt, &["add", "app.conf"]);
+    assert_eq!(git(&fx.wt, &["status", "--porcelain"]), "");
+}
+
+fn secret_stripped_on_disk_only(fx: &Fixture) {
+    secret_filter(fx);
+    write(&fx.wt.join("app.conf"), "SECRET=hunter2\n");
+    // A fresh index, as after a checkout: no size recorded, so git compares content, through
+    // the clean filter, and the index entry stays HEAD's.
+    git(&fx.wt, &["read-tree", "HEAD"]);
+    assert_eq!(git(&fx.wt, &["status", "--porcelain"]), "");
+    assert_eq!(
+        git(&fx.wt, &["rev-parse", ":app.conf"]),
+        git(&fx.wt, &["rev-parse", "HEAD:app.conf"])
+    );
+}
+
+fn secret_filter_unchanged(fx: &Fixture) {
+    secret_filter(fx);
+    assert_eq!(std::fs::read(fx.wt.join("app.conf")).unwrap(), b"SECRET=\n");
+}
+
+/// A `text eol=crlf` file checked out with CRLF: its bytes differ from the blob, and that is
+/// no change.
+fn eol_conversion(fx: &Fixture) {
+    write(&fx.wt.join(".gitattributes"), "*.txt text eol=crlf\n");
+    write(&fx.wt.join("notes.txt"), "a\nb\n");
+    git(&fx.wt, &["add", "-A"]);
+    git(&fx.wt, &["commit", "-q", "-m", "crlf notes"]);
+    git(&fx.main, &["merge", "-q", "--ff-only", "feature"]);
+    std::fs::remove_file(fx.wt.join("notes.txt")).unwrap();
+    git(&fx.wt, &["checkout", "--", "notes.txt"]);
+    assert_eq!(
+        std::fs::read(fx.wt.join("notes.txt")).unwrap(),
+        b"a\r\nb\r\n"
+    );
+    assert_eq!(git(&fx.wt, &["status", "--porcelain"]), "");
+}
+
 fn configured_deps_path(fx: &Fixture) {
     write(
         &fx.wt.join("mix.exs"),
@@ -1206,6 +1353,59 @@ const STATES: &[State] = &[
         commits_on_a_remote_tracking_ref,
     ),
     removed("links beside it that lead elsewhere", unlinked_neighbours),
+    // Repositories inside build output.
+    backed_up(
+        "git dependency with a patch commit and an edit",
+        git_dependency_patched_and_edited,
+        "nested-repos",
+        &["deps/mydep: 1 uncommitted or untracked paths, 1 commits on no remote-tracking ref"],
+    ),
+    backed_up(
+        "git dependency with an unpushed commit",
+        git_dependency_unpushed_commit,
+        "nested-repos",
+        &["deps/mydep: 1 commits on no remote-tracking ref"],
+    ),
+    backed_up(
+        "git dependency with an untracked file",
+        git_dependency_untracked_file,
+        "nested-repos",
+        &["deps/mydep: 1 uncommitted or untracked paths"],
+    ),
+    backed_up(
+        "git dependency with a stash",
+        git_dependency_stash,
+        "nested-repos",
+        &["deps/mydep: ", "stash entries"],
+    ),
+    backed_up(
+        "repository without a remote in _build",
+        repository_without_remote_in_build,
+        "nested-repos",
+        &["_build/tool: no remote, 1 commits"],
+    ),
+    removed("clean git dependency", clean_git_dependency),
+    removed(
+        "pinned shallow git dependency (FETCH_HEAD only)",
+        pinned_shallow_git_dependency,
+    ),
+    // Clean filters that strip the change.
+    backed_up(
+        "secret stripped by a clean filter, staged",
+        secret_stripped_when_staged,
+        "hidden-changes",
+        &[
+            "app.conf (content differs from what the index checks out; git status hides it: the clean filter `strip`",
+        ],
+    ),
+    backed_up(
+        "secret stripped by a clean filter, on disk only",
+        secret_stripped_on_disk_only,
+        "hidden-changes",
+        &["app.conf (", "filter `strip`"],
+    ),
+    removed("filtered file unchanged", secret_filter_unchanged),
+    removed("text eol=crlf checkout", eol_conversion),
 ];
 
 fn assert_items(state: &str, report: &Value, check: &str, wanted: &[&str]) {
@@ -1329,6 +1529,26 @@ fn with_submodule(fx: &Fixture) {
         &fx.main,
         &["update-ref", "refs/remotes/origin/feature", head.trim()],
     );
+}
+
+/// The reviewer's reproduction: a patched git dependency is refused, then saved by `--backup`
+/// and usable after `restore` (its commit in its log, its edit in its status).
+#[test]
+fn a_patched_git_dependency_survives_backup_and_restore() {
+    let fx = fixture();
+    git_dependency_patched_and_edited(&fx);
+    let report = assert_refused(&fx, &[], "nested-repos");
+    assert_items(
+        "patched dependency",
+        &report,
+        "nested-repos",
+        &["deps/mydep"],
+    );
+    assert_backup_restores(&fx, false);
+    let dep = fx.wt.join("deps/mydep");
+    assert!(git(&dep, &["log", "--format=%s"]).starts_with("patch\n"));
+    assert_eq!(git(&dep, &["status", "--porcelain"]), " M fix.ex\n");
+    assert_eq!(std::fs::read(dep.join("fix.ex")).unwrap(), b"p\nwip\n");
 }
 
 #[test]

@@ -203,6 +203,7 @@ pub fn paths_at_risk(wt: &Path, assessment: &Assessment) -> Vec<String> {
                 .filter(|h| h.present)
                 .map(|h| &h.path),
         )
+        .chain(assessment.nested.iter().flat_map(|n| &n.saved))
         .filter(|p| !files.deleted.contains(p))
         .collect();
     roots.sort();

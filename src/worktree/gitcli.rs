@@ -22,6 +22,11 @@ pub fn git() -> Result<PathBuf> {
 /// Run `git -C dir args…` (with `stdin` fed when given) and return stdout; a failure carries
 /// git's own message.
 pub fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    run_bytes(dir, args, stdin).map(|out| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Like [`run`], with stdout as raw bytes (file contents are not text).
+pub fn run_bytes(dir: &Path, args: &[&str], stdin: Option<&str>) -> Result<Vec<u8>> {
     let mut cmd = Command::new(git()?);
     cmd.arg("-C")
         .arg(dir)
@@ -52,7 +57,7 @@ pub fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout)
 }
 
 /// Paths `git worktree list --porcelain` reports: the ground truth after a removal.

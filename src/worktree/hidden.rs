@@ -94,6 +94,10 @@ pub fn changes(repo: &Repository, shown: &FileStatus) -> Result<Vec<Hidden>> {
     // Raw content differs from the index blob: possibly a real edit, possibly only what the
     // clean filters (autocrlf, filter drivers) normalize; git decides those below.
     let mut differing: Vec<(String, Oid, Flags)> = Vec::new();
+    // Regular files whose clean-filtered content may match the index: a filter driver's clean
+    // step can strip what was changed (a secret blanked on `git add`), so those are compared
+    // with what the smudge step checks out instead.
+    let mut unfiltered: Vec<(String, Oid, Flags)> = Vec::new();
     for entry in index.iter() {
         if stage(&entry) != 0 || entry.mode == MODE_GITLINK {
             continue;
@@ -144,6 +148,9 @@ pub fn changes(repo: &Repository, shown: &FileStatus) -> Result<Vec<Hidden>> {
             differing.push((path.clone(), entry.id, flags));
             continue;
         }
+        if !is_link {
+            unfiltered.push((path.clone(), entry.id, flags));
+        }
         if matches!(entry.mode, MODE_FILE | MODE_EXECUTABLE) {
             let executable = meta.permissions().mode() & 0o111 != 0;
             if executable != (entry.mode == MODE_EXECUTABLE) {
@@ -170,7 +177,9 @@ pub fn changes(repo: &Repository, shown: &FileStatus) -> Result<Vec<Hidden>> {
     if !differing.is_empty() {
         let filtered = filtered_hashes(root, &differing)?;
         for ((path, index_oid, flags), hashed) in differing.into_iter().zip(filtered) {
-            if hashed != index_oid {
+            if hashed == index_oid {
+                unfiltered.push((path, index_oid, flags));
+            } else {
                 let why = match flags.label() {
                     Some(flag) => format!("content differs from the index; git status hides it: {flag}"),
                     None => "content differs from the index; git status hides it: its stat data matches the index".to_string(),
@@ -183,7 +192,74 @@ pub fn changes(repo: &Repository, shown: &FileStatus) -> Result<Vec<Hidden>> {
             }
         }
     }
+    found.extend(stripped_by_filters(root, &unfiltered)?);
     found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+/// Files with a `filter` attribute whose bytes differ from what the filter's smudge step makes
+/// of their index blob: git status compares through the clean step, which may strip exactly
+/// the change (`SECRET=hunter2` cleaned to `SECRET=`), so git would call them unchanged.
+/// `text`/`eol` conversions are no filter driver and stay out of this.
+fn stripped_by_filters(root: &Path, files: &[(String, Oid, Flags)]) -> Result<Vec<Hidden>> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let input: String = files.iter().map(|(p, _, _)| format!("{p}\0")).collect();
+    let out = gitcli::run(
+        root,
+        &["check-attr", "-z", "--stdin", "filter"],
+        Some(&input),
+    )
+    .context("reading the filter attributes of tracked files")?;
+    // `-z` output: path NUL attribute NUL value NUL, per path.
+    let fields: Vec<&str> = out.split('\0').collect();
+    let mut found = Vec::new();
+    for triple in fields.chunks(3) {
+        let [path, _, value] = triple else { continue };
+        if matches!(*value, "unspecified" | "unset" | "set" | "") {
+            continue;
+        }
+        let Some((_, oid, flags)) = files.iter().find(|(p, _, _)| p == path) else {
+            continue;
+        };
+        let smudged = match gitcli::run_bytes(
+            root,
+            &[
+                "cat-file",
+                "--filters",
+                &format!("--path={path}"),
+                &oid.to_string(),
+            ],
+            None,
+        ) {
+            Ok(bytes) => bytes,
+            // Nothing then shows the file matches what git holds: conservatively at risk.
+            Err(e) => {
+                found.push(Hidden {
+                    path: path.to_string(),
+                    present: true,
+                    why: format!("its smudge filter `{value}` failed, so it cannot be compared with the index: {e:#}"),
+                });
+                continue;
+            }
+        };
+        let full = root.join(path);
+        let disk = std::fs::read(&full).with_context(|| format!("reading {}", full.display()))?;
+        if disk != smudged {
+            let hides = match flags.label() {
+                Some(flag) => format!("{flag}; "),
+                None => String::new(),
+            };
+            found.push(Hidden {
+                path: path.to_string(),
+                present: true,
+                why: format!(
+                    "content differs from what the index checks out; git status hides it: {hides}the clean filter `{value}` strips the difference"
+                ),
+            });
+        }
+    }
     Ok(found)
 }
 

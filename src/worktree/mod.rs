@@ -10,6 +10,7 @@ pub mod gitcli;
 pub mod hidden;
 pub mod inventory;
 pub mod links;
+pub mod nested;
 pub mod processes;
 pub mod prune;
 pub mod remove;

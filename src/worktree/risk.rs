@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::hidden::{self, Hidden};
 use super::inventory::{FileStatus, entries, open};
-use super::{Repo, WorktreeInfo, links, processes};
+use super::{Repo, WorktreeInfo, links, nested, processes};
 
 /// How many items of one check the text report shows; JSON and the audit log keep all.
 pub const SHOWN_ITEMS: usize = 20;
@@ -25,6 +25,7 @@ pub enum CheckId {
     Ignored,
     UniqueCommits,
     Submodules,
+    NestedRepos,
     Processes,
     LinksInto,
     BranchMerged,
@@ -40,7 +41,7 @@ impl CheckId {
             }
             CheckId::TrackedChanges => "modified or staged tracked files",
             CheckId::HiddenChanges => {
-                "tracked files changed where git status does not show it (assume-unchanged, skip-worktree, stat data, core.fileMode)"
+                "tracked files changed where git status does not show it (assume-unchanged, skip-worktree, stat data, core.fileMode, a change a clean filter strips)"
             }
             CheckId::Untracked => "untracked files",
             CheckId::Ignored => "ignored files that are not build output (would be deleted)",
@@ -48,6 +49,9 @@ impl CheckId {
                 "commits no ref that survives the removal reaches (only this worktree's branch, HEAD, HEAD reflog or per-worktree refs hold them)"
             }
             CheckId::Submodules => "submodules with changes, or initialized",
+            CheckId::NestedRepos => {
+                "git repositories inside build output with work of their own (uncommitted or untracked files, stashes, commits on no remote-tracking ref)"
+            }
             CheckId::Processes => "processes working inside it",
             CheckId::LinksInto => "symlinks or wrappers elsewhere that point into it",
             CheckId::BranchMerged => "branch not fully merged (--delete-branch)",
@@ -63,6 +67,7 @@ impl CheckId {
                 | CheckId::Untracked
                 | CheckId::Ignored
                 | CheckId::UniqueCommits
+                | CheckId::NestedRepos
         )
     }
 
@@ -75,7 +80,7 @@ impl CheckId {
             }
             CheckId::TrackedChanges => "commit or stash them, or pass --backup",
             CheckId::HiddenChanges => {
-                "`git update-index --no-assume-unchanged --no-skip-worktree <path>` shows them to git; then commit or stash them, or pass --backup"
+                "`git update-index --no-assume-unchanged --no-skip-worktree <path>` shows them to git; then commit or stash them, or pass --backup (a change a clean filter strips cannot be committed: copy the file elsewhere, or pass --backup)"
             }
             CheckId::Untracked => "commit, move or delete them, or pass --backup",
             CheckId::Ignored => {
@@ -86,6 +91,9 @@ impl CheckId {
             }
             CheckId::Submodules => {
                 "commit and push inside each submodule; git then still refuses to remove a worktree that had submodules without --force, which beamops never uses: check, then run `git worktree remove --force` yourself. --backup does not cover submodules"
+            }
+            CheckId::NestedRepos => {
+                "commit and push inside each repository, move it out of the worktree, or pass --backup (saves each whole, its .git included)"
             }
             CheckId::Processes => "leave the directory (cd elsewhere) or stop those processes",
             CheckId::LinksInto => {
@@ -114,6 +122,9 @@ pub struct Assessment {
     /// Tracked files changed where status does not show it.
     #[serde(skip)]
     pub hidden: Vec<Hidden>,
+    /// Repositories inside build output with work of their own (saved whole, `.git` included).
+    #[serde(skip)]
+    pub nested: Vec<nested::Nested>,
     #[serde(skip)]
     pub unique_commits: Vec<Oid>,
     /// Commits the bundle may assume (every tip that survives the removal).
@@ -218,6 +229,11 @@ pub fn assess(repo: &Repo, wt: &WorktreeInfo, delete_branch: bool) -> Result<Ass
             .collect(),
     );
     push(CheckId::Submodules, submodules_at_risk(&wt_repo, &wt.path));
+    let nested = nested::at_risk(&wt.path, &files.ignored_allowed);
+    push(
+        CheckId::NestedRepos,
+        nested.iter().map(nested::Nested::item).collect(),
+    );
     push(
         CheckId::Processes,
         processes::inside(&wt.path)
@@ -265,6 +281,7 @@ pub fn assess(repo: &Repo, wt: &WorktreeInfo, delete_branch: bool) -> Result<Ass
         checks,
         files,
         hidden,
+        nested,
         unique_commits: reach.unique,
         other_tips: reach.survivors,
         dying_tips: reach.dying_tips,
