@@ -384,6 +384,22 @@ impl<'a> Engine<'a> {
             bar.finish_and_clear();
             done.push(plan);
         }
+        // Nothing to change on the swarm, so no lock was taken: a lock a killed run left is
+        // still cleared, so the next run finishes the job without `lock release`.
+        if swarm_lock.is_none()
+            && done
+                .iter()
+                .filter_map(|p| chapter::by_key(&p.chapter))
+                .any(|c| Self::actions(c).iter().any(|a| a.touches_swarm()))
+            && let Err(e) =
+                crate::swarm::lock::clear_dead_for_environment(self.project, &self.env_name, &|m| {
+                    self.ui.note(m)
+                })
+        {
+            self.ui.warning(format!(
+                "could not check for a killed run's deploy lock: {e:#}"
+            ));
+        }
         Ok(done)
     }
 

@@ -225,6 +225,19 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
             (&started_at, started),
         ))?
     {
+        // Nothing to deploy takes no lock, but a killed run's lock is not left behind.
+        let timeout = project.config.deploy.lock_timeout()?;
+        let stack = project.config.app.stack_name();
+        if let Err(e) = rt.block_on(crate::swarm::lock::clear_dead(
+            &daemon,
+            stack,
+            timeout,
+            &|m| ui.note(m),
+        )) {
+            ui.warning(format!(
+                "could not check for a killed run's deploy lock: {e:#}"
+            ));
+        }
         return Ok(DeployReport {
             interrupted,
             ..report

@@ -624,6 +624,58 @@ pub fn held_for_environment(project: &crate::project::Project, env: &str) -> Opt
     })
 }
 
+/// Removes the stack's lock when its holder is provably dead (same host, boot and PID
+/// namespace; its PID gone or reused) and says so. A run with nothing to change takes no lock,
+/// but must not leave a killed run's lock behind for `status` and the next deploy to trip over.
+/// Returns the removed lock's name. Any other lock (alive, another host, rebooted) is left.
+pub async fn clear_dead(
+    daemon: &Daemon,
+    stack: &str,
+    timeout: Duration,
+    note: &dyn Fn(&str),
+) -> Result<Option<String>> {
+    let Some(lock) = current(daemon, stack, timeout).await? else {
+        return Ok(None);
+    };
+    let Liveness::Dead(reason) = lock.holder.liveness(&Holder::current("", None)) else {
+        return Ok(None);
+    };
+    // By id: a run that took the lock over meanwhile made a new config, which stays.
+    match daemon.client.delete_config(&lock.id).await {
+        Ok(()) => {
+            note(&format!(
+                "removed the deploy lock {} left by a killed run ({reason})",
+                lock.name
+            ));
+            Ok(Some(lock.name))
+        }
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("removing the deploy lock {}", lock.name)),
+    }
+}
+
+/// [`clear_dead`] for an environment: nothing when there is no swarm (or no Engine) to ask.
+pub fn clear_dead_for_environment(
+    project: &crate::project::Project,
+    env: &str,
+    note: &dyn Fn(&str),
+) -> Result<Option<String>> {
+    let timeout = project.config.deploy.lock_timeout()?;
+    let rt = docker::runtime()?;
+    rt.block_on(async {
+        let Ok(daemon) = docker::connect(&docker::host_for(project, env)).await else {
+            return Ok(None);
+        };
+        if !matches!(
+            super::mode(&daemon).await?,
+            super::SwarmMode::Manager { .. }
+        ) {
+            return Ok(None);
+        }
+        clear_dead(&daemon, project.config.app.stack_name(), timeout, note).await
+    })
+}
+
 /// Removes the stack's lock whoever holds it (`lock release --yes`); returns what it removed.
 pub async fn release(daemon: &Daemon, stack: &str, timeout: Duration) -> Result<Option<Lock>> {
     let Some(lock) = current(daemon, stack, timeout).await? else {
