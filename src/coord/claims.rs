@@ -176,6 +176,19 @@ pub struct Progressed {
     pub warnings: Vec<String>,
 }
 
+/// Completed means `complete` ran: it set `completed_at` and credited the velocity once. An
+/// item `progress 100 completed` only marked may still be completed.
+fn refuse_if_completed(record: &Record, work_item_id: &str) -> Result<()> {
+    match record.str("completed_at") {
+        Some(at) => Err(CoordError::AlreadyCompleted {
+            id: work_item_id.to_string(),
+            at: at.to_string(),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// Record progress on a claimed item; an unknown id changes nothing and is an error.
 pub fn progress(
     store: &Store,
@@ -194,13 +207,7 @@ pub fn progress(
     for record in matching(&mut claims, work_item_id) {
         // A completed item stays completed: progress would re-open it, and its next
         // `complete` would credit its velocity twice.
-        if let Some(at) = record.str("completed_at") {
-            return Err(CoordError::AlreadyCompleted {
-                id: work_item_id.to_string(),
-                at: at.to_string(),
-            }
-            .into());
-        }
+        refuse_if_completed(record, work_item_id)?;
         found = true;
         // The item's own trace unless the caller forces one: one trace per work item.
         let claim_trace = record
@@ -275,15 +282,7 @@ pub fn complete(
     let mut trace_id = ctx.trace_id.clone();
     let mut found = false;
     for record in matching(&mut claims, work_item_id) {
-        // Completed means `complete` ran (it sets completed_at and credits the velocity once);
-        // `progress 100 completed` only set the status, and the item may still be completed.
-        if let Some(at) = record.str("completed_at") {
-            return Err(CoordError::AlreadyCompleted {
-                id: work_item_id.to_string(),
-                at: at.to_string(),
-            }
-            .into());
-        }
+        refuse_if_completed(record, work_item_id)?;
         found = true;
         claim_team = record.str("team").map(str::to_string);
         if trace_id.is_none() {
