@@ -98,14 +98,28 @@ fn images_prune_removes_what_a_killed_build_left_and_no_one_elses_untagged_image
     }
     up.kill().unwrap();
     up.wait().unwrap();
-    // The Engine cancels the build when the client goes; let it finish cleaning up.
+    // The Engine cancels the build when the client goes and cleans up in its own time: the
+    // cancelled step's container goes (the build runs with forcerm), and while it lives it uses
+    // a stage image, which prune rightly leaves. Wait until what is left is settled: the same
+    // untagged images twice in a row, none of them used by a container.
+    let in_use = |ids: &BTreeSet<String>| {
+        ids.iter().any(|id| {
+            let out = docker(&["ps", "-aq", "--filter", &format!("ancestor={id}")]);
+            !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut left = untagged(&ours);
-    for _ in 0..20 {
+    loop {
         std::thread::sleep(Duration::from_millis(500));
         let now = untagged(&ours);
-        if now == left {
+        if now == left && !in_use(&now) {
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the killed build's leftovers did not settle in 90 s: {now:?}"
+        );
         left = now;
     }
     assert!(!left.is_empty());
