@@ -404,6 +404,20 @@ pub enum SecretsCommand {
     /// List, add or remove recipients; every secrets file is re-encrypted for the new list.
     #[command(subcommand)]
     Recipients(RecipientsCommand),
+    /// Store NAME as a GitHub Actions secret of environment ENV (the deploy workflow's
+    /// SOPS_AGE_KEY, DEPLOY_SSH_KEY), the value read from stdin, sealed for GitHub's public key.
+    /// Token: GH_TOKEN, GITHUB_TOKEN or `gh auth token`.
+    PushGithub {
+        /// The environment: a GitHub environment of the same name on ci.repository.
+        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+        environment: String,
+        /// The secret's name, e.g. SOPS_AGE_KEY.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Store it as a repository secret instead, visible to every workflow of the repository.
+        #[arg(long)]
+        repository_level: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

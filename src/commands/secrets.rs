@@ -34,6 +34,14 @@ pub struct SecretsReport {
     pub reencrypted: Vec<String>,
     /// Something was written.
     pub changed: bool,
+    /// `push-github`: the GitHub repository and where in it (`repository` or `environment`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// `push-github`: the secret did not exist before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
@@ -72,6 +80,20 @@ impl Report for SecretsReport {
             "edit" => {
                 out += &format!("{mark} edited {}\n", self.file.as_deref().unwrap_or(""));
             }
+            "push-github" => {
+                out += &format!(
+                    "{mark} {} stored in the {} secrets of {} {}\n",
+                    self.key.as_deref().unwrap_or(""),
+                    self.scope.as_deref().unwrap_or(""),
+                    self.repository.as_deref().unwrap_or(""),
+                    Paint::dim(if self.created == Some(true) {
+                        "(created)"
+                    } else {
+                        "(updated)"
+                    })
+                );
+                return out;
+            }
             _ => {}
         }
         if self.command != "set" && self.command != "edit" {
@@ -94,7 +116,9 @@ pub fn run(global: &Global, ui: &Ui, command: &SecretsCommand) -> Result<Exit> {
     let project = global.project()?;
     // Writers take the run lock: `up chapter-07` rewrites the same encrypted files.
     let _run = match command {
-        SecretsCommand::Recipients(RecipientsCommand::List) => None,
+        SecretsCommand::Recipients(RecipientsCommand::List) | SecretsCommand::PushGithub { .. } => {
+            None
+        }
         _ => Some(crate::state::RunLock::acquire(
             &project.state_dir(),
             global.lock_wait,
@@ -115,6 +139,11 @@ pub fn run(global: &Global, ui: &Ui, command: &SecretsCommand) -> Result<Exit> {
                 ..Default::default()
             }
         }
+        SecretsCommand::PushGithub {
+            environment,
+            name,
+            repository_level,
+        } => push_github(&project, ui, environment, name, *repository_level)?,
         SecretsCommand::Recipients(RecipientsCommand::List) => SecretsReport {
             command: "recipients",
             recipients: current_recipients(&project)?,
@@ -280,6 +309,53 @@ fn set(project: &Project, ui: &Ui, env: &str, key: &str) -> Result<SecretsReport
         environment: Some(env.to_string()),
         key: Some(key.to_string()),
         file: Some(encrypted_file(env)),
+        changed: true,
+        ..Default::default()
+    })
+}
+
+/// `secrets push-github`: the token first (no value is asked for when it would go nowhere),
+/// then the value from stdin, sealed and stored.
+fn push_github(
+    project: &Project,
+    ui: &Ui,
+    env: &str,
+    name: &str,
+    repository_level: bool,
+) -> Result<SecretsReport> {
+    use crate::cicd::{self, github};
+    project.config.require_environment(env)?;
+    anyhow::ensure!(
+        github::secret_name_ok(name),
+        "`{name}` is not a GitHub secret name\n  fix: use letters, digits and `_`, not starting with a digit or GITHUB_"
+    );
+    let repo = cicd::repository(project).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no GitHub repository known\n  fix: set ci.repository (owner/name) in beamops.yaml, or an origin remote on GitHub"
+        )
+    })?;
+    let api = &project.config.ci.api_url;
+    let token = github::token(github::api_host(api)).ok_or_else(|| {
+        crate::exit::Failure::Blocked(format!(
+            "no GitHub token to store {name} with\n  fix: {}",
+            github::HOW_TO_GET_A_TOKEN
+        ))
+    })?;
+    let client = github::Client::new(api, &repo, token)?;
+    let value = read_value(ui, name)?;
+    let scope = if repository_level {
+        github::Scope::Repository
+    } else {
+        github::Scope::Environment(env.to_string())
+    };
+    let created = client.put_secret(&scope, name, value.as_bytes())?;
+    Ok(SecretsReport {
+        command: "push-github",
+        environment: (!repository_level).then(|| env.to_string()),
+        key: Some(name.to_string()),
+        repository: Some(repo),
+        scope: Some(scope.to_string()),
+        created: Some(created),
         changed: true,
         ..Default::default()
     })

@@ -39,6 +39,8 @@ pub struct Config {
     pub worktree: WorktreeOptions,
     #[serde(default)]
     pub deploy: DeployOptions,
+    #[serde(default)]
+    pub ci: CiOptions,
 }
 
 impl Config {
@@ -228,6 +230,10 @@ pub struct Environment {
     /// `up`, `down` and `deploy` need `--yes` (or a typed confirmation) here.
     #[serde(default)]
     pub protected: bool,
+    /// The `ssh://` host's public keys as `known_hosts` lines (`host ssh-ed25519 AAAA…`), pinned
+    /// in the deploy workflow (chapter 04): CI never trusts a host key on first use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_hosts: Vec<String>,
 }
 
 impl Default for Environment {
@@ -243,6 +249,7 @@ impl Default for Environment {
             workers: 0,
             domain: None,
             protected: false,
+            known_hosts: Vec::new(),
         }
     }
 }
@@ -516,6 +523,103 @@ impl DeployOptions {
             )
         })
     }
+}
+
+/// Chapter 04: the GitHub repository, its API and what the workflows deploy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiOptions {
+    /// `owner/name` on GitHub; default: the `origin` remote's path when it is a network address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The REST API's base URL (GitHub Enterprise: `https://HOST/api/v3`). https only; plain
+    /// http is accepted for a loopback address (a local stand-in) and nothing else.
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    /// The branch CI runs on pushes to and whose pushes deploy `deploy_on_push`.
+    #[serde(default = "default_branch")]
+    pub default_branch: String,
+    /// The environment pushes to the default branch deploy; default `staging` when it exists;
+    /// `""` deploys none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_on_push: Option<String>,
+    /// The environment a `v*` tag deploys; default `production` when it exists; `""` none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_on_tag: Option<String>,
+    /// Where the deploy workflow installs beamops from.
+    #[serde(default)]
+    pub beamops: CiBeamops,
+}
+
+impl Default for CiOptions {
+    fn default() -> Self {
+        CiOptions {
+            repository: None,
+            api_url: default_github_api(),
+            default_branch: default_branch(),
+            deploy_on_push: None,
+            deploy_on_tag: None,
+            beamops: CiBeamops::default(),
+        }
+    }
+}
+
+impl CiOptions {
+    /// The environment `key` names (`deploy_on_push`/`deploy_on_tag`), or `fallback` when unset
+    /// and it exists; `""` means none.
+    fn target(
+        key: &Option<String>,
+        fallback: &str,
+        environments: &BTreeMap<String, Environment>,
+    ) -> Option<String> {
+        match key.as_deref() {
+            Some("") => None,
+            Some(name) => Some(name.to_string()),
+            None => environments
+                .contains_key(fallback)
+                .then(|| fallback.to_string()),
+        }
+    }
+
+    pub fn push_target(&self, environments: &BTreeMap<String, Environment>) -> Option<String> {
+        Self::target(&self.deploy_on_push, "staging", environments)
+    }
+
+    pub fn tag_target(&self, environments: &BTreeMap<String, Environment>) -> Option<String> {
+        Self::target(&self.deploy_on_tag, "production", environments)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiBeamops {
+    /// A git URL `cargo install --git` accepts.
+    #[serde(default = "default_beamops_git")]
+    pub git: String,
+    /// The full commit (40 hex digits) the deploy workflow installs: a pinned revision, never a
+    /// branch or a tag that can move. Required before the deploy workflow can run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<String>,
+}
+
+impl Default for CiBeamops {
+    fn default() -> Self {
+        CiBeamops {
+            git: default_beamops_git(),
+            rev: None,
+        }
+    }
+}
+
+pub const DEFAULT_GITHUB_API: &str = "https://api.github.com";
+fn default_github_api() -> String {
+    DEFAULT_GITHUB_API.into()
+}
+fn default_branch() -> String {
+    "main".into()
+}
+fn default_beamops_git() -> String {
+    "https://github.com/beamops/beamops".into()
 }
 
 fn default_lock_timeout() -> String {

