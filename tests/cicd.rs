@@ -88,6 +88,12 @@ fn phoenix_project() -> TestProject {
     p
 }
 
+/// The example's beamops.yaml with `lines` added to its `ci:` mapping.
+fn with_ci(yaml: &str, lines: &str) -> String {
+    assert!(yaml.contains("\nci:\n"), "{yaml}");
+    yaml.replacen("\nci:\n", &format!("\nci:\n{lines}"), 1)
+}
+
 fn uses_lines(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix("uses: "))
@@ -184,9 +190,9 @@ fn without_a_deployed_environment_there_is_no_deploy_workflow() {
     let p = example_copy("nodeploy");
     p.write(
         "beamops.yaml",
-        &format!(
-            "{}  deploy_on_push: \"\"\n  deploy_on_tag: \"\"\n",
-            p.read("beamops.yaml")
+        &with_ci(
+            &p.read("beamops.yaml"),
+            "  deploy_on_push: \"\"\n  deploy_on_tag: \"\"\n",
         ),
     );
     assert_eq!(render_into(&p, "04"), [".github/workflows/ci.yml"]);
@@ -201,10 +207,7 @@ fn bad_ci_settings_are_refused_when_the_file_loads() {
         ("  default_branch: \"ma..in\"\n", "ci.default_branch"),
     ] {
         let p = TestProject::new();
-        p.write(
-            "beamops.yaml",
-            &format!("{}{extra}", p.read("beamops.yaml")),
-        );
+        p.write("beamops.yaml", &with_ci(&p.read("beamops.yaml"), extra));
         let out = p.beamops().args(["plan", "04"]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{extra}: {err}");
@@ -592,9 +595,9 @@ fn api_project(port: u16, repository: &str) -> TestProject {
     let p = TestProject::new();
     p.write(
         "beamops.yaml",
-        &format!(
-            "{}  repository: {repository}\n  api_url: https://127.0.0.1:{port}\n",
-            p.read("beamops.yaml")
+        &with_ci(
+            &p.read("beamops.yaml"),
+            &format!("  repository: {repository}\n  api_url: https://127.0.0.1:{port}\n"),
         ),
     );
     p
@@ -779,4 +782,225 @@ fn push_github_names_the_token_scope_or_the_repository_when_github_refuses() {
     );
     assert_ne!(code, 0, "{err}");
     assert!(api.lock().unwrap().stored.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// act: the generated deploy.yml run against the local swarm
+
+/// Removes what the deploy test made on the Engine: the stack, its secrets, containers, images.
+struct StackCleanup(String);
+
+impl Drop for StackCleanup {
+    fn drop(&mut self) {
+        let stack = &self.0;
+        let rt = beamops::docker::runtime().unwrap();
+        if let Ok(daemon) = rt.block_on(beamops::docker::connect("unix:///var/run/docker.sock"))
+            && let Err(e) = rt.block_on(beamops::swarm::converge::remove(&daemon, stack, true))
+        {
+            eprintln!("cleanup of stack {stack} failed: {e:#}");
+        }
+        let label = format!("label=com.docker.stack.namespace={stack}");
+        for kind in ["secret", "config"] {
+            let out = common::docker(&[kind, "ls", "-q", "--filter", &label]);
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = common::docker(&[kind, "rm", id]);
+            }
+        }
+        let out = common::docker(&["ps", "-aq", "--filter", &label]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = common::docker(&["rm", "-f", id]);
+        }
+        let out = common::docker(&["images", "-q", stack]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = common::docker(&["rmi", "-f", id]);
+        }
+    }
+}
+
+fn service_image(service: &str) -> String {
+    let out = common::docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        service,
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn git_out(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The deploy workflow, run by act on this machine: the job installs beamops with
+/// `cargo install --locked --git <this checkout's repository> --rev <its HEAD>` (the workflow's
+/// own step; CARGO_TARGET_DIR keeps the compiled dependencies between runs), installs sops from
+/// PyPI, writes the age key given as a secret, and `beamops deploy local` rolls the new commit
+/// out on the local swarm. The key never appears in act's log nor stays on disk.
+#[test]
+fn act_runs_the_generated_deploy_workflow_against_the_local_swarm() {
+    let test = "act_runs_the_generated_deploy_workflow_against_the_local_swarm";
+    if std::env::var("BEAMOPS_HEAVY_TESTS").as_deref() != Ok("1") {
+        eprintln!(
+            "\n!!!!! SKIPPED {test}: set BEAMOPS_HEAVY_TESTS=1 (with BEAMOPS_DOCKER_TESTS=1) to run it !!!!!\n"
+        );
+        return;
+    }
+    if !docker_tests_enabled(test) {
+        return;
+    }
+    let app = format!("cicd{}", std::process::id());
+    let service = format!("{app}_app");
+    let _cleanup = StackCleanup(app.clone());
+    let p = example_copy(&app);
+    git(p.path(), &["branch", "-M", "main"]);
+
+    // beamops as the workflow installs it: this checkout's committed HEAD, from its repository.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let common_dir = git_out(
+        source,
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+    );
+    let rev = git_out(source, &["rev-parse", "HEAD"]);
+    let yaml = p.read("beamops.yaml");
+    // The example's ci mapping, minus its `beamops:` part, then ours.
+    let yaml: String = yaml
+        .lines()
+        .filter(|l| !l.starts_with("  beamops:") && !l.starts_with("    rev: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let yaml = with_ci(
+        &yaml,
+        &format!(
+            "  deploy_on_push: local\n  deploy_on_tag: \"\"\n  beamops:\n    git: file://{common_dir}\n    rev: {rev}\n"
+        ),
+    )
+    .replacen(
+        "  local:\n    provider: local\n    replicas: 1\n",
+        "  local:\n    provider: local\n    replicas: 1\n    docker_host: unix:///var/run/docker.sock\n",
+        1,
+    );
+    assert!(
+        yaml.contains("docker_host") && yaml.contains("file://"),
+        "{yaml}"
+    );
+    p.write(
+        "beamops.yaml",
+        &format!(
+            "{yaml}\nchapters:\n  swarm:\n    database: false\n    endpoint_mode: dnsrr\n    attachable: true\n    converge_timeout: 6m\ndeploy:\n  release_command: \"\"\n"
+        ),
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("age.key");
+    let beamops = |args: &[&str]| {
+        let out = p
+            .beamops()
+            .args(args)
+            .env("BEAMOPS_AGE_KEY_FILE", &key_file)
+            .env("PATH", tool_path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "beamops {args:?}: {out:?}");
+    };
+    beamops(&["secrets", "init"]);
+    let set = p
+        .beamops()
+        .args(["secrets", "set", "local", "SECRET_KEY_BASE"])
+        .env("BEAMOPS_AGE_KEY_FILE", &key_file)
+        .env("PATH", tool_path())
+        .write_stdin(format!("kb{}", "k".repeat(64)))
+        .output()
+        .unwrap();
+    assert!(set.status.success(), "{set:?}");
+    beamops(&["up", "chapter-03", "chapter-07"]);
+    let rendered = render_into(&p, "04");
+    assert!(rendered.contains(&".github/workflows/deploy.yml".to_string()));
+    let workflow = p.read(".github/workflows/deploy.yml");
+    assert!(
+        workflow.contains("deploy-local:") && workflow.contains(&rev),
+        "{workflow}"
+    );
+    p.commit_all("ci deploys local");
+    beamops(&["deploy", "local"]);
+    let first = service_image(&service);
+
+    // A new version committed: the workflow must roll it out.
+    let mix = p
+        .read("mix.exs")
+        .replace("version: \"0.1.0\"", "version: \"0.2.0\"");
+    p.write("mix.exs", &mix);
+    p.commit_all("0.2.0");
+    let head = git_out(p.path(), &["rev-parse", "HEAD"]);
+
+    let age_key = std::fs::read_to_string(&key_file).unwrap();
+    let secret_line = age_key
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .expect("an age secret key")
+        .to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let cargo_target = concat!(env!("CARGO_TARGET_TMPDIR"), "/act-cargo-install");
+    let mut cmd = Command::new("act");
+    cmd.current_dir(p.path())
+        .env("PATH", tool_path())
+        .env("XDG_CACHE_HOME", cache.path())
+        // `-s SOPS_AGE_KEY` alone: act reads the value from this variable, never from argv.
+        .env("SOPS_AGE_KEY", &age_key)
+        .args([
+            "push",
+            "-W",
+            ".github/workflows/deploy.yml",
+            "-j",
+            "deploy-local",
+        ])
+        .args(["-P", "ubuntu-24.04=-self-hosted", "--no-cache-server"])
+        .args(["-s", "SOPS_AGE_KEY"])
+        .args([
+            "--env",
+            &format!("STANDIN_SOURCE_DIR={}", p.path().display()),
+        ])
+        .args(["--env", &format!("CARGO_TARGET_DIR={cargo_target}")]);
+    let pin = beamops::cicd::pin("actions/checkout").unwrap();
+    cmd.arg("--local-repository").arg(format!(
+        "actions/checkout@{}={STANDINS}/checkout",
+        pin.commit
+    ));
+    let started = std::time::Instant::now();
+    let out = cmd.output().expect("act on PATH (bash .ci/setup)");
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("act deploy.yml: {:.1}s", started.elapsed().as_secs_f64());
+    assert!(!log.contains(&secret_line), "the age key is in act's log");
+    assert!(
+        !log.contains(&secret_line[15..40]),
+        "part of the age key is in act's log"
+    );
+    let (passed, failed) = steps(&log);
+    assert!(out.status.success() && failed.is_empty(), "{log}");
+    for step in [
+        "Install beamops (pinned revision)",
+        "Install sops",
+        "Write the age key (0600, never echoed)",
+        "beamops deploy local",
+        "Remove the keys",
+    ] {
+        assert!(
+            passed.iter().any(|s| s == step),
+            "step `{step}` did not pass:\n{log}"
+        );
+    }
+    let image = service_image(&service);
+    assert_ne!(image, first, "{log}");
+    assert!(
+        image.contains(&head[..12]),
+        "{image} is not the commit {head}:\n{log}"
+    );
+    // The key file was removed at the end, and no file act left holds the key.
+    assert_eq!(files_contain(cache.path(), secret_line.as_bytes()), None);
 }

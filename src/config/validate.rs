@@ -760,3 +760,45 @@ mod tests {
         assert!(!REFERENCE.is_match("debian:bad tag"));
     }
 }
+
+#[cfg(test)]
+mod ci_tests {
+    #[test]
+    fn a_github_token_goes_to_https_or_to_this_machine_only() {
+        for ok in [
+            "https://api.github.com",
+            "https://ghe.example.com/api/v3",
+            "http://127.0.0.1:8080",
+            "http://localhost:9000/api",
+        ] {
+            assert!(super::api_url_is_safe(ok), "{ok}");
+        }
+        for bad in [
+            "http://api.github.com",
+            "http://127.0.0.1.evil.com",
+            "https://user:pw@api.github.com",
+            "ftp://api.github.com",
+            "api.github.com",
+            "https://",
+        ] {
+            assert!(!super::api_url_is_safe(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn known_hosts_lines_carry_a_key_of_their_type() {
+        let key = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        assert!(super::known_hosts_line_ok(&format!(
+            "h1,h2 ssh-ed25519 {key}"
+        )));
+        assert!(super::known_hosts_line_ok(&format!(
+            "@cert-authority *.example.com ssh-ed25519 {key} ca"
+        )));
+        assert!(!super::known_hosts_line_ok(&format!("h1 ssh-rsa {key}")));
+        assert!(!super::known_hosts_line_ok("h1 ssh-ed25519 bm90LWEta2V5"));
+        assert!(!super::known_hosts_line_ok("h1 ssh-ed25519"));
+        assert!(!super::known_hosts_line_ok(&format!(
+            "@trust h1 ssh-ed25519 {key}"
+        )));
+    }
+}
