@@ -178,6 +178,9 @@ fn the_workflows_have_zero_findings_for_the_example_and_a_phoenix_database_proje
         deploy.contains("beamops deploy production --yes"),
         "{deploy}"
     );
+    // Every template change visible in review (the example's own are committed files).
+    insta::assert_snapshot!("phoenix_ci.yml", ci);
+    insta::assert_snapshot!("phoenix_deploy.yml", deploy);
     let example_deploy = example.read(".github/workflows/deploy.yml");
     assert!(
         !example_deploy.contains("DEPLOY_SSH_KEY"),
