@@ -109,6 +109,24 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "stop_grace_seconds": config.chapters.swarm.drain_seconds + 10,
             "subnet": subnet.to_string(),
         },
+        "monitoring": {
+            "stack": crate::config::monitoring_stack_name(config),
+            "app_service": format!("{}_app", config.app.stack_name()),
+            "images": {
+                "prometheus": config.prometheus_image(),
+                "alertmanager": config.alertmanager_image(),
+                "grafana": config.grafana_image(),
+                "loki": config.loki_image(),
+                "promtail": config.promtail_image(),
+            },
+            // Fixed uids: the dashboards name their datasource by uid, so a re-provisioned
+            // Grafana never shows "datasource not found".
+            "datasources": {
+                "prometheus": "beamops-prometheus",
+                "loki": "beamops-loki",
+                "alertmanager": "beamops-alertmanager",
+            },
+        },
         "distributed": {
             "node_basename": config.chapters.distributed.node_basename.as_deref().unwrap_or(&config.app.otp_app),
             "module": elixir_module(&config.app.otp_app),

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod compose;
 pub mod docker;
 pub mod foundation;
+pub mod monitoring;
 pub mod secrets;
 pub mod stack;
 pub mod swarm;
@@ -38,6 +39,12 @@ pub enum ActionSpec {
     StackConverged,
     LibclusterWired,
     ClusterFormed,
+    MonitoringImages,
+    MonitoringStack,
+    PrometheusTargets,
+    PullOnlyImages,
+    AlertingLoaded,
+    ExpressionsAnswer,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -59,6 +66,12 @@ impl ActionSpec {
             ActionSpec::StackConverged => Box::new(stack::StackConverged),
             ActionSpec::LibclusterWired => Box::new(cluster::LibclusterWired),
             ActionSpec::ClusterFormed => Box::new(cluster::ClusterFormed),
+            ActionSpec::MonitoringImages => Box::new(monitoring::MonitoringImages),
+            ActionSpec::MonitoringStack => Box::new(monitoring::MonitoringStack),
+            ActionSpec::PrometheusTargets => Box::new(monitoring::PrometheusTargets),
+            ActionSpec::PullOnlyImages => Box::new(monitoring::PullOnlyImages),
+            ActionSpec::AlertingLoaded => Box::new(monitoring::AlertingLoaded),
+            ActionSpec::ExpressionsAnswer => Box::new(monitoring::ExpressionsAnswer),
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
         }
     }
@@ -163,6 +176,12 @@ pub trait Action {
     /// False for chapters that exist as data only.
     fn implemented(&self) -> bool {
         true
+    }
+    /// True for an action whose `Blocked` stops neither the run nor the chapters after it: it
+    /// is reported blocked (exit 3) while the rest applies, and its chapter counts as done for
+    /// the chapters that need it (Grafana's image where no registry answers).
+    fn optional(&self) -> bool {
+        false
     }
     /// True for actions that change the swarm (swarm mode, secrets, services): `up` and `down`
     /// take the stack's deploy lock before the first of them that has work to do.

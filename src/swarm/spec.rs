@@ -206,6 +206,16 @@ fn service_value(
     let mut mounts = Vec::new();
     for short in &service.volumes {
         let mount = VolumeMount::parse(short)?;
+        if mount.bind {
+            // What `docker stack deploy` stores for a short-syntax bind mount.
+            mounts.push(json!({
+                "Type": "bind",
+                "Source": mount.source,
+                "Target": mount.target,
+                "ReadOnly": mount.read_only,
+            }));
+            continue;
+        }
         let def = file
             .volumes
             .get(&mount.source)

@@ -362,7 +362,7 @@ impl StackFile {
             for v in &service.volumes {
                 let mount = VolumeMount::parse(v)
                     .with_context(|| format!("{file}: service `{name}`, volume `{v}`"))?;
-                if !self.volumes.contains_key(&mount.source) {
+                if !mount.bind && !self.volumes.contains_key(&mount.source) {
                     bail!(
                         "{file}: service `{name}` mounts volume `{}`, which the top-level `volumes` does not define\n  fix: beamops supports named volumes only",
                         mount.source
@@ -415,7 +415,12 @@ pub struct VolumeMount {
     pub source: String,
     pub target: String,
     pub read_only: bool,
+    /// A host path: only [`DOCKER_SOCKET`], for service discovery (Prometheus, Promtail).
+    pub bind: bool,
 }
+
+/// The one host path a stack beamops applies may mount: monitoring discovers tasks through it.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 impl VolumeMount {
     pub fn parse(short: &str) -> Result<VolumeMount> {
@@ -426,13 +431,17 @@ impl VolumeMount {
             [s, t, "rw"] => (*s, *t, false),
             _ => bail!("expected `volume:/path` or `volume:/path:ro`"),
         };
-        if source.starts_with('/') || source.starts_with('.') {
-            bail!("bind mounts are not supported in a stack beamops applies; use a named volume");
+        let bind = source == DOCKER_SOCKET;
+        if !bind && (source.starts_with('/') || source.starts_with('.')) {
+            bail!(
+                "bind mounts are not supported in a stack beamops applies (but {DOCKER_SOCKET}, for service discovery); use a named volume"
+            );
         }
         Ok(VolumeMount {
             source: source.into(),
             target: target.into(),
             read_only,
+            bind,
         })
     }
 }
@@ -632,9 +641,12 @@ mod tests {
             VolumeMount {
                 source: "pgdata".into(),
                 target: "/var/lib/postgresql/data".into(),
-                read_only: true
+                read_only: true,
+                bind: false,
             }
         );
         assert!(VolumeMount::parse("/host:/data").is_err());
+        let socket = VolumeMount::parse("/var/run/docker.sock:/var/run/docker.sock:ro").unwrap();
+        assert!(socket.bind && socket.read_only);
     }
 }
