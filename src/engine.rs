@@ -141,7 +141,11 @@ impl<'a> Engine<'a> {
     }
 
     fn actions(chapter: &Manifest) -> Vec<Box<dyn Action>> {
-        chapter.actions.iter().map(|a| a.build()).collect()
+        chapter
+            .actions
+            .iter()
+            .map(|a| a.build(&chapter.key()))
+            .collect()
     }
 
     fn context<'b>(
