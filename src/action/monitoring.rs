@@ -13,14 +13,10 @@ use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
 use crate::docker::{self, Daemon, images};
 use crate::monitoring::{self, api::Api};
-use crate::swarm::{self, SwarmMode, converge, stack::StackFile};
+use crate::swarm::{self, stack::StackFile};
 
 /// How often a wait asks again.
 const POLL: Duration = Duration::from_secs(2);
-
-fn monitoring_stack(cx: &ActionContext) -> String {
-    crate::config::monitoring_stack_name(&cx.project.config)
-}
 
 fn prometheus(cx: &ActionContext) -> Result<Api> {
     let host = monitoring::api_host(&docker::host_for(cx.project, cx.env_name));
@@ -131,49 +127,35 @@ impl Action for MonitoringImages {
     }
 }
 
-/// The rendered monitoring stack, with the services whose image this Engine does not have and
-/// cannot pull left out (and the secrets, configs and volumes only they use).
-struct Target {
-    daemon: Daemon,
-    stack: String,
-    file: StackFile,
-    /// Service key → image, left out.
-    missing: BTreeMap<String, String>,
-}
-
-fn target(cx: &ActionContext, rt: &tokio::runtime::Runtime, pull: bool) -> Result<Target> {
-    let text = cx.file(monitoring::STACK_FILE).with_context(|| {
-        format!(
-            "{} is missing\n  fix: beamops up chapter-11 renders it",
-            monitoring::STACK_FILE
-        )
-    })?;
-    let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
-    let variables = swarm::variables(cx.project, cx.env_name)?;
-    let mut file = StackFile::parse(
-        &cx.project.root.join(monitoring::STACK_FILE),
-        &text,
-        &variables,
-    )?;
+/// Leaves the `keys` services whose image this Engine does not have out of `file` (after a
+/// pull, when `pull` carries the ui to say so), with the secrets, configs and volumes only they
+/// use. Returns service key → image of what it left out.
+pub fn leave_out_missing(
+    file: &mut StackFile,
+    keys: &[String],
+    daemon: &Daemon,
+    rt: &tokio::runtime::Runtime,
+    pull: Option<&crate::output::Ui>,
+) -> BTreeMap<String, String> {
     let mut missing = BTreeMap::new();
     for (key, service) in &file.services {
-        if !monitoring::PULL_ONLY_SERVICES.contains(&key.as_str()) {
+        if !keys.contains(key) {
             continue;
         }
-        let present = |daemon: &Daemon| {
-            rt.block_on(daemon.client.inspect_image(&service.image))
-                .is_ok()
-        };
-        if present(&daemon) {
+        let present = || rt.block_on(daemon.client.inspect_image(&service.image)).is_ok();
+        if present() {
             continue;
         }
-        if pull {
-            cx.ui.detail(format!("pulling {}", service.image));
-            if rt.block_on(images::pull(&daemon, &service.image)).is_ok() && present(&daemon) {
+        if let Some(ui) = pull {
+            ui.detail(format!("pulling {}", service.image));
+            if rt.block_on(images::pull(daemon, &service.image)).is_ok() && present() {
                 continue;
             }
         }
         missing.insert(key.clone(), service.image.clone());
+    }
+    if missing.is_empty() {
+        return missing;
     }
     file.services.retain(|key, _| !missing.contains_key(key));
     let used = |pick: &dyn Fn(&swarm::stack::Service) -> Vec<String>| -> BTreeSet<String> {
@@ -191,151 +173,7 @@ fn target(cx: &ActionContext, rt: &tokio::runtime::Runtime, pull: bool) -> Resul
     file.secrets.retain(|k, _| secrets.contains(k));
     file.configs.retain(|k, _| configs.contains(k));
     file.volumes.retain(|k, _| volumes.contains(k));
-    Ok(Target {
-        daemon,
-        stack: monitoring_stack(cx),
-        file,
-        missing,
-    })
-}
-
-/// The monitoring stack converged beside the app's: `deploy/monitoring.yml` as the stack
-/// `<stack>-monitoring`, services with an image this Engine cannot get left out (see
-/// [`PullOnlyImages`]).
-pub struct MonitoringStack;
-
-impl Action for MonitoringStack {
-    fn id(&self) -> String {
-        "monitoring-stack".into()
-    }
-    fn describe(&self) -> String {
-        format!(
-            "{} converged as its own stack on the app's network, every task running healthy",
-            monitoring::STACK_FILE
-        )
-    }
-    fn providers(&self) -> &'static [Provider] {
-        &[Provider::Local]
-    }
-    fn needs(&self) -> &'static [&'static str] {
-        &["swarm-mode", "stack-converged", "monitoring-images"]
-    }
-    fn check(&self, cx: &ActionContext) -> Result<Check> {
-        let rt = docker::runtime()?;
-        let target = target(cx, &rt, false)?;
-        if !matches!(
-            rt.block_on(swarm::mode(&target.daemon))?,
-            SwarmMode::Manager { .. }
-        ) {
-            return Ok(Check::Pending(format!(
-                "deploy stack {} once the Engine is a swarm manager",
-                target.stack
-            )));
-        }
-        let pending = rt.block_on(converge::pending(
-            &target.daemon,
-            &target.stack,
-            &target.file,
-            &BTreeMap::new(),
-        ))?;
-        Ok(if pending.is_empty() {
-            Check::Satisfied(format!(
-                "stack {}: {} as specified, every task running healthy{}",
-                target.stack,
-                target
-                    .file
-                    .services
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if target.missing.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (left out, no image: {})",
-                        target
-                            .missing
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-            ))
-        } else {
-            Check::Pending(
-                pending
-                    .iter()
-                    .map(|p| format!("{}: {}", p.object, p.change))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })
-    }
-    fn apply(&self, cx: &ActionContext) -> Result<Applied> {
-        let rt = docker::runtime()?;
-        let target = target(cx, &rt, true)?;
-        let timeout =
-            crate::config::validate::duration(&cx.project.config.chapters.swarm.converge_timeout)
-                .map_err(|why| anyhow::anyhow!("chapters.swarm.converge_timeout {why}"))?;
-        let done = rt.block_on(converge::converge(
-            &target.daemon,
-            &target.stack,
-            &target.file,
-            cx.ui,
-            timeout,
-            &BTreeMap::new(),
-        ))?;
-        let mut parts = Vec::new();
-        for (verb, list) in [
-            ("created", &done.created),
-            ("updated", &done.updated),
-            ("removed", &done.removed),
-            ("unchanged", &done.unchanged),
-        ] {
-            if !list.is_empty() {
-                parts.push(format!("{verb} {}", list.join(", ")));
-            }
-        }
-        if !target.missing.is_empty() {
-            parts.push(format!(
-                "left out (no image): {}",
-                target
-                    .missing
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        Ok(Applied {
-            summary: format!(
-                "stack {}: {}; converged in {:.1}s",
-                target.stack,
-                parts.join("; "),
-                done.wait_seconds
-            ),
-            data: json!({
-                "stack": target.stack,
-                "created": done.created,
-                "updated": done.updated,
-                "unchanged": done.unchanged,
-                "removed": done.removed,
-                "left_out": target.missing,
-                "converge_seconds": done.wait_seconds,
-            }),
-            inputs_digest: None,
-        })
-    }
-    fn touches_swarm(&self) -> bool {
-        true
-    }
-    fn undo(&self, cx: &ActionContext) -> Result<Option<String>> {
-        let (rt, daemon) = cx.engine()?;
-        let removed = rt.block_on(converge::remove(&daemon, &monitoring_stack(cx), cx.purge))?;
-        Ok((!removed.is_empty()).then(|| format!("removed {}", removed.join(", "))))
-    }
+    missing
 }
 
 /// Grafana, Loki and Promtail: no Debian suite packages them, so without a registry that has
@@ -354,15 +192,32 @@ impl Action for PullOnlyImages {
         &[Provider::Local]
     }
     fn needs(&self) -> &'static [&'static str] {
-        &["monitoring-stack"]
+        &["stack-converged"]
     }
     fn optional(&self) -> bool {
         true
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
-        let rt = docker::runtime()?;
-        let target = target(cx, &rt, false)?;
-        if target.missing.is_empty() {
+        let text = cx.file(monitoring::STACK_FILE).with_context(|| {
+            format!(
+                "{} is missing\n  fix: beamops up chapter-11 renders it",
+                monitoring::STACK_FILE
+            )
+        })?;
+        let mut file = swarm::parse_stack_file(
+            cx.project,
+            cx.env_name,
+            monitoring::STACK_FILE,
+            &text,
+            &BTreeMap::new(),
+        )?;
+        let (rt, daemon) = cx.engine()?;
+        let keys: Vec<String> = monitoring::PULL_ONLY_SERVICES
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        let missing = leave_out_missing(&mut file, &keys, &daemon, &rt, None);
+        if missing.is_empty() {
             return Ok(Check::Satisfied(format!(
                 "{} converged with the stack",
                 monitoring::PULL_ONLY_SERVICES.join(", ")
@@ -370,8 +225,7 @@ impl Action for PullOnlyImages {
         }
         Ok(Check::Blocked(format!(
             "image not available: {} — no registry answered and no Debian suite packages them; the services stay in {} for an Engine that can pull them, and are left out here",
-            target
-                .missing
+            missing
                 .iter()
                 .map(|(service, image)| format!("{service} ({image})"))
                 .collect::<Vec<_>>()
@@ -463,7 +317,7 @@ impl Action for PrometheusTargets {
         &[Provider::Local]
     }
     fn needs(&self) -> &'static [&'static str] {
-        &["monitoring-stack", "stack-converged"]
+        &["stack-converged"]
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         self.inspect(cx)
@@ -596,7 +450,7 @@ impl Action for AlertingLoaded {
         &[Provider::Local]
     }
     fn needs(&self) -> &'static [&'static str] {
-        &["monitoring-stack"]
+        &["stack-converged"]
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         self.inspect(cx)
@@ -721,7 +575,7 @@ impl Action for ExpressionsAnswer {
         &[Provider::Local]
     }
     fn needs(&self) -> &'static [&'static str] {
-        &["monitoring-stack", "alerting-loaded", "prometheus-targets"]
+        &["stack-converged", "alerting-loaded", "prometheus-targets"]
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         Ok(self.inspect(cx)?.0)

@@ -29,6 +29,12 @@ pub struct Params {
     /// rolls out the image it rebuilt into chapter 08's stack this way. Default: this chapter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Services whose image only a registry can give (Grafana, Loki, Promtail: no Debian
+    /// package): pulled when absent; where no registry has it, the service is left out of the
+    /// converge (with the configs, secrets and volumes only it uses) and the record says so.
+    /// Another action reports them blocked (chapter 11's `pull-only-images`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_only: Vec<String>,
 }
 
 impl Params {
@@ -60,6 +66,8 @@ struct Target {
     daemon: Daemon,
     stack: String,
     file: StackFile,
+    /// `pull_only` services left out: service key → image.
+    left_out: BTreeMap<String, String>,
 }
 
 /// The parameters with their templates rendered: (file, stack).
@@ -98,6 +106,17 @@ impl StackConverged {
     }
 
     fn target(&self, cx: &ActionContext, rt: &tokio::runtime::Runtime) -> Result<Target> {
+        self.target_pulling(cx, rt, false)
+    }
+
+    /// The target; `pull` tries a registry for absent `pull_only` images first (apply only:
+    /// a check never waits on a registry).
+    fn target_pulling(
+        &self,
+        cx: &ActionContext,
+        rt: &tokio::runtime::Runtime,
+        pull: bool,
+    ) -> Result<Target> {
         let resolved = self.resolved(cx)?;
         let text = cx.file(&resolved.file).with_context(|| {
             format!(
@@ -134,10 +153,18 @@ impl StackConverged {
                 r.content.clone(),
             );
         }
+        let left_out = super::monitoring::leave_out_missing(
+            &mut file,
+            &self.params.pull_only,
+            &daemon,
+            rt,
+            pull.then_some(cx.ui),
+        );
         Ok(Target {
             daemon,
             stack,
             file,
+            left_out,
         })
     }
 
@@ -162,9 +189,17 @@ impl StackConverged {
         ))?;
         Ok(if pending.is_empty() {
             Check::Satisfied(format!(
-                "stack {}: {} service(s) as specified, every task running healthy",
+                "stack {}: {} service(s) as specified, every task running healthy{}",
                 target.stack,
-                target.file.services.len()
+                target.file.services.len(),
+                if target.left_out.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (left out, no image: {})",
+                        target.left_out.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                }
             ))
         } else {
             Check::Pending(
@@ -217,7 +252,7 @@ impl Action for StackConverged {
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
         let rt = docker::runtime()?;
-        let target = self.target(cx, &rt)?;
+        let target = self.target_pulling(cx, &rt, true)?;
         let timeout = Self::timeout(cx)?;
         let done = rt.block_on(converge::converge(
             &target.daemon,
@@ -243,6 +278,12 @@ impl Action for StackConverged {
         if !done.pruned.is_empty() {
             parts.push(format!("removed unused {}", done.pruned.join(", ")));
         }
+        if !target.left_out.is_empty() {
+            parts.push(format!(
+                "left out (no image): {}",
+                target.left_out.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
         Ok(Applied {
             summary: format!(
                 "stack {}: {}; converged in {:.1}s",
@@ -259,6 +300,7 @@ impl Action for StackConverged {
                 "pruned": done.pruned,
                 "converge_seconds": done.wait_seconds,
                 "images": done.images,
+                "left_out": target.left_out,
             }),
             inputs_digest: None,
         })
