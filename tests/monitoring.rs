@@ -355,3 +355,485 @@ fn promtool_and_amtool_accept_the_rendered_files() {
     );
     assert!(!ok, "a broken rule passed promtool: {out}");
 }
+
+/// The example app (3 replicas) and its monitoring stack on the real swarm, removed however
+/// the test ends.
+struct Monitored {
+    project: TestProject,
+    name: String,
+    keys: tempfile::TempDir,
+    prometheus: String,
+    alertmanager: String,
+}
+
+impl Monitored {
+    fn beamops(&self) -> assert_cmd::Command {
+        let mut cmd = self.project.beamops();
+        cmd.env("BEAMOPS_AGE_KEY_FILE", self.keys.path().join("age.key"));
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+        let out = self
+            .beamops()
+            .args(["--format", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (
+            out.status.code(),
+            report,
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn get(&self, url: &str) -> serde_json::Value {
+        reqwest::blocking::get(url)
+            .and_then(|r| r.json())
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// Task id → value of `up` for the app's tasks, as Prometheus says.
+    fn up(&self) -> BTreeMap<String, String> {
+        let query = format!("up{{job=\"swarm-tasks\",service=\"{}_app\"}}", self.name);
+        let body = self.get(&format!(
+            "{}/api/v1/query?query={}",
+            self.prometheus,
+            urlencode(&query)
+        ));
+        body["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["metric"]["task"].as_str().unwrap_or_default().to_string(),
+                    s["value"][1].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn running_tasks(&self, service: &str) -> BTreeSet<String> {
+        let out = docker(&[
+            "service",
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            "desired-state=running",
+            service,
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn wait_until<T>(&self, what: &str, timeout: Duration, f: impl Fn() -> Option<T>) -> T {
+        let started = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{what}: not so within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Monitored {
+    fn drop(&mut self) {
+        let _ = self
+            .beamops()
+            .args(["lock", "release", "local", "--yes", "-q"])
+            .output();
+        let _ = self
+            .beamops()
+            .args(["down", "11", "--purge", "-q"])
+            .output();
+        let _ = self.beamops().args(["down", "08", "-q"]).output();
+        for kind in ["secret", "config"] {
+            let ls = docker(&[kind, "ls", "-q", "--filter", &format!("name={}", self.name)]);
+            for id in String::from_utf8_lossy(&ls.stdout).lines() {
+                let _ = docker(&[kind, "rm", id]);
+            }
+        }
+        let containers = docker(&["ps", "-aq", "--filter", &format!("name={}", self.name)]);
+        for id in String::from_utf8_lossy(&containers.stdout).split_whitespace() {
+            let _ = docker(&["rm", "-f", id]);
+        }
+        let volumes = docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={}", self.name),
+        ]);
+        for v in String::from_utf8_lossy(&volumes.stdout).lines() {
+            let _ = docker(&["volume", "rm", v]);
+        }
+        let images = docker(&["images", "-q", &self.name]);
+        for id in String::from_utf8_lossy(&images.stdout).lines() {
+            let _ = docker(&["rmi", "-f", id]);
+        }
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A webhook receiver on the host: every request body it gets, in order.
+fn webhook_receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let mut stream = reader.into_inner();
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, bodies)
+}
+
+/// The gateway of docker_gwbridge: where a task's container reaches this host.
+fn host_seen_from_tasks() -> String {
+    let out = docker(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        "docker_gwbridge",
+    ]);
+    let gw = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!gw.is_empty(), "no docker_gwbridge gateway: {out:?}");
+    gw
+}
+
+#[test]
+fn every_replica_is_a_target_and_an_alert_fires_and_resolves() {
+    if !docker_tests_enabled("every_replica_is_a_target_and_an_alert_fires_and_resolves") {
+        return;
+    }
+    if std::env::var("BEAMOPS_HEAVY_TESTS").ok().as_deref() != Some("1") {
+        eprintln!(
+            "SKIPPED every_replica_is_a_target_and_an_alert_fires_and_resolves: set BEAMOPS_HEAVY_TESTS=1 (builds the example, runs 3 replicas and the monitoring stack, several minutes)"
+        );
+        return;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!("bo11m{}x{:x}", std::process::id(), nanos % 0xfffff);
+    let base_port = 20000 + (std::process::id() % 4000) as u16 * 10;
+    let (hook_port, hook) = webhook_receiver();
+    let gateway = host_seen_from_tasks();
+    // Swarm mode first: docker_gwbridge exists only on a swarm node.
+    let project = example_copy(&name);
+    let yaml = project.read("beamops.yaml").replace(
+        "  local:\n    provider: local\n    replicas: 1\n",
+        "  local:\n    provider: local\n    replicas: 3\n",
+    );
+    let config = |scrape: &str| {
+        format!(
+            "{yaml}\nchapters:\n  swarm:\n    database: false\n    endpoint_mode: dnsrr\n    publish_mode: host\n    environment:\n      COORDINATION_DEBUG: \"1\"\n  instrumentation:\n    scrape_interval: {scrape}\n    prometheus_port: {}\n    alertmanager_port: {}\n    grafana_port: {}\n  monitoring:\n    webhook_url: http://{gateway}:{hook_port}/alerts\n    alert_for: 15s\n    cpu_threshold: 0.3\n",
+            base_port,
+            base_port + 3,
+            base_port + 5
+        )
+    };
+    project.write("beamops.yaml", &config("5s"));
+    project.commit_all("3 replicas, monitored");
+    let stack = Monitored {
+        project,
+        prometheus: format!("http://127.0.0.1:{base_port}"),
+        alertmanager: format!("http://127.0.0.1:{}", base_port + 3),
+        name,
+        keys: tempfile::tempdir().unwrap(),
+    };
+    stack.beamops().args(["secrets", "init"]).assert().success();
+    let app = format!("{}_app", stack.name);
+    let monitoring = format!("{}-monitoring", stack.name);
+
+    let started = Instant::now();
+    let (code, _, out) = stack.run(&["up", "09"]);
+    assert_eq!(code, Some(0), "up 09: {out}");
+    eprintln!("measured: up 09 in {:.0}s", started.elapsed().as_secs_f64());
+
+    // Chapter 11: Prometheus and Alertmanager converge; Grafana, Loki and Promtail have no
+    // image here: that action alone is blocked, exit 3.
+    let started = Instant::now();
+    let (code, report, out) = stack.run(&["up", "11"]);
+    eprintln!("measured: up 11 in {:.0}s", started.elapsed().as_secs_f64());
+    assert_eq!(code, Some(3), "up 11: {out}");
+    let actions: BTreeMap<String, (String, String)> = report["chapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["chapter"] == "11-instrumentation")
+        .flat_map(|c| c["actions"].as_array().unwrap().clone())
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_string(),
+                (
+                    a["status"].as_str().unwrap().to_string(),
+                    a["detail"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(actions["stack-converged"].0, "applied", "{actions:#?}");
+    assert!(
+        actions["stack-converged"]
+            .1
+            .contains("left out (no image): grafana, loki, promtail"),
+        "{actions:#?}"
+    );
+    assert!(
+        matches!(
+            actions["prometheus-targets"].0.as_str(),
+            "applied" | "satisfied"
+        ),
+        "{actions:#?}"
+    );
+    assert_eq!(actions["pull-only-images"].0, "blocked", "{actions:#?}");
+    assert!(
+        actions["pull-only-images"]
+            .1
+            .contains("image not available"),
+        "{actions:#?}"
+    );
+    for service in ["prometheus", "alertmanager"] {
+        assert!(
+            docker(&["service", "inspect", &format!("{monitoring}_{service}")])
+                .status
+                .success()
+        );
+    }
+    assert!(
+        !docker(&["service", "inspect", &format!("{monitoring}_grafana")])
+            .status
+            .success()
+    );
+
+    // Every replica a target with up == 1, checked here against Swarm's own task list.
+    let tasks = stack.running_tasks(&app);
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    let up = stack.up();
+    assert_eq!(up.keys().cloned().collect::<BTreeSet<_>>(), tasks, "{up:?}");
+    assert!(up.values().all(|v| v == "1"), "{up:?}");
+
+    // Chapter 12: rules and routing loaded, every expression evaluated; chapter 11 counts as
+    // done (its blocked action is optional), so this exits 0.
+    let (code, report, out) = stack.run(&["up", "12"]);
+    assert_eq!(code, Some(0), "up 12: {out}");
+    assert!(
+        !report["chapters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["chapter"] == "11-instrumentation"),
+        "{out}"
+    );
+    let rules = stack.get(&format!("{}/api/v1/rules", stack.prometheus));
+    let loaded: Vec<&str> = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(loaded.contains(&"AppHighCpu"), "{loaded:?}");
+
+    // A fourth replica is a target within two scrape intervals, with no config change.
+    let prometheus_service = format!("{monitoring}_prometheus");
+    let version = |s: &str| {
+        String::from_utf8_lossy(
+            &docker(&["service", "inspect", "--format", "{{.Version.Index}}", s]).stdout,
+        )
+        .trim()
+        .to_string()
+    };
+    let before = version(&prometheus_service);
+    let (code, _, out) = stack.run(&["scale", "local", "4"]);
+    assert_eq!(code, Some(0), "scale: {out}");
+    let scaled = Instant::now();
+    let tasks = stack.running_tasks(&app);
+    assert_eq!(tasks.len(), 4, "{tasks:?}");
+    stack.wait_until(
+        "every one of 4 tasks a target with up == 1",
+        Duration::from_secs(10),
+        || {
+            let up = stack.up();
+            (up.keys().cloned().collect::<BTreeSet<_>>() == tasks && up.values().all(|v| v == "1"))
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "measured: the 4th task a target {:.1}s after scale returned",
+        scaled.elapsed().as_secs_f64()
+    );
+    assert_eq!(version(&prometheus_service), before, "Prometheus changed");
+
+    // A changed scrape interval rolls Prometheus to the new config.
+    let old_tasks = stack.running_tasks(&prometheus_service);
+    stack.project.write("beamops.yaml", &config("6s"));
+    let (code, _, out) = stack.run(&["up", "11"]);
+    assert_eq!(code, Some(3), "up 11 again: {out}");
+    assert_ne!(stack.running_tasks(&prometheus_service), old_tasks);
+    let live = stack.get(&format!("{}/api/v1/status/config", stack.prometheus));
+    assert!(
+        live["data"]["yaml"]
+            .as_str()
+            .unwrap()
+            .contains("scrape_interval: 6s"),
+        "{live}"
+    );
+
+    // Fire drill: one task burns CPU; AppHighCpu fires in Alertmanager and reaches the
+    // webhook; once the load stops it resolves.
+    let task = tasks.iter().next().unwrap().clone();
+    let container = String::from_utf8_lossy(
+        &docker(&[
+            "inspect",
+            "--format",
+            "{{.Status.ContainerStatus.ContainerID}}",
+            &task,
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let drill = Instant::now();
+    let out = docker(&[
+        "exec",
+        &container,
+        "curl",
+        "-fsS",
+        "-X",
+        "POST",
+        "http://127.0.0.1:4000/debug/load?cpu=2&seconds=75",
+    ]);
+    assert!(out.status.success(), "debug/load: {out:?}");
+    stack.wait_until(
+        "AppHighCpu active in Alertmanager",
+        Duration::from_secs(240),
+        || {
+            let alerts = stack.get(&format!(
+                "{}/api/v2/alerts?filter={}",
+                stack.alertmanager,
+                urlencode("alertname=\"AppHighCpu\"")
+            ));
+            alerts
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["status"]["state"] == "active" && a["labels"]["task"] == task.as_str())
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "measured: AppHighCpu active in Alertmanager {:.0}s after the load started",
+        drill.elapsed().as_secs_f64()
+    );
+    let got = |status: &str| {
+        hook.lock().unwrap().iter().any(|b| {
+            let v: serde_json::Value = serde_json::from_str(b).unwrap_or_default();
+            v["status"] == status
+                && v["alerts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|a| a["labels"]["alertname"] == "AppHighCpu" && a["status"] == status)
+        })
+    };
+    stack.wait_until(
+        "AppHighCpu firing at the webhook",
+        Duration::from_secs(60),
+        || got("firing").then_some(()),
+    );
+    eprintln!(
+        "measured: firing at the webhook {:.0}s after the load started",
+        drill.elapsed().as_secs_f64()
+    );
+    stack.wait_until(
+        "AppHighCpu resolved at the webhook",
+        Duration::from_secs(420),
+        || got("resolved").then_some(()),
+    );
+    eprintln!(
+        "measured: resolved at the webhook {:.0}s after the load started",
+        drill.elapsed().as_secs_f64()
+    );
+
+    // down chapter-11: the monitoring stack goes, the app's tasks stay, volumes stay.
+    let app_tasks = stack.running_tasks(&app);
+    let (code, _, out) = stack.run(&["down", "11"]);
+    assert_eq!(code, Some(0), "down 11: {out}");
+    let left = docker(&[
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.stack.namespace={monitoring}"),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "{left:?}"
+    );
+    assert_eq!(stack.running_tasks(&app), app_tasks);
+    let volumes = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={monitoring}_"),
+    ]);
+    let volumes = String::from_utf8_lossy(&volumes.stdout).to_string();
+    assert!(
+        volumes.contains(&format!("{monitoring}_prometheus_data")),
+        "{volumes}"
+    );
+    assert!(
+        volumes.contains(&format!("{monitoring}_alertmanager_data")),
+        "{volumes}"
+    );
+}

@@ -142,7 +142,10 @@ pub fn leave_out_missing(
         if !keys.contains(key) {
             continue;
         }
-        let present = || rt.block_on(daemon.client.inspect_image(&service.image)).is_ok();
+        let present = || {
+            rt.block_on(daemon.client.inspect_image(&service.image))
+                .is_ok()
+        };
         if present() {
             continue;
         }

@@ -197,7 +197,12 @@ impl StackConverged {
                 } else {
                     format!(
                         " (left out, no image: {})",
-                        target.left_out.keys().cloned().collect::<Vec<_>>().join(", ")
+                        target
+                            .left_out
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 }
             ))
@@ -281,7 +286,12 @@ impl Action for StackConverged {
         if !target.left_out.is_empty() {
             parts.push(format!(
                 "left out (no image): {}",
-                target.left_out.keys().cloned().collect::<Vec<_>>().join(", ")
+                target
+                    .left_out
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         Ok(Applied {

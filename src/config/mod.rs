@@ -564,6 +564,10 @@ pub struct SwarmOptions {
     /// Let plain containers (`docker run --network`) join the app network: probes, debugging.
     #[serde(default)]
     pub attachable: bool,
+    /// Extra environment variables of the app service (e.g. `COORDINATION_DEBUG: "1"` for the
+    /// monitoring fire drill). Never secrets: those are `secrets`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -596,6 +600,7 @@ impl Default for SwarmOptions {
             publish_mode: PublishMode::default(),
             subnet: None,
             attachable: false,
+            environment: BTreeMap::new(),
         }
     }
 }

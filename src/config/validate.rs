@@ -351,6 +351,15 @@ fn all(config: &Config) -> Vec<Problem> {
             ));
         }
     }
+    for name in swarm.environment.keys() {
+        if !SECRET.is_match(name) || name.starts_with("BEAMOPS_") {
+            out.push(problem(
+                &["chapters", "swarm", "environment"],
+                format!("chapters.swarm.environment: `{}` is not an environment variable name the stack may set", name.escape_debug()),
+                "use uppercase letters, digits and `_`, starting with a letter (not BEAMOPS_…), e.g. COORDINATION_DEBUG",
+            ));
+        }
+    }
     if swarm.healthcheck.is_empty()
         || !["CMD", "CMD-SHELL", "NONE"].contains(&swarm.healthcheck[0].as_str())
     {
