@@ -594,14 +594,15 @@ fn instrumentation(config: &Config, out: &mut Vec<Problem>) {
             ));
         }
     }
-    if prometheus_seconds(&mon.alert_for).is_none() {
+    // The rendered promtool tests evaluate at 12 minutes: a rule must be able to fire by then.
+    if prometheus_seconds(&mon.alert_for).is_none_or(|s| s > 600.0) {
         out.push(problem(
             &["chapters", "monitoring", "alert_for"],
             format!(
-                "chapters.monitoring.alert_for `{}` is not a Prometheus duration",
+                "chapters.monitoring.alert_for `{}` is not a Prometheus duration of at most 10m",
                 mon.alert_for.escape_debug()
             ),
-            "write a number with a unit, e.g. 1m or 30s",
+            "write a number with a unit, at most 10m, e.g. 1m or 30s",
         ));
     }
     for (key, value) in [
@@ -609,12 +610,12 @@ fn instrumentation(config: &Config, out: &mut Vec<Problem>) {
         ("claim_latency_p95", mon.claim_latency_p95),
         ("error_ratio", mon.error_ratio),
     ] {
-        if !(value.is_finite() && value > 0.0) || (key == "error_ratio" && value > 1.0) {
+        if !(value.is_finite() && value > 0.0) || (key == "error_ratio" && value >= 1.0) {
             out.push(problem(
                 &["chapters", "monitoring", key],
                 format!("chapters.monitoring.{key} {value} is not a usable threshold"),
                 if key == "error_ratio" {
-                    "give a ratio above 0 and at most 1, e.g. 0.05"
+                    "give a ratio above 0 and below 1, e.g. 0.05"
                 } else {
                     "give a positive number, e.g. 0.8 (cores) or 0.25 (seconds)"
                 },
@@ -780,6 +781,12 @@ mod tests {
                 "alert_for",
             ),
             ("image:\n  grafana: \"Bad Image\"\n", "image.grafana"),
+            ("chapters:\n  monitoring:\n    alert_for: 11m\n", "alert_for"),
+            ("chapters:\n  monitoring:\n    error_ratio: 1\n", "error_ratio"),
+            (
+                "chapters:\n  swarm:\n    environment:\n      bad-name: x\n",
+                "environment",
+            ),
         ] {
             let err = format!("{:#}", load(bad).unwrap_err());
             assert!(err.contains(needle), "{bad}: {err}");
