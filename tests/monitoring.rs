@@ -339,6 +339,33 @@ fn promtool_and_amtool_accept_the_rendered_files() {
         );
     }
 
+    // A wrong expectation fails `promtool test rules`: the unit tests really compare.
+    let project = TestProject::new();
+    let files = rendered(project.path());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/alerts.yml"),
+        &files["deploy/monitoring/rules/alerts.yml"],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/alerts.test.yml"),
+        files["deploy/monitoring/rules/alerts.test.yml"].replacen(
+            "severity: critical",
+            "severity: info",
+            1,
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run_in(
+        prometheus,
+        dir.path(),
+        "promtool",
+        &["test", "rules", "/w/rules/alerts.test.yml"],
+    );
+    assert!(!ok, "a wrong expectation passed promtool test rules: {out}");
+
     // A broken rule is caught: the linters are not rubber stamps.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();

@@ -220,6 +220,15 @@ impl Action for PullOnlyImages {
             .map(|k| k.to_string())
             .collect();
         let missing = leave_out_missing(&mut file, &keys, &daemon, &rt, None);
+        if !missing.is_empty()
+            && let Some((need, chapter)) = cx.planned.pending_of(self.needs())
+        {
+            // That converge pulls them first: only after it is "no registry has them" known.
+            return Ok(Check::Pending(format!(
+                "after {need} ({chapter}), which this plan applies first and which pulls {} — not on the Engine now",
+                missing.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
         if missing.is_empty() {
             return Ok(Check::Satisfied(format!(
                 "{} converged with the stack",
@@ -414,18 +423,25 @@ impl AlertingLoaded {
                 .filter_map(|r| r["name"].as_str().map(String::from))
                 .collect()
         };
-        let webhooks = |v: &serde_json::Value| -> BTreeSet<String> {
+        // Alertmanager shows a webhook's URL as `<secret>`: compared where it shows it.
+        let webhooks = |v: &serde_json::Value| -> Vec<String> {
             v["receivers"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .flat_map(|r| r["webhook_configs"].as_array().cloned().unwrap_or_default())
-                .filter_map(|w| w["url"].as_str().map(String::from))
+                .map(|w| w["url"].as_str().unwrap_or_default().to_string())
                 .collect()
         };
+        let (live_hooks, wanted_hooks) = (webhooks(&live), webhooks(&routing));
+        let hooks_agree = live_hooks.len() == wanted_hooks.len()
+            && live_hooks
+                .iter()
+                .zip(&wanted_hooks)
+                .all(|(live, wanted)| live == "<secret>" || live == wanted);
         if live["route"]["receiver"] != routing["route"]["receiver"]
             || receivers(&live) != receivers(&routing)
-            || webhooks(&live) != webhooks(&routing)
+            || !hooks_agree
         {
             return Ok(Check::Pending(format!(
                 "Alertmanager's loaded routing differs from {} (route to {}, receivers {:?})",

@@ -781,8 +781,14 @@ mod tests {
                 "alert_for",
             ),
             ("image:\n  grafana: \"Bad Image\"\n", "image.grafana"),
-            ("chapters:\n  monitoring:\n    alert_for: 11m\n", "alert_for"),
-            ("chapters:\n  monitoring:\n    error_ratio: 1\n", "error_ratio"),
+            (
+                "chapters:\n  monitoring:\n    alert_for: 11m\n",
+                "alert_for",
+            ),
+            (
+                "chapters:\n  monitoring:\n    error_ratio: 1\n",
+                "error_ratio",
+            ),
             (
                 "chapters:\n  swarm:\n    environment:\n      bad-name: x\n",
                 "environment",
