@@ -602,7 +602,7 @@ fn every_replica_is_a_target_and_an_alert_fires_and_resolves() {
     );
     let config = |scrape: &str| {
         format!(
-            "{yaml}\nchapters:\n  swarm:\n    database: false\n    endpoint_mode: dnsrr\n    publish_mode: host\n    environment:\n      COORDINATION_DEBUG: \"1\"\n  instrumentation:\n    scrape_interval: {scrape}\n    prometheus_port: {}\n    alertmanager_port: {}\n    grafana_port: {}\n  monitoring:\n    webhook_url: http://{gateway}:{hook_port}/alerts\n    alert_for: 15s\n    cpu_threshold: 0.3\n",
+            "{yaml}\nchapters:\n  swarm:\n    database: false\n    endpoint_mode: dnsrr\n    publish_mode: host\n    environment:\n      COORDINATION_DEBUG: \"1\"\n  instrumentation:\n    scrape_interval: {scrape}\n    prometheus_port: {}\n    alertmanager_port: {}\n    grafana_port: {}\n  monitoring:\n    webhook_url: http://{gateway}:{hook_port}/alerts\n    alert_for: 15s\n    cpu_threshold: 0.08\n",
             base_port,
             base_port + 3,
             base_port + 5
@@ -756,7 +756,9 @@ fn every_replica_is_a_target_and_an_alert_fires_and_resolves() {
     );
 
     // Fire drill: one task burns CPU; AppHighCpu fires in Alertmanager and reaches the
-    // webhook; once the load stops it resolves.
+    // webhook; once the load stops it resolves. The threshold is low (0.08 cores, idle tasks
+    // use ~0.01): on a 2-core CI machine shared with other builds the burning task got only
+    // 0.15–0.3 of a core.
     let task = tasks.iter().next().unwrap().clone();
     let container = String::from_utf8_lossy(
         &docker(&[
@@ -777,7 +779,7 @@ fn every_replica_is_a_target_and_an_alert_fires_and_resolves() {
         "-fsS",
         "-X",
         "POST",
-        "http://127.0.0.1:4000/debug/load?cpu=2&seconds=75",
+        "http://127.0.0.1:4000/debug/load?cpu=2&seconds=90",
     ]);
     assert!(out.status.success(), "debug/load: {out:?}");
     stack.wait_until(
