@@ -24,9 +24,13 @@ use common::{EXAMPLE, TestProject, docker, docker_tests_enabled, example_copy};
 
 /// Chapter 11's files rendered for a project, by path.
 fn rendered(dir: &Path) -> BTreeMap<String, String> {
+    rendered_chapter(dir, "11-instrumentation")
+}
+
+fn rendered_chapter(dir: &Path, key: &str) -> BTreeMap<String, String> {
     let project = beamops::project::Project::discover(Some(dir)).unwrap();
     let ctx = beamops::render::context(&project, "local").unwrap();
-    let chapter = beamops::chapter::by_key("11-instrumentation").unwrap();
+    let chapter = beamops::chapter::by_key(key).unwrap();
     beamops::render::render_chapter(chapter, &ctx)
         .unwrap()
         .into_iter()
@@ -175,6 +179,39 @@ fn rendered_monitoring_files_parse_and_the_dashboards_are_sound() {
         "{prometheus}"
     );
     assert!(prometheus.contains("role: tasks"), "{prometheus}");
+}
+
+#[test]
+fn phoenix_projects_get_prom_ex_started_before_the_repo_and_a_coordination_plugin() {
+    let project = TestProject::new();
+    let mix = project.read("mix.exs");
+    project.write(
+        "mix.exs",
+        &mix.replacen(
+            "defp deps do\n    [",
+            "defp deps do\n    [\n      {:phoenix, \"~> 1.7\"},",
+            1,
+        ),
+    );
+    assert!(project.read("mix.exs").contains(":phoenix"), "{mix}");
+    let eleven = rendered(project.path());
+    let prom_ex = &eleven["lib/coordination/prom_ex.ex"];
+    assert!(
+        prom_ex.contains("defmodule Coordination.PromEx do"),
+        "{prom_ex}"
+    );
+    assert!(prom_ex.contains("plug PromEx.Plug, prom_ex_module: Coordination.PromEx"));
+    let promex_at = prom_ex.find("Coordination.PromEx,\n").unwrap();
+    let repo_at = prom_ex.find("Coordination.Repo,").unwrap();
+    assert!(
+        promex_at < repo_at,
+        "PromEx must start before the Repo:\n{prom_ex}"
+    );
+    assert!(prom_ex.contains("def dashboards, do: []"), "{prom_ex}");
+    let twelve = rendered_chapter(project.path(), "12-monitoring");
+    let plugin = &twelve["lib/coordination/prom_ex/coordination_plugin.ex"];
+    assert!(plugin.contains("defmodule Coordination.PromEx.CoordinationPlugin do"));
+    assert!(plugin.contains("coordination.claims.total"), "{plugin}");
 }
 
 #[test]
@@ -759,18 +796,23 @@ fn every_replica_is_a_target_and_an_alert_fires_and_resolves() {
     // webhook; once the load stops it resolves. The threshold is low (0.08 cores, idle tasks
     // use ~0.01): on a 2-core CI machine shared with other builds the burning task got only
     // 0.15–0.3 of a core.
-    let task = tasks.iter().next().unwrap().clone();
-    let container = String::from_utf8_lossy(
-        &docker(&[
-            "inspect",
-            "--format",
-            "{{.Status.ContainerStatus.ContainerID}}",
-            &task,
-        ])
-        .stdout,
-    )
-    .trim()
-    .to_string();
+    // A task of the app whose container runs on this Engine, found by Swarm's own label.
+    let (task, container) = stack.wait_until(
+        "a running app task's container",
+        Duration::from_secs(60),
+        || {
+            stack.running_tasks(&app).into_iter().find_map(|task| {
+                let out = docker(&[
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label=com.docker.swarm.task.id={task}"),
+                ]);
+                let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                (!id.is_empty()).then_some((task, id))
+            })
+        },
+    );
     let drill = Instant::now();
     let out = docker(&[
         "exec",
