@@ -58,6 +58,18 @@ pub fn variables(project: &Project, env: &str) -> Result<BTreeMap<String, String
             (variable, name)
         })
         .collect();
+    // Every other key chapter 07 made a Docker secret of (GRAFANA_ADMIN_PASSWORD for the
+    // monitoring stack), so a stack file's `${BEAMOPS_SECRET_<KEY>:-…}` names its current version.
+    for (key, name) in &current {
+        let variable = format!("{SECRET_VARIABLE_PREFIX}{key}");
+        if !variables.contains_key(&variable) {
+            let name = std::env::var(&variable)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| name.clone());
+            variables.insert(variable, name);
+        }
+    }
     // The release the last successful deploy or rollback put live, so a later `up chapter-08`
     // keeps it instead of going back to `:latest`. Before any deploy the file's defaults apply.
     if let Some(live) = crate::deploy::record::live(project, env)? {
