@@ -133,7 +133,13 @@ fn bootstrap_builds_true_images_skips_existing_and_refuses_mislabels() {
     let roles: Vec<&str> = all.iter().map(|i| i["role"].as_str().unwrap()).collect();
     assert_eq!(
         roles,
-        ["builder", "runner", "postgres", "prometheus", "alertmanager"]
+        [
+            "builder",
+            "runner",
+            "postgres",
+            "prometheus",
+            "alertmanager"
+        ]
     );
     let images = &all[..3];
     for (image, expected) in images.iter().zip([&builder, &runner, &postgres]) {

@@ -62,13 +62,10 @@ pub fn variables(project: &Project, env: &str) -> Result<BTreeMap<String, String
     // monitoring stack), so a stack file's `${BEAMOPS_SECRET_<KEY>:-…}` names its current version.
     for (key, name) in &current {
         let variable = format!("{SECRET_VARIABLE_PREFIX}{key}");
-        if !variables.contains_key(&variable) {
-            let name = std::env::var(&variable)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| name.clone());
-            variables.insert(variable, name);
-        }
+        let exported = std::env::var(&variable).ok().filter(|v| !v.is_empty());
+        variables
+            .entry(variable)
+            .or_insert_with(|| exported.unwrap_or_else(|| name.clone()));
     }
     // The release the last successful deploy or rollback put live, so a later `up chapter-08`
     // keeps it instead of going back to `:latest`. Before any deploy the file's defaults apply.
