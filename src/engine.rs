@@ -38,6 +38,10 @@ pub struct ActionPlan {
     pub description: String,
     pub status: ActionStatus,
     pub detail: String,
+    /// Its `blocked` stops nothing (`Action::optional`): the rest of the run applies, and the
+    /// chapter counts as done for the chapters that need it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,10 +70,10 @@ impl ChapterPlan {
     pub fn satisfied(&self) -> bool {
         self.implemented
             && !self.has_changes()
-            && self
-                .actions
-                .iter()
-                .all(|a| matches!(a.status, ActionStatus::Satisfied | ActionStatus::Skipped))
+            && self.actions.iter().all(|a| {
+                matches!(a.status, ActionStatus::Satisfied | ActionStatus::Skipped)
+                    || (a.optional && a.status == ActionStatus::Blocked)
+            })
     }
 
     /// The plan's own exit code: the worst of its actions' (ranked in `exit.rs`), else pending
@@ -137,7 +141,11 @@ impl<'a> Engine<'a> {
     }
 
     fn actions(chapter: &Manifest) -> Vec<Box<dyn Action>> {
-        chapter.actions.iter().map(|a| a.build()).collect()
+        chapter
+            .actions
+            .iter()
+            .map(|a| a.build(&chapter.key()))
+            .collect()
     }
 
     fn context<'b>(
@@ -214,6 +222,7 @@ impl<'a> Engine<'a> {
             description: action.describe(),
             status,
             detail,
+            optional: action.optional(),
         }
     }
 
@@ -498,6 +507,15 @@ impl<'a> Engine<'a> {
             | ActionStatus::NotImplemented
             | ActionStatus::Applied
             | ActionStatus::Undone => {}
+            ActionStatus::Blocked if step.optional => {
+                record(state, Outcome::Blocked, None);
+                self.ui.warning(format!(
+                    "{} {}: blocked: {}",
+                    chapter.label(),
+                    step.id,
+                    step.detail
+                ));
+            }
             ActionStatus::Blocked => {
                 record(state, Outcome::Blocked, None);
                 return Err(Failure::Blocked(format!("{}: {}", step.id, step.detail)).into());
@@ -612,6 +630,7 @@ impl<'a> Engine<'a> {
                 description: action.describe(),
                 status,
                 detail,
+                optional: action.optional(),
             });
         }
         Ok(ChapterPlan {

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod fsutil;
 pub mod interrupt;
 pub mod lockfile;
+pub mod monitoring;
 pub mod output;
 pub mod plan;
 pub mod project;

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod compose;
 pub mod docker;
 pub mod foundation;
+pub mod monitoring;
 pub mod secrets;
 pub mod stack;
 pub mod swarm;
@@ -36,11 +37,17 @@ pub enum ActionSpec {
     DevSecrets,
     DevEnvironment,
     DockerSecrets,
-    StackConverged,
+    /// Parameters: `file:`, `stack:`, `owner:` (`stack::Params`); none: chapter 08's app stack.
+    StackConverged(stack::Params),
     LibclusterWired,
     ClusterFormed,
     WorkflowsValid,
     GithubSecrets,
+    MonitoringImages,
+    PrometheusTargets,
+    PullOnlyImages,
+    AlertingLoaded,
+    ExpressionsAnswer,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -48,7 +55,8 @@ pub enum ActionSpec {
 }
 
 impl ActionSpec {
-    pub fn build(&self) -> Box<dyn Action> {
+    /// The action, for the chapter (key, `08-swarm`) whose manifest lists it.
+    pub fn build(&self, chapter: &str) -> Box<dyn Action> {
         match self {
             ActionSpec::GitRepository => Box::new(foundation::GitRepository),
             ActionSpec::MixProject => Box::new(foundation::MixProject),
@@ -59,12 +67,30 @@ impl ActionSpec {
             ActionSpec::DevSecrets => Box::new(compose::DevSecrets),
             ActionSpec::DevEnvironment => Box::new(compose::DevEnvironment),
             ActionSpec::DockerSecrets => Box::new(secrets::DockerSecrets),
-            ActionSpec::StackConverged => Box::new(stack::StackConverged),
+            ActionSpec::StackConverged(params) => Box::new(stack::StackConverged {
+                params: params.clone(),
+                chapter: chapter.to_string(),
+            }),
             ActionSpec::LibclusterWired => Box::new(cluster::LibclusterWired),
             ActionSpec::ClusterFormed => Box::new(cluster::ClusterFormed),
             ActionSpec::WorkflowsValid => Box::new(cicd::WorkflowsValid),
             ActionSpec::GithubSecrets => Box::new(cicd::GithubSecrets),
+            ActionSpec::MonitoringImages => Box::new(monitoring::MonitoringImages),
+            ActionSpec::PrometheusTargets => Box::new(monitoring::PrometheusTargets),
+            ActionSpec::PullOnlyImages => Box::new(monitoring::PullOnlyImages),
+            ActionSpec::AlertingLoaded => Box::new(monitoring::AlertingLoaded),
+            ActionSpec::ExpressionsAnswer => Box::new(monitoring::ExpressionsAnswer),
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
+        }
+    }
+}
+
+impl ActionSpec {
+    /// The template expressions among the action's parameters.
+    pub fn expressions(&self) -> Vec<&str> {
+        match self {
+            ActionSpec::StackConverged(params) => params.expressions(),
+            _ => Vec::new(),
         }
     }
 }
@@ -168,6 +194,12 @@ pub trait Action {
     /// False for chapters that exist as data only.
     fn implemented(&self) -> bool {
         true
+    }
+    /// True for an action whose `Blocked` stops neither the run nor the chapters after it: it
+    /// is reported blocked (exit 3) while the rest applies, and its chapter counts as done for
+    /// the chapters that need it (Grafana's image where no registry answers).
+    fn optional(&self) -> bool {
+        false
     }
     /// True for actions that change the swarm (swarm mode, secrets, services): `up` and `down`
     /// take the stack's deploy lock before the first of them that has work to do.

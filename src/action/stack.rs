@@ -1,17 +1,59 @@
-//! Chapter 08's stack as an action: the rendered stack file, converged through the Engine API.
+//! A stack file converged through the Engine API: chapter 08's app stack by default; any
+//! chapter may converge a stack file of its own with `file:` and `stack:`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
 use crate::docker::{self, Daemon};
-use crate::swarm::{self, SwarmMode, converge, stack::StackFile};
+use crate::swarm::{self, SwarmMode, converge, spec::Owner, stack::StackFile};
 
-pub struct StackConverged;
+/// What a manifest may pass to `stack-converged`. Each is a template expression over the
+/// render context, like a file's `path:` (`stack: "{{ app.stack }}-monitoring"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The stack file, relative to the project root; default `deploy/stack.yml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The stack's name on the swarm; default the app's stack (`app.stack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+    /// The chapter (key, `08-swarm`) whose stack this converges on its behalf: everything is
+    /// labelled as that chapter's, and `down` of this chapter leaves the stack to it. Chapter 09
+    /// rolls out the image it rebuilt into chapter 08's stack this way. Default: this chapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Services whose image only a registry can give (Grafana, Loki, Promtail: no Debian
+    /// package): pulled when absent; where no registry has it, the service is left out of the
+    /// converge (with the configs, secrets and volumes only it uses) and the record says so.
+    /// Another action reports them blocked (chapter 11's `pull-only-images`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_only: Vec<String>,
+}
+
+impl Params {
+    /// The template expressions among the parameters (`file:`, `stack:`), for the test that
+    /// checks every manifest expression against the real context.
+    pub fn expressions(&self) -> Vec<&str> {
+        [&self.file, &self.stack]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+pub struct StackConverged {
+    pub params: Params,
+    /// The key of the chapter whose manifest lists this action.
+    pub chapter: String,
+}
 
 /// Service → local image id as the last converge in this environment saw it.
 fn previous_images(cx: &ActionContext) -> BTreeMap<String, String> {
@@ -24,18 +66,67 @@ struct Target {
     daemon: Daemon,
     stack: String,
     file: StackFile,
+    /// `pull_only` services left out: service key → image.
+    left_out: BTreeMap<String, String>,
+}
+
+/// The parameters with their templates rendered: (file, stack).
+struct Resolved {
+    file: String,
+    stack: String,
 }
 
 impl StackConverged {
+    fn resolved(&self, cx: &ActionContext) -> Result<Resolved> {
+        let expand = |text: &str, what: &str| {
+            crate::render::expand(text, cx.project, cx.env_name)
+                .with_context(|| format!("chapter {}: stack-converged `{what}`", self.chapter))
+        };
+        Ok(Resolved {
+            file: match &self.params.file {
+                Some(file) => expand(file, "file")?,
+                None => swarm::STACK_FILE.to_string(),
+            },
+            stack: match &self.params.stack {
+                Some(stack) => expand(stack, "stack")?,
+                None => cx.project.config.app.stack_name().to_string(),
+            },
+        })
+    }
+
+    /// Who the converge labels everything as, and whether it adopts the stack's unlabelled
+    /// objects (made before chapter labels: only ever chapter 08's defaults).
+    fn owner(&self, cx: &ActionContext, resolved: &Resolved) -> Owner {
+        swarm::owner(
+            cx.project,
+            self.params.owner.as_deref().unwrap_or(&self.chapter),
+            &resolved.file,
+            &resolved.stack,
+        )
+    }
+
     fn target(&self, cx: &ActionContext, rt: &tokio::runtime::Runtime) -> Result<Target> {
-        let text = cx.file(swarm::STACK_FILE).with_context(|| {
+        self.target_pulling(cx, rt, false)
+    }
+
+    /// The target; `pull` tries a registry for absent `pull_only` images first (apply only:
+    /// a check never waits on a registry).
+    fn target_pulling(
+        &self,
+        cx: &ActionContext,
+        rt: &tokio::runtime::Runtime,
+        pull: bool,
+    ) -> Result<Target> {
+        let resolved = self.resolved(cx)?;
+        let text = cx.file(&resolved.file).with_context(|| {
             format!(
-                "{} is missing\n  fix: beamops up chapter-08 renders it",
-                swarm::STACK_FILE
+                "{} is missing\n  fix: beamops up {} renders it",
+                resolved.file,
+                self.params.owner.as_deref().unwrap_or(&self.chapter)
             )
         })?;
         let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
-        let stack = cx.project.config.app.stack_name().to_string();
+        let stack = resolved.stack.clone();
         // The release live on the swarm wins over this checkout's record: a laptop whose
         // history is older than CI's must not roll production back by converging the stack.
         // A release a deploy is rolling out (its variables) wins over both.
@@ -52,11 +143,30 @@ impl StackConverged {
             }
         }
         variables.extend(cx.stack_variables.clone());
-        let file = swarm::parse_stack(cx.project, cx.env_name, &text, &variables)?;
+        let mut file =
+            swarm::parse_stack_file(cx.project, cx.env_name, &resolved.file, &text, &variables)?;
+        file.owner = self.owner(cx, &resolved);
+        // Configs and secrets the stack reads from files, as this run will leave them: a managed
+        // file as rendered; a create-once or appended one is the user's once it exists.
+        for r in cx.rendered {
+            let path = cx.project.root.join(&r.path);
+            if r.spec.policy == crate::chapter::Policy::Managed || !path.exists() {
+                file.contents
+                    .insert(swarm::stack::normalise_path(&path), r.content.clone());
+            }
+        }
+        let left_out = super::monitoring::leave_out_missing(
+            &mut file,
+            &self.params.pull_only,
+            &daemon,
+            rt,
+            pull.then_some(cx.ui),
+        );
         Ok(Target {
             daemon,
             stack,
             file,
+            left_out,
         })
     }
 
@@ -81,9 +191,22 @@ impl StackConverged {
         ))?;
         Ok(if pending.is_empty() {
             Check::Satisfied(format!(
-                "stack {}: {} service(s) as specified, every task running healthy",
+                "stack {}: {} service(s) as specified, every task running healthy{}",
                 target.stack,
-                target.file.services.len()
+                target.file.services.len(),
+                if target.left_out.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (left out, no image: {})",
+                        target
+                            .left_out
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
             ))
         } else {
             Check::Pending(
@@ -111,10 +234,15 @@ impl Action for StackConverged {
         "stack-converged".into()
     }
     fn describe(&self) -> String {
-        format!(
-            "{} applied through the Engine API, every task running healthy",
-            swarm::STACK_FILE
-        )
+        let file = self.params.file.as_deref().unwrap_or(swarm::STACK_FILE);
+        let mut text = format!("{file} applied through the Engine API, every task running healthy");
+        if let Some(stack) = &self.params.stack {
+            text.push_str(&format!(" (stack {stack})"));
+        }
+        if let Some(owner) = &self.params.owner {
+            text.push_str(&format!("; the stack is chapter {owner}'s"));
+        }
+        text
     }
     fn providers(&self) -> &'static [Provider] {
         &[Provider::Local]
@@ -131,7 +259,7 @@ impl Action for StackConverged {
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
         let rt = docker::runtime()?;
-        let target = self.target(cx, &rt)?;
+        let target = self.target_pulling(cx, &rt, true)?;
         let timeout = Self::timeout(cx)?;
         let done = rt.block_on(converge::converge(
             &target.daemon,
@@ -154,6 +282,20 @@ impl Action for StackConverged {
         if !done.unchanged.is_empty() {
             parts.push(format!("unchanged {}", done.unchanged.join(", ")));
         }
+        if !done.pruned.is_empty() {
+            parts.push(format!("removed unused {}", done.pruned.join(", ")));
+        }
+        if !target.left_out.is_empty() {
+            parts.push(format!(
+                "left out (no image): {}",
+                target
+                    .left_out
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         Ok(Applied {
             summary: format!(
                 "stack {}: {}; converged in {:.1}s",
@@ -167,8 +309,10 @@ impl Action for StackConverged {
                 "updated": done.updated,
                 "unchanged": done.unchanged,
                 "removed": done.removed,
+                "pruned": done.pruned,
                 "converge_seconds": done.wait_seconds,
                 "images": done.images,
+                "left_out": target.left_out,
             }),
             inputs_digest: None,
         })
@@ -184,10 +328,26 @@ impl Action for StackConverged {
     fn touches_swarm(&self) -> bool {
         true
     }
+    /// Removes what this chapter's converge made in the stack, nothing of another chapter's.
+    /// A stack converged on another chapter's behalf (`owner:`) is that chapter's to remove.
     fn undo(&self, cx: &ActionContext) -> Result<Option<String>> {
+        if self
+            .params
+            .owner
+            .as_ref()
+            .is_some_and(|o| *o != self.chapter)
+        {
+            return Ok(None);
+        }
+        let resolved = self.resolved(cx)?;
+        let owner = self.owner(cx, &resolved);
         let (rt, daemon) = cx.engine()?;
-        let stack = cx.project.config.app.stack_name();
-        let removed = rt.block_on(converge::remove(&daemon, stack, cx.purge))?;
+        let removed = rt.block_on(converge::remove_owned(
+            &daemon,
+            &resolved.stack,
+            &owner,
+            cx.purge,
+        ))?;
         Ok((!removed.is_empty()).then(|| format!("removed {}", removed.join(", "))))
     }
 }

@@ -58,7 +58,13 @@ pub fn run(global: &Global, ui: &Ui, command: &ImagesCommand) -> Result<Exit> {
                 .environment
                 .clone()
                 .unwrap_or_else(|| project.config.default_environment_name().to_string());
-            let images = images::ensure_base_images(&project, &environment, ui, *rebuild)?;
+            let images = images::ensure_images(
+                &project,
+                &environment,
+                ui,
+                *rebuild,
+                images::all_images(&project.config)?,
+            )?;
             emit(
                 &ImagesReport {
                     docker_host: crate::docker::host_for(&project, &environment),

@@ -16,6 +16,16 @@ pub struct UpReport {
 }
 
 impl Report for UpReport {
+    /// Everything ran; an optional action that is blocked (an image no registry has) still
+    /// makes the run exit 3, so a script sees what is missing.
+    fn exit(&self) -> Exit {
+        let blocked = self.chapters.iter().any(|c| {
+            c.actions
+                .iter()
+                .any(|a| a.status == crate::engine::ActionStatus::Blocked)
+        });
+        if blocked { Exit::Blocked } else { Exit::Ok }
+    }
     fn text(&self, ui: &Ui) -> String {
         let mut out = render_chapters(&self.environment, &self.chapters, ui, false);
         let changed = self.chapters.iter().any(|c| {

@@ -104,6 +104,21 @@ pub struct Image {
     /// no registry has it, so its tag must name a version and suite Debian ships.
     #[serde(default)]
     pub postgres: Option<String>,
+    /// Prometheus image of the monitoring stack (chapter 11); `images bootstrap` builds it from
+    /// Debian's `prometheus` and `promtool` packages when no registry has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
+    /// Alertmanager image of the monitoring stack, built from `prometheus-alertmanager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<String>,
+    /// Grafana, Loki and Promtail images: pulled where a registry answers; no Debian package
+    /// exists, so where none does their services are reported blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grafana: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loki: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promtail: Option<String>,
     /// Debian packages the release needs at run time, installed in the runner stage when the
     /// base image lacks them. Default: the C++ runtime, ncurses, OpenSSL and CA certificates.
     #[serde(default)]
@@ -120,6 +135,13 @@ pub const DEFAULT_DEBIAN_SUITE: &str = "trixie";
 pub const DEFAULT_HEXPM_DATE: &str = "20251117";
 /// The PostgreSQL release Debian trixie ships (postgresql-17).
 pub const DEFAULT_POSTGRES_VERSION: &str = "17.12";
+/// What Debian trixie ships: `prometheus`/`promtool` and `prometheus-alertmanager`.
+pub const DEFAULT_PROMETHEUS_VERSION: &str = "2.53.3";
+pub const DEFAULT_ALERTMANAGER_VERSION: &str = "0.28.1";
+/// Images no Debian suite packages, for sites whose Engine can pull them.
+pub const DEFAULT_GRAFANA_IMAGE: &str = "grafana/grafana:11.3.0";
+pub const DEFAULT_LOKI_IMAGE: &str = "grafana/loki:3.2.1";
+pub const DEFAULT_PROMTAIL_IMAGE: &str = "grafana/promtail:3.2.1";
 
 impl Config {
     pub fn image_repository(&self) -> String {
@@ -149,6 +171,39 @@ impl Config {
         self.image.postgres.clone().unwrap_or_else(|| {
             format!("postgres:{DEFAULT_POSTGRES_VERSION}-{DEFAULT_DEBIAN_SUITE}")
         })
+    }
+
+    pub fn prometheus_image(&self) -> String {
+        self.image.prometheus.clone().unwrap_or_else(|| {
+            format!("prom/prometheus:{DEFAULT_PROMETHEUS_VERSION}-{DEFAULT_DEBIAN_SUITE}")
+        })
+    }
+
+    pub fn alertmanager_image(&self) -> String {
+        self.image.alertmanager.clone().unwrap_or_else(|| {
+            format!("prom/alertmanager:{DEFAULT_ALERTMANAGER_VERSION}-{DEFAULT_DEBIAN_SUITE}")
+        })
+    }
+
+    pub fn grafana_image(&self) -> String {
+        self.image
+            .grafana
+            .clone()
+            .unwrap_or_else(|| DEFAULT_GRAFANA_IMAGE.into())
+    }
+
+    pub fn loki_image(&self) -> String {
+        self.image
+            .loki
+            .clone()
+            .unwrap_or_else(|| DEFAULT_LOKI_IMAGE.into())
+    }
+
+    pub fn promtail_image(&self) -> String {
+        self.image
+            .promtail
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PROMTAIL_IMAGE.into())
     }
 
     pub fn runtime_packages(&self) -> Vec<String> {
@@ -266,6 +321,129 @@ pub struct ChapterOptions {
     pub swarm: SwarmOptions,
     #[serde(default)]
     pub distributed: DistributedOptions,
+    #[serde(default)]
+    pub instrumentation: InstrumentationOptions,
+    #[serde(default)]
+    pub monitoring: MonitoringOptions,
+}
+
+/// The monitoring stack's name: `<app stack>-monitoring`.
+pub fn monitoring_stack_name(config: &Config) -> String {
+    format!("{}-monitoring", config.app.stack_name())
+}
+
+/// Chapter 11: the monitoring stack beside the app.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstrumentationOptions {
+    /// How often Prometheus scrapes every target and evaluates rules, e.g. `15s`.
+    #[serde(default = "default_scrape_interval")]
+    pub scrape_interval: String,
+    /// How long Prometheus keeps samples (`--storage.tsdb.retention.time`), e.g. `15d`.
+    #[serde(default = "default_retention")]
+    pub retention: String,
+    /// Host port (host mode, on the manager that runs it) of Prometheus' HTTP API.
+    #[serde(default = "default_prometheus_port")]
+    pub prometheus_port: u16,
+    /// Host port of Alertmanager's HTTP API.
+    #[serde(default = "default_alertmanager_port")]
+    pub alertmanager_port: u16,
+    /// Host port of Grafana (where its image can be had).
+    #[serde(default = "default_grafana_port")]
+    pub grafana_port: u16,
+    /// The app's metrics path, named in the opt-in label `prometheus.path`.
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
+    /// How long `up` waits for every app task to be a target with `up == 1`, e.g. `2m`.
+    #[serde(default = "default_verify_timeout")]
+    pub verify_timeout: String,
+}
+
+impl Default for InstrumentationOptions {
+    fn default() -> Self {
+        InstrumentationOptions {
+            scrape_interval: default_scrape_interval(),
+            retention: default_retention(),
+            prometheus_port: default_prometheus_port(),
+            alertmanager_port: default_alertmanager_port(),
+            grafana_port: default_grafana_port(),
+            metrics_path: default_metrics_path(),
+            verify_timeout: default_verify_timeout(),
+        }
+    }
+}
+
+fn default_scrape_interval() -> String {
+    "15s".into()
+}
+fn default_retention() -> String {
+    "15d".into()
+}
+fn default_prometheus_port() -> u16 {
+    9090
+}
+fn default_alertmanager_port() -> u16 {
+    9093
+}
+fn default_grafana_port() -> u16 {
+    3000
+}
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+
+/// Chapter 12: alert thresholds and where alerts go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringOptions {
+    /// Alertmanager's webhook receiver; none routes alerts to no one (they still show in its API).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// `AppHighCpu` fires when a task's VM uses more than this many CPU cores (5-minute rate
+    /// of `beam_cpu_seconds_total`).
+    #[serde(default = "default_cpu_threshold")]
+    pub cpu_threshold: f64,
+    /// How long a rule's condition must hold before it fires, e.g. `1m`.
+    #[serde(default = "default_alert_for")]
+    pub alert_for: String,
+    /// `ClaimLatencyHigh` fires above this p95 claim latency, in seconds.
+    #[serde(default = "default_claim_latency_p95")]
+    pub claim_latency_p95: f64,
+    /// `BeamMemoryHigh` fires above this many bytes of VM memory per task.
+    #[serde(default = "default_memory_bytes")]
+    pub memory_bytes: u64,
+    /// `HttpErrorRate` fires above this ratio of 5xx answers.
+    #[serde(default = "default_error_ratio")]
+    pub error_ratio: f64,
+}
+
+impl Default for MonitoringOptions {
+    fn default() -> Self {
+        MonitoringOptions {
+            webhook_url: None,
+            cpu_threshold: default_cpu_threshold(),
+            alert_for: default_alert_for(),
+            claim_latency_p95: default_claim_latency_p95(),
+            memory_bytes: default_memory_bytes(),
+            error_ratio: default_error_ratio(),
+        }
+    }
+}
+
+fn default_cpu_threshold() -> f64 {
+    0.8
+}
+fn default_alert_for() -> String {
+    "1m".into()
+}
+fn default_claim_latency_p95() -> f64 {
+    0.25
+}
+fn default_memory_bytes() -> u64 {
+    1_073_741_824
+}
+fn default_error_ratio() -> f64 {
+    0.05
 }
 
 /// Chapter 09: how the release's nodes name and find each other.
@@ -393,6 +571,10 @@ pub struct SwarmOptions {
     /// Let plain containers (`docker run --network`) join the app network: probes, debugging.
     #[serde(default)]
     pub attachable: bool,
+    /// Extra environment variables of the app service (e.g. `COORDINATION_DEBUG: "1"` for the
+    /// monitoring fire drill). Never secrets: those are `secrets`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +607,7 @@ impl Default for SwarmOptions {
             publish_mode: PublishMode::default(),
             subnet: None,
             attachable: false,
+            environment: BTreeMap::new(),
         }
     }
 }

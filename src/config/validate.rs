@@ -190,6 +190,11 @@ fn all(config: &Config) -> Vec<Problem> {
         ("builder", &image.builder),
         ("runner", &image.runner),
         ("postgres", &image.postgres),
+        ("prometheus", &image.prometheus),
+        ("alertmanager", &image.alertmanager),
+        ("grafana", &image.grafana),
+        ("loki", &image.loki),
+        ("promtail", &image.promtail),
     ] {
         if let Some(reference) = value
             && (reference.len() > 255 || !REFERENCE.is_match(reference))
@@ -346,6 +351,15 @@ fn all(config: &Config) -> Vec<Problem> {
             ));
         }
     }
+    for name in swarm.environment.keys() {
+        if !SECRET.is_match(name) || name.starts_with("BEAMOPS_") {
+            out.push(problem(
+                &["chapters", "swarm", "environment"],
+                format!("chapters.swarm.environment: `{}` is not an environment variable name the stack may set", name.escape_debug()),
+                "use uppercase letters, digits and `_`, starting with a letter (not BEAMOPS_…), e.g. COORDINATION_DEBUG",
+            ));
+        }
+    }
     if swarm.healthcheck.is_empty()
         || !["CMD", "CMD-SHELL", "NONE"].contains(&swarm.healthcheck[0].as_str())
     {
@@ -441,6 +455,8 @@ fn all(config: &Config) -> Vec<Problem> {
             "use ASCII letters, digits, `_` and `-`, e.g. coordination",
         ));
     }
+
+    instrumentation(config, &mut out);
 
     if let Err(why) = duration(&config.deploy.lock_timeout) {
         out.push(duration_problem(
@@ -635,6 +651,148 @@ fn ci_problems(config: &Config, out: &mut Vec<Problem>) {
     }
 }
 
+/// A duration as Prometheus writes them (`15s`, `1m30s`, `15d`): units ms, s, m, h, d, w, y.
+static PROMETHEUS_DURATION: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$"));
+
+/// Prometheus' own duration syntax, in seconds (None when it is not one).
+pub fn prometheus_seconds(text: &str) -> Option<f64> {
+    if !PROMETHEUS_DURATION.is_match(text) {
+        return None;
+    }
+    let parts = re(r"([0-9]+)(ms|s|m|h|d|w|y)");
+    let mut total = 0.0;
+    for c in parts.captures_iter(text) {
+        let n: f64 = c[1].parse().ok()?;
+        total += n * match &c[2] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            "w" => 604_800.0,
+            _ => 31_536_000.0,
+        };
+    }
+    Some(total)
+}
+
+/// Chapters 11 and 12: the monitoring stack's keys.
+fn instrumentation(config: &Config, out: &mut Vec<Problem>) {
+    let ins = &config.chapters.instrumentation;
+    for (key, text, example, min) in [
+        ("scrape_interval", &ins.scrape_interval, "15s", 1.0),
+        ("retention", &ins.retention, "15d", 3600.0),
+    ] {
+        match prometheus_seconds(text) {
+            None => out.push(problem(
+                &["chapters", "instrumentation", key],
+                format!(
+                    "chapters.instrumentation.{key} `{}` is not a Prometheus duration",
+                    text.escape_debug()
+                ),
+                format!("write a number with a unit (ms, s, m, h, d, w, y), e.g. {example}"),
+            )),
+            Some(s) if s < min => out.push(problem(
+                &["chapters", "instrumentation", key],
+                format!("chapters.instrumentation.{key} `{text}` is shorter than {min}s"),
+                format!("write at least {min}s, e.g. {example}"),
+            )),
+            Some(_) => {}
+        }
+    }
+    let ports = [
+        ("prometheus_port", ins.prometheus_port),
+        ("alertmanager_port", ins.alertmanager_port),
+        ("grafana_port", ins.grafana_port),
+    ];
+    for (i, (key, port)) in ports.iter().enumerate() {
+        if *port == 0 {
+            out.push(port_problem(&["chapters", "instrumentation", key]));
+        } else if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+            out.push(problem(
+                &["chapters", "instrumentation", key],
+                format!("chapters.instrumentation.{key} {port} is also {other}: both are published on the manager"),
+                "give Prometheus, Alertmanager and Grafana different ports, e.g. 9090, 9093, 3000",
+            ));
+        }
+    }
+    if !ins.metrics_path.starts_with('/')
+        || ins
+            .metrics_path
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"')
+    {
+        out.push(problem(
+            &["chapters", "instrumentation", "metrics_path"],
+            format!(
+                "chapters.instrumentation.metrics_path `{}` is not a path",
+                ins.metrics_path.escape_debug()
+            ),
+            "write it with a leading slash and no spaces or quotes, e.g. /metrics",
+        ));
+    }
+    if let Err(why) = duration(&ins.verify_timeout) {
+        out.push(duration_problem(
+            &["chapters", "instrumentation", "verify_timeout"],
+            &ins.verify_timeout,
+            &why,
+            "2m",
+        ));
+    }
+    let mon = &config.chapters.monitoring;
+    if let Some(url) = &mon.webhook_url {
+        let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        }) && !url.chars().any(|c| c.is_whitespace() || c == '"');
+        if !ok {
+            out.push(problem(
+                &["chapters", "monitoring", "webhook_url"],
+                format!(
+                    "chapters.monitoring.webhook_url `{}` is not an http(s) address",
+                    url.escape_debug()
+                ),
+                "write the receiver's address, e.g. http://alert-receiver:8080/alerts",
+            ));
+        }
+    }
+    // The rendered promtool tests evaluate at 12 minutes: a rule must be able to fire by then.
+    if prometheus_seconds(&mon.alert_for).is_none_or(|s| s > 600.0) {
+        out.push(problem(
+            &["chapters", "monitoring", "alert_for"],
+            format!(
+                "chapters.monitoring.alert_for `{}` is not a Prometheus duration of at most 10m",
+                mon.alert_for.escape_debug()
+            ),
+            "write a number with a unit, at most 10m, e.g. 1m or 30s",
+        ));
+    }
+    for (key, value) in [
+        ("cpu_threshold", mon.cpu_threshold),
+        ("claim_latency_p95", mon.claim_latency_p95),
+        ("error_ratio", mon.error_ratio),
+    ] {
+        if !(value.is_finite() && value > 0.0) || (key == "error_ratio" && value >= 1.0) {
+            out.push(problem(
+                &["chapters", "monitoring", key],
+                format!("chapters.monitoring.{key} {value} is not a usable threshold"),
+                if key == "error_ratio" {
+                    "give a ratio above 0 and below 1, e.g. 0.05"
+                } else {
+                    "give a positive number, e.g. 0.8 (cores) or 0.25 (seconds)"
+                },
+            ));
+        }
+    }
+    if mon.memory_bytes == 0 {
+        out.push(problem(
+            &["chapters", "monitoring", "memory_bytes"],
+            "chapters.monitoring.memory_bytes is 0".into(),
+            "give the VM memory per task to alert on, in bytes, e.g. 1073741824",
+        ));
+    }
+}
+
 fn port_problem(path: &[&str]) -> Problem {
     problem(
         path,
@@ -734,6 +892,72 @@ mod tests {
         assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
         for bad in ["abc", "-5m", "", "0s", "99999999999999999999h", "8d", "5"] {
             assert!(duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prometheus_durations() {
+        assert_eq!(prometheus_seconds("15s"), Some(15.0));
+        assert_eq!(prometheus_seconds("1m30s"), Some(90.0));
+        assert_eq!(prometheus_seconds("15d"), Some(1_296_000.0));
+        for bad in ["", "15", "1.5s", "15 s", "s", "-1s"] {
+            assert_eq!(prometheus_seconds(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn monitoring_keys_are_checked() {
+        let load = |extra: &str| {
+            crate::config::load_str(
+                std::path::Path::new("beamops.yaml"),
+                &format!(
+                    "version: 1\napp:\n  name: shop\n  otp_app: shop\n  elixir: 1.18.3\n  otp: 27.3.4.1\n{extra}"
+                ),
+                &[],
+            )
+        };
+        load("chapters:\n  instrumentation:\n    scrape_interval: 5s\n  monitoring:\n    webhook_url: http://hook:8080/x\n").unwrap();
+        for (bad, needle) in [
+            (
+                "chapters:\n  instrumentation:\n    scrape_interval: 15\n",
+                "scrape_interval",
+            ),
+            (
+                "chapters:\n  instrumentation:\n    alertmanager_port: 9090\n",
+                "alertmanager_port",
+            ),
+            (
+                "chapters:\n  instrumentation:\n    metrics_path: metrics\n",
+                "metrics_path",
+            ),
+            (
+                "chapters:\n  monitoring:\n    webhook_url: ftp://x/y\n",
+                "webhook_url",
+            ),
+            (
+                "chapters:\n  monitoring:\n    error_ratio: 2\n",
+                "error_ratio",
+            ),
+            (
+                "chapters:\n  monitoring:\n    alert_for: soon\n",
+                "alert_for",
+            ),
+            ("image:\n  grafana: \"Bad Image\"\n", "image.grafana"),
+            (
+                "chapters:\n  monitoring:\n    alert_for: 11m\n",
+                "alert_for",
+            ),
+            (
+                "chapters:\n  monitoring:\n    error_ratio: 1\n",
+                "error_ratio",
+            ),
+            (
+                "chapters:\n  swarm:\n    environment:\n      bad-name: x\n",
+                "environment",
+            ),
+        ] {
+            let err = format!("{:#}", load(bad).unwrap_err());
+            assert!(err.contains(needle), "{bad}: {err}");
         }
     }
 

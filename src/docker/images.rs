@@ -33,6 +33,10 @@ pub enum Role {
     Runner,
     /// The database the stacks run, with the official image's entrypoint contract.
     Postgres,
+    /// Chapter 11's metrics store, with `promtool` (trixie packages it apart).
+    Prometheus,
+    /// Chapter 11's alert router, with `amtool`.
+    Alertmanager,
 }
 
 impl std::fmt::Display for Role {
@@ -41,6 +45,8 @@ impl std::fmt::Display for Role {
             Role::Builder => "builder",
             Role::Runner => "runner",
             Role::Postgres => "postgres",
+            Role::Prometheus => "prometheus",
+            Role::Alertmanager => "alertmanager",
         })
     }
 }
@@ -129,6 +135,51 @@ pub struct ImageOutcome {
     pub versions: BTreeMap<String, String>,
 }
 
+/// The monitoring stack's images (chapter 11): Prometheus (with promtool) and Alertmanager (with
+/// amtool), built from Debian's packages when no registry has them. A tag without a suite is
+/// built from trixie, the suite whose versions the defaults name.
+pub fn monitoring_images(config: &Config) -> Result<Vec<BaseImage>> {
+    let version = Regex::new(r"^v?(\d+\.\d+\.\d+)").expect("static regex");
+    let mut out = Vec::new();
+    for (role, reference, key) in [
+        (
+            Role::Prometheus,
+            config.prometheus_image(),
+            "image.prometheus",
+        ),
+        (
+            Role::Alertmanager,
+            config.alertmanager_image(),
+            "image.alertmanager",
+        ),
+    ] {
+        let Some(v) = version.captures(tag_of(&reference)) else {
+            bail!(
+                "{key} {reference}: the tag names no version\n  fix: use VERSION-SUITE, e.g. {}",
+                if role == Role::Prometheus {
+                    "prom/prometheus:2.53.3-trixie"
+                } else {
+                    "prom/alertmanager:0.28.1-trixie"
+                }
+            );
+        };
+        out.push(BaseImage {
+            role,
+            suite: debian::suite_of(&reference).unwrap_or(crate::config::DEFAULT_DEBIAN_SUITE),
+            promised: BTreeMap::from([(role.to_string(), v[1].to_string())]),
+            reference,
+        });
+    }
+    Ok(out)
+}
+
+/// Every image `images bootstrap` puts on the Engine: the base images, then the monitoring ones.
+pub fn all_images(config: &Config) -> Result<Vec<BaseImage>> {
+    let mut images = base_images(config)?;
+    images.extend(monitoring_images(config)?);
+    Ok(images)
+}
+
 /// Makes sure every base image is on the environment's Engine: present → nothing; absent → try a
 /// pull (quickly) → build from Debian. `rebuild` builds even tags that exist.
 pub fn ensure_base_images(
@@ -137,7 +188,23 @@ pub fn ensure_base_images(
     ui: &Ui,
     rebuild: bool,
 ) -> Result<Vec<ImageOutcome>> {
-    let images = base_images(&project.config)?;
+    ensure_images(
+        project,
+        environment,
+        ui,
+        rebuild,
+        base_images(&project.config)?,
+    )
+}
+
+/// [`ensure_base_images`] for a given list (`all_images`, `monitoring_images`).
+pub fn ensure_images(
+    project: &Project,
+    environment: &str,
+    ui: &Ui,
+    rebuild: bool,
+    images: Vec<BaseImage>,
+) -> Result<Vec<ImageOutcome>> {
     let host = super::host_for(project, environment);
     let runtime = super::runtime()?;
     let daemon = runtime.block_on(super::connect(&host))?;
@@ -256,7 +323,7 @@ async fn inspect(daemon: &Daemon, reference: &str) -> Result<Option<Found>> {
     }
 }
 
-async fn pull(daemon: &Daemon, reference: &str) -> Result<()> {
+pub async fn pull(daemon: &Daemon, reference: &str) -> Result<()> {
     let (repo, tag) = split_reference(reference);
     let options = CreateImageOptionsBuilder::new()
         .from_image(repo)
@@ -350,6 +417,29 @@ fn changes(image: &BaseImage) -> Vec<String> {
             // No USER: the entrypoint reads secrets as root, then drops to postgres itself.
             out.push(r#"ENTRYPOINT ["docker-entrypoint.sh"]"#.into());
             out.push(r#"CMD ["postgres"]"#.into());
+        }
+        // The official images' contract: same config and data paths, same arguments.
+        Role::Prometheus => {
+            out.push(
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+            out.push("EXPOSE 9090".into());
+            out.push("VOLUME /prometheus".into());
+            out.push("WORKDIR /prometheus".into());
+            out.push("USER prometheus".into());
+            out.push(r#"ENTRYPOINT ["/usr/bin/prometheus"]"#.into());
+            out.push(r#"CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]"#.into());
+        }
+        Role::Alertmanager => {
+            out.push(
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+            out.push("EXPOSE 9093".into());
+            out.push("VOLUME /alertmanager".into());
+            out.push("WORKDIR /alertmanager".into());
+            out.push("USER prometheus".into());
+            out.push(r#"ENTRYPOINT ["/usr/bin/prometheus-alertmanager"]"#.into());
+            out.push(r#"CMD ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"]"#.into());
         }
     }
     out
@@ -474,6 +564,33 @@ fn packages(image: &BaseImage, root: &Rootfs) -> Result<Vec<String>> {
             )?;
             vec![package, "ca-certificates".into()]
         }
+        // curl: the stack's health checks. Debian's packages create the `prometheus` user.
+        Role::Prometheus => {
+            let offered = BTreeMap::from([
+                ("prometheus", candidate(root, "prometheus")?),
+                ("promtool", candidate(root, "promtool")?),
+            ]);
+            let mut promised = image.promised.clone();
+            promised.insert("promtool".into(), image.promised["prometheus"].clone());
+            refuse_mislabel(
+                &BaseImage {
+                    promised,
+                    ..image.clone()
+                },
+                &offered,
+            )?;
+            ["prometheus", "promtool", "ca-certificates", "curl"]
+                .map(String::from)
+                .to_vec()
+        }
+        Role::Alertmanager => {
+            let offered =
+                BTreeMap::from([("alertmanager", candidate(root, "prometheus-alertmanager")?)]);
+            refuse_mislabel(image, &offered)?;
+            ["prometheus-alertmanager", "ca-certificates", "curl"]
+                .map(String::from)
+                .to_vec()
+        }
     };
     Ok(list)
 }
@@ -522,8 +639,43 @@ fn refuse_mislabel(image: &BaseImage, offered: &BTreeMap<&str, Option<String>>) 
 }
 
 fn configure(image: &BaseImage, root: &Rootfs) -> Result<()> {
-    if image.role != Role::Postgres {
-        return Ok(());
+    match image.role {
+        Role::Prometheus => {
+            root.run(&[
+                "install",
+                "-d",
+                "-o",
+                "prometheus",
+                "-g",
+                "prometheus",
+                "-m",
+                "755",
+                "/prometheus",
+            ])?;
+            return Ok(());
+        }
+        Role::Alertmanager => {
+            root.run(&[
+                "install",
+                "-d",
+                "-o",
+                "prometheus",
+                "-g",
+                "prometheus",
+                "-m",
+                "755",
+                "/alertmanager",
+            ])?;
+            root.run(&["install", "-d", "-m", "755", "/etc/alertmanager"])?;
+            // The official image's binary name, for commands written against it.
+            std::os::unix::fs::symlink(
+                "/usr/bin/prometheus-alertmanager",
+                root.path().join("usr/local/bin/alertmanager"),
+            )?;
+            return Ok(());
+        }
+        Role::Postgres => {}
+        Role::Builder | Role::Runner => return Ok(()),
     }
     let entrypoint = crate::render::template_source(ENTRYPOINT)
         .with_context(|| format!("{ENTRYPOINT} is not embedded"))?;
@@ -587,8 +739,45 @@ fn verify(image: &BaseImage, root: &Rootfs) -> Result<()> {
         Role::Runner => {
             root.run(&["curl", "--version"])?;
         }
+        // `prometheus, version 2.53.3+ds (branch: debian/sid, …)`
+        Role::Prometheus => {
+            for binary in ["prometheus", "promtool"] {
+                let out = root.run(&[binary, "--version"])?;
+                installed.insert(
+                    if binary == "prometheus" {
+                        "prometheus"
+                    } else {
+                        "promtool"
+                    },
+                    Some(version_word(&out)?),
+                );
+            }
+            let mut promised = image.promised.clone();
+            promised.insert("promtool".into(), image.promised["prometheus"].clone());
+            return refuse_mislabel(
+                &BaseImage {
+                    promised,
+                    ..image.clone()
+                },
+                &installed,
+            );
+        }
+        Role::Alertmanager => {
+            let out = root.run(&["prometheus-alertmanager", "--version"])?;
+            installed.insert("alertmanager", Some(version_word(&out)?));
+            root.run(&["amtool", "--version"])?;
+        }
     }
     refuse_mislabel(image, &installed)
+}
+
+/// The upstream version after `version ` in a Prometheus-style `--version` line.
+fn version_word(out: &str) -> Result<String> {
+    let word = out
+        .split_once("version ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .with_context(|| format!("no version in `{}`", out.trim()))?;
+    Ok(debian::upstream_version(word))
 }
 
 fn tag_of(reference: &str) -> &str {

@@ -58,6 +58,15 @@ pub fn variables(project: &Project, env: &str) -> Result<BTreeMap<String, String
             (variable, name)
         })
         .collect();
+    // Every other key chapter 07 made a Docker secret of (GRAFANA_ADMIN_PASSWORD for the
+    // monitoring stack), so a stack file's `${BEAMOPS_SECRET_<KEY>:-…}` names its current version.
+    for (key, name) in &current {
+        let variable = format!("{SECRET_VARIABLE_PREFIX}{key}");
+        let exported = std::env::var(&variable).ok().filter(|v| !v.is_empty());
+        variables
+            .entry(variable)
+            .or_insert_with(|| exported.unwrap_or_else(|| name.clone()));
+    }
     // The release the last successful deploy or rollback put live, so a later `up chapter-08`
     // keeps it instead of going back to `:latest`. Before any deploy the file's defaults apply.
     if let Some(live) = crate::deploy::record::live(project, env)? {
@@ -82,9 +91,33 @@ pub fn parse_stack(
     text: &str,
     overrides: &BTreeMap<String, String>,
 ) -> Result<stack::StackFile> {
+    parse_stack_file(project, env, STACK_FILE, text, overrides)
+}
+
+/// [`parse_stack`] for a stack file at `relative` (a chapter's `stack-converged` `file:`).
+pub fn parse_stack_file(
+    project: &Project,
+    env: &str,
+    relative: &str,
+    text: &str,
+    overrides: &BTreeMap<String, String>,
+) -> Result<stack::StackFile> {
     let mut vars = variables(project, env)?;
     vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
-    stack::StackFile::parse(&project.root.join(STACK_FILE), text, &vars)
+    stack::StackFile::parse(&project.root.join(relative), text, &vars)
+}
+
+/// The owner of a converge of `file` into `stack` on behalf of `chapter`. Objects without a
+/// chapter label were made by beamops before labels, which only ever converged
+/// `deploy/stack.yml` as the app's stack: that converge adopts them (and labels its services at
+/// their next update); every other converge leaves them alone.
+pub fn owner(project: &Project, chapter: &str, file: &str, stack: &str) -> spec::Owner {
+    spec::Owner {
+        chapter: Some(chapter.to_string()),
+        adopts_unlabelled: stack::normalise_path(std::path::Path::new(file))
+            == std::path::Path::new(STACK_FILE)
+            && stack == project.config.app.stack_name(),
+    }
 }
 
 /// Where this Engine stands in a swarm.
@@ -292,6 +325,22 @@ pub const GIT_SHA_LABEL: &str = "beamops.git_sha";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_app_stack_file_converged_as_the_app_stack_adopts_unlabelled_objects() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coordination");
+        let project = Project::discover(Some(&root)).unwrap();
+        let app = project.config.app.stack_name().to_string();
+        let adopts = |file: &str, stack: &str| owner(&project, "08-swarm", file, stack);
+        assert!(adopts(STACK_FILE, &app).adopts_unlabelled);
+        assert!(adopts("./deploy/stack.yml", &app).adopts_unlabelled);
+        assert!(!adopts("deploy/sidecar.yml", &app).adopts_unlabelled);
+        assert!(!adopts(STACK_FILE, &format!("{app}-monitoring")).adopts_unlabelled);
+        assert_eq!(
+            adopts("deploy/x.yml", "x").chapter.as_deref(),
+            Some("08-swarm")
+        );
+    }
 
     #[test]
     fn a_pending_init_or_join_is_its_own_mode_not_a_failure() {

@@ -29,6 +29,13 @@ pub struct StackFile {
     /// Where the file was read from: relative `file:` paths resolve against its directory.
     #[serde(skip)]
     pub dir: PathBuf,
+    /// The chapter converging it: labels, strays and removal (`spec::Owner`).
+    #[serde(skip)]
+    pub owner: super::spec::Owner,
+    /// Contents of `file:` configs and secrets as this run will write them (absolute path →
+    /// bytes), read before the disk: a plan sees a rendered config that is not written yet.
+    #[serde(skip)]
+    pub contents: BTreeMap<PathBuf, Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -362,7 +369,7 @@ impl StackFile {
             for v in &service.volumes {
                 let mount = VolumeMount::parse(v)
                     .with_context(|| format!("{file}: service `{name}`, volume `{v}`"))?;
-                if !self.volumes.contains_key(&mount.source) {
+                if !mount.bind && !self.volumes.contains_key(&mount.source) {
                     bail!(
                         "{file}: service `{name}` mounts volume `{}`, which the top-level `volumes` does not define\n  fix: beamops supports named volumes only",
                         mount.source
@@ -407,6 +414,16 @@ impl StackFile {
     pub fn file_path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
+
+    /// A `file:` config's or secret's content: as this run renders it, else from the disk.
+    pub fn file_content(&self, file: &str) -> Result<Vec<u8>> {
+        let path = self.file_path(file);
+        let normal = normalise_path(&path);
+        if let Some(data) = self.contents.get(&normal) {
+            return Ok(data.clone());
+        }
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    }
 }
 
 /// `source:target[:ro]` in a service's `volumes`.
@@ -415,7 +432,12 @@ pub struct VolumeMount {
     pub source: String,
     pub target: String,
     pub read_only: bool,
+    /// A host path: only [`DOCKER_SOCKET`], for service discovery (Prometheus, Promtail).
+    pub bind: bool,
 }
+
+/// The one host path a stack beamops applies may mount: monitoring discovers tasks through it.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 impl VolumeMount {
     pub fn parse(short: &str) -> Result<VolumeMount> {
@@ -426,13 +448,17 @@ impl VolumeMount {
             [s, t, "rw"] => (*s, *t, false),
             _ => bail!("expected `volume:/path` or `volume:/path:ro`"),
         };
-        if source.starts_with('/') || source.starts_with('.') {
-            bail!("bind mounts are not supported in a stack beamops applies; use a named volume");
+        let bind = source == DOCKER_SOCKET;
+        if !bind && (source.starts_with('/') || source.starts_with('.')) {
+            bail!(
+                "bind mounts are not supported in a stack beamops applies (but {DOCKER_SOCKET}, for service discovery); use a named volume"
+            );
         }
         Ok(VolumeMount {
             source: source.into(),
             target: target.into(),
             read_only,
+            bind,
         })
     }
 }
@@ -558,6 +584,21 @@ fn expand(body: &str, vars: &BTreeMap<String, String>) -> Result<String, String>
     Err(format!("`${{{body}}}`: unsupported substitution `{op}`"))
 }
 
+/// `a/./b/../c` → `a/c`, lexically (the file need not exist yet).
+pub fn normalise_path(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,9 +673,12 @@ mod tests {
             VolumeMount {
                 source: "pgdata".into(),
                 target: "/var/lib/postgresql/data".into(),
-                read_only: true
+                read_only: true,
+                bind: false,
             }
         );
         assert!(VolumeMount::parse("/host:/data").is_err());
+        let socket = VolumeMount::parse("/var/run/docker.sock:/var/run/docker.sock:ro").unwrap();
+        assert!(socket.bind && socket.read_only);
     }
 }

@@ -62,6 +62,11 @@ defmodule Coordination.MetricsTest do
           {"coordination_agents_active", "gauge"},
           {"coordination_work_items", "gauge"},
           {"coordination_claims_total", "counter"},
+          {"beam_cpu_seconds_total", "counter"},
+          {"beam_run_queue_length", "gauge"},
+          {"beam_schedulers_online", "gauge"},
+          {"beam_cluster_peers", "gauge"},
+          {"coordination_http_requests_total", "counter"},
           {"coordination_claim_duration_seconds", "histogram"}
         ] do
       assert body =~ "# TYPE #{name} #{type}\n"
@@ -118,5 +123,42 @@ defmodule Coordination.MetricsTest do
     claims = for r <- ["won", "conflict", "not_found"], do: value(body, ~s(coordination_claims_total{result="#{r}"}))
     assert Enum.sum(claims) == inf
     assert value(body, "coordination_claim_duration_seconds_sum") > 0
+  end
+
+  test "HTTP answers are counted by status code" do
+    request("GET", "/health")
+    before = scrape()
+    request("GET", "/no/such/path")
+    request("GET", "/no/such/path")
+    request("GET", "/")
+    body = scrape()
+
+    count = fn text, code -> value(text, ~s(coordination_http_requests_total{code="#{code}"})) || 0 end
+    assert count.(body, 404) == count.(before, 404) + 2
+    # The first scrape's own answer is counted once it has been sent.
+    assert count.(body, 200) >= count.(before, 200) + 2
+  end
+
+  test "VM gauges: schedulers, run queue, cluster peers (none outside a cluster)" do
+    body = scrape()
+    assert value(body, "beam_schedulers_online") == :erlang.system_info(:schedulers_online)
+    assert value(body, "beam_run_queue_length") >= 0
+    assert value(body, "beam_cluster_peers") == length(Node.list())
+  end
+
+  describe "with COORDINATION_DEBUG=1" do
+    setup do
+      Application.put_env(:coordination, :debug, true)
+      on_exit(fn -> Application.put_env(:coordination, :debug, false) end)
+    end
+
+    test "/debug/load shows as CPU time in beam_cpu_seconds_total" do
+      before = value(scrape(), "beam_cpu_seconds_total")
+      assert request("POST", "/debug/load?cpu=1&seconds=1").status == 202
+      Process.sleep(1_200)
+      after_load = value(scrape(), "beam_cpu_seconds_total")
+      # One scheduler busy for a second: well over a few hundred milliseconds of CPU.
+      assert after_load - before >= 0.3, "cpu seconds went from #{before} to #{after_load}"
+    end
   end
 end

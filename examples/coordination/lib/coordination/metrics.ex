@@ -38,6 +38,13 @@ defmodule Coordination.Metrics do
     :ok
   end
 
+  @doc "Counts one HTTP answer by its status code."
+  @spec record_request(pos_integer()) :: :ok
+  def record_request(status) when is_integer(status) do
+    bump({:http, status})
+    :ok
+  end
+
   defp bump(key, by \\ 1), do: :ets.update_counter(@table, key, by, {key, 0})
 
   defp read(key) do
@@ -64,6 +71,30 @@ defmodule Coordination.Metrics do
         {[], :erlang.system_info(:process_count)}
       ]),
       family(
+        "beam_cpu_seconds_total",
+        "counter",
+        "CPU time used by every thread of the Erlang VM, in seconds.",
+        [{[], cpu_seconds()}]
+      ),
+      family("beam_run_queue_length", "gauge", "Processes ready to run, over every run queue.", [
+        {[], :erlang.statistics(:total_run_queue_lengths_all)}
+      ]),
+      family("beam_schedulers_online", "gauge", "Schedulers online.", [
+        {[], :erlang.system_info(:schedulers_online)}
+      ]),
+      family("beam_cluster_peers", "gauge", "Erlang nodes this node is connected to.", [
+        {[], length(Node.list())}
+      ]),
+      family(
+        "coordination_http_requests_total",
+        "counter",
+        "HTTP answers by status code.",
+        for(
+          {{:http, code}, count} <- :ets.match_object(@table, {{:http, :_}, :_}) |> Enum.sort(),
+          do: {[code: code], count}
+        )
+      ),
+      family(
         "coordination_agents_active",
         "gauge",
         "Distinct agents that own a claimed, unfinished work item.",
@@ -83,6 +114,12 @@ defmodule Coordination.Metrics do
       ),
       claim_histogram()
     ]
+  end
+
+  # `statistics(:runtime)` sums the CPU time of every VM thread, in milliseconds.
+  defp cpu_seconds do
+    {total_ms, _since_last} = :erlang.statistics(:runtime)
+    total_ms / 1000
   end
 
   defp claim_histogram do

@@ -34,6 +34,7 @@ defmodule Coordination.HTTP.Connection do
          {:ok, body} <- read_body(socket, headers, version) do
       request = Request.new(method, path, version, headers, body)
       response = with_in_flight(fn -> Router.handle(request) end)
+      Coordination.Metrics.record_request(elem(response, 0))
       keep_alive = keep_alive?(version, headers) and not Coordination.Health.draining?()
       send_response(socket, request, response, keep_alive)
 
