@@ -465,6 +465,50 @@ fn the_packer_template_validates_and_the_setup_script_passes_shellcheck() {
         "{}",
         String::from_utf8_lossy(&shellcheck.stdout)
     );
+    // The managers' user data, rendered by Terraform's own templatefile(), for the first
+    // manager with PostgreSQL's volume and for the others: shellcheck-clean.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        p.file("terraform/modules/swarm-managers/join.sh.tftpl"),
+        scratch.path().join("join.sh.tftpl"),
+    )
+    .unwrap();
+    for first in ["true", "false"] {
+        let expr = format!(
+            "templatefile(\"join.sh.tftpl\", {{first={first}, pgdata={first}, parameter=\"/c/swarm/join-token\", region=\"eu-west-1\"}})\n"
+        );
+        let mut console = Command::new(tool("terraform"))
+            .args(["console", "-no-color"])
+            .current_dir(scratch.path())
+            .env("TF_CLI_CONFIG_FILE", "/dev/null")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        console
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(expr.as_bytes())
+            .unwrap();
+        let out = console.wait_with_output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        // A multi-line string prints as a heredoc: <<EOT … EOT.
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() > 10 && lines[0].starts_with("<<"), "{text}");
+        let script = scratch.path().join(format!("join-{first}.sh"));
+        std::fs::write(&script, lines[1..lines.len() - 1].join("\n") + "\n").unwrap();
+        let check = Command::new(tool("shellcheck"))
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "join.sh ({first}): {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
     // Debian's packer 1.6.6 knows neither required_plugins nor the amazon plugin's newer
     // options: it validates the template without them (they are HCL-parsed above).
     let old = tempfile::tempdir().unwrap();
