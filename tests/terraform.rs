@@ -628,6 +628,8 @@ fn up_applies_an_environment_root_and_records_its_public_outputs() {
             .env("PATH", &path)
             .env_remove("GITHUB_TOKEN")
             .env_remove("GH_TOKEN")
+            // Outside CI, init writes .terraform.lock.hcl; CI gets -lockfile=readonly (below).
+            .env_remove("CI")
             .output()
             .unwrap()
     };
