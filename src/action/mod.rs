@@ -12,6 +12,7 @@ pub mod monitoring;
 pub mod secrets;
 pub mod stack;
 pub mod swarm;
+pub mod terraform;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,12 @@ pub enum ActionSpec {
     PullOnlyImages,
     AlertingLoaded,
     ExpressionsAnswer,
+    /// A Terraform root planned and applied (docs/terraform.md); `root` is a template
+    /// expression, default `terraform/{{ env.name }}`.
+    TerraformApplied {
+        #[serde(default = "terraform::env_root")]
+        root: String,
+    },
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -80,6 +87,9 @@ impl ActionSpec {
             ActionSpec::PullOnlyImages => Box::new(monitoring::PullOnlyImages),
             ActionSpec::AlertingLoaded => Box::new(monitoring::AlertingLoaded),
             ActionSpec::ExpressionsAnswer => Box::new(monitoring::ExpressionsAnswer),
+            ActionSpec::TerraformApplied { root } => {
+                Box::new(terraform::TerraformApplied { root: root.clone() })
+            }
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
         }
     }

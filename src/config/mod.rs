@@ -5,12 +5,14 @@
 
 mod error;
 pub mod guard;
+pub mod infra;
 mod load;
 pub mod validate;
 pub mod variables;
 mod versions;
 
 pub use error::ConfigError;
+pub use infra::{ProductionOptions, StateBackend, TerraformOptions};
 pub use load::{CONFIG_FILE, is_blank, load, load_str, nearest as nearest_word};
 pub use versions::{requirement_matches, version_prefix_matches};
 
@@ -325,6 +327,10 @@ pub struct ChapterOptions {
     pub instrumentation: InstrumentationOptions,
     #[serde(default)]
     pub monitoring: MonitoringOptions,
+    #[serde(default)]
+    pub terraform: TerraformOptions,
+    #[serde(default)]
+    pub production: ProductionOptions,
 }
 
 /// The monitoring stack's name: `<app stack>-monitoring`.

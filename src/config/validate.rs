@@ -11,6 +11,10 @@ use regex::Regex;
 
 use super::{Config, SCHEMA_VERSION};
 
+mod infrastructure;
+use infrastructure::infrastructure;
+pub use infrastructure::ipv4_cidr;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// The key path, e.g. `["environments", "prod", "managers"]`.
@@ -474,6 +478,7 @@ fn all(config: &Config) -> Vec<Problem> {
         ));
     }
     ci_problems(config, &mut out);
+    infrastructure(config, &mut out);
     for entry in &config.worktree.allow_list {
         if entry.trim().is_empty() || entry.starts_with('/') || entry.split('/').any(|p| p == "..")
         {
