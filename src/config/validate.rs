@@ -73,6 +73,8 @@ static ENVIRONMENT: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9_-]*
 static ELIXIR: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]+\.[0-9]+\.[0-9]+(?:-rc\.[0-9]+)?$"));
 static OTP: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{2}(?:\.[0-9]+){0,4}$"));
 static SECRET: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Z][A-Z0-9_]*$"));
+static INSTANCE_TYPE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"));
 static PACKAGE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9+.-]+$"));
 static HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
     re(
@@ -257,6 +259,23 @@ fn all(config: &Config) -> Vec<Problem> {
                 "use 1, 3 or 5 managers (an even number tolerates no more failures than one fewer)",
             ));
         }
+        let (min, desired, max) = env.worker_bounds();
+        if min > desired || desired > max {
+            out.push(problem(
+                &["environments", name, "workers"],
+                format!(
+                    "environments.{name}: workers {desired} is outside min_workers {min} .. max_workers {max}"
+                ),
+                "keep min_workers ≤ workers ≤ max_workers (the autoscaling group's min, desired and max)",
+            ));
+        }
+        if max > 1000 {
+            out.push(problem(
+                &["environments", name, "max_workers"],
+                format!("environments.{name}.max_workers is {max}"),
+                "use at most 1000 workers (a swarm of thousands of nodes is no longer one cluster)",
+            ));
+        }
         if let Some(domain) = &env.domain
             && !HOSTNAME.is_match(domain)
         {
@@ -439,6 +458,59 @@ fn all(config: &Config) -> Vec<Problem> {
                 base.escape_debug()
             ),
             "use ASCII letters, digits, `_` and `-`, e.g. coordination",
+        ));
+    }
+
+    let scaling = &config.chapters.autoscaling;
+    if !(10..=90).contains(&scaling.cpu_target) {
+        out.push(problem(
+            &["chapters", "autoscaling", "cpu_target"],
+            format!(
+                "chapters.autoscaling.cpu_target is {}%: target tracking needs room both ways",
+                scaling.cpu_target
+            ),
+            "use a percentage from 10 to 90, e.g. 60",
+        ));
+    }
+    if !INSTANCE_TYPE.is_match(&scaling.instance_type) {
+        out.push(problem(
+            &["chapters", "autoscaling", "instance_type"],
+            format!(
+                "chapters.autoscaling.instance_type `{}` is not an EC2 instance type",
+                scaling.instance_type.escape_debug()
+            ),
+            "write a family and size, e.g. t3.small or m7g.large",
+        ));
+    }
+    if !(30..=7200).contains(&scaling.hook_timeout) {
+        out.push(problem(
+            &["chapters", "autoscaling", "hook_timeout"],
+            format!(
+                "chapters.autoscaling.hook_timeout is {}s; a lifecycle hook holds an instance 30 to 7200 s",
+                scaling.hook_timeout
+            ),
+            "use seconds from 30 to 7200, e.g. 300",
+        ));
+    } else if scaling.ready_timeout == 0 || scaling.ready_timeout >= scaling.hook_timeout {
+        out.push(problem(
+            &["chapters", "autoscaling", "ready_timeout"],
+            format!(
+                "chapters.autoscaling.ready_timeout is {}s, hook_timeout {}s: the launch hook would time out before the node could be marked ready",
+                scaling.ready_timeout, scaling.hook_timeout
+            ),
+            "keep ready_timeout positive and below hook_timeout",
+        ));
+    }
+    if let Some(host) = &scaling.manager_docker_host
+        && !["tcp://", "ssh://"].iter().any(|s| host.starts_with(s))
+    {
+        out.push(problem(
+            &["chapters", "autoscaling", "manager_docker_host"],
+            format!(
+                "chapters.autoscaling.manager_docker_host `{}` is no remote Engine address",
+                host.escape_debug()
+            ),
+            "write tcp://manager:2376 (TLS) or ssh://user@manager",
         ));
     }
 
