@@ -451,7 +451,7 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
              NODE_TERMINATE_HOOK={terminate_hook}\nNODE_HOOK_TIMEOUT=120\nNODE_READY_TIMEOUT=90\n\
              NODE_APP_PORT={APP_PORT}\nNODE_HEALTH_PATH=/health\nNODE_POLL_SECONDS=1\n\
              # The local AWS API and instance metadata; on EC2 these two lines do not exist.\n\
-             AWS_ENDPOINT_URL={url}\nAWS_EC2_METADATA_SERVICE_ENDPOINT={url}\n",
+             AWS_ENDPOINT_URL={url}\nAWS_EC2_METADATA_SERVICE_ENDPOINT={url}/\n",
             manager.ip,
             manager.host(),
             url = aws.url(),
@@ -467,19 +467,27 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
     let mut first_task = Vec::new();
     for (node, iid) in [(n2, &instances[0]), (n3, &instances[1])] {
         let started = Instant::now();
-        let child = node_command(node, "bootstrap")
+        let mut child = node_command(node, "bootstrap")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let secs = wait_for("a task runs on the new node", 120, || {
+        let mut secs = None;
+        while secs.is_none() && child.try_wait().unwrap().is_none() {
             let out = node.docker(&["ps", "-q", "--filter", "label=com.docker.swarm.task.id"]);
-            (!String::from_utf8_lossy(&out.stdout).trim().is_empty())
-                .then(|| started.elapsed().as_secs_f64())
-        });
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                secs = Some(started.elapsed().as_secs_f64());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
         let out = child.wait_with_output().unwrap();
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "bootstrap of {}: {log}", node.name);
+        let secs = secs.unwrap_or_else(|| {
+            let out = node.docker(&["ps", "-q", "--filter", "label=com.docker.swarm.task.id"]);
+            assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "no task on {}", node.name);
+            started.elapsed().as_secs_f64()
+        });
         let ready_secs = started.elapsed().as_secs_f64();
         eprintln!("{}: bootstrap → first task {secs:.1}s, → ready {ready_secs:.1}s\n{log}", node.name);
         first_task.push((node.name.clone(), secs, ready_secs));
