@@ -669,4 +669,35 @@ mod tests {
         }
         assert!(!REFERENCE.is_match("debian:bad tag"));
     }
+
+    fn with(yaml_tail: &str) -> Vec<Problem> {
+        let text = format!(
+            "version: 1\napp:\n  name: coordination\n  otp_app: coordination\n  elixir: \"1.18.3\"\n  otp: \"27.3.4.1\"\n{yaml_tail}"
+        );
+        let config: Config = serde_yaml_ng::from_str(&text).unwrap();
+        all(&config)
+    }
+
+    #[test]
+    fn autoscaling_bounds_and_options() {
+        assert!(with("").is_empty());
+        let ok = "environments:\n  prod:\n    provider: aws\n    workers: 2\n    min_workers: 1\n    max_workers: 6\n";
+        assert!(with(ok).is_empty(), "{:?}", with(ok));
+        // Defaults: min = workers, max = twice workers (at least 2).
+        assert!(with("environments:\n  prod:\n    workers: 3\n").is_empty());
+        for (yaml, path) in [
+            ("environments:\n  prod:\n    workers: 1\n    min_workers: 2\n    max_workers: 4\n", "workers"),
+            ("environments:\n  prod:\n    workers: 5\n    max_workers: 4\n", "workers"),
+            ("environments:\n  prod:\n    workers: 1\n    max_workers: 5000\n", "max_workers"),
+            ("chapters:\n  autoscaling:\n    cpu_target: 95\n", "cpu_target"),
+            ("chapters:\n  autoscaling:\n    instance_type: huge\n", "instance_type"),
+            ("chapters:\n  autoscaling:\n    hook_timeout: 10\n", "hook_timeout"),
+            ("chapters:\n  autoscaling:\n    hook_timeout: 120\n    ready_timeout: 120\n", "ready_timeout"),
+            ("chapters:\n  autoscaling:\n    manager_docker_host: unix:///var/run/docker.sock\n", "manager_docker_host"),
+        ] {
+            let problems = with(yaml);
+            assert_eq!(problems.len(), 1, "{yaml}: {problems:?}");
+            assert_eq!(problems[0].path.last().unwrap(), path, "{yaml}");
+        }
+    }
 }
