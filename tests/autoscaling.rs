@@ -50,7 +50,9 @@ const ROOT_FILES: [&str; 4] = [
 fn tool(name: &str) -> Option<std::path::PathBuf> {
     let path = common::tool_path();
     std::env::split_paths(&path)
-        .chain(std::iter::once(Path::new("/work/main/.ci/venv/bin").to_path_buf()))
+        .chain(std::iter::once(
+            Path::new("/work/main/.ci/venv/bin").to_path_buf(),
+        ))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
@@ -79,7 +81,10 @@ fn chapter_10_renders_the_workers_group_only_for_aws_environments() {
     let files = render_env_into(&p, "10", "production");
     assert_eq!(files, ROOT_FILES);
     let local = common::render_into(&p, "10");
-    assert!(local.is_empty(), "a local environment gets no ASG: {local:?}");
+    assert!(
+        local.is_empty(),
+        "a local environment gets no ASG: {local:?}"
+    );
     for f in &files {
         insta::assert_snapshot!(f.replace('/', "_"), p.read(f));
     }
@@ -112,7 +117,9 @@ fn the_rendered_root_parses_is_formatted_and_passes_checkov() {
     let body: hcl::Body = hcl::from_str(&p.read(ROOT_FILES[0])).expect("autoscaling.tf parses");
     let actions: Vec<String> = body
         .blocks()
-        .filter(|b| b.identifier() == "data" && b.labels().get(1).map(|l| l.as_str()) == Some("worker"))
+        .filter(|b| {
+            b.identifier() == "data" && b.labels().get(1).map(|l| l.as_str()) == Some("worker")
+        })
         .flat_map(|b| b.body().blocks().filter(|s| s.identifier() == "statement"))
         .flat_map(|s| s.body().attributes().filter(|a| a.key() == "actions"))
         .map(|a| a.expr().to_string().split_whitespace().collect::<String>())
@@ -152,22 +159,35 @@ fn the_rendered_root_parses_is_formatted_and_passes_checkov() {
     }
     if let Some(checkov) = required_tool("checkov", test) {
         let out = Command::new(checkov)
-            .args(["--directory", ".", "--framework", "terraform", "--quiet", "--compact"])
+            .args([
+                "--directory",
+                ".",
+                "--framework",
+                "terraform",
+                "--quiet",
+                "--compact",
+            ])
             .args(["--output", "json", "--skip-download"])
             .current_dir(&root)
             .env("BC_SKIP_MAPPING", "TRUE")
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        let report: serde_json::Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("checkov JSON ({e}): {text}"));
+        let report: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("checkov JSON ({e}): {text}"));
         let summary = &report["summary"];
         eprintln!("checkov: {summary}");
         assert_eq!(summary["failed"], 0, "checkov failed checks: {text}");
         assert!(summary["passed"].as_u64().unwrap_or(0) > 10, "{summary}");
         // Each skip carries its reason inline, next to the resource.
-        for skipped in report["results"]["skipped_checks"].as_array().into_iter().flatten() {
-            let why = skipped["check_result"]["suppress_comment"].as_str().unwrap_or("");
+        for skipped in report["results"]["skipped_checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let why = skipped["check_result"]["suppress_comment"]
+                .as_str()
+                .unwrap_or("");
             assert!(why.len() > 20, "a skip without a reason: {skipped}");
         }
     }
@@ -228,7 +248,11 @@ fn put_file(node: &Node, path: &str, content: &[u8], mode: u32) {
         &tmp.path().display().to_string(),
         &format!("{}:{path}", node.name),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `beamops-node COMMAND` in the node, as its systemd unit runs it.
@@ -240,7 +264,8 @@ fn node_command(node: &Node, command: &str) -> Command {
 
 fn run_node_command(node: &Node, command: &str) -> String {
     let out = node_command(node, command).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{} {command}: {text}", node.name);
     text
 }
@@ -395,35 +420,88 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
     // Three fresh Engines with the AWS CLI and curl, as chapter 06's image has them.
     let started = Instant::now();
     let image = dind::ensure_image_with("aws", &["awscli", "curl"]);
-    eprintln!("node image {image} ready in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "node image {image} ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     let started = Instant::now();
     let lab = Lab::start_with(&prefix, 3, &image);
     lab.load_image(&app);
     let (manager, n2, n3) = (&lab.nodes[0], &lab.nodes[1], &lab.nodes[2]);
     manager.docker_ok(&["swarm", "init", "--advertise-addr", &manager.ip]);
-    eprintln!("3 nodes up, 1 manager, app image loaded in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "3 nodes up, 1 manager, app image loaded in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 
     // The local AWS API: moto on 127.0.0.1, reached by the nodes through the test's endpoint
     // on the lab bridge, which also plays each node's instance metadata (IMDSv2).
-    let moto = Moto::start().expect("moto_server (pip install 'moto[server]', .ci/requirements.txt)");
+    let moto =
+        Moto::start().expect("moto_server (pip install 'moto[server]', .ci/requirements.txt)");
     let aws = LocalAws::start(&lab.gateway(), moto.port);
     let cli = |args: &[&str]| moto.aws(args);
-    cli(&["ec2", "create-launch-template", "--launch-template-name", &group,
-        "--launch-template-data", r#"{"ImageId":"ami-12c6146b","InstanceType":"t3.small","MetadataOptions":{"HttpTokens":"required"}}"#]);
-    cli(&["autoscaling", "create-auto-scaling-group", "--auto-scaling-group-name", &group,
-        "--launch-template", &format!("LaunchTemplateName={group}"), "--min-size", "1",
-        "--max-size", "6", "--desired-capacity", "2", "--availability-zones", "eu-west-1a"]);
+    cli(&[
+        "ec2",
+        "create-launch-template",
+        "--launch-template-name",
+        &group,
+        "--launch-template-data",
+        r#"{"ImageId":"ami-12c6146b","InstanceType":"t3.small","MetadataOptions":{"HttpTokens":"required"}}"#,
+    ]);
+    cli(&[
+        "autoscaling",
+        "create-auto-scaling-group",
+        "--auto-scaling-group-name",
+        &group,
+        "--launch-template",
+        &format!("LaunchTemplateName={group}"),
+        "--min-size",
+        "1",
+        "--max-size",
+        "6",
+        "--desired-capacity",
+        "2",
+        "--availability-zones",
+        "eu-west-1a",
+    ]);
     for (hook, transition, default) in [
-        (&launch_hook, "autoscaling:EC2_INSTANCE_LAUNCHING", "ABANDON"),
-        (&terminate_hook, "autoscaling:EC2_INSTANCE_TERMINATING", "CONTINUE"),
+        (
+            &launch_hook,
+            "autoscaling:EC2_INSTANCE_LAUNCHING",
+            "ABANDON",
+        ),
+        (
+            &terminate_hook,
+            "autoscaling:EC2_INSTANCE_TERMINATING",
+            "CONTINUE",
+        ),
     ] {
-        cli(&["autoscaling", "put-lifecycle-hook", "--auto-scaling-group-name", &group,
-            "--lifecycle-hook-name", hook, "--lifecycle-transition", transition,
-            "--heartbeat-timeout", "120", "--default-result", default]);
+        cli(&[
+            "autoscaling",
+            "put-lifecycle-hook",
+            "--auto-scaling-group-name",
+            &group,
+            "--lifecycle-hook-name",
+            hook,
+            "--lifecycle-transition",
+            transition,
+            "--heartbeat-timeout",
+            "120",
+            "--default-result",
+            default,
+        ]);
     }
-    let instances: Vec<String> = cli(&["autoscaling", "describe-auto-scaling-instances",
-        "--query", "AutoScalingInstances[].InstanceId", "--output", "text"])
-        .split_whitespace().map(String::from).collect();
+    let instances: Vec<String> = cli(&[
+        "autoscaling",
+        "describe-auto-scaling-instances",
+        "--query",
+        "AutoScalingInstances[].InstanceId",
+        "--output",
+        "text",
+    ])
+    .split_whitespace()
+    .map(String::from)
+    .collect();
     assert_eq!(instances.len(), 2, "moto launched the group's 2 instances");
     aws.add_instance(&n2.ip, &instances[0]);
     aws.add_instance(&n3.ip, &instances[1]);
@@ -435,12 +513,40 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
     // replicated service whose tasks must move off a drained node.
     let web = format!("{prefix}-web");
     let jobs = format!("{prefix}-jobs");
-    manager.docker_ok(&["service", "create", "-d", "--no-resolve-image", "--name", &web, "--mode", "global",
-        "--publish", &format!("mode=host,target=4000,published={APP_PORT}"), &app]);
-    manager.docker_ok(&["service", "create", "-d", "--no-resolve-image", "--name", &jobs, "--replicas", "2",
-        "--replicas-max-per-node", "1", "--stop-grace-period", "2s", &app]);
+    manager.docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--no-resolve-image",
+        "--name",
+        &web,
+        "--mode",
+        "global",
+        "--publish",
+        &format!("mode=host,target=4000,published={APP_PORT}"),
+        &app,
+    ]);
+    manager.docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--no-resolve-image",
+        "--name",
+        &jobs,
+        "--replicas",
+        "2",
+        "--replicas-max-per-node",
+        "1",
+        "--stop-grace-period",
+        "2s",
+        &app,
+    ]);
     wait_for("the app answers on the manager", 60, || {
-        matches!(http_get_at(&manager.ip, APP_PORT, "/health"), Some((200, _))).then_some(())
+        matches!(
+            http_get_at(&manager.ip, APP_PORT, "/health"),
+            Some((200, _))
+        )
+        .then_some(())
     });
     let balancer = Balancer::start(&manager.ip);
 
@@ -485,35 +591,65 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
         assert!(out.status.success(), "bootstrap of {}: {log}", node.name);
         let secs = secs.unwrap_or_else(|| {
             let out = node.docker(&["ps", "-q", "--filter", "label=com.docker.swarm.task.id"]);
-            assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "no task on {}", node.name);
+            assert!(
+                !String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+                "no task on {}",
+                node.name
+            );
             started.elapsed().as_secs_f64()
         });
         let ready_secs = started.elapsed().as_secs_f64();
-        eprintln!("{}: bootstrap → first task {secs:.1}s, → ready {ready_secs:.1}s\n{log}", node.name);
+        eprintln!(
+            "{}: bootstrap → first task {secs:.1}s, → ready {ready_secs:.1}s\n{log}",
+            node.name
+        );
         first_task.push((node.name.clone(), secs, ready_secs));
         let nodes = node_list(manager);
         let entry = &nodes[&node.name];
-        assert!(entry.starts_with("worker ready active"), "{}: {entry}", node.name);
+        assert!(
+            entry.starts_with("worker ready active"),
+            "{}: {entry}",
+            node.name
+        );
         for label in [
             format!("\"beamops.instance-id\":\"{iid}\""),
             "\"beamops.ready\":\"true\"".to_string(),
             "\"beamops.pool\":\"worker\"".to_string(),
         ] {
-            assert!(entry.contains(&label), "{}: {entry} lacks {label}", node.name);
+            assert!(
+                entry.contains(&label),
+                "{}: {entry} lacks {label}",
+                node.name
+            );
         }
         // Requests reach the node only after its launch action is completed.
         balancer.register(&node.ip);
         let calls = aws.calls();
         assert!(
-            calls.iter().any(|c| c.peer == node.ip && c.action == "AmazonSSM.GetParameter"
-                && c.body.contains(&parameter) && c.body.contains("\"WithDecryption\": true")),
-            "{} read the token from SSM: {calls:#?}", node.name
+            calls.iter().any(|c| c.peer == node.ip
+                && c.action == "AmazonSSM.GetParameter"
+                && c.body.contains(&parameter)
+                && c.body.contains("\"WithDecryption\": true")),
+            "{} read the token from SSM: {calls:#?}",
+            node.name
         );
         let completes = aws.completes(&launch_hook, iid);
-        assert_eq!(completes.len(), 1, "one launch action completed: {calls:#?}");
-        assert!(completes[0].body.contains("LifecycleActionResult=CONTINUE"), "{:?}", completes[0]);
+        assert_eq!(
+            completes.len(),
+            1,
+            "one launch action completed: {calls:#?}"
+        );
+        assert!(
+            completes[0].body.contains("LifecycleActionResult=CONTINUE"),
+            "{:?}",
+            completes[0]
+        );
     }
-    assert_eq!(running_on(manager, &jobs).len(), 2, "both jobs run once the workers joined");
+    assert_eq!(
+        running_on(manager, &jobs).len(),
+        2,
+        "both jobs run once the workers joined"
+    );
 
     // Bootstrapped twice: the same swarm, labels and lifecycle requests.
     let before = node_list(manager);
@@ -521,11 +657,17 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
     let again = run_node_command(n2, "bootstrap");
     assert!(again.contains("already in the swarm"), "{again}");
     assert!(again.contains("completed already"), "{again}");
-    assert_eq!(node_list(manager), before, "a second bootstrap changed the swarm");
+    assert_eq!(
+        node_list(manager),
+        before,
+        "a second bootstrap changed the swarm"
+    );
     assert!(
-        aws.calls()[calls_before..].iter().all(|c| c.action != "CompleteLifecycleAction"
-            && c.action != "AmazonSSM.GetParameter"),
-        "a second bootstrap asked AWS again: {:#?}", &aws.calls()[calls_before..]
+        aws.calls()[calls_before..]
+            .iter()
+            .all(|c| c.action != "CompleteLifecycleAction" && c.action != "AmazonSSM.GetParameter"),
+        "a second bootstrap asked AWS again: {:#?}",
+        &aws.calls()[calls_before..]
     );
 
     // Scale-in of n2: the group deregisters it from the target group, then holds it in
@@ -541,8 +683,13 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
     balancer.deregister(&n2.ip);
     // The load balancer's deregistration delay: requests in flight to n2 finish.
     std::thread::sleep(Duration::from_secs(1));
-    cli(&["autoscaling", "terminate-instance-in-auto-scaling-group", "--instance-id", &instances[0],
-        "--should-decrement-desired-capacity"]);
+    cli(&[
+        "autoscaling",
+        "terminate-instance-in-auto-scaling-group",
+        "--instance-id",
+        &instances[0],
+        "--should-decrement-desired-capacity",
+    ]);
     let started = Instant::now();
     aws.set_lifecycle_state(&n2.ip, "Terminated");
     let out = watcher.wait_with_output().unwrap();
@@ -551,30 +698,61 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
     assert!(out.status.success(), "watch/drain on n2: {log}");
     eprintln!("{}: drained in {drain_secs:.1}s\n{log}", n2.name);
     // In this order: drained, tasks elsewhere, left, removed, lifecycle action completed.
-    let order = ["set to drain", "no task runs on", "left the swarm", "removed from the swarm",
-        &format!("lifecycle action {terminate_hook} for {} completed: CONTINUE", instances[0])];
+    let order = [
+        "set to drain",
+        "no task runs on",
+        "left the swarm",
+        "removed from the swarm",
+        &format!(
+            "lifecycle action {terminate_hook} for {} completed: CONTINUE",
+            instances[0]
+        ),
+    ];
     let at: Vec<usize> = order
         .iter()
-        .map(|step| log.find(step).unwrap_or_else(|| panic!("drain log lacks `{step}`: {log}")))
+        .map(|step| {
+            log.find(step)
+                .unwrap_or_else(|| panic!("drain log lacks `{step}`: {log}"))
+        })
         .collect();
-    assert!(at.windows(2).all(|w| w[0] < w[1]), "drain steps out of order: {log}");
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "drain steps out of order: {log}"
+    );
 
     let nodes = node_list(manager);
-    assert!(!nodes.contains_key(&n2.name), "n2 is still listed: {nodes:?}");
-    assert_eq!(n2.docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]), "inactive");
+    assert!(
+        !nodes.contains_key(&n2.name),
+        "n2 is still listed: {nodes:?}"
+    );
+    assert_eq!(
+        n2.docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]),
+        "inactive"
+    );
     let jobs_now = running_on(manager, &jobs);
-    assert_eq!(jobs_now.len(), 2, "both jobs run after the drain: {jobs_now:?}");
+    assert_eq!(
+        jobs_now.len(),
+        2,
+        "both jobs run after the drain: {jobs_now:?}"
+    );
     assert!(!jobs_now.contains(&n2.name), "{jobs_now:?}");
     let completes = aws.completes(&terminate_hook, &instances[0]);
     assert_eq!(completes.len(), 1, "{:#?}", aws.calls());
     assert!(completes[0].body.contains("LifecycleActionResult=CONTINUE"));
-    assert_eq!(completes[0].peer, n2.ip, "the node completed its own action");
+    assert_eq!(
+        completes[0].peer, n2.ip,
+        "the node completed its own action"
+    );
 
     // Drained twice: nothing more happens.
     let calls_before = aws.calls().len();
     let again = run_node_command(n2, "drain");
     assert!(again.contains("drained and completed already"), "{again}");
-    assert_eq!(node_list(manager), nodes, "a second drain changed the swarm");
+    assert_eq!(
+        node_list(manager),
+        nodes,
+        "a second drain changed the swarm"
+    );
     assert_eq!(aws.calls().len(), calls_before, "a second drain called AWS");
 
     // The requests kept going a little after the drain.
@@ -583,12 +761,22 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
     let ok: u64 = counts.values().map(|c| c.0).sum();
     let failed: u64 = counts.values().map(|c| c.1).sum();
     eprintln!("figures: bootstrap → first task on the new node / → ready (s): {first_task:?}");
-    eprintln!("figures: drain of {} (a jobs task on it: {jobs_on_n2}) {drain_secs:.1}s", n2.name);
-    eprintln!("figures: requests through the balancer: {ok} ok, {failed} failed, per target {counts:?}");
-    eprintln!("figures: moto answered CompleteLifecycleAction with HTTP {:?} (not implemented in moto 5.2.5; the request is asserted)",
-        completes[0].moto_status);
+    eprintln!(
+        "figures: drain of {} (a jobs task on it: {jobs_on_n2}) {drain_secs:.1}s",
+        n2.name
+    );
+    eprintln!(
+        "figures: requests through the balancer: {ok} ok, {failed} failed, per target {counts:?}"
+    );
+    eprintln!(
+        "figures: moto answered CompleteLifecycleAction with HTTP {:?} (not implemented in moto 5.2.5; the request is asserted)",
+        completes[0].moto_status
+    );
     eprintln!("whole test {:.1}s", all.elapsed().as_secs_f64());
-    assert!(counts.get(&n2.ip).is_some_and(|c| c.0 > 0), "n2 served while registered: {counts:?}");
+    assert!(
+        counts.get(&n2.ip).is_some_and(|c| c.0 > 0),
+        "n2 served while registered: {counts:?}"
+    );
     assert_eq!(failed, 0, "requests failed: {counts:?}");
     assert!(jobs_on_n2, "a jobs task ran on n2 before the drain");
 }

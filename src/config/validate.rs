@@ -73,8 +73,7 @@ static ENVIRONMENT: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9_-]*
 static ELIXIR: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]+\.[0-9]+\.[0-9]+(?:-rc\.[0-9]+)?$"));
 static OTP: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{2}(?:\.[0-9]+){0,4}$"));
 static SECRET: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Z][A-Z0-9_]*$"));
-static INSTANCE_TYPE: LazyLock<Regex> =
-    LazyLock::new(|| re(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"));
+static INSTANCE_TYPE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"));
 static PACKAGE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9+.-]+$"));
 static HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
     re(
@@ -686,14 +685,38 @@ mod tests {
         // Defaults: min = workers, max = twice workers (at least 2).
         assert!(with("environments:\n  prod:\n    workers: 3\n").is_empty());
         for (yaml, path) in [
-            ("environments:\n  prod:\n    workers: 1\n    min_workers: 2\n    max_workers: 4\n", "workers"),
-            ("environments:\n  prod:\n    workers: 5\n    max_workers: 4\n", "workers"),
-            ("environments:\n  prod:\n    workers: 1\n    max_workers: 5000\n", "max_workers"),
-            ("chapters:\n  autoscaling:\n    cpu_target: 95\n", "cpu_target"),
-            ("chapters:\n  autoscaling:\n    instance_type: huge\n", "instance_type"),
-            ("chapters:\n  autoscaling:\n    hook_timeout: 10\n", "hook_timeout"),
-            ("chapters:\n  autoscaling:\n    hook_timeout: 120\n    ready_timeout: 120\n", "ready_timeout"),
-            ("chapters:\n  autoscaling:\n    manager_docker_host: unix:///var/run/docker.sock\n", "manager_docker_host"),
+            (
+                "environments:\n  prod:\n    workers: 1\n    min_workers: 2\n    max_workers: 4\n",
+                "workers",
+            ),
+            (
+                "environments:\n  prod:\n    workers: 5\n    max_workers: 4\n",
+                "workers",
+            ),
+            (
+                "environments:\n  prod:\n    workers: 1\n    max_workers: 5000\n",
+                "max_workers",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    cpu_target: 95\n",
+                "cpu_target",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    instance_type: huge\n",
+                "instance_type",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    hook_timeout: 10\n",
+                "hook_timeout",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    hook_timeout: 120\n    ready_timeout: 120\n",
+                "ready_timeout",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    manager_docker_host: unix:///var/run/docker.sock\n",
+                "manager_docker_host",
+            ),
         ] {
             let problems = with(yaml);
             assert_eq!(problems.len(), 1, "{yaml}: {problems:?}");
