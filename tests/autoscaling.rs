@@ -507,7 +507,7 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
     aws.add_instance(&n3.ip, &instances[1]);
     // What chapter 08's first manager does on AWS: the worker token into the SecureString.
     let token = manager.docker_ok(&["swarm", "join-token", "-q", "worker"]);
-    moto.put_secure_parameter(&parameter, &token);
+    moto.put_secure_parameter(&parameter, &format!("{}:2377 {token}", manager.ip));
 
     // The app: global on every node's host port (each worker is one ALB target), and a
     // replicated service whose tasks must move off a drained node.
@@ -552,13 +552,11 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
 
     let node_env = || {
         format!(
-            "NODE_REGION=eu-west-1\nNODE_TOKEN_PARAMETER={parameter}\nNODE_MANAGER_ADDR={}:2377\n\
-             NODE_MANAGER_DOCKER_HOST={}\nNODE_ASG_NAME={group}\nNODE_LAUNCH_HOOK={launch_hook}\n\
+            "NODE_REGION=eu-west-1\nNODE_TOKEN_PARAMETER={parameter}\nNODE_MANAGER_DOCKER_HOST={}\nNODE_ASG_NAME={group}\nNODE_LAUNCH_HOOK={launch_hook}\n\
              NODE_TERMINATE_HOOK={terminate_hook}\nNODE_HOOK_TIMEOUT=120\nNODE_READY_TIMEOUT=90\n\
              NODE_APP_PORT={APP_PORT}\nNODE_HEALTH_PATH=/health\nNODE_POLL_SECONDS=1\n\
              # The local AWS API and instance metadata; on EC2 these two lines do not exist.\n\
              AWS_ENDPOINT_URL={url}\nAWS_EC2_METADATA_SERVICE_ENDPOINT={url}/\n",
-            manager.ip,
             manager.host(),
             url = aws.url(),
         )
