@@ -119,6 +119,8 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "hook_timeout": config.chapters.autoscaling.hook_timeout,
             "ready_timeout": config.chapters.autoscaling.ready_timeout,
             "manager_docker_host": config.chapters.autoscaling.manager_docker_host,
+            "certificate_arn": config.chapters.autoscaling.certificate_arn,
+            "access_logs_bucket": config.chapters.autoscaling.access_logs_bucket,
             // The port the load balancer targets on every worker: the stack's published port.
             "app_port": config.chapters.swarm.publish.unwrap_or(config.app.port),
             "min_workers": env.worker_bounds().0,

@@ -22,23 +22,33 @@ use common::{TestProject, docker_tests_enabled, example_copy, http_get_at, rende
 use dind::{Lab, Node};
 use local_aws::{LocalAws, Moto};
 
-/// The example with an aws environment `production` beside `local`.
-pub fn aws_project(extra: &str) -> TestProject {
+/// The example, its aws environment `production` with autoscaling bounds, and `chapters`
+/// (top-level YAML, may be empty).
+pub fn aws_project(chapters: &str) -> TestProject {
     let p = example_copy("coordination");
     let yaml = p.read("beamops.yaml");
+    let production = "  production:\n    provider: aws\n    replicas: 3\n    region: eu-west-1\n    protected: true\n";
+    assert!(
+        yaml.contains(production),
+        "the example's production environment changed"
+    );
     p.write(
         "beamops.yaml",
         &format!(
-            "{yaml}\n{}",
-            format_args!(
-                "{}{extra}",
-                "  production:\n    provider: aws\n    region: eu-west-1\n    managers: 3\n    workers: 2\n    min_workers: 1\n    max_workers: 6\n    domain: coord.example.com\n"
+            "{}{chapters}",
+            yaml.replace(
+                production,
+                &format!(
+                    "{production}    managers: 3\n    workers: 2\n    min_workers: 1\n    max_workers: 6\n    domain: coord.example.com\n"
+                )
             )
-        )
-        .replace("\nenvironments:\n", "\nenvironments:\n"),
+        ),
     );
     p
 }
+
+/// Every input chapter 10's root needs, from beamops.yaml.
+const COMPLETE: &str = "chapters:\n  autoscaling:\n    manager_docker_host: tcp://manager.internal:2376\n    certificate_arn: arn:aws:acm:eu-west-1:123456789012:certificate/0f7e3d4c-1111-2222-3333-444455556666\n    access_logs_bucket: coordination-alb-logs\n";
 
 const ROOT_FILES: [&str; 4] = [
     "terraform/production/autoscaling.tf",
@@ -77,7 +87,24 @@ fn required_tool(name: &str, test: &str) -> Option<std::path::PathBuf> {
 
 #[test]
 fn chapter_10_renders_the_workers_group_only_for_aws_environments() {
+    // Without the certificate, the log bucket and a manager's API, the root says what is
+    // missing (the terraform-applied action reports it blocked instead of running Terraform).
     let p = aws_project("");
+    render_env_into(&p, "10", "production");
+    let tf = p.read(ROOT_FILES[0]);
+    for key in [
+        "certificate_arn",
+        "access_logs_bucket",
+        "manager_docker_host",
+    ] {
+        assert!(
+            tf.contains(&format!(
+                "# beamops:missing chapters.autoscaling.{key} in beamops.yaml"
+            )),
+            "{key} missing is not said"
+        );
+    }
+    let p = aws_project(COMPLETE);
     let files = render_env_into(&p, "10", "production");
     assert_eq!(files, ROOT_FILES);
     let local = common::render_into(&p, "10");
@@ -89,6 +116,7 @@ fn chapter_10_renders_the_workers_group_only_for_aws_environments() {
         insta::assert_snapshot!(f.replace('/', "_"), p.read(f));
     }
     let tf = p.read(ROOT_FILES[0]);
+    assert!(!tf.contains("beamops:missing"), "{tf}");
     // beamops.yaml's bounds and options reach the group and the policy.
     for line in [
         "min_size                  = 1",
@@ -109,7 +137,7 @@ fn chapter_10_renders_the_workers_group_only_for_aws_environments() {
 #[test]
 fn the_rendered_root_parses_is_formatted_and_passes_checkov() {
     let test = "the_rendered_root_parses_is_formatted_and_passes_checkov";
-    let p = aws_project("");
+    let p = aws_project(COMPLETE);
     render_env_into(&p, "10", "production");
     let root = p.file("terraform/production");
 

@@ -306,6 +306,12 @@ pub struct AutoscalingOptions {
     /// (`tcp://…:2376` with TLS, `ssh://…`): a worker cannot change node objects itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager_docker_host: Option<String>,
+    /// The ACM certificate (ARN) of the load balancer's HTTPS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_arn: Option<String>,
+    /// The S3 bucket the load balancer writes its access logs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_logs_bucket: Option<String>,
 }
 
 impl Default for AutoscalingOptions {
@@ -316,6 +322,8 @@ impl Default for AutoscalingOptions {
             hook_timeout: default_hook_timeout(),
             ready_timeout: default_ready_timeout(),
             manager_docker_host: None,
+            certificate_arn: None,
+            access_logs_bucket: None,
         }
     }
 }

@@ -74,6 +74,9 @@ static ELIXIR: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]+\.[0-9]+\.[0-9]+(?
 static OTP: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{2}(?:\.[0-9]+){0,4}$"));
 static SECRET: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Z][A-Z0-9_]*$"));
 static INSTANCE_TYPE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"));
+static CERTIFICATE_ARN: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$"));
+static S3_BUCKET: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"));
 static PACKAGE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9+.-]+$"));
 static HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
     re(
@@ -498,6 +501,30 @@ fn all(config: &Config) -> Vec<Problem> {
                 scaling.ready_timeout, scaling.hook_timeout
             ),
             "keep ready_timeout positive and below hook_timeout",
+        ));
+    }
+    if let Some(arn) = &scaling.certificate_arn
+        && !CERTIFICATE_ARN.is_match(arn)
+    {
+        out.push(problem(
+            &["chapters", "autoscaling", "certificate_arn"],
+            format!(
+                "chapters.autoscaling.certificate_arn `{}` is not an ACM certificate ARN",
+                arn.escape_debug()
+            ),
+            "copy it from ACM: arn:aws:acm:<region>:<account>:certificate/<id>",
+        ));
+    }
+    if let Some(bucket) = &scaling.access_logs_bucket
+        && !(S3_BUCKET.is_match(bucket) && (3..=63).contains(&bucket.len()))
+    {
+        out.push(problem(
+            &["chapters", "autoscaling", "access_logs_bucket"],
+            format!(
+                "chapters.autoscaling.access_logs_bucket `{}` is not an S3 bucket name",
+                bucket.escape_debug()
+            ),
+            "3 to 63 lowercase letters, digits, `.` and `-`, e.g. acme-alb-logs",
         ));
     }
     if let Some(host) = &scaling.manager_docker_host
