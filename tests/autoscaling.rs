@@ -535,7 +535,10 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
     aws.add_instance(&n3.ip, &instances[1]);
     // What chapter 08's first manager does on AWS: the worker token into the SecureString.
     let token = manager.docker_ok(&["swarm", "join-token", "-q", "worker"]);
-    moto.put_secure_parameter(&parameter, &format!("{}:2377 {token}", manager.ip));
+    // Terraform creates it with a placeholder; the token comes once the first manager is up
+    // (written below, while the first worker's bootstrap already waits for it).
+    moto.put_secure_parameter(&parameter, "pending");
+    let token_value = format!("{}:2377 {token}", manager.ip);
 
     // The app: global on every node's host port (each worker is one ALB target), and a
     // replicated service whose tasks must move off a drained node.
@@ -604,6 +607,10 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        if node.name == n2.name {
+            std::thread::sleep(Duration::from_secs(3));
+            moto.put_secure_parameter(&parameter, &token_value);
+        }
         let mut secs = None;
         while secs.is_none() && child.try_wait().unwrap().is_none() {
             let out = node.docker(&["ps", "-q", "--filter", "label=com.docker.swarm.task.id"]);
@@ -624,6 +631,9 @@ fn a_worker_joins_from_ssm_serves_and_drains_on_its_termination_hook_without_a_f
             );
             started.elapsed().as_secs_f64()
         });
+        if node.name == n2.name {
+            assert!(log.contains("holds no join token yet; waiting"), "{log}");
+        }
         let ready_secs = started.elapsed().as_secs_f64();
         eprintln!(
             "{}: bootstrap → first task {secs:.1}s, → ready {ready_secs:.1}s\n{log}",
