@@ -22,5 +22,6 @@ pub mod render;
 pub mod secrets;
 pub mod state;
 pub mod swarm;
+pub mod terraform;
 pub mod tools;
 pub mod worktree;

@@ -12,6 +12,25 @@ use crate::fsutil::sha256_hex;
 use crate::project::Project;
 
 static TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+/// Terraform modules, copied verbatim into projects (docs/terraform.md).
+static MODULES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/terraform/modules");
+
+/// A module's files (name inside the module, content), sorted by name; empty when unknown.
+pub fn module_files(name: &str) -> Vec<(String, &'static [u8])> {
+    let mut files: Vec<(String, &'static [u8])> = MODULES
+        .get_dir(name)
+        .map(|d| {
+            d.files()
+                .filter_map(|f| {
+                    let file = f.path().file_name()?.to_str()?.to_string();
+                    Some((file, f.contents()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
 
 /// The embedded source of a template, by its path inside `templates/`.
 pub fn template_source(name: &str) -> Option<&'static str> {
@@ -40,6 +59,7 @@ fn render_template(name: &str, ctx: &tera::Context) -> Result<String, tera::Erro
         let mut tera = tera::Tera::default();
         // Generated files are YAML, shell and Dockerfiles, not HTML: no escaping.
         tera.autoescape_on(vec![]);
+        tera.register_filter("hcl", hcl_filter);
         Mutex::new(tera)
     });
     let mut tera = engine
@@ -50,6 +70,51 @@ fn render_template(name: &str, ctx: &tera::Context) -> Result<String, tera::Erro
         tera.add_raw_template(name, source)?;
     }
     tera.render(name, ctx)
+}
+
+/// `{{ value | hcl }}`: a value as an HCL literal on one line (strings escaped, `${` and `%{`
+/// doubled so no configuration value is ever interpolated by Terraform or Packer).
+fn hcl_filter(
+    value: &tera::Value,
+    _args: &std::collections::HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
+    Ok(tera::Value::String(hcl_literal(value)))
+}
+
+pub fn hcl_literal(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => crate::terraform::hcl_string(s),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(hcl_literal).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(map) if map.is_empty() => "{}".into(),
+        Value::Object(map) => format!(
+            "{{ {} }}",
+            map.iter()
+                .map(|(k, v)| format!("{} = {}", hcl_key(k), hcl_literal(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn hcl_key(k: &str) -> String {
+    let bare = k
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        k.to_string()
+    } else {
+        crate::terraform::hcl_string(k)
+    }
 }
 
 /// One file as this run would write it.
@@ -131,6 +196,8 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "name": env_name,
             "provider": env.provider,
             "replicas": env.replicas,
+            "managers": env.managers,
+            "workers": env.workers,
             "domain": env.domain,
             "region": env.region,
             "protected": env.protected,
@@ -151,9 +218,51 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
                 .clone()
                 .unwrap_or_else(|| source_url(&project.root)),
         },
+        "terraform": terraform_context(project),
         "beamops": { "version": env!("CARGO_PKG_VERSION") },
     });
     tera::Context::from_value(value).context("building the template context")
+}
+
+/// What the Terraform templates need beyond the configuration itself.
+fn terraform_context(project: &Project) -> serde_json::Value {
+    let config = &project.config;
+    let options = &config.chapters.terraform;
+    // `owner/name` on GitHub: configured, else from a github.com origin remote.
+    let repository = options.github.repository.clone().unwrap_or_else(|| {
+        let url = source_url(&project.root);
+        url.strip_prefix("https://github.com/")
+            .map(str::to_string)
+            .unwrap_or_default()
+    });
+    let (owner, name) = repository
+        .split_once('/')
+        .map(|(o, n)| (o.to_string(), n.to_string()))
+        .unwrap_or_default();
+    // GitHub environments: every `aws` environment; a protected one needs a review and deploys
+    // from the default branch only.
+    let environments: Vec<serde_json::Value> = config
+        .environments
+        .iter()
+        .filter(|(_, e)| e.provider == crate::config::Provider::Aws)
+        .map(|(name, e)| json!({ "name": name, "protected": e.protected }))
+        .collect();
+    // One machine image serves every environment: it is built in the first aws environment's
+    // region (`packer build -var region=…` for another).
+    let image_region = config
+        .environments
+        .values()
+        .find(|e| e.provider == crate::config::Provider::Aws)
+        .and_then(|e| e.region.clone())
+        .unwrap_or_else(|| "eu-west-1".into());
+    json!({
+        "image_region": image_region,
+        "environments": environments,
+        "repository": repository,
+        "owner": owner,
+        "repository_name": name,
+        "state_key_prefix": options.state.key_prefix.clone().unwrap_or_else(|| config.app.name.clone()),
+    })
 }
 
 /// The repository's web address for image labels: the origin remote as https, or empty when
@@ -266,6 +375,39 @@ pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Ren
             content: content.into_bytes(),
             template_digest: sha256_hex(source.as_bytes())[..16].to_string(),
         });
+    }
+    for module in &chapter.modules {
+        if let Some(cond) = &module.when {
+            let expr = format!("{{% if {cond} %}}yes{{% endif %}}");
+            let verdict = tera::Tera::one_off(&expr, ctx, false)
+                .with_context(|| format!("chapter {}: module `when: {cond}`", chapter.key()))?;
+            if verdict != "yes" {
+                continue;
+            }
+        }
+        let files = module_files(&module.name);
+        anyhow::ensure!(
+            !files.is_empty(),
+            "chapter {}: no module terraform/modules/{}",
+            chapter.key(),
+            module.name
+        );
+        for (file, content) in files {
+            let path = format!("terraform/modules/{}/{file}", module.name);
+            out.push(Rendered {
+                spec: FileSpec {
+                    template: path.clone(),
+                    path: path.clone(),
+                    mode: None,
+                    policy: crate::chapter::Policy::Managed,
+                    marker: None,
+                    when: None,
+                },
+                path,
+                content: content.to_vec(),
+                template_digest: sha256_hex(content)[..16].to_string(),
+            });
+        }
     }
     Ok(out)
 }

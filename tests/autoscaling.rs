@@ -137,9 +137,13 @@ fn chapter_10_renders_the_workers_group_only_for_aws_environments() {
 #[test]
 fn the_rendered_root_parses_is_formatted_and_passes_checkov() {
     let test = "the_rendered_root_parses_is_formatted_and_passes_checkov";
+    // The whole root: chapter 02's versions and OIDC, chapter 06's network and managers (and
+    // their modules), chapter 10's files.
     let p = aws_project(COMPLETE);
-    render_env_into(&p, "10", "production");
-    let root = p.file("terraform/production");
+    for chapter in ["02", "06", "10"] {
+        render_env_into(&p, chapter, "production");
+    }
+    let root = p.file("terraform");
 
     // HCL: every block parses, and the instance profile grants exactly two actions.
     let body: hcl::Body = hcl::from_str(&p.read(ROOT_FILES[0])).expect("autoscaling.tf parses");

@@ -10,6 +10,7 @@ pub mod foundation;
 pub mod secrets;
 pub mod stack;
 pub mod swarm;
+pub mod terraform;
 
 use std::path::PathBuf;
 
@@ -38,6 +39,12 @@ pub enum ActionSpec {
     StackConverged,
     LibclusterWired,
     ClusterFormed,
+    /// A Terraform root planned and applied (docs/terraform.md); `root` is a template
+    /// expression, default `terraform/{{ env.name }}`.
+    TerraformApplied {
+        #[serde(default = "terraform::env_root")]
+        root: String,
+    },
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
     Planned {
         does: String,
@@ -59,6 +66,9 @@ impl ActionSpec {
             ActionSpec::StackConverged => Box::new(stack::StackConverged),
             ActionSpec::LibclusterWired => Box::new(cluster::LibclusterWired),
             ActionSpec::ClusterFormed => Box::new(cluster::ClusterFormed),
+            ActionSpec::TerraformApplied { root } => {
+                Box::new(terraform::TerraformApplied { root: root.clone() })
+            }
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
         }
     }

@@ -19,8 +19,23 @@ pub struct Manifest {
     pub boundary: Option<String>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
+    /// Terraform modules this chapter writes into the project, verbatim: beamops' own
+    /// `terraform/modules/<name>/` becomes the project's `terraform/modules/<name>/`
+    /// (docs/terraform.md). Roots call them with `source = "../modules/<name>"`.
+    #[serde(default)]
+    pub modules: Vec<ModuleSpec>,
     #[serde(default)]
     pub actions: Vec<ActionSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSpec {
+    /// The directory under `terraform/modules/` in beamops' source.
+    pub name: String,
+    /// A template expression; the module is written only when it is true.
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 impl Manifest {

@@ -4,7 +4,7 @@
 mod manifest;
 mod name;
 
-pub use manifest::{FileSpec, Manifest, Policy, expression_paths, parse_mode};
+pub use manifest::{FileSpec, Manifest, ModuleSpec, Policy, expression_paths, parse_mode};
 pub use name::resolve;
 
 use std::sync::OnceLock;
@@ -303,6 +303,14 @@ mod tests {
                     "{}: template {} is not in templates/",
                     c.key(),
                     f.template
+                );
+            }
+            for m in &c.modules {
+                assert!(
+                    !crate::render::module_files(&m.name).is_empty(),
+                    "{}: module {} is not in terraform/modules/",
+                    c.key(),
+                    m.name
                 );
             }
         }

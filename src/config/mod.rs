@@ -5,12 +5,14 @@
 
 mod error;
 pub mod guard;
+pub mod infra;
 mod load;
 pub mod validate;
 pub mod variables;
 mod versions;
 
 pub use error::ConfigError;
+pub use infra::{ProductionOptions, StateBackend, TerraformOptions};
 pub use load::{CONFIG_FILE, is_blank, load, load_str, nearest as nearest_word};
 pub use versions::{requirement_matches, version_prefix_matches};
 
@@ -280,6 +282,10 @@ pub struct ChapterOptions {
     pub swarm: SwarmOptions,
     #[serde(default)]
     pub distributed: DistributedOptions,
+    #[serde(default)]
+    pub terraform: TerraformOptions,
+    #[serde(default)]
+    pub production: ProductionOptions,
     #[serde(default)]
     pub autoscaling: AutoscalingOptions,
 }

@@ -72,6 +72,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "tests: run the long Docker scenarios (`.ci/run` exports it)",
     ),
     (
+        "BEAMOPS_TERRAFORM_TESTS",
+        "tests: run tests/terraform.rs with the tools .ci/setup installs",
+    ),
+    (
         "BEAMOPS_FUZZ_SEED",
         "tests: the configuration fuzz test's seed",
     ),

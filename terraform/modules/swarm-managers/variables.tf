@@ -1,0 +1,40 @@
+variable "name" {
+  description = "Prefix of every resource name (the app and environment)."
+  type        = string
+}
+
+variable "managers" {
+  description = "How many managers: odd, so the Raft quorum survives (managers - 1) / 2 losses."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.managers >= 1 && var.managers % 2 == 1
+    error_message = "The number of managers must be odd (1, 3, 5, 7)."
+  }
+}
+
+variable "instance_type" {
+  description = "The managers' instance type."
+  type        = string
+}
+
+variable "ami_name" {
+  description = "Name filter of the machine image Packer built (chapter 06), newest first."
+  type        = string
+}
+
+variable "subnet_ids" {
+  description = "Subnets the managers spread over."
+  type        = list(string)
+}
+
+variable "security_group_id" {
+  description = "The Swarm nodes' security group."
+  type        = string
+}
+
+variable "key_name" {
+  description = "An EC2 key pair for SSH (DOCKER_HOST=ssh://admin@manager); null: none."
+  type        = string
+  default     = null
+}
