@@ -707,7 +707,7 @@ mod tests {
     #[test]
     fn autoscaling_bounds_and_options() {
         assert!(with("").is_empty());
-        let ok = "environments:\n  prod:\n    provider: aws\n    workers: 2\n    min_workers: 1\n    max_workers: 6\n";
+        let ok = "environments:\n  prod:\n    provider: aws\n    region: eu-west-1\n    workers: 2\n    min_workers: 1\n    max_workers: 6\n";
         assert!(with(ok).is_empty(), "{:?}", with(ok));
         // Defaults: min = workers, max = twice workers (at least 2).
         assert!(with("environments:\n  prod:\n    workers: 3\n").is_empty());
