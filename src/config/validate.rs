@@ -660,98 +660,6 @@ fn text_is_clean(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Ve
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_are_positive_bounded_and_have_units() {
-        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
-        for bad in ["abc", "-5m", "", "0s", "99999999999999999999h", "8d", "5"] {
-            assert!(duration(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn docker_references() {
-        for good in [
-            "coordination",
-            "ghcr.io/acme/coord",
-            "127.0.0.1:5000/a/b",
-            "localhost/x",
-        ] {
-            assert!(REPOSITORY.is_match(good), "{good}");
-        }
-        for bad in ["Demo:bad tag", "Demo", "a:1", "-a", "a//b", ""] {
-            assert!(!REPOSITORY.is_match(bad), "{bad}");
-        }
-        for good in [
-            "debian:trixie-slim",
-            "postgres:17.12-trixie",
-            "hexpm/elixir:1.18.3-erlang-27.3.4.1-debian-trixie-20251117-slim",
-        ] {
-            assert!(REFERENCE.is_match(good), "{good}");
-        }
-        assert!(!REFERENCE.is_match("debian:bad tag"));
-    }
-
-    fn with(yaml_tail: &str) -> Vec<Problem> {
-        let text = format!(
-            "version: 1\napp:\n  name: coordination\n  otp_app: coordination\n  elixir: \"1.18.3\"\n  otp: \"27.3.4.1\"\n{yaml_tail}"
-        );
-        let config: Config = serde_yaml_ng::from_str(&text).unwrap();
-        all(&config)
-    }
-
-    #[test]
-    fn autoscaling_bounds_and_options() {
-        assert!(with("").is_empty());
-        let ok = "environments:\n  prod:\n    provider: aws\n    region: eu-west-1\n    workers: 2\n    min_workers: 1\n    max_workers: 6\n";
-        assert!(with(ok).is_empty(), "{:?}", with(ok));
-        // Defaults: min = workers, max = twice workers (at least 2).
-        assert!(with("environments:\n  prod:\n    workers: 3\n").is_empty());
-        for (yaml, path) in [
-            (
-                "environments:\n  prod:\n    workers: 1\n    min_workers: 2\n    max_workers: 4\n",
-                "workers",
-            ),
-            (
-                "environments:\n  prod:\n    workers: 5\n    max_workers: 4\n",
-                "workers",
-            ),
-            (
-                "environments:\n  prod:\n    workers: 1\n    max_workers: 5000\n",
-                "max_workers",
-            ),
-            (
-                "chapters:\n  autoscaling:\n    cpu_target: 95\n",
-                "cpu_target",
-            ),
-            (
-                "chapters:\n  autoscaling:\n    instance_type: huge\n",
-                "instance_type",
-            ),
-            (
-                "chapters:\n  autoscaling:\n    hook_timeout: 10\n",
-                "hook_timeout",
-            ),
-            (
-                "chapters:\n  autoscaling:\n    hook_timeout: 120\n    ready_timeout: 120\n",
-                "ready_timeout",
-            ),
-            (
-                "chapters:\n  autoscaling:\n    manager_docker_host: unix:///var/run/docker.sock\n",
-                "manager_docker_host",
-            ),
-        ] {
-            let problems = with(yaml);
-            assert_eq!(problems.len(), 1, "{yaml}: {problems:?}");
-            assert_eq!(problems[0].path.last().unwrap(), path, "{yaml}");
-        }
-    }
-}
-
 static AWS_REGION: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z]{2}(?:-gov)?-[a-z]+-[0-9]$"));
 static GITHUB_REPOSITORY: LazyLock<Regex> =
     LazyLock::new(|| re(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9_.-]{1,100}$"));
@@ -952,5 +860,97 @@ fn infrastructure(config: &Config, out: &mut Vec<Problem>) {
             "chapters.production.base_image.name is not an image name filter".into(),
             "write a name with `*` wildcards, e.g. debian-12-amd64-*",
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_positive_bounded_and_have_units() {
+        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["abc", "-5m", "", "0s", "99999999999999999999h", "8d", "5"] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_references() {
+        for good in [
+            "coordination",
+            "ghcr.io/acme/coord",
+            "127.0.0.1:5000/a/b",
+            "localhost/x",
+        ] {
+            assert!(REPOSITORY.is_match(good), "{good}");
+        }
+        for bad in ["Demo:bad tag", "Demo", "a:1", "-a", "a//b", ""] {
+            assert!(!REPOSITORY.is_match(bad), "{bad}");
+        }
+        for good in [
+            "debian:trixie-slim",
+            "postgres:17.12-trixie",
+            "hexpm/elixir:1.18.3-erlang-27.3.4.1-debian-trixie-20251117-slim",
+        ] {
+            assert!(REFERENCE.is_match(good), "{good}");
+        }
+        assert!(!REFERENCE.is_match("debian:bad tag"));
+    }
+
+    fn with(yaml_tail: &str) -> Vec<Problem> {
+        let text = format!(
+            "version: 1\napp:\n  name: coordination\n  otp_app: coordination\n  elixir: \"1.18.3\"\n  otp: \"27.3.4.1\"\n{yaml_tail}"
+        );
+        let config: Config = serde_yaml_ng::from_str(&text).unwrap();
+        all(&config)
+    }
+
+    #[test]
+    fn autoscaling_bounds_and_options() {
+        assert!(with("").is_empty());
+        let ok = "environments:\n  prod:\n    provider: aws\n    region: eu-west-1\n    workers: 2\n    min_workers: 1\n    max_workers: 6\n";
+        assert!(with(ok).is_empty(), "{:?}", with(ok));
+        // Defaults: min = workers, max = twice workers (at least 2).
+        assert!(with("environments:\n  prod:\n    workers: 3\n").is_empty());
+        for (yaml, path) in [
+            (
+                "environments:\n  prod:\n    workers: 1\n    min_workers: 2\n    max_workers: 4\n",
+                "workers",
+            ),
+            (
+                "environments:\n  prod:\n    workers: 5\n    max_workers: 4\n",
+                "workers",
+            ),
+            (
+                "environments:\n  prod:\n    workers: 1\n    max_workers: 5000\n",
+                "max_workers",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    cpu_target: 95\n",
+                "cpu_target",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    instance_type: huge\n",
+                "instance_type",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    hook_timeout: 10\n",
+                "hook_timeout",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    hook_timeout: 120\n    ready_timeout: 120\n",
+                "ready_timeout",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    manager_docker_host: unix:///var/run/docker.sock\n",
+                "manager_docker_host",
+            ),
+        ] {
+            let problems = with(yaml);
+            assert_eq!(problems.len(), 1, "{yaml}: {problems:?}");
+            assert_eq!(problems[0].path.last().unwrap(), path, "{yaml}");
+        }
     }
 }
