@@ -465,6 +465,50 @@ fn the_packer_template_validates_and_the_setup_script_passes_shellcheck() {
         "{}",
         String::from_utf8_lossy(&shellcheck.stdout)
     );
+    // The managers' user data, rendered by Terraform's own templatefile(), for the first
+    // manager with PostgreSQL's volume and for the others: shellcheck-clean.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        p.file("terraform/modules/swarm-managers/join.sh.tftpl"),
+        scratch.path().join("join.sh.tftpl"),
+    )
+    .unwrap();
+    for first in ["true", "false"] {
+        let expr = format!(
+            "templatefile(\"join.sh.tftpl\", {{first={first}, pgdata={first}, parameter=\"/c/swarm/join-token\", worker=\"/c/swarm/worker-join-token\", region=\"eu-west-1\"}})\n"
+        );
+        let mut console = Command::new(tool("terraform"))
+            .args(["console", "-no-color"])
+            .current_dir(scratch.path())
+            .env("TF_CLI_CONFIG_FILE", "/dev/null")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        console
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(expr.as_bytes())
+            .unwrap();
+        let out = console.wait_with_output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        // A multi-line string prints as a heredoc: <<EOT … EOT.
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() > 10 && lines[0].starts_with("<<"), "{text}");
+        let script = scratch.path().join(format!("join-{first}.sh"));
+        std::fs::write(&script, lines[1..lines.len() - 1].join("\n") + "\n").unwrap();
+        let check = Command::new(tool("shellcheck"))
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "join.sh ({first}): {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
     // Debian's packer 1.6.6 knows neither required_plugins nor the amazon plugin's newer
     // options: it validates the template without them (they are HCL-parsed above).
     let old = tempfile::tempdir().unwrap();
@@ -549,6 +593,78 @@ fn up_chapter_02_without_a_token_or_credentials_is_blocked_naming_them() {
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(
         text.contains("GITHUB_TOKEN (or GH_TOKEN) is not set"),
+        "{text}"
+    );
+}
+
+/// Through the CLI: a file of the user's own in `terraform/local/` (the null provider from the
+/// mirror) is planned, applied and recorded by `up chapter-02`; the repository's root then
+/// stops it, blocked on the missing token.
+#[test]
+fn up_applies_an_environment_root_and_records_its_public_outputs() {
+    let Some(()) = gate("up_applies_an_environment_root") else {
+        return;
+    };
+    let p = example_copy("coordination");
+    let yaml = p.read("beamops.yaml");
+    p.write(
+        "beamops.yaml",
+        &format!(
+            "{yaml}\nchapters:\n  terraform:\n    provider_mirror: {}\n    github:\n      repository: acme/coordination\n",
+            mirror().display()
+        ),
+    );
+    p.write("terraform/local/main.tf", NULL_ROOT);
+    p.write("terraform/local/terraform.tfvars", "size = 2\n");
+    let bin = tool("terraform");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        p.beamops()
+            .args(args)
+            .env("PATH", &path)
+            .env_remove("GITHUB_TOKEN")
+            .env_remove("GH_TOKEN")
+            // Outside CI, init writes .terraform.lock.hcl; CI gets -lockfile=readonly (below).
+            .env_remove("CI")
+            .output()
+            .unwrap()
+    };
+    // Before anything is applied: the plan names Terraform's changes per resource.
+    let out = run(&["plan", "chapter-02"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("+ null_resource.node[1] (create)"), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the github root is blocked: {text}"
+    );
+
+    let out = run(&["up", "chapter-02"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("GITHUB_TOKEN"), "{text}");
+    let state: serde_json::Value = serde_json::from_str(&p.read(".beamops/state.json")).unwrap();
+    let record =
+        &state["environments"]["local"]["chapters"]["02-terraform"]["actions"]["terraform-applied"];
+    assert_eq!(record["outcome"], "applied", "{state}");
+    assert_eq!(record["data"]["outputs"]["size"], 2, "{record}");
+    assert!(
+        record["data"]["outputs"].get("password").is_none(),
+        "{record}"
+    );
+    assert!(!p.read(".beamops/state.json").contains("s3cret"));
+    assert!(p.file("terraform/local/.terraform.lock.hcl").is_file());
+
+    // Nothing changed: the environment's root is satisfied (terraform plan exits 0).
+    let out = run(&["plan", "chapter-02"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("terraform/local: terraform plan shows no changes"),
         "{text}"
     );
 }

@@ -166,6 +166,10 @@ pub struct ProductionOptions {
     /// An EC2 key pair for SSH (`DOCKER_HOST=ssh://` to a manager); none: no key on the nodes.
     #[serde(default)]
     pub key_name: Option<String>,
+    /// Size (GB) of the encrypted volume for PostgreSQL's data on the first manager, when the
+    /// stack runs PostgreSQL (`chapters.swarm.database`).
+    #[serde(default = "default_database_volume_gb")]
+    pub database_volume_gb: u32,
 }
 
 impl Default for ProductionOptions {
@@ -179,6 +183,7 @@ impl Default for ProductionOptions {
             instance_type: default_instance_type(),
             base_image: BaseImage::default(),
             key_name: None,
+            database_volume_gb: default_database_volume_gb(),
         }
     }
 }
@@ -204,6 +209,9 @@ impl Default for BaseImage {
     }
 }
 
+fn default_database_volume_gb() -> u32 {
+    20
+}
 fn default_vpc_cidr() -> String {
     "10.20.0.0/16".into()
 }

@@ -82,6 +82,7 @@ resource "aws_instance" "manager" {
   ebs_optimized          = true
   user_data = templatefile("${path.module}/join.sh.tftpl", {
     first     = count.index == 0
+    pgdata    = count.index == 0 && var.database_volume_gb > 0
     parameter = aws_ssm_parameter.join_token.name
     worker    = aws_ssm_parameter.worker_join_token.name
     region    = data.aws_region.current.name
@@ -104,4 +105,25 @@ resource "aws_instance" "manager" {
     # A new image must not replace every manager at once: roll them one by one.
     ignore_changes = [ami, user_data]
   }
+}
+
+# PostgreSQL's data outlives the instance: its own encrypted volume on the first manager,
+# mounted over Docker's volume directory before the swarm starts.
+resource "aws_ebs_volume" "pgdata" {
+  #checkov:skip=CKV_AWS_189:encrypted with the account's default EBS key; a customer-managed key is the account baseline's choice
+  count             = var.database_volume_gb > 0 ? 1 : 0
+  availability_zone = aws_instance.manager[0].availability_zone
+  size              = var.database_volume_gb
+  type              = "gp3"
+  encrypted         = true
+  tags = {
+    Name = "${var.name}-pgdata"
+  }
+}
+
+resource "aws_volume_attachment" "pgdata" {
+  count       = var.database_volume_gb > 0 ? 1 : 0
+  device_name = "/dev/sdf"
+  volume_id   = aws_ebs_volume.pgdata[0].id
+  instance_id = aws_instance.manager[0].id
 }

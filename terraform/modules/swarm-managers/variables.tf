@@ -38,3 +38,9 @@ variable "key_name" {
   type        = string
   default     = null
 }
+
+variable "database_volume_gb" {
+  description = "An encrypted volume for PostgreSQL's data on the first manager (labelled beamops.pgdata=true in the swarm); 0: none."
+  type        = number
+  default     = 0
+}
