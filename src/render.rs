@@ -228,6 +228,20 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "node_basename": config.chapters.distributed.node_basename.as_deref().unwrap_or(&config.app.otp_app),
             "module": elixir_module(&config.app.otp_app),
         },
+        "autoscaling": {
+            "cpu_target": config.chapters.autoscaling.cpu_target,
+            "instance_type": config.chapters.autoscaling.instance_type,
+            "hook_timeout": config.chapters.autoscaling.hook_timeout,
+            "ready_timeout": config.chapters.autoscaling.ready_timeout,
+            "manager_docker_host": config.chapters.autoscaling.manager_docker_host,
+            "certificate_arn": config.chapters.autoscaling.certificate_arn,
+            "access_logs_bucket": config.chapters.autoscaling.access_logs_bucket,
+            // The port the load balancer targets on every worker: the stack's published port.
+            "app_port": config.chapters.swarm.publish.unwrap_or(config.app.port),
+            "min_workers": env.worker_bounds().0,
+            "desired_workers": env.worker_bounds().1,
+            "max_workers": env.worker_bounds().2,
+        },
         "env": {
             "name": env_name,
             "provider": env.provider,

@@ -475,7 +475,7 @@ fn the_packer_template_validates_and_the_setup_script_passes_shellcheck() {
     .unwrap();
     for first in ["true", "false"] {
         let expr = format!(
-            "templatefile(\"join.sh.tftpl\", {{first={first}, pgdata={first}, parameter=\"/c/swarm/join-token\", region=\"eu-west-1\"}})\n"
+            "templatefile(\"join.sh.tftpl\", {{first={first}, pgdata={first}, parameter=\"/c/swarm/join-token\", worker=\"/c/swarm/worker-join-token\", region=\"eu-west-1\"}})\n"
         );
         let mut console = Command::new(tool("terraform"))
             .args(["console", "-no-color"])

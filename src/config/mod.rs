@@ -280,8 +280,16 @@ pub struct Environment {
     pub region: Option<String>,
     #[serde(default = "default_managers")]
     pub managers: u32,
+    /// Swarm workers; on an aws environment, the desired size of chapter 10's autoscaling group.
     #[serde(default)]
     pub workers: u32,
+    /// Chapter 10: the fewest workers the autoscaling group scales in to; default `workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_workers: Option<u32>,
+    /// Chapter 10: the most workers the autoscaling group scales out to; default twice
+    /// `workers`, at least 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<u32>,
     #[serde(default)]
     pub domain: Option<String>,
     /// `up`, `down` and `deploy` need `--yes` (or a typed confirmation) here.
@@ -291,6 +299,17 @@ pub struct Environment {
     /// in the deploy workflow (chapter 04): CI never trusts a host key on first use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub known_hosts: Vec<String>,
+}
+
+impl Environment {
+    /// The autoscaling group's (min, desired, max) workers.
+    pub fn worker_bounds(&self) -> (u32, u32, u32) {
+        let min = self.min_workers.unwrap_or(self.workers);
+        let max = self
+            .max_workers
+            .unwrap_or_else(|| (self.workers * 2).max(2).max(min));
+        (min, self.workers, max)
+    }
 }
 
 impl Default for Environment {
@@ -304,6 +323,8 @@ impl Default for Environment {
             region: None,
             managers: default_managers(),
             workers: 0,
+            min_workers: None,
+            max_workers: None,
             domain: None,
             protected: false,
             known_hosts: Vec::new(),
@@ -331,6 +352,65 @@ pub struct ChapterOptions {
     pub terraform: TerraformOptions,
     #[serde(default)]
     pub production: ProductionOptions,
+    #[serde(default)]
+    pub autoscaling: AutoscalingOptions,
+}
+
+/// Chapter 10: the workers' autoscaling group, its scaling policy and the nodes' lifecycle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalingOptions {
+    /// Target-tracking scaling keeps the group's average CPU at this percentage.
+    #[serde(default = "default_cpu_target")]
+    pub cpu_target: u32,
+    /// EC2 instance type of the workers.
+    #[serde(default = "default_instance_type")]
+    pub instance_type: String,
+    /// Seconds the lifecycle hooks hold an instance (AWS allows 30 to 7200): the budget of a
+    /// node's bootstrap and of its drain.
+    #[serde(default = "default_hook_timeout")]
+    pub hook_timeout: u32,
+    /// Seconds a new node may take to serve the app before its launch is abandoned; less than
+    /// `hook_timeout`.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: u32,
+    /// A manager's Engine API the workers drain, label and remove themselves through
+    /// (`tcp://…:2376` with TLS, `ssh://…`): a worker cannot change node objects itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager_docker_host: Option<String>,
+    /// The ACM certificate (ARN) of the load balancer's HTTPS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_arn: Option<String>,
+    /// The S3 bucket the load balancer writes its access logs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_logs_bucket: Option<String>,
+}
+
+impl Default for AutoscalingOptions {
+    fn default() -> Self {
+        AutoscalingOptions {
+            cpu_target: default_cpu_target(),
+            instance_type: default_instance_type(),
+            hook_timeout: default_hook_timeout(),
+            ready_timeout: default_ready_timeout(),
+            manager_docker_host: None,
+            certificate_arn: None,
+            access_logs_bucket: None,
+        }
+    }
+}
+
+fn default_cpu_target() -> u32 {
+    60
+}
+fn default_instance_type() -> String {
+    "t3.small".into()
+}
+fn default_hook_timeout() -> u32 {
+    300
+}
+fn default_ready_timeout() -> u32 {
+    240
 }
 
 /// The monitoring stack's name: `<app stack>-monitoring`.

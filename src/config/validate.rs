@@ -77,6 +77,10 @@ static ENVIRONMENT: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9_-]*
 static ELIXIR: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]+\.[0-9]+\.[0-9]+(?:-rc\.[0-9]+)?$"));
 static OTP: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{2}(?:\.[0-9]+){0,4}$"));
 static SECRET: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Z][A-Z0-9_]*$"));
+static INSTANCE_TYPE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"));
+static CERTIFICATE_ARN: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$"));
+static S3_BUCKET: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"));
 static PACKAGE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9+.-]+$"));
 static HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
     re(
@@ -264,6 +268,23 @@ fn all(config: &Config) -> Vec<Problem> {
                     env.managers
                 ),
                 "use 1, 3 or 5 managers (an even number tolerates no more failures than one fewer)",
+            ));
+        }
+        let (min, desired, max) = env.worker_bounds();
+        if min > desired || desired > max {
+            out.push(problem(
+                &["environments", name, "workers"],
+                format!(
+                    "environments.{name}: workers {desired} is outside min_workers {min} .. max_workers {max}"
+                ),
+                "keep min_workers ≤ workers ≤ max_workers (the autoscaling group's min, desired and max)",
+            ));
+        }
+        if max > 1000 {
+            out.push(problem(
+                &["environments", name, "max_workers"],
+                format!("environments.{name}.max_workers is {max}"),
+                "use at most 1000 workers (a swarm of thousands of nodes is no longer one cluster)",
             ));
         }
         if let Some(domain) = &env.domain
@@ -461,6 +482,82 @@ fn all(config: &Config) -> Vec<Problem> {
     }
 
     instrumentation(config, &mut out);
+    let scaling = &config.chapters.autoscaling;
+    if !(10..=90).contains(&scaling.cpu_target) {
+        out.push(problem(
+            &["chapters", "autoscaling", "cpu_target"],
+            format!(
+                "chapters.autoscaling.cpu_target is {}%: target tracking needs room both ways",
+                scaling.cpu_target
+            ),
+            "use a percentage from 10 to 90, e.g. 60",
+        ));
+    }
+    if !INSTANCE_TYPE.is_match(&scaling.instance_type) {
+        out.push(problem(
+            &["chapters", "autoscaling", "instance_type"],
+            format!(
+                "chapters.autoscaling.instance_type `{}` is not an EC2 instance type",
+                scaling.instance_type.escape_debug()
+            ),
+            "write a family and size, e.g. t3.small or m7g.large",
+        ));
+    }
+    if !(30..=7200).contains(&scaling.hook_timeout) {
+        out.push(problem(
+            &["chapters", "autoscaling", "hook_timeout"],
+            format!(
+                "chapters.autoscaling.hook_timeout is {}s; a lifecycle hook holds an instance 30 to 7200 s",
+                scaling.hook_timeout
+            ),
+            "use seconds from 30 to 7200, e.g. 300",
+        ));
+    } else if scaling.ready_timeout == 0 || scaling.ready_timeout >= scaling.hook_timeout {
+        out.push(problem(
+            &["chapters", "autoscaling", "ready_timeout"],
+            format!(
+                "chapters.autoscaling.ready_timeout is {}s, hook_timeout {}s: the launch hook would time out before the node could be marked ready",
+                scaling.ready_timeout, scaling.hook_timeout
+            ),
+            "keep ready_timeout positive and below hook_timeout",
+        ));
+    }
+    if let Some(arn) = &scaling.certificate_arn
+        && !CERTIFICATE_ARN.is_match(arn)
+    {
+        out.push(problem(
+            &["chapters", "autoscaling", "certificate_arn"],
+            format!(
+                "chapters.autoscaling.certificate_arn `{}` is not an ACM certificate ARN",
+                arn.escape_debug()
+            ),
+            "copy it from ACM: arn:aws:acm:<region>:<account>:certificate/<id>",
+        ));
+    }
+    if let Some(bucket) = &scaling.access_logs_bucket
+        && !(S3_BUCKET.is_match(bucket) && (3..=63).contains(&bucket.len()))
+    {
+        out.push(problem(
+            &["chapters", "autoscaling", "access_logs_bucket"],
+            format!(
+                "chapters.autoscaling.access_logs_bucket `{}` is not an S3 bucket name",
+                bucket.escape_debug()
+            ),
+            "3 to 63 lowercase letters, digits, `.` and `-`, e.g. acme-alb-logs",
+        ));
+    }
+    if let Some(host) = &scaling.manager_docker_host
+        && !["tcp://", "ssh://"].iter().any(|s| host.starts_with(s))
+    {
+        out.push(problem(
+            &["chapters", "autoscaling", "manager_docker_host"],
+            format!(
+                "chapters.autoscaling.manager_docker_host `{}` is no remote Engine address",
+                host.escape_debug()
+            ),
+            "write tcp://manager:2376 (TLS) or ssh://user@manager",
+        ));
+    }
 
     if let Err(why) = duration(&config.deploy.lock_timeout) {
         out.push(duration_problem(
@@ -987,6 +1084,61 @@ mod tests {
             assert!(REFERENCE.is_match(good), "{good}");
         }
         assert!(!REFERENCE.is_match("debian:bad tag"));
+    }
+
+    fn with(yaml_tail: &str) -> Vec<Problem> {
+        let text = format!(
+            "version: 1\napp:\n  name: coordination\n  otp_app: coordination\n  elixir: \"1.18.3\"\n  otp: \"27.3.4.1\"\n{yaml_tail}"
+        );
+        let config: Config = serde_yaml_ng::from_str(&text).unwrap();
+        all(&config)
+    }
+
+    #[test]
+    fn autoscaling_bounds_and_options() {
+        assert!(with("").is_empty());
+        let ok = "environments:\n  prod:\n    provider: aws\n    region: eu-west-1\n    workers: 2\n    min_workers: 1\n    max_workers: 6\n";
+        assert!(with(ok).is_empty(), "{:?}", with(ok));
+        // Defaults: min = workers, max = twice workers (at least 2).
+        assert!(with("environments:\n  prod:\n    workers: 3\n").is_empty());
+        for (yaml, path) in [
+            (
+                "environments:\n  prod:\n    workers: 1\n    min_workers: 2\n    max_workers: 4\n",
+                "workers",
+            ),
+            (
+                "environments:\n  prod:\n    workers: 5\n    max_workers: 4\n",
+                "workers",
+            ),
+            (
+                "environments:\n  prod:\n    workers: 1\n    max_workers: 5000\n",
+                "max_workers",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    cpu_target: 95\n",
+                "cpu_target",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    instance_type: huge\n",
+                "instance_type",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    hook_timeout: 10\n",
+                "hook_timeout",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    hook_timeout: 120\n    ready_timeout: 120\n",
+                "ready_timeout",
+            ),
+            (
+                "chapters:\n  autoscaling:\n    manager_docker_host: unix:///var/run/docker.sock\n",
+                "manager_docker_host",
+            ),
+        ] {
+            let problems = with(yaml);
+            assert_eq!(problems.len(), 1, "{yaml}: {problems:?}");
+            assert_eq!(problems[0].path.last().unwrap(), path, "{yaml}");
+        }
     }
 }
 

@@ -126,6 +126,56 @@ pub fn ensure_image() -> String {
     tag
 }
 
+/// The node image with more Debian packages (chapter 10's nodes need the AWS CLI and curl),
+/// built once on top of [`ensure_image`] with `docker build --network host` (apt reaches the
+/// node image's own Debian mirror) and cached under `beamops-dind-<name>:<suite>`.
+pub fn ensure_image_with(name: &str, packages: &[&str]) -> String {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let base = ensure_image();
+    let _one = BUILDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tag = format!("beamops-dind-{name}:{SUITE}");
+    if docker(&["image", "inspect", &tag]).status.success() {
+        return tag;
+    }
+    let started = Instant::now();
+    let dockerfile = format!(
+        "FROM {base}\nRUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \\\n  --no-install-recommends {} && rm -rf /var/lib/apt/lists/*\n",
+        packages.join(" ")
+    );
+    let mut child = Command::new("docker")
+        .args(["build", "--network", "host", "-q", "-t", &tag, "-"])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the docker CLI");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "building {tag}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "dind image {tag} (+ {}) built in {:.1}s",
+        packages.join(" "),
+        started.elapsed().as_secs_f64()
+    );
+    tag
+}
+
 pub struct Node {
     pub name: String,
     pub volume: String,
@@ -185,7 +235,12 @@ pub struct Lab {
 
 impl Lab {
     pub fn start(prefix: &str, count: usize) -> Lab {
-        let image = ensure_image();
+        Lab::start_with(prefix, count, &ensure_image())
+    }
+
+    /// [`Lab::start`] with another node image (one of [`ensure_image_with`]).
+    pub fn start_with(prefix: &str, count: usize, image: &str) -> Lab {
+        let image = image.to_string();
         let network = format!("{prefix}-net");
         let mut lab = Lab {
             prefix: prefix.to_string(),
@@ -308,6 +363,17 @@ impl Lab {
         for node in &self.nodes {
             node.docker_ok(&["load", "-q", "-i", &path]);
         }
+    }
+
+    /// The host's address on the lab's bridge: what the nodes reach the host's services at.
+    pub fn gateway(&self) -> String {
+        docker_ok(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{(index .IPAM.Config 0).Gateway}}",
+            &self.network,
+        ])
     }
 
     pub fn node_by_hostname(&self, hostname: &str) -> Option<&Node> {

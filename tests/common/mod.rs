@@ -210,9 +210,14 @@ pub fn docker(args: &[&str]) -> std::process::Output {
 
 /// Render a chapter's files for a project into its directory, through the library.
 pub fn render_into(p: &TestProject, chapter: &str) -> Vec<String> {
+    render_env_into(p, chapter, "local")
+}
+
+/// [`render_into`] for a named environment of the project's beamops.yaml.
+pub fn render_env_into(p: &TestProject, chapter: &str, env: &str) -> Vec<String> {
     let project = beamops::project::Project::discover(Some(p.path())).unwrap();
     let manifest = beamops::chapter::resolve(chapter).unwrap();
-    let ctx = beamops::render::context(&project, "local").unwrap();
+    let ctx = beamops::render::context(&project, env).unwrap();
     let mut paths = Vec::new();
     for r in beamops::render::render_chapter(manifest, &ctx).unwrap() {
         let target = p.file(&r.path);

@@ -24,6 +24,19 @@ resource "aws_ssm_parameter" "join_token" {
   }
 }
 
+# The worker token, for chapter 10's autoscaling workers: `<address:2377> <worker token>`,
+# written by the first manager like the manager token. Workers read only this one.
+resource "aws_ssm_parameter" "worker_join_token" {
+  #checkov:skip=CKV_AWS_337:the account's aws/ssm key encrypts it; a customer-managed key is the account baseline's choice
+  name        = "/${var.name}/swarm/worker-join-token"
+  description = "worker join address and token of the ${var.name} swarm, written by its first manager"
+  type        = "SecureString"
+  value       = "pending"
+  lifecycle {
+    ignore_changes = [value]
+  }
+}
+
 data "aws_iam_policy_document" "assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -37,7 +50,7 @@ data "aws_iam_policy_document" "assume" {
 data "aws_iam_policy_document" "join_token" {
   statement {
     actions   = ["ssm:GetParameter", "ssm:PutParameter"]
-    resources = [aws_ssm_parameter.join_token.arn]
+    resources = [aws_ssm_parameter.join_token.arn, aws_ssm_parameter.worker_join_token.arn]
   }
 }
 
@@ -71,6 +84,7 @@ resource "aws_instance" "manager" {
     first     = count.index == 0
     pgdata    = count.index == 0 && var.database_volume_gb > 0
     parameter = aws_ssm_parameter.join_token.name
+    worker    = aws_ssm_parameter.worker_join_token.name
     region    = data.aws_region.current.name
   })
   # IMDSv2 only: a stolen request cannot read the instance's credentials.

@@ -12,3 +12,13 @@ output "join_token_parameter" {
   description = "The SSM parameter holding the manager join address and token."
   value       = aws_ssm_parameter.join_token.name
 }
+
+output "worker_join_token_parameter" {
+  description = "The SSM parameter holding the worker join address and token (chapter 10)."
+  value       = aws_ssm_parameter.worker_join_token.name
+}
+
+output "worker_join_token_parameter_arn" {
+  description = "Its ARN, for the workers' instance profile."
+  value       = aws_ssm_parameter.worker_join_token.arn
+}
