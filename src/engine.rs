@@ -1,6 +1,9 @@
 //! The chapter engine: plan (render + check), up (write + check → apply → verify), down, status.
 //! It knows manifests, templates, the lock, the state and the `Action` trait — no chapter by name.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -38,6 +41,10 @@ pub struct ActionPlan {
     pub description: String,
     pub status: ActionStatus,
     pub detail: String,
+    /// What this run's apply recorded (its typed record's JSON), read with
+    /// [`ChapterPlan::applied`]; none when the action did not apply in this run.
+    #[serde(skip)]
+    pub record: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +61,23 @@ pub struct ChapterPlan {
 }
 
 impl ChapterPlan {
+    /// The record action `R::ACTION` made in this run: a typed output for the command that ran
+    /// the chapter (`deploy` waits out the monitor window of the services this run updated).
+    /// `Ok(None)` when it did not apply in this run.
+    pub fn applied<R: crate::action::record::Record>(
+        &self,
+    ) -> std::result::Result<Option<R>, crate::action::record::Unreadable> {
+        match self
+            .actions
+            .iter()
+            .find(|a| a.id == R::ACTION && a.status == ActionStatus::Applied)
+            .and_then(|a| a.record.as_ref())
+        {
+            Some(data) => crate::action::record::parse(data),
+            None => Ok(None),
+        }
+    }
+
     pub fn has_changes(&self) -> bool {
         self.files.iter().any(|f| f.status.is_change())
             || self
@@ -107,6 +131,52 @@ pub struct Engine<'a> {
     pub message: Option<String>,
     /// Stack variables that win over the recorded ones (`deploy` names the release it rolls out).
     pub stack_variables: std::collections::BTreeMap<String, String>,
+    /// The run's one Engine connection, opened by the first action that needs it; `deploy`
+    /// shares it for its own calls.
+    pub docker: Rc<crate::docker::Connection>,
+    /// Check results of this run (see [`CheckCache`]).
+    checks: CheckCache,
+}
+
+/// What each action's check found in this run, so `up` checks an action once (its plan, the
+/// plan again under the run lock, the deploy-lock decision and the step itself all ask) unless
+/// something it depends on changed since:
+/// - its own apply, or an apply of an action it `needs` (transitively), forgets it;
+/// - files written to disk by this run forget every result (a check may read any file);
+/// - other stack variables (a deploy's target) are another key;
+/// - a run that had to wait for the run lock forgets every result (the other run changed things).
+///
+/// Errors are never kept: the next ask checks again.
+#[derive(Default)]
+struct CheckCache {
+    entries: RefCell<HashMap<(String, String, String), (&'static [&'static str], Check)>>,
+    /// Checks actually run, for the tests.
+    runs: Cell<usize>,
+}
+
+impl CheckCache {
+    fn forget_all(&self) {
+        self.entries.borrow_mut().clear();
+    }
+
+    /// `applied` changed: forget it and every cached check that needs it, transitively.
+    fn forget_dependents(&self, applied: &str) {
+        let mut entries = self.entries.borrow_mut();
+        let mut changed = vec![applied.to_string()];
+        while let Some(id) = changed.pop() {
+            let gone: Vec<_> = entries
+                .iter()
+                .filter(|((_, action, _), (needs, _))| *action == id || needs.contains(&id.as_str()))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in gone {
+                entries.remove(&key);
+                if key.1 != id {
+                    changed.push(key.1.clone());
+                }
+            }
+        }
+    }
 }
 
 pub struct UpOptions {
@@ -128,6 +198,10 @@ impl<'a> Engine<'a> {
             no_cache: false,
             message: None,
             stack_variables: Default::default(),
+            docker: Rc::new(crate::docker::Connection::for_environment(
+                project, env_name,
+            )),
+            checks: CheckCache::default(),
         })
     }
 
@@ -158,7 +232,37 @@ impl<'a> Engine<'a> {
             no_cache: self.no_cache,
             stack_variables: &self.stack_variables,
             planned,
+            docker: &self.docker,
         }
+    }
+
+    /// `action.check`, once per run unless something it depends on changed (`CheckCache`).
+    fn cached_check(
+        &self,
+        action: &dyn Action,
+        chapter: &Manifest,
+        cx: &ActionContext,
+    ) -> Result<Check> {
+        let key = (
+            chapter.key(),
+            action.id(),
+            serde_json::to_string(&self.stack_variables).unwrap_or_default(),
+        );
+        if let Some((_, check)) = self.checks.entries.borrow().get(&key) {
+            return Ok(check.clone());
+        }
+        self.checks.runs.set(self.checks.runs.get() + 1);
+        let check = action.check(cx)?;
+        self.checks
+            .entries
+            .borrow_mut()
+            .insert(key, (action.needs(), check.clone()));
+        Ok(check)
+    }
+
+    /// How many checks this engine has actually run (the rest came from its cache).
+    pub fn checks_run(&self) -> usize {
+        self.checks.runs.get()
     }
 
     /// An action's check. `planned` is what earlier steps of the same plan will have done
@@ -189,7 +293,11 @@ impl<'a> Engine<'a> {
                 .and_then(|c| c.actions.get(&id));
             let waits_for = planned.pending_of(action.needs());
             match (
-                action.check(&self.context(rendered, previous, false, planned)),
+                self.cached_check(
+                    action,
+                    chapter,
+                    &self.context(rendered, previous, false, planned),
+                ),
                 waits_for,
             ) {
                 (Ok(Check::Satisfied(d)), _) => (ActionStatus::Satisfied, d),
@@ -214,6 +322,7 @@ impl<'a> Engine<'a> {
             description: action.describe(),
             status,
             detail,
+            record: None,
         }
     }
 
@@ -321,9 +430,15 @@ impl<'a> Engine<'a> {
         }
         self.confirm_protected("up")?;
 
+        let waited = Cell::new(false);
         let run = RunLock::acquire(&self.project.state_dir(), opts.lock_wait, |m| {
+            waited.set(true);
             self.ui.note(m)
         })?;
+        if waited.get() {
+            // The run we waited for changed things: what was checked before it is stale.
+            self.checks.forget_all();
+        }
         self.up_locked(targets, opts, &run)
     }
 
@@ -392,7 +507,7 @@ impl<'a> Engine<'a> {
                 .filter_map(|p| chapter::by_key(&p.chapter))
                 .any(|c| Self::actions(c).iter().any(|a| a.touches_swarm()))
             && let Err(e) =
-                crate::swarm::lock::clear_dead_for_environment(self.project, &self.env_name, &|m| {
+                crate::swarm::lock::clear_dead_for_environment(self.project, &self.docker, &|m| {
                     self.ui.note(m)
                 })
         {
@@ -414,6 +529,7 @@ impl<'a> Engine<'a> {
         crate::swarm::lock::acquire_for_environment(
             self.project,
             &self.env_name,
+            &self.docker,
             &holder,
             wait,
             |m| self.ui.note(m),
@@ -421,6 +537,10 @@ impl<'a> Engine<'a> {
     }
 
     fn write_files(&self, plan: &ChapterPlan, lock: &mut LockFile) -> Result<()> {
+        if plan.files.iter().any(|f| f.status.is_change()) {
+            // A check may read any file (a build context, the stack file): check again.
+            self.checks.forget_all();
+        }
         for f in &plan.files {
             if let Some(dir) = self.project.root.join(&f.path).parent() {
                 crate::fsutil::sweep_temp_files(dir);
@@ -533,11 +653,14 @@ impl<'a> Engine<'a> {
                     action.verify(&self.context(rendered, Some(&fresh), false, &none))?;
                     Ok(a)
                 });
+                // Applied or not, what it changed may change its check and its dependents'.
+                self.checks.forget_dependents(&step.id);
                 match applied {
                     Ok(a) => {
                         record(state, Outcome::Applied, Some(&a));
                         step.status = ActionStatus::Applied;
                         step.detail = a.summary;
+                        step.record = Some(a.data);
                     }
                     Err(e) => {
                         let outcome = if crate::exit::exit_for(&e) == Exit::Blocked {
@@ -612,6 +735,7 @@ impl<'a> Engine<'a> {
                 description: action.describe(),
                 status,
                 detail,
+                record: None,
             });
         }
         Ok(ChapterPlan {

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde_json::json;
 
+use super::record::{self, ClusterRecord};
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::{Config, Provider};
 use crate::swarm::{self, cluster, job};
@@ -119,10 +119,10 @@ impl Action for ClusterFormed {
         }
         let mut running: Vec<String> = members.iter().map(|m| m.task.clone()).collect();
         running.sort();
-        let verified: Vec<String> = cx
-            .previous
-            .and_then(|r| serde_json::from_value(r.data["tasks"].clone()).ok())
-            .unwrap_or_default();
+        let verified: Vec<String> = match cx.recorded::<ClusterRecord>() {
+            Ok(r) => r.map(|r| r.tasks).unwrap_or_default(),
+            Err(e) => return Ok(Check::Pending(format!("{ask_them}: {e:#}"))),
+        };
         Ok(if running == verified {
             Check::Satisfied(format!(
                 "{} nodes of {} verified connected to each other; the same tasks run",
@@ -154,12 +154,12 @@ impl Action for ClusterFormed {
         }
         Ok(Applied {
             summary,
-            data: json!({
-                "service": report.service,
-                "tasks": report.task_ids(),
-                "nodes": cluster::by_node(&report),
-                "asked_through_job": remote,
-                "seconds": report.seconds,
+            data: record::to_data(&ClusterRecord {
+                service: report.service.clone(),
+                tasks: report.task_ids(),
+                nodes: cluster::by_node(&report),
+                asked_through_job: Some(remote),
+                seconds: report.seconds,
             }),
             inputs_digest: None,
         })

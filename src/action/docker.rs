@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
 use futures_util::StreamExt;
-use serde_json::json;
 
+use super::record::{self, BaseImagesRecord, ReleaseImageRecord};
 use super::{Action, ActionContext, Applied, Check};
 use crate::docker::{Daemon, context, images};
 
@@ -56,7 +56,7 @@ impl Action for BaseImages {
         };
         Ok(Applied {
             summary,
-            data: serde_json::to_value(&outcomes)?,
+            data: record::to_data(&BaseImagesRecord(outcomes)),
             inputs_digest: None,
         })
     }
@@ -135,11 +135,11 @@ impl Action for ReleaseImage {
         let wanted_tag = format!("{}:{}", Self::repository(cx), rev.tag());
         let (rt, daemon) = cx.engine()?;
         let labelled = rt.block_on(image_for_context(&daemon, &Self::repository(cx), &digest))?;
-        let recorded = cx
-            .previous
-            .filter(|p| p.inputs_digest.as_deref() == Some(&digest))
-            .and_then(|p| p.data.get("id").and_then(|v| v.as_str()))
-            .map(str::to_string);
+        let recorded = match cx.recorded_for::<ReleaseImageRecord>(&digest) {
+            Ok(r) => r.map(|r| r.id),
+            // Explicitly "not built": the check says why and apply records it anew.
+            Err(e) => return Ok(Check::Pending(format!("{e:#}"))),
+        };
         let Some(id) = labelled.or(recorded) else {
             return Ok(Check::Pending("the build context changed".into()));
         };
@@ -173,12 +173,7 @@ impl Action for ReleaseImage {
             None
         } else {
             rt.block_on(image_for_context(&daemon, &repository, &digest))?
-                .or_else(|| {
-                    cx.previous
-                        .filter(|p| p.inputs_digest.as_deref() == Some(&digest))
-                        .and_then(|p| p.data.get("id").and_then(|v| v.as_str()))
-                        .map(str::to_string)
-                })
+                .or_else(|| cx.recorded_or_warn::<ReleaseImageRecord>(Some(&digest)).map(|r| r.id))
                 .filter(|id| rt.block_on(daemon.client.inspect_image(id)).is_ok())
         };
         if let Some(id) = existing.as_deref() {
@@ -187,7 +182,12 @@ impl Action for ReleaseImage {
             }
             return Ok(Applied {
                 summary: format!("tagged {sha_tag} (context unchanged, no build)"),
-                data: json!({"id": id, "tags": [sha_tag, latest], "built": false}),
+                data: record::to_data(&ReleaseImageRecord {
+                    id: id.to_string(),
+                    tags: vec![sha_tag, latest],
+                    built: false,
+                    cached_steps: None,
+                }),
                 inputs_digest: Some(digest),
             });
         }
@@ -258,7 +258,12 @@ impl Action for ReleaseImage {
                 "built {sha_tag} and {latest} ({}; {cached} cached steps)",
                 short_id(&id)
             ),
-            data: json!({"id": id, "tags": [sha_tag, latest], "built": true, "cached_steps": cached}),
+            data: record::to_data(&ReleaseImageRecord {
+                id: id.to_string(),
+                tags: vec![sha_tag, latest],
+                built: true,
+                cached_steps: Some(cached as u64),
+            }),
             inputs_digest: Some(digest),
         })
     }

@@ -23,7 +23,7 @@ impl DockerSecrets {
 
 impl Action for DockerSecrets {
     fn id(&self) -> String {
-        secrets::ACTION_ID.into()
+        <super::record::DockerSecretsRecord as super::record::Record>::ACTION.into()
     }
     fn describe(&self) -> String {
         "decrypt secrets in memory and create versioned Docker secrets".into()
@@ -54,10 +54,10 @@ impl Action for DockerSecrets {
             )));
         }
         let stack = cx.project.config.app.stack_name();
-        let recorded = cx
-            .previous
-            .filter(|p| p.inputs_digest.as_deref() == Some(Self::inputs_digest(cx).as_str()))
-            .and_then(|p| secrets::Applied::from_record(&p.data));
+        let recorded = match cx.recorded_for::<secrets::Applied>(&Self::inputs_digest(cx)) {
+            Ok(r) => r,
+            Err(e) => return Ok(Check::Pending(format!("{e:#}"))),
+        };
         let Some(recorded) = recorded else {
             return Ok(Check::Pending(format!(
                 "{} changed since the last apply (or never applied)",
@@ -101,9 +101,7 @@ impl Action for DockerSecrets {
         }
         let hmac_key = secrets::hmac_key(cx.project)?;
         let stack = cx.project.config.app.stack_name();
-        let previous = cx
-            .previous
-            .and_then(|p| secrets::Applied::from_record(&p.data));
+        let previous = cx.recorded_or_warn::<secrets::Applied>(None);
         let (rt, daemon) = cx.engine()?;
         let done = rt.block_on(secrets::docker::converge(
             &daemon,
@@ -138,7 +136,7 @@ impl Action for DockerSecrets {
         }
         Ok(Applied {
             summary: parts.join("; "),
-            data: serde_json::to_value(&done.applied)?,
+            data: super::record::to_data(&done.applied),
             inputs_digest: Some(Self::inputs_digest(cx)),
         })
     }

@@ -4,56 +4,53 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde_json::json;
 
+use super::record::{self, StackRecord};
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
-use crate::docker::{self, Daemon};
+use crate::docker::Daemon;
 use crate::swarm::{self, SwarmMode, converge, stack::StackFile};
 
 pub struct StackConverged;
 
-/// Service → local image id as the last converge in this environment saw it.
+/// Service → local image id as the last converge in this environment saw it. An unreadable
+/// record counts as no converge yet (with a warning naming it): every service is compared with
+/// its spec, only the rebuilt-under-the-same-tag detection has nothing to go on.
 fn previous_images(cx: &ActionContext) -> BTreeMap<String, String> {
-    cx.previous
-        .and_then(|r| serde_json::from_value(r.data["images"].clone()).ok())
+    cx.recorded_or_warn::<StackRecord>(None)
+        .map(|r| r.images)
         .unwrap_or_default()
 }
 
-struct Target {
-    daemon: Daemon,
+struct Target<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    daemon: &'a Daemon,
     stack: String,
     file: StackFile,
 }
 
 impl StackConverged {
-    fn target(&self, cx: &ActionContext, rt: &tokio::runtime::Runtime) -> Result<Target> {
+    fn target<'a>(&self, cx: &'a ActionContext) -> Result<Target<'a>> {
         let text = cx.file(swarm::STACK_FILE).with_context(|| {
             format!(
                 "{} is missing\n  fix: beamops up chapter-08 renders it",
                 swarm::STACK_FILE
             )
         })?;
-        let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+        let (rt, daemon) = cx.engine()?;
         let stack = cx.project.config.app.stack_name().to_string();
-        // The release live on the swarm wins over this checkout's record: a laptop whose
-        // history is older than CI's must not roll production back by converging the stack.
-        // A release a deploy is rolling out (its variables) wins over both.
-        let mut variables = BTreeMap::new();
-        if let (Some(live), _) = rt.block_on(swarm::live_releases(&daemon, &stack))? {
-            for (name, value) in [
-                (swarm::APP_IMAGE_VARIABLE, live.image),
-                (swarm::RELEASE_VARIABLE, live.release),
-                (swarm::GIT_SHA_VARIABLE, live.git_sha),
-            ] {
-                if std::env::var(name).ok().filter(|v| !v.is_empty()).is_none() {
-                    variables.insert(name.to_string(), value);
-                }
-            }
-        }
-        variables.extend(cx.stack_variables.clone());
-        let file = swarm::parse_stack(cx.project, cx.env_name, &text, &variables)?;
+        // Which release: the deploy target, an exported variable, the live service, the
+        // record, the file's default (`crate::rollout`, the one place that decides it).
+        let (live, _) = rt.block_on(swarm::live_releases(daemon, &stack))?;
+        let sources = crate::rollout::sources(cx.project, cx.env_name, cx.stack_variables, live)?;
+        let file = swarm::parse_stack(
+            cx.project,
+            cx.env_name,
+            &text,
+            &crate::rollout::variables(&sources),
+        )?;
         Ok(Target {
+            rt,
             daemon,
             stack,
             file,
@@ -62,10 +59,10 @@ impl StackConverged {
 
     /// The check itself: inspect calls comparing the rendered stack with the Engine's.
     fn inspect(&self, cx: &ActionContext, images: &BTreeMap<String, String>) -> Result<Check> {
-        let rt = docker::runtime()?;
-        let target = self.target(cx, &rt)?;
+        let target = self.target(cx)?;
+        let rt = target.rt;
         if !matches!(
-            rt.block_on(swarm::mode(&target.daemon))?,
+            rt.block_on(swarm::mode(target.daemon))?,
             SwarmMode::Manager { .. }
         ) {
             return Ok(Check::Pending(format!(
@@ -74,7 +71,7 @@ impl StackConverged {
             )));
         }
         let pending = rt.block_on(converge::pending(
-            &target.daemon,
+            target.daemon,
             &target.stack,
             &target.file,
             images,
@@ -130,11 +127,11 @@ impl Action for StackConverged {
         self.inspect(cx, &previous_images(cx))
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
-        let rt = docker::runtime()?;
-        let target = self.target(cx, &rt)?;
+        let target = self.target(cx)?;
+        let rt = target.rt;
         let timeout = Self::timeout(cx)?;
         let done = rt.block_on(converge::converge(
-            &target.daemon,
+            target.daemon,
             &target.stack,
             &target.file,
             cx.ui,
@@ -161,14 +158,14 @@ impl Action for StackConverged {
                 parts.join("; "),
                 done.wait_seconds
             ),
-            data: json!({
-                "stack": target.stack,
-                "created": done.created,
-                "updated": done.updated,
-                "unchanged": done.unchanged,
-                "removed": done.removed,
-                "converge_seconds": done.wait_seconds,
-                "images": done.images,
+            data: record::to_data(&StackRecord {
+                stack: target.stack,
+                created: done.created,
+                updated: done.updated,
+                unchanged: done.unchanged,
+                removed: done.removed,
+                converge_seconds: done.wait_seconds,
+                images: done.images,
             }),
             inputs_digest: None,
         })

@@ -1,7 +1,6 @@
 //! Swarm mode as an action, shared by every chapter that needs a swarm (07 secrets, 08 swarm).
 
 use anyhow::Result;
-use serde_json::json;
 
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
@@ -54,7 +53,7 @@ impl Action for SwarmModeAction {
                 // Another run initialised it first (or it already was a manager).
                 format!("a manager ({node_id}); the swarm was made by another run")
             },
-            data: json!({"node_id": node_id}),
+            data: super::record::to_data(&super::record::SwarmModeRecord { node_id }),
             inputs_digest: None,
         })
     }

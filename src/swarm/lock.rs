@@ -578,13 +578,13 @@ pub async fn acquire(
 pub fn acquire_for_environment(
     project: &crate::project::Project,
     env: &str,
+    connection: &docker::Connection,
     holder: &Holder,
     wait: Duration,
     on_wait: impl Fn(&str),
 ) -> Result<Option<Guard>> {
     let timeout = project.config.deploy.lock_timeout()?;
-    let rt = docker::runtime()?;
-    let daemon = rt.block_on(docker::connect(&docker::host_for(project, env)))?;
+    let (rt, daemon) = connection.daemon()?;
     if !matches!(
         rt.block_on(super::mode(&daemon))?,
         super::SwarmMode::Manager { .. }
@@ -657,22 +657,21 @@ pub async fn clear_dead(
 /// [`clear_dead`] for an environment: nothing when there is no swarm (or no Engine) to ask.
 pub fn clear_dead_for_environment(
     project: &crate::project::Project,
-    env: &str,
+    connection: &docker::Connection,
     note: &dyn Fn(&str),
 ) -> Result<Option<String>> {
     let timeout = project.config.deploy.lock_timeout()?;
-    let rt = docker::runtime()?;
+    let Ok((rt, daemon)) = connection.daemon() else {
+        return Ok(None);
+    };
     rt.block_on(async {
-        let Ok(daemon) = docker::connect(&docker::host_for(project, env)).await else {
-            return Ok(None);
-        };
         if !matches!(
-            super::mode(&daemon).await?,
+            super::mode(daemon).await?,
             super::SwarmMode::Manager { .. }
         ) {
             return Ok(None);
         }
-        clear_dead(&daemon, project.config.app.stack_name(), timeout, note).await
+        clear_dead(daemon, project.config.app.stack_name(), timeout, note).await
     })
 }
 
