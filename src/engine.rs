@@ -136,6 +136,14 @@ pub struct Engine<'a> {
     pub docker: Rc<crate::docker::Connection>,
     /// Check results of this run (see [`CheckCache`]).
     checks: CheckCache,
+    /// None: the embedded chapters and their actions. Tests set their own.
+    catalog: Option<Catalog>,
+}
+
+/// Chapters and actions other than the embedded ones ([`Engine::with_catalog`]).
+struct Catalog {
+    chapters: Vec<&'static Manifest>,
+    actions: Box<dyn Fn(&Manifest) -> Vec<Box<dyn Action>>>,
 }
 
 /// What each action's check found in this run, so `up` checks an action once (its plan, the
@@ -202,6 +210,7 @@ impl<'a> Engine<'a> {
                 project, env_name,
             )),
             checks: CheckCache::default(),
+            catalog: None,
         })
     }
 
@@ -210,8 +219,47 @@ impl<'a> Engine<'a> {
         render::render_chapter(chapter, &ctx)
     }
 
-    fn actions(chapter: &Manifest) -> Vec<Box<dyn Action>> {
-        chapter.actions.iter().map(|a| a.build()).collect()
+    /// The chapter's actions, as its manifest's specs build them (or the test catalog's fakes).
+    fn actions(&self, chapter: &Manifest) -> Vec<Box<dyn Action>> {
+        match &self.catalog {
+            Some(catalog) => (catalog.actions)(chapter),
+            None => chapter.actions.iter().map(|a| a.build()).collect(),
+        }
+    }
+
+    fn by_key(&self, key: &str) -> Option<&'static Manifest> {
+        match &self.catalog {
+            Some(catalog) => catalog.chapters.iter().copied().find(|c| c.key() == key),
+            None => chapter::by_key(key),
+        }
+    }
+
+    fn with_dependencies(&self, targets: &[&'static Manifest]) -> Result<Vec<&'static Manifest>> {
+        match &self.catalog {
+            Some(catalog) => chapter::with_dependencies_by(targets, &|need| {
+                catalog
+                    .chapters
+                    .iter()
+                    .copied()
+                    .find(|c| c.slug == need || c.key() == need || c.label() == need)
+                    .with_context(|| format!("unknown chapter `{need}`"))
+            }),
+            None => chapter::with_dependencies(targets),
+        }
+    }
+
+    /// The engine over `chapters` instead of the embedded manifests, with `actions` building
+    /// each chapter's actions: how a test feeds made-up chapters and fake actions.
+    pub fn with_catalog(
+        mut self,
+        chapters: Vec<&'static Manifest>,
+        actions: impl Fn(&Manifest) -> Vec<Box<dyn Action>> + 'static,
+    ) -> Self {
+        self.catalog = Some(Catalog {
+            chapters,
+            actions: Box::new(actions),
+        });
+        self
     }
 
     fn context<'b>(
@@ -342,7 +390,7 @@ impl<'a> Engine<'a> {
             Vec::new()
         };
         let mut actions = Vec::new();
-        for action in Self::actions(chapter) {
+        for action in self.actions(chapter) {
             let step = self.check_action(action.as_ref(), &rendered, state, chapter, planned);
             if step.status == ActionStatus::Pending {
                 planned
@@ -369,7 +417,7 @@ impl<'a> Engine<'a> {
         let lock = LockFile::read(&self.project.root)?;
         let state = State::read(&self.project.state_dir())?;
         let ordered = if with_deps {
-            chapter::with_dependencies(targets)?
+            self.with_dependencies(targets)?
         } else {
             targets.to_vec()
         };
@@ -385,7 +433,7 @@ impl<'a> Engine<'a> {
                 plan.needed_by = targets
                     .iter()
                     .find(|t| {
-                        chapter::with_dependencies(&[t])
+                        self.with_dependencies(&[t])
                             .is_ok_and(|d| d.iter().any(|c| c.id == chapter.id))
                     })
                     .map(|t| t.label());
@@ -462,7 +510,7 @@ impl<'a> Engine<'a> {
         // an action fails.
         let mut swarm_lock: Option<crate::swarm::lock::Guard> = None;
         for mut plan in plans {
-            let chapter = chapter::by_key(&plan.chapter).expect("planned chapters exist");
+            let chapter = self.by_key(&plan.chapter).expect("planned chapters exist");
             self.write_files(&plan, &mut lock)?;
             let rendered = self.render(chapter)?;
             let bar = self.ui.progress(
@@ -470,7 +518,7 @@ impl<'a> Engine<'a> {
                 format!("{} {}", plan.label, plan.title),
             );
             plan.actions = Vec::new();
-            for action in Self::actions(chapter) {
+            for action in self.actions(chapter) {
                 bar.set_message(format!("{}: {}", plan.label, action.describe()));
                 // The deploy lock, before the first swarm change; checked here rather than in
                 // the plan because an earlier chapter of this run (a rebuilt image) may have
@@ -504,8 +552,8 @@ impl<'a> Engine<'a> {
         if swarm_lock.is_none()
             && done
                 .iter()
-                .filter_map(|p| chapter::by_key(&p.chapter))
-                .any(|c| Self::actions(c).iter().any(|a| a.touches_swarm()))
+                .filter_map(|p| self.by_key(&p.chapter))
+                .any(|c| self.actions(c).iter().any(|a| a.touches_swarm()))
             && let Err(e) =
                 crate::swarm::lock::clear_dead_for_environment(self.project, &self.docker, &|m| {
                     self.ui.note(m)
@@ -691,7 +739,7 @@ impl<'a> Engine<'a> {
         let _run = RunLock::acquire(&state_dir, lock_wait, |m| self.ui.note(m))?;
         let mut state = State::read(&state_dir)?;
         let rendered = self.render(chapter)?;
-        let _swarm_lock = if Self::actions(chapter)
+        let _swarm_lock = if self.actions(chapter)
             .iter()
             .any(|a| a.touches_swarm() && a.providers().contains(&self.env.provider))
         {
@@ -700,7 +748,7 @@ impl<'a> Engine<'a> {
             None
         };
         let mut steps = Vec::new();
-        for action in Self::actions(chapter).iter().rev() {
+        for action in self.actions(chapter).iter().rev() {
             let id = action.id();
             if !action.providers().contains(&self.env.provider) {
                 continue;
@@ -798,11 +846,11 @@ impl<'a> Engine<'a> {
         }
         if let Some(env_state) = state.environments.get(&self.env_name) {
             for (key, chapter_state) in &env_state.chapters {
-                let Some(chapter) = chapter::by_key(key) else {
+                let Some(chapter) = self.by_key(key) else {
                     continue;
                 };
                 let rendered = self.render(chapter)?;
-                for action in Self::actions(chapter) {
+                for action in self.actions(chapter) {
                     let Some(rec) = chapter_state.actions.get(&action.id()) else {
                         continue;
                     };
