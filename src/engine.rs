@@ -174,7 +174,9 @@ impl CheckCache {
         while let Some(id) = changed.pop() {
             let gone: Vec<_> = entries
                 .iter()
-                .filter(|((_, action, _), (needs, _))| *action == id || needs.contains(&id.as_str()))
+                .filter(|((_, action, _), (needs, _))| {
+                    *action == id || needs.contains(&id.as_str())
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in gone {
@@ -739,7 +741,8 @@ impl<'a> Engine<'a> {
         let _run = RunLock::acquire(&state_dir, lock_wait, |m| self.ui.note(m))?;
         let mut state = State::read(&state_dir)?;
         let rendered = self.render(chapter)?;
-        let _swarm_lock = if self.actions(chapter)
+        let _swarm_lock = if self
+            .actions(chapter)
             .iter()
             .any(|a| a.touches_swarm() && a.providers().contains(&self.env.provider))
         {

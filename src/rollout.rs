@@ -67,7 +67,12 @@ pub fn resolve(sources: &Sources) -> BTreeMap<&'static str, (String, Source)> {
                     .get(name)
                     .map(|v| (v.clone(), Source::Exported))
             })
-            .or_else(|| sources.live.as_ref().map(|l| (value_of(l, name), Source::Live)))
+            .or_else(|| {
+                sources
+                    .live
+                    .as_ref()
+                    .map(|l| (value_of(l, name), Source::Live))
+            })
             .or_else(|| {
                 sources
                     .recorded
@@ -160,12 +165,18 @@ mod tests {
             live: Some(release("live")),
             recorded: Some(release("rec")),
         };
-        assert_eq!(image(&all), Some(("app:target".into(), Source::DeployTarget)));
+        assert_eq!(
+            image(&all),
+            Some(("app:target".into(), Source::DeployTarget))
+        );
         let no_target = Sources {
             target: BTreeMap::new(),
             ..all
         };
-        assert_eq!(image(&no_target), Some(("app:env".into(), Source::Exported)));
+        assert_eq!(
+            image(&no_target),
+            Some(("app:env".into(), Source::Exported))
+        );
         let no_env = Sources {
             exported: BTreeMap::new(),
             ..no_target

@@ -122,10 +122,7 @@ impl State {
     /// The record of action `R::ACTION` in `env`, whichever chapter's manifest lists that action
     /// (the newest when several do): how one command reads what another chapter made, a typed
     /// output, not a chapter label and a JSON key. `Ok(None)` when it never applied there.
-    pub fn find_record<R: crate::action::record::Record>(
-        &self,
-        env: &str,
-    ) -> Result<Option<R>> {
+    pub fn find_record<R: crate::action::record::Record>(&self, env: &str) -> Result<Option<R>> {
         let newest = self
             .environments
             .get(env)

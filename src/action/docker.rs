@@ -173,7 +173,10 @@ impl Action for ReleaseImage {
             None
         } else {
             rt.block_on(image_for_context(&daemon, &repository, &digest))?
-                .or_else(|| cx.recorded_or_warn::<ReleaseImageRecord>(Some(&digest)).map(|r| r.id))
+                .or_else(|| {
+                    cx.recorded_or_warn::<ReleaseImageRecord>(Some(&digest))
+                        .map(|r| r.id)
+                })
                 .filter(|id| rt.block_on(daemon.client.inspect_image(id)).is_ok())
         };
         if let Some(id) = existing.as_deref() {

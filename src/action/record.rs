@@ -229,6 +229,10 @@ mod tests {
         let err = parse::<ReleaseImageRecord>(&json!({"tags": "app:1"})).unwrap_err();
         assert!(err.to_string().contains("release-image"), "{err}");
         // No data at all is "never applied", not an error.
-        assert!(parse::<StackRecord>(&serde_json::Value::Null).unwrap().is_none());
+        assert!(
+            parse::<StackRecord>(&serde_json::Value::Null)
+                .unwrap()
+                .is_none()
+        );
     }
 }

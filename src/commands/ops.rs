@@ -172,8 +172,9 @@ pub struct ConsoleReport {
 
 pub fn console(global: &Global, ui: &Ui, args: &ConsoleArgs) -> Result<Exit> {
     let t = target(global, args.environment.as_deref())?;
-    let target =
-        t.rt().block_on(remote::target(t.daemon(), &t.stack, &args.service))?;
+    let target = t
+        .rt()
+        .block_on(remote::target(t.daemon(), &t.stack, &args.service))?;
     let app = &t.project.config.app.otp_app;
     // A remote shell fed from a pipe ends at end of input by halting, and an IEx remote shell
     // halts the node it is attached to: the task dies and Swarm replaces it. Piped input is
@@ -196,9 +197,10 @@ pub fn console(global: &Global, ui: &Ui, args: &ConsoleArgs) -> Result<Exit> {
             format!("exec bin/{app} rpc \"$(cat)\""),
         ]
     };
-    let code =
-        t.rt().block_on(remote::attach(t.daemon(), &target, command))
-            .with_context(|| format!("console in {}", target.task))?;
+    let code = t
+        .rt()
+        .block_on(remote::attach(t.daemon(), &target, command))
+        .with_context(|| format!("console in {}", target.task))?;
     if ui.format == Format::Json {
         // After the session's own bytes: one line saying where it ran and how it ended.
         println!(

@@ -672,8 +672,14 @@ fn roll_out(
             // Healthy is not yet done: a task failing in the monitor window still rolls back.
             // The services this run's converge updated: its typed output (a satisfied stack,
             // applied by an earlier run, updated nothing now).
-            converged_now = plans.iter().find_map(|p| p.applied::<StackRecord>().transpose()).transpose()?;
-            let updated = converged_now.as_ref().map(|r| r.updated.clone()).unwrap_or_default();
+            converged_now = plans
+                .iter()
+                .find_map(|p| p.applied::<StackRecord>().transpose())
+                .transpose()?;
+            let updated = converged_now
+                .as_ref()
+                .map(|r| r.updated.clone())
+                .unwrap_or_default();
             rt.block_on(converge::wait_update_settled(
                 daemon,
                 &updated,

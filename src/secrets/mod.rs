@@ -97,9 +97,7 @@ pub struct AppliedSecret {
 /// chapter lists the action). Empty when it never ran; an unreadable record is an error.
 pub fn current_secret_names(project: &Project, env: &str) -> Result<BTreeMap<String, String>> {
     let state = State::read(&project.state_dir())?;
-    let applied = state
-        .find_record::<Applied>(env)?
-        .unwrap_or_default();
+    let applied = state.find_record::<Applied>(env)?.unwrap_or_default();
     Ok(applied
         .secrets
         .into_iter()

@@ -665,10 +665,7 @@ pub fn clear_dead_for_environment(
         return Ok(None);
     };
     rt.block_on(async {
-        if !matches!(
-            super::mode(daemon).await?,
-            super::SwarmMode::Manager { .. }
-        ) {
+        if !matches!(super::mode(daemon).await?, super::SwarmMode::Manager { .. }) {
             return Ok(None);
         }
         clear_dead(daemon, project.config.app.stack_name(), timeout, note).await
