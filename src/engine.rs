@@ -144,7 +144,12 @@ pub struct Engine<'a> {
 struct Catalog {
     chapters: Vec<&'static Manifest>,
     actions: Box<dyn Fn(&Manifest) -> Vec<Box<dyn Action>>>,
+    /// The deploy locks taken, by command: there is no swarm to take them on.
+    locks: RefCell<Vec<String>>,
 }
+
+/// A deploy lock this run holds; released when dropped (also when an action fails).
+pub struct HeldLock(#[allow(dead_code)] Option<crate::swarm::lock::Guard>);
 
 /// What each action's check found in this run, so `up` checks an action once (its plan, the
 /// plan again under the run lock, the deploy-lock decision and the step itself all ask) unless
@@ -260,6 +265,7 @@ impl<'a> Engine<'a> {
         self.catalog = Some(Catalog {
             chapters,
             actions: Box::new(actions),
+            locks: RefCell::new(Vec::new()),
         });
         self
     }
@@ -510,7 +516,7 @@ impl<'a> Engine<'a> {
         let mut done = Vec::new();
         // Held from the first swarm change to the end of the run; released on drop, also when
         // an action fails.
-        let mut swarm_lock: Option<crate::swarm::lock::Guard> = None;
+        let mut swarm_lock: Option<HeldLock> = None;
         for mut plan in plans {
             let chapter = self.by_key(&plan.chapter).expect("planned chapters exist");
             self.write_files(&plan, &mut lock)?;
@@ -552,6 +558,7 @@ impl<'a> Engine<'a> {
         // Nothing to change on the swarm, so no lock was taken: a lock a killed run left is
         // still cleared, so the next run finishes the job without `lock release`.
         if swarm_lock.is_none()
+            && self.catalog.is_none()
             && done
                 .iter()
                 .filter_map(|p| self.by_key(&p.chapter))
@@ -570,20 +577,30 @@ impl<'a> Engine<'a> {
 
     /// The stack's deploy lock on the environment's swarm (None before the swarm exists).
     /// `--lock-wait` bounds the wait, as it does for the local run lock.
-    pub fn deploy_lock(
-        &self,
-        command: &str,
-        wait: Duration,
-    ) -> Result<Option<crate::swarm::lock::Guard>> {
+    pub fn deploy_lock(&self, command: &str, wait: Duration) -> Result<Option<HeldLock>> {
+        if let Some(catalog) = &self.catalog {
+            // A test's engine has no swarm: it notes when the lock would have been taken.
+            catalog.locks.borrow_mut().push(command.to_string());
+            return Ok(Some(HeldLock(None)));
+        }
         let holder = crate::swarm::lock::Holder::current(command, self.message.clone());
-        crate::swarm::lock::acquire_for_environment(
+        Ok(crate::swarm::lock::acquire_for_environment(
             self.project,
             &self.env_name,
             &self.docker,
             &holder,
             wait,
             |m| self.ui.note(m),
-        )
+        )?
+        .map(|guard| HeldLock(Some(guard))))
+    }
+
+    /// The deploy locks a test catalog's engine took, in order (by command).
+    pub fn locks_taken(&self) -> Vec<String> {
+        self.catalog
+            .as_ref()
+            .map(|c| c.locks.borrow().clone())
+            .unwrap_or_default()
     }
 
     fn write_files(&self, plan: &ChapterPlan, lock: &mut LockFile) -> Result<()> {
@@ -929,4 +946,315 @@ pub struct Drift {
     pub subject: String,
     pub kind: String,
     pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine without Docker: made-up chapters and fake actions over a world in memory.
+
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::action::record::{self, StackRecord};
+    use crate::action::{Applied, Check};
+
+    #[derive(Default)]
+    struct World {
+        done: BTreeSet<String>,
+        checks: BTreeMap<String, usize>,
+        /// Actions whose apply fails.
+        failing: BTreeSet<String>,
+    }
+
+    struct Fake {
+        id: &'static str,
+        needs: &'static [&'static str],
+        swarm: bool,
+        world: Rc<RefCell<World>>,
+    }
+
+    impl Action for Fake {
+        fn id(&self) -> String {
+            self.id.into()
+        }
+        fn describe(&self) -> String {
+            format!("fake {}", self.id)
+        }
+        fn needs(&self) -> &'static [&'static str] {
+            self.needs
+        }
+        fn touches_swarm(&self) -> bool {
+            self.swarm
+        }
+        fn check(&self, _cx: &ActionContext) -> Result<Check> {
+            let mut world = self.world.borrow_mut();
+            *world.checks.entry(self.id.into()).or_default() += 1;
+            if let Some(missing) = self.needs.iter().find(|n| !world.done.contains(**n)) {
+                return Ok(Check::Failed(format!("{missing} is not there")));
+            }
+            Ok(if world.done.contains(self.id) {
+                Check::Satisfied("there".into())
+            } else {
+                Check::Pending("make it".into())
+            })
+        }
+        fn apply(&self, _cx: &ActionContext) -> Result<Applied> {
+            let mut world = self.world.borrow_mut();
+            anyhow::ensure!(!world.failing.contains(self.id), "{} broke", self.id);
+            world.done.insert(self.id.into());
+            let data = if self.id == "stack-converged" {
+                record::to_data(&StackRecord {
+                    stack: "demo".into(),
+                    created: vec![],
+                    updated: vec!["demo_app".into()],
+                    unchanged: vec![],
+                    removed: vec![],
+                    converge_seconds: 1.0,
+                    images: BTreeMap::new(),
+                })
+            } else {
+                serde_json::Value::Null
+            };
+            Ok(Applied {
+                summary: "made".into(),
+                data,
+                inputs_digest: None,
+            })
+        }
+    }
+
+    fn manifest(id: u8, slug: &str, needs: &[&str]) -> &'static Manifest {
+        let yaml = format!(
+            "id: {id}\nslug: {slug}\ntitle: {slug}\nsummary: test\nimplemented: true\nneeds: [{}]\n",
+            needs.join(", ")
+        );
+        Box::leak(Box::new(serde_yaml_ng::from_str(&yaml).unwrap()))
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        project: &'static Project,
+        ui: &'static Ui,
+        world: Rc<RefCell<World>>,
+        chapters: Vec<&'static Manifest>,
+    }
+
+    /// base ← mid ← top: `mid` makes what `top`'s converge needs; `top` changes the swarm.
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("beamops.yaml"),
+            "version: 1\napp:\n  name: demo\n  otp_app: demo\n  elixir: 1.18.3\n  otp: 27.3.4.1\nenvironments:\n  local: {}\n",
+        )
+        .unwrap();
+        let project = Box::leak(Box::new(Project::discover(Some(dir.path())).unwrap()));
+        let ui = Box::leak(Box::new(Ui::new(crate::output::Format::Json, true, false)));
+        Setup {
+            _dir: dir,
+            project,
+            ui,
+            world: Rc::default(),
+            chapters: vec![
+                manifest(1, "base", &[]),
+                manifest(2, "mid", &["base"]),
+                manifest(3, "top", &["mid"]),
+            ],
+        }
+    }
+
+    fn engine_for(s: &Setup) -> Engine<'static> {
+        let world = s.world.clone();
+        Engine::new(s.project, "local", s.ui).unwrap().with_catalog(
+            s.chapters.clone(),
+            move |chapter| {
+                let fake = |id, needs, swarm| -> Box<dyn Action> {
+                    Box::new(Fake {
+                        id,
+                        needs,
+                        swarm,
+                        world: world.clone(),
+                    })
+                };
+                match chapter.slug.as_str() {
+                    "base" => vec![fake("swarm-mode", &[], true)],
+                    "mid" => vec![fake("image", &[], false)],
+                    _ => vec![
+                        fake("config", &[], false),
+                        fake("stack-converged", &["swarm-mode", "image"], true),
+                    ],
+                }
+            },
+        )
+    }
+
+    fn up_options() -> UpOptions {
+        UpOptions {
+            dry_run: false,
+            force: false,
+            no_deps: false,
+            lock_wait: Duration::ZERO,
+        }
+    }
+
+    fn statuses(plans: &[ChapterPlan]) -> Vec<(String, String, ActionStatus)> {
+        plans
+            .iter()
+            .flat_map(|p| {
+                p.actions
+                    .iter()
+                    .map(|a| (p.label.clone(), a.id.clone(), a.status))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plan_puts_needed_chapters_first_and_a_failure_on_a_pending_need_is_pending() {
+        let s = setup();
+        s.world.borrow_mut().done.insert("swarm-mode".into());
+        let plans = engine_for(&s).plan(&[s.chapters[2]], true).unwrap();
+        // base is satisfied, so left out; mid is there because top needs it.
+        let labels: Vec<_> = plans.iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(labels, ["chapter-02", "chapter-03"]);
+        assert_eq!(plans[0].needed_by.as_deref(), Some("chapter-03"));
+        assert_eq!(
+            statuses(&plans),
+            [
+                ("chapter-02".into(), "image".into(), ActionStatus::Pending),
+                ("chapter-03".into(), "config".into(), ActionStatus::Pending),
+                // Fails on `image`, which this plan applies first: pending, naming it.
+                (
+                    "chapter-03".into(),
+                    "stack-converged".into(),
+                    ActionStatus::Pending
+                ),
+            ]
+        );
+        assert!(
+            plans[1].actions[1]
+                .detail
+                .starts_with("after image (chapter-02), which this plan applies first"),
+            "{}",
+            plans[1].actions[1].detail
+        );
+        assert_eq!(plans[1].exit(), Exit::Pending);
+        // Without the earlier chapter in the plan, the same failure is a failure.
+        let alone = engine_for(&s).plan(&[s.chapters[2]], false).unwrap();
+        assert_eq!(alone[0].actions[1].status, ActionStatus::Failed);
+        assert_eq!(alone[0].exit(), Exit::Error);
+    }
+
+    #[test]
+    fn no_deps_refuses_unsatisfied_needs_and_a_cycle_is_named() {
+        let s = setup();
+        let err = engine(&s)
+            .up(
+                &[s.chapters[2]],
+                &UpOptions {
+                    no_deps: true,
+                    ..up_options()
+                },
+            )
+            .unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .contains("needed chapters are not satisfied: chapter-01, chapter-02"),
+            "{err:#}"
+        );
+        assert!(s.world.borrow().done.is_empty(), "nothing applied");
+        let a = manifest(7, "a", &["b"]);
+        let b = manifest(8, "b", &["a"]);
+        let err = Engine::new(s.project, "local", s.ui)
+            .unwrap()
+            .with_catalog(vec![a, b], |_| Vec::new())
+            .plan(&[a], true)
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cycle: 07-a → 08-b → 07-a"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn up_checks_each_action_once_unless_something_it_needs_was_applied() {
+        let s = setup();
+        s.world.borrow_mut().done.insert("config".into());
+        let engine = engine_for(&s);
+        let done = engine.up(&[s.chapters[2]], &up_options()).unwrap();
+        let checks = s.world.borrow().checks.clone();
+        // Satisfied: one check for the whole run (plan, plan under the lock, the step).
+        assert_eq!(checks["config"], 1);
+        // Applied without needs: checked once, then verified once.
+        assert_eq!(checks["swarm-mode"], 2);
+        assert_eq!(checks["image"], 2);
+        // Needs swarm-mode and image: checked in the plan, again after each of them applied
+        // (the first apply makes the cached answer stale), then verified.
+        assert_eq!(checks["stack-converged"], 3);
+        assert_eq!(
+            statuses(&done)
+                .into_iter()
+                .map(|(_, id, st)| (id, st))
+                .collect::<Vec<_>>(),
+            [
+                ("swarm-mode".into(), ActionStatus::Applied),
+                ("image".into(), ActionStatus::Applied),
+                ("config".into(), ActionStatus::Satisfied),
+                ("stack-converged".into(), ActionStatus::Applied),
+            ]
+        );
+        // The deploy lock: taken once, before the first swarm change that had work to do.
+        assert_eq!(engine.locks_taken(), ["up"]);
+        // The run's typed output: the services its converge updated.
+        let converged: StackRecord = done[2].applied().unwrap().unwrap();
+        assert_eq!(converged.updated, ["demo_app"]);
+        // A second run has nothing to do: one check each, no lock.
+        let second = engine_for(&s);
+        let before = s.world.borrow().checks.clone();
+        second.up(&[s.chapters[2]], &up_options()).unwrap();
+        let after = s.world.borrow().checks.clone();
+        for (id, n) in &after {
+            assert_eq!(n - before[id], 1, "{id} checked more than once");
+        }
+        assert!(
+            second.locks_taken().is_empty(),
+            "{:?}",
+            second.locks_taken()
+        );
+    }
+
+    #[test]
+    fn records_are_typed_kept_through_failures_and_unreadable_ones_are_named() {
+        let s = setup();
+        engine_for(&s).up(&[s.chapters[2]], &up_options()).unwrap();
+        let state = State::read(&s.project.state_dir()).unwrap();
+        let recorded: StackRecord = state.find_record("local").unwrap().unwrap();
+        assert_eq!(recorded.updated, ["demo_app"]);
+        // A later failed apply keeps what the last apply recorded (the next run must know it).
+        {
+            let mut world = s.world.borrow_mut();
+            world.done.remove("stack-converged");
+            world.failing.insert("stack-converged".into());
+        }
+        assert!(engine_for(&s).up(&[s.chapters[2]], &up_options()).is_err());
+        let state = State::read(&s.project.state_dir()).unwrap();
+        let rec = &state.chapter("local", "03-top").unwrap().actions["stack-converged"];
+        assert_eq!(rec.outcome, Outcome::Failed);
+        assert_eq!(
+            rec.typed::<StackRecord>().unwrap().unwrap().updated,
+            ["demo_app"]
+        );
+        // A record whose field was renamed is an error naming the action, not "nothing updated".
+        let mut state = state;
+        let rec = state
+            .chapter_mut("local", "03-top")
+            .actions
+            .get_mut("stack-converged")
+            .unwrap();
+        let data = rec.data.as_object_mut().unwrap();
+        let updated = data.remove("updated").unwrap();
+        data.insert("services_updated".into(), updated);
+        let err = state.find_record::<StackRecord>("local").unwrap_err();
+        assert!(format!("{err:#}").contains("stack-converged"), "{err:#}");
+    }
 }
