@@ -1148,7 +1148,7 @@ mod tests {
     #[test]
     fn no_deps_refuses_unsatisfied_needs_and_a_cycle_is_named() {
         let s = setup();
-        let err = engine(&s)
+        let err = engine_for(&s)
             .up(
                 &[s.chapters[2]],
                 &UpOptions {
