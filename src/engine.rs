@@ -230,7 +230,11 @@ impl<'a> Engine<'a> {
     fn actions(&self, chapter: &Manifest) -> Vec<Box<dyn Action>> {
         match &self.catalog {
             Some(catalog) => (catalog.actions)(chapter),
-            None => chapter.actions.iter().map(|a| a.build()).collect(),
+            None => chapter
+                .actions
+                .iter()
+                .map(|a| a.build(&chapter.key()))
+                .collect(),
         }
     }
 
@@ -1011,6 +1015,7 @@ mod tests {
                     updated: vec!["demo_app".into()],
                     unchanged: vec![],
                     removed: vec![],
+                    pruned: vec![],
                     converge_seconds: 1.0,
                     images: BTreeMap::new(),
                 })

@@ -13,9 +13,41 @@ use crate::project::Project;
 
 static TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
-/// The embedded source of a template, by its path inside `templates/`.
+/// The source of a template, by its path inside `templates/`: embedded, else in the extra
+/// chapters' directory (`BEAMOPS_CHAPTERS_DIR/templates/`). An extra template never replaces an
+/// embedded one of the same name.
 pub fn template_source(name: &str) -> Option<&'static str> {
-    TEMPLATES.get_file(name).and_then(|f| f.contents_utf8())
+    if let Some(embedded) = TEMPLATES.get_file(name).and_then(|f| f.contents_utf8()) {
+        return Some(embedded);
+    }
+    extra_template(name)
+}
+
+/// A template of the extra chapters' directory, read once and kept for the process's life.
+fn extra_template(name: &str) -> Option<&'static str> {
+    static READ: OnceLock<Mutex<std::collections::HashMap<String, &'static str>>> = OnceLock::new();
+    let dir = crate::chapter::extra_dir()?.join("templates");
+    // Only paths inside the directory: a manifest's template never reads elsewhere.
+    if Path::new(name)
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return None;
+    }
+    let mut read = READ
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(text) = read.get(name) {
+        return Some(text);
+    }
+    let text: &'static str = Box::leak(
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .into_boxed_str(),
+    );
+    read.insert(name.to_string(), text);
+    Some(text)
 }
 
 /// Every embedded template, by its path inside `templates/` (the test suite parses them all).
@@ -266,6 +298,17 @@ fn tera_chain(e: &tera::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// A manifest parameter (an action's `file:` or `stack:`) with its template expressions
+/// rendered against the project's context, as a file's `path:` is; text without `{{` as it is.
+pub fn expand(text: &str, project: &Project, env_name: &str) -> Result<String> {
+    if !text.contains("{{") {
+        return Ok(text.to_string());
+    }
+    let ctx = context(project, env_name)?;
+    tera::Tera::one_off(text, &ctx, false)
+        .map_err(|e| anyhow::anyhow!("`{text}`: {}", tera_chain(&e)))
 }
 
 /// Render a template outside any chapter (used by `init`).

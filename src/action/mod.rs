@@ -36,7 +36,8 @@ pub enum ActionSpec {
     DevSecrets,
     DevEnvironment,
     DockerSecrets,
-    StackConverged,
+    /// Parameters: `file:`, `stack:`, `owner:` (`stack::Params`); none: chapter 08's app stack.
+    StackConverged(stack::Params),
     LibclusterWired,
     ClusterFormed,
     /// A placeholder for a chapter that is not implemented yet: describes what it will do.
@@ -46,7 +47,8 @@ pub enum ActionSpec {
 }
 
 impl ActionSpec {
-    pub fn build(&self) -> Box<dyn Action> {
+    /// The action, for the chapter (key, `08-swarm`) whose manifest lists it.
+    pub fn build(&self, chapter: &str) -> Box<dyn Action> {
         match self {
             ActionSpec::GitRepository => Box::new(foundation::GitRepository),
             ActionSpec::MixProject => Box::new(foundation::MixProject),
@@ -57,10 +59,23 @@ impl ActionSpec {
             ActionSpec::DevSecrets => Box::new(compose::DevSecrets),
             ActionSpec::DevEnvironment => Box::new(compose::DevEnvironment),
             ActionSpec::DockerSecrets => Box::new(secrets::DockerSecrets),
-            ActionSpec::StackConverged => Box::new(stack::StackConverged),
+            ActionSpec::StackConverged(params) => Box::new(stack::StackConverged {
+                params: params.clone(),
+                chapter: chapter.to_string(),
+            }),
             ActionSpec::LibclusterWired => Box::new(cluster::LibclusterWired),
             ActionSpec::ClusterFormed => Box::new(cluster::ClusterFormed),
             ActionSpec::Planned { does } => Box::new(Planned(does.clone())),
+        }
+    }
+}
+
+impl ActionSpec {
+    /// The template expressions among the action's parameters.
+    pub fn expressions(&self) -> Vec<&str> {
+        match self {
+            ActionSpec::StackConverged(params) => params.expressions(),
+            _ => Vec::new(),
         }
     }
 }

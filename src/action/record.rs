@@ -89,6 +89,10 @@ pub struct StackRecord {
     pub updated: Vec<String>,
     pub unchanged: Vec<String>,
     pub removed: Vec<String>,
+    /// Configs and secrets of this owner that no service uses any more, removed. Migration:
+    /// absent in records written before objects were named by content (nothing was pruned).
+    #[serde(default)]
+    pub pruned: Vec<String>,
     pub converge_seconds: f64,
     /// Service → local image id the converge saw. Migration: records written before beamops
     /// remembered image ids lack it; absent means "no id known", so a rebuilt image under the
@@ -179,7 +183,8 @@ mod tests {
     fn stack_records_of_both_shapes_read() {
         let now: StackRecord = round_trip(json!({
             "stack": "demo", "created": [], "updated": ["demo_app"], "unchanged": ["demo_db"],
-            "removed": [], "converge_seconds": 3.5, "images": {"demo_app": "sha256:1"}
+            "removed": [], "pruned": ["demo_page_1a2b3c4d"], "converge_seconds": 3.5,
+            "images": {"demo_app": "sha256:1"}
         }));
         assert_eq!(now.updated, ["demo_app"]);
         // Written before image ids were remembered: read, with no id known.
@@ -190,6 +195,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(older.images.is_empty());
+        assert!(older.pruned.is_empty());
         assert_eq!(older.created, ["demo_app"]);
     }
 

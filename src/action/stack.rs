@@ -1,17 +1,53 @@
-//! Chapter 08's stack as an action: the rendered stack file, converged through the Engine API.
+//! A stack file converged through the Engine API: chapter 08's app stack by default; any
+//! chapter may converge a stack file of its own with `file:` and `stack:`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 use super::record::{self, StackRecord};
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
 use crate::docker::Daemon;
-use crate::swarm::{self, SwarmMode, converge, stack::StackFile};
+use crate::swarm::{self, SwarmMode, converge, spec::Owner, stack::StackFile};
 
-pub struct StackConverged;
+/// What a manifest may pass to `stack-converged`. Each is a template expression over the
+/// render context, like a file's `path:` (`stack: "{{ app.stack }}-monitoring"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The stack file, relative to the project root; default `deploy/stack.yml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The stack's name on the swarm; default the app's stack (`app.stack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+    /// The chapter (key, `08-swarm`) whose stack this converges on its behalf: everything is
+    /// labelled as that chapter's, and `down` of this chapter leaves the stack to it. Chapter 09
+    /// rolls out the image it rebuilt into chapter 08's stack this way. Default: this chapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl Params {
+    /// The template expressions among the parameters (`file:`, `stack:`), for the test that
+    /// checks every manifest expression against the real context.
+    pub fn expressions(&self) -> Vec<&str> {
+        [&self.file, &self.stack]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+pub struct StackConverged {
+    pub params: Params,
+    /// The key of the chapter whose manifest lists this action.
+    pub chapter: String,
+}
 
 /// Service → local image id as the last converge in this environment saw it. An unreadable
 /// record counts as no converge yet (with a warning naming it): every service is compared with
@@ -29,26 +65,71 @@ struct Target<'a> {
     file: StackFile,
 }
 
+/// The parameters with their templates rendered: (file, stack).
+struct Resolved {
+    file: String,
+    stack: String,
+}
+
 impl StackConverged {
+    fn resolved(&self, cx: &ActionContext) -> Result<Resolved> {
+        let expand = |text: &str, what: &str| {
+            crate::render::expand(text, cx.project, cx.env_name)
+                .with_context(|| format!("chapter {}: stack-converged `{what}`", self.chapter))
+        };
+        Ok(Resolved {
+            file: match &self.params.file {
+                Some(file) => expand(file, "file")?,
+                None => swarm::STACK_FILE.to_string(),
+            },
+            stack: match &self.params.stack {
+                Some(stack) => expand(stack, "stack")?,
+                None => cx.project.config.app.stack_name().to_string(),
+            },
+        })
+    }
+
+    /// Who the converge labels everything as, and whether it adopts the stack's unlabelled
+    /// objects (made before chapter labels: only ever chapter 08's defaults).
+    fn owner(&self, cx: &ActionContext, resolved: &Resolved) -> Owner {
+        swarm::owner(
+            cx.project,
+            self.params.owner.as_deref().unwrap_or(&self.chapter),
+            &resolved.file,
+            &resolved.stack,
+        )
+    }
+
     fn target<'a>(&self, cx: &'a ActionContext) -> Result<Target<'a>> {
-        let text = cx.file(swarm::STACK_FILE).with_context(|| {
+        let resolved = self.resolved(cx)?;
+        let text = cx.file(&resolved.file).with_context(|| {
             format!(
-                "{} is missing\n  fix: beamops up chapter-08 renders it",
-                swarm::STACK_FILE
+                "{} is missing\n  fix: beamops up {} renders it",
+                resolved.file,
+                self.params.owner.as_deref().unwrap_or(&self.chapter)
             )
         })?;
         let (rt, daemon) = cx.engine()?;
-        let stack = cx.project.config.app.stack_name().to_string();
+        let stack = resolved.stack.clone();
         // Which release: the deploy target, an exported variable, the live service, the
         // record, the file's default (`crate::rollout`, the one place that decides it).
         let (live, _) = rt.block_on(swarm::live_releases(daemon, &stack))?;
         let sources = crate::rollout::sources(cx.project, cx.env_name, cx.stack_variables, live)?;
-        let file = swarm::parse_stack(
+        let mut file = swarm::parse_stack_file(
             cx.project,
             cx.env_name,
+            &resolved.file,
             &text,
             &crate::rollout::variables(&sources),
         )?;
+        file.owner = self.owner(cx, &resolved);
+        // Configs and secrets the stack reads from files, as this run renders them.
+        for r in cx.rendered {
+            file.contents.insert(
+                swarm::stack::normalise_path(&cx.project.root.join(&r.path)),
+                r.content.clone(),
+            );
+        }
         Ok(Target {
             rt,
             daemon,
@@ -108,10 +189,15 @@ impl Action for StackConverged {
         "stack-converged".into()
     }
     fn describe(&self) -> String {
-        format!(
-            "{} applied through the Engine API, every task running healthy",
-            swarm::STACK_FILE
-        )
+        let file = self.params.file.as_deref().unwrap_or(swarm::STACK_FILE);
+        let mut text = format!("{file} applied through the Engine API, every task running healthy");
+        if let Some(stack) = &self.params.stack {
+            text.push_str(&format!(" (stack {stack})"));
+        }
+        if let Some(owner) = &self.params.owner {
+            text.push_str(&format!("; the stack is chapter {owner}'s"));
+        }
+        text
     }
     fn providers(&self) -> &'static [Provider] {
         &[Provider::Local]
@@ -151,6 +237,9 @@ impl Action for StackConverged {
         if !done.unchanged.is_empty() {
             parts.push(format!("unchanged {}", done.unchanged.join(", ")));
         }
+        if !done.pruned.is_empty() {
+            parts.push(format!("removed unused {}", done.pruned.join(", ")));
+        }
         Ok(Applied {
             summary: format!(
                 "stack {}: {}; converged in {:.1}s",
@@ -164,6 +253,7 @@ impl Action for StackConverged {
                 updated: done.updated,
                 unchanged: done.unchanged,
                 removed: done.removed,
+                pruned: done.pruned,
                 converge_seconds: done.wait_seconds,
                 images: done.images,
             }),
@@ -181,10 +271,26 @@ impl Action for StackConverged {
     fn touches_swarm(&self) -> bool {
         true
     }
+    /// Removes what this chapter's converge made in the stack, nothing of another chapter's.
+    /// A stack converged on another chapter's behalf (`owner:`) is that chapter's to remove.
     fn undo(&self, cx: &ActionContext) -> Result<Option<String>> {
+        if self
+            .params
+            .owner
+            .as_ref()
+            .is_some_and(|o| *o != self.chapter)
+        {
+            return Ok(None);
+        }
+        let resolved = self.resolved(cx)?;
+        let owner = self.owner(cx, &resolved);
         let (rt, daemon) = cx.engine()?;
-        let stack = cx.project.config.app.stack_name();
-        let removed = rt.block_on(converge::remove(&daemon, stack, cx.purge))?;
+        let removed = rt.block_on(converge::remove_owned(
+            &daemon,
+            &resolved.stack,
+            &owner,
+            cx.purge,
+        ))?;
         Ok((!removed.is_empty()).then(|| format!("removed {}", removed.join(", "))))
     }
 }

@@ -203,10 +203,26 @@ impl Manifest {
                 ));
             }
         }
+        // A stack converged on another chapter's behalf is that chapter's: it must come first.
+        for a in &self.actions {
+            if let crate::action::ActionSpec::StackConverged(p) = a
+                && let Some(owner) = &p.owner
+                && *owner != self.key()
+                && !self
+                    .needs
+                    .iter()
+                    .any(|n| crate::chapter::resolve(n).is_ok_and(|c| c.key() == *owner))
+            {
+                out.push(format!(
+                    "{}: `owner: {owner}` is not a chapter this one needs\n  fix: name the key of a chapter in `needs:` (e.g. 08-swarm), whose stack this converges",
+                    at("owner", owner)
+                ));
+            }
+        }
         // An action's id keys its record in the state: two with one id would share a record.
         let mut ids = std::collections::BTreeSet::new();
         for a in &self.actions {
-            let id = a.build().id();
+            let id = a.build(&self.key()).id();
             if !ids.insert(id.clone()) {
                 // The manifest spells the action by its serde tag (`action: git-repository`).
                 let kind = serde_json::to_value(a)

@@ -40,7 +40,110 @@ impl Entry {
     }
 }
 
+/// Names a directory of extra chapters outside the embedded set: `chapters/NN-slug.yaml`
+/// manifests and the `templates/` they render, laid out as in this repository. For developing a
+/// chapter before it is embedded, and for tests that feed the engine a chapter made of data only.
+pub const CHAPTERS_DIR_VARIABLE: &str = "BEAMOPS_CHAPTERS_DIR";
+
+/// The directory [`CHAPTERS_DIR_VARIABLE`] names, if any.
+pub fn extra_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os(CHAPTERS_DIR_VARIABLE)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+}
+
+/// The extra chapters, read and checked once: each parses, is named after its id and slug, has
+/// no [`Manifest::problems`], and takes no id an embedded chapter has.
+fn extra() -> &'static std::result::Result<Vec<Entry>, String> {
+    static EXTRA: OnceLock<std::result::Result<Vec<Entry>, String>> = OnceLock::new();
+    EXTRA.get_or_init(|| {
+        let Some(dir) = extra_dir() else {
+            return Ok(Vec::new());
+        };
+        load_extra(&dir.join("chapters")).map_err(|e| {
+            format!(
+                "{CHAPTERS_DIR_VARIABLE}={}: {e:#}\n  fix: a directory holding chapters/NN-slug.yaml and templates/ (docs/architecture.md, \"Adding a chapter\")",
+                dir.display()
+            )
+        })
+    })
+}
+
+fn load_extra(dir: &std::path::Path) -> Result<Vec<Entry>> {
+    let mut sources: Vec<(String, &'static str)> = Vec::new();
+    let listing = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for item in listing {
+        let path = item?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            // Read once per process and kept for its life, like the embedded manifests.
+            sources.push((path.display().to_string(), Box::leak(text.into_boxed_str())));
+        }
+    }
+    sources.sort();
+    let embedded = embedded();
+    let mut out = Vec::new();
+    for manifest in parse_manifests(&sources)? {
+        if let Some(twin) = embedded.iter().find(|e| e.id == manifest.id) {
+            anyhow::bail!(
+                "{}: id {} is also the embedded chapter {}\n  fix: give the chapter an id of its own (13 and up)",
+                dir.join(format!("{}.yaml", manifest.key())).display(),
+                manifest.id,
+                twin.key()
+            );
+        }
+        let (_, text) = sources
+            .iter()
+            .find(|(name, _)| name.ends_with(&format!("/{}.yaml", manifest.key())))
+            .expect("a parsed manifest has its source");
+        out.push(Entry {
+            id: manifest.id,
+            slug: Box::leak(manifest.slug.clone().into_boxed_str()),
+            text,
+            parsed: OnceLock::from(manifest),
+        });
+    }
+    Ok(out)
+}
+
+/// The extra chapters' load error, if [`CHAPTERS_DIR_VARIABLE`] names a directory that does not
+/// hold valid chapters. Commands call it before resolving any chapter name; without it a broken
+/// extra chapter would only be missing.
+pub fn check_extra() -> Result<()> {
+    extra()
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The embedded chapters and the extra ones, by id.
 fn entries() -> &'static [Entry] {
+    static ALL: OnceLock<Vec<Entry>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<Entry> = embedded()
+            .iter()
+            .map(|e| Entry {
+                id: e.id,
+                slug: e.slug,
+                text: e.text,
+                parsed: OnceLock::new(),
+            })
+            .collect();
+        if let Ok(extra) = extra() {
+            all.extend(extra.iter().map(|e| Entry {
+                id: e.id,
+                slug: e.slug,
+                text: e.text,
+                parsed: e.parsed.clone(),
+            }));
+        }
+        all.sort_by_key(|e| e.id);
+        all
+    })
+}
+
+fn embedded() -> &'static [Entry] {
     static ENTRIES: OnceLock<Vec<Entry>> = OnceLock::new();
     ENTRIES.get_or_init(|| {
         let mut entries: Vec<Entry> = CHAPTER_DIR
@@ -247,6 +350,53 @@ mod tests {
     }
 
     #[test]
+    fn stack_converged_takes_parameters_with_todays_defaults_and_refuses_a_typo() {
+        use crate::action::{ActionSpec, stack::Params};
+        let ok = parse_manifests(&[(
+            "chapters/13-extra.yaml".into(),
+            &format!(
+                "{HEAD}needs: [swarm]\nactions:\n  - action: stack-converged\n    file: deploy/extra.yml\n    stack: \"{{{{ app.stack }}}}-extra\"\n"
+            ),
+        )])
+        .unwrap();
+        let ActionSpec::StackConverged(params) = &ok[0].actions[0] else {
+            panic!("{:?}", ok[0].actions[0]);
+        };
+        assert_eq!(params.file.as_deref(), Some("deploy/extra.yml"));
+        assert_eq!(params.stack.as_deref(), Some("{{ app.stack }}-extra"));
+        assert_eq!(params.owner, None);
+        // Without parameters: today's behaviour, the app's stack from deploy/stack.yml.
+        let swarm = by_key("08-swarm").unwrap();
+        assert!(
+            swarm
+                .actions
+                .iter()
+                .any(|a| matches!(a, ActionSpec::StackConverged(p) if *p == Params::default()))
+        );
+        // Chapter 09 rolls out into chapter 08's stack, never owning it.
+        let distributed = by_key("09-distributed").unwrap();
+        assert!(distributed.actions.iter().any(|a| matches!(
+            a,
+            ActionSpec::StackConverged(p) if p.owner.as_deref() == Some("08-swarm")
+        )));
+
+        let typo = one(&format!(
+            "{HEAD}actions:\n  - action: stack-converged\n    stak: x\n"
+        ));
+        assert!(typo.contains("chapters/13-extra.yaml"), "{typo}");
+        assert!(typo.contains("stak"), "{typo}");
+
+        let stranger = one(&format!(
+            "{HEAD}needs: [foundation]\nactions:\n  - action: stack-converged\n    owner: 08-swarm\n"
+        ));
+        assert!(stranger.contains("chapters/13-extra.yaml:8"), "{stranger}");
+        assert!(
+            stranger.contains("not a chapter this one needs"),
+            "{stranger}"
+        );
+    }
+
+    #[test]
     fn expression_paths_are_the_names_an_expression_reads() {
         assert_eq!(expression_paths("project.phoenix"), ["project.phoenix"]);
         assert_eq!(
@@ -294,6 +444,25 @@ mod tests {
                             "chapters/{}.yaml: `{expr}` reads `{path}`, which the template context does not have",
                             c.key()
                         );
+                    }
+                }
+            }
+            // Action parameters (`stack: "{{ app.stack }}-x"`) are templated like paths.
+            for a in &c.actions {
+                for text in a.expressions() {
+                    for expr in text
+                        .split("{{")
+                        .skip(1)
+                        .filter_map(|p| p.split("}}").next())
+                    {
+                        for path in expression_paths(expr) {
+                            checked += 1;
+                            assert!(
+                                resolves(&path),
+                                "chapters/{}.yaml: `{expr}` reads `{path}`, which the template context does not have",
+                                c.key()
+                            );
+                        }
                     }
                 }
             }

@@ -69,7 +69,7 @@ pub fn run(ui: &Ui) -> Result<Exit> {
             implemented: c.implemented,
             boundary: c.boundary.clone(),
             files: c.files.iter().map(|f| f.path.clone()).collect(),
-            actions: c.actions.iter().map(|a| a.build().id()).collect(),
+            actions: c.actions.iter().map(|a| a.build(&c.key()).id()).collect(),
         })
         .collect();
     emit(&ChaptersReport { chapters }, ui)

@@ -31,6 +31,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
     // ssh tunnels opened for ssh:// engines live exactly as long as the command.
     let _tunnels = crate::docker::ssh::CloseOnDrop;
     let ui = Ui::new(cli.format, cli.quiet, cli.verbose);
+    // Extra chapters (BEAMOPS_CHAPTERS_DIR) that do not load stop every command, naming why.
+    crate::chapter::check_extra()?;
     let global = Global {
         project: cli.project.clone(),
         environment: cli.environment.clone(),

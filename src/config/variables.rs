@@ -29,6 +29,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "exported by `beamops env --shell`; read by `coord`",
     ),
     ("BEAMOPS_BIN", "the beamops binary a `coord shim` runs"),
+    (
+        "BEAMOPS_CHAPTERS_DIR",
+        "extra chapters (chapters/ + templates/) beside the embedded ones (docs/architecture.md)",
+    ),
     ("BEAMOPS_RUN_ID", "names a CI run in lock records"),
     (
         "BEAMOPS_CACHE_DIR",

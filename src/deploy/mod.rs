@@ -348,11 +348,12 @@ async fn already_live(
     let file = parsed_stack(project, env_name, &target)?;
     // An unreadable converge record: explicitly not known to be live, so the deploy goes on
     // and its converge records anew.
-    let images: BTreeMap<String, String> =
-        match State::read(&project.state_dir())?.find_record::<StackRecord>(env_name) {
-            Ok(r) => r.map(|r| r.images).unwrap_or_default(),
-            Err(_) => return Ok(None),
-        };
+    let images: BTreeMap<String, String> = match State::read(&project.state_dir())?
+        .find_record_where(env_name, |r: &StackRecord| r.stack == stack)
+    {
+        Ok(r) => r.map(|r| r.images).unwrap_or_default(),
+        Err(_) => return Ok(None),
+    };
     if !converge::pending(daemon, stack, &file, &images)
         .await?
         .is_empty()
@@ -555,7 +556,15 @@ fn parsed_stack(
 ) -> Result<swarm::stack::StackFile> {
     let text = std::fs::read_to_string(project.root.join(swarm::STACK_FILE))
         .with_context(|| format!("reading {}", swarm::STACK_FILE))?;
-    swarm::parse_stack(project, env_name, &text, &target.variables())
+    let mut file = swarm::parse_stack(project, env_name, &text, &target.variables())?;
+    // As chapter 08's converge labels it, so the specs compare equal.
+    file.owner = swarm::owner(
+        project,
+        &chapter("chapter-08")?.key(),
+        swarm::STACK_FILE,
+        project.config.app.stack_name(),
+    );
+    Ok(file)
 }
 
 fn converge_timeout(project: &Project) -> Result<Duration> {
@@ -672,10 +681,12 @@ fn roll_out(
             // Healthy is not yet done: a task failing in the monitor window still rolls back.
             // The services this run's converge updated: its typed output (a satisfied stack,
             // applied by an earlier run, updated nothing now).
+            let app_stack = project.config.app.stack_name();
             converged_now = plans
                 .iter()
                 .find_map(|p| p.applied::<StackRecord>().transpose())
-                .transpose()?;
+                .transpose()?
+                .filter(|r| r.stack == app_stack);
             let updated = converged_now
                 .as_ref()
                 .map(|r| r.updated.clone())
@@ -766,7 +777,10 @@ fn roll_out(
     // This run's converge, else the last one recorded (nothing changed now).
     let converged = match converged_now {
         Some(r) => Some(r),
-        None => State::read(&project.state_dir())?.find_record::<StackRecord>(env_name)?,
+        None => State::read(&project.state_dir())?
+            .find_record_where(env_name, |r: &StackRecord| {
+                r.stack == project.config.app.stack_name()
+            })?,
     };
     // Secret versions chapter 07 replaced are unused once the services moved on.
     let keep = crate::secrets::current_secret_names(project, env_name)?

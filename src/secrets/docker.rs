@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use bollard::models::SecretSpec;
-use bollard::query_parameters::{ListSecretsOptions, ListServicesOptions, UpdateServiceOptions};
+use bollard::query_parameters::{ListSecretsOptions, UpdateServiceOptions};
 
 use super::{Applied, AppliedSecret, Plaintext, docker_secret_name, hmac_hex};
 use crate::docker::Daemon;
@@ -221,21 +221,9 @@ pub async fn prune_unused(
     stack: &str,
     keep: &BTreeSet<String>,
 ) -> Result<Vec<String>> {
-    let services = all_services(daemon).await?;
-    let used: BTreeSet<String> = services
-        .iter()
-        .filter_map(|s| {
-            s.spec
-                .as_ref()?
-                .task_template
-                .as_ref()?
-                .container_spec
-                .as_ref()
-        })
-        .flat_map(|c| c.secrets.iter().flatten())
-        .flat_map(|s| [s.secret_name.clone(), s.secret_id.clone()])
-        .flatten()
-        .collect();
+    // Only the services' current specs count: a rotation moves them to the new version and the
+    // old one goes at once (stack configs keep what a previous spec names: `converge`).
+    let used = crate::swarm::converge::objects_in_use(daemon, false).await?;
     let mut removed = Vec::new();
     for secret in stack_secrets(daemon, stack).await? {
         if keep.contains(&secret.name) || used.contains(&secret.name) || used.contains(&secret.id) {
@@ -254,12 +242,4 @@ pub async fn prune_unused(
         }
     }
     Ok(removed)
-}
-
-async fn all_services(daemon: &Daemon) -> Result<Vec<bollard::models::Service>> {
-    daemon
-        .client
-        .list_services(None::<ListServicesOptions>)
-        .await
-        .with_context(|| format!("listing services on {}", daemon.host))
 }

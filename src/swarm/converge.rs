@@ -37,6 +37,8 @@ pub struct Converged {
     pub unchanged: Vec<String>,
     /// Services of the stack that the file no longer has (`docker stack deploy --prune`).
     pub removed: Vec<String>,
+    /// Configs and secrets no service uses any more (earlier content-named versions).
+    pub pruned: Vec<String>,
     /// Seconds from the first change until every task ran healthy.
     pub wait_seconds: f64,
     /// Service → id of the local image its tag named, to notice a rebuild under the same tag.
@@ -167,10 +169,17 @@ async fn config(daemon: &Daemon, name: &str) -> Result<Option<(String, String)>>
     }))
 }
 
-fn read_base64(file: &StackFile, relative: &str) -> Result<String> {
-    let path = file.file_path(relative);
-    let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(data))
+/// The labels of a config or secret made from a file: its owner's and the stack key whose
+/// content-named versions it is one of.
+fn object_labels(
+    stack: &str,
+    file: &StackFile,
+    key: &str,
+    extra: &BTreeMap<String, String>,
+) -> HashMap<String, String> {
+    let mut labels = spec::owned_labels(stack, file, extra);
+    labels.insert(spec::OBJECT_KEY_LABEL.into(), key.to_string());
+    labels
 }
 
 /// Looks up (and with `create`, creates) every network, secret and config the stack uses.
@@ -215,6 +224,17 @@ pub async fn resolve(
     }
     for (key, def) in &file.secrets {
         let name = spec::object_name(stack, key, def.name.as_deref(), def.external);
+        // A secret made from a file is named by its content: the Engine never returns secret
+        // data, so the name is the only way to see a changed file.
+        let data = if def.external {
+            None
+        } else {
+            Some(file.file_content(def.file.as_deref().unwrap_or_default())?)
+        };
+        let name = match &data {
+            Some(data) => spec::content_name(&name, data),
+            None => name,
+        };
         if let Some(id) = secret_id(daemon, &name).await? {
             resolved.secrets.insert(key.clone(), (name, id));
         } else if def.external {
@@ -224,13 +244,15 @@ pub async fn resolve(
             ))
             .into());
         } else if create {
-            let data = read_base64(file, def.file.as_deref().unwrap_or_default())?;
             let created = daemon
                 .client
                 .create_secret(SecretSpec {
                     name: Some(name.clone()),
-                    labels: Some(spec::namespace_labels(stack, &def.labels)),
-                    data: Some(data),
+                    labels: Some(object_labels(stack, file, key, &def.labels)),
+                    data: Some(
+                        base64::engine::general_purpose::STANDARD
+                            .encode(data.as_deref().unwrap_or_default()),
+                    ),
                     ..Default::default()
                 })
                 .await
@@ -245,6 +267,14 @@ pub async fn resolve(
     }
     for (key, def) in &file.configs {
         let name = spec::object_name(stack, key, def.name.as_deref(), def.external);
+        let name = if def.external {
+            name
+        } else {
+            spec::content_name(
+                &name,
+                &file.file_content(def.file.as_deref().unwrap_or_default())?,
+            )
+        };
         let existing = config(daemon, &name).await?;
         if def.external {
             let (id, _) = existing.with_context(|| {
@@ -257,13 +287,14 @@ pub async fn resolve(
             continue;
         }
         let relative = def.file.as_deref().unwrap_or_default();
-        let data = read_base64(file, relative)?;
+        let data = base64::engine::general_purpose::STANDARD.encode(file.file_content(relative)?);
         match existing {
             Some((id, stored)) if stored == data => {
                 resolved.configs.insert(key.clone(), (name, id));
             }
+            // Named by its content, so only a config made by hand under that name gets here.
             Some(_) => bail!(
-                "config `{name}` exists with other content than {}; the Engine cannot change a config in place\n  fix: give the config a new `name:` in the stack file (e.g. with a version suffix), or remove the stack and deploy again",
+                "config `{name}` exists with other content than {}, though its name is that content's digest\n  fix: remove the config (docker config rm {name}); beamops makes it again",
                 file.file_path(relative).display()
             ),
             None if create => {
@@ -271,7 +302,7 @@ pub async fn resolve(
                     .client
                     .create_config(ConfigSpec {
                         name: Some(name.clone()),
-                        labels: Some(spec::namespace_labels(stack, &def.labels)),
+                        labels: Some(object_labels(stack, file, key, &def.labels)),
                         data: Some(data),
                         ..Default::default()
                     })
@@ -573,7 +604,7 @@ pub async fn pending(
     Ok(pending)
 }
 
-/// Services labelled as this stack's that the file does not have.
+/// Services labelled as this stack's, made by the file's owner, that the file does not have.
 async fn strays(daemon: &Daemon, stack: &str, file: &StackFile) -> Result<Vec<String>> {
     let wanted: Vec<String> = file
         .services
@@ -597,6 +628,8 @@ async fn strays(daemon: &Daemon, stack: &str, file: &StackFile) -> Result<Vec<St
                 .as_ref()
                 .is_some_and(|l| l.contains_key(super::job::JOB_LABEL))
         })
+        // Another chapter's services in the same stack are not this file's to remove.
+        .filter(|s| file.owner.owns(s.labels.iter().flatten()))
         .filter_map(|s| s.name)
         .filter(|name| !wanted.contains(name))
         .collect())
@@ -697,7 +730,117 @@ pub async fn converge(
     }
     wait_since(daemon, &names, ui, timeout, Some(&done.updated)).await?;
     done.wait_seconds = started.elapsed().as_secs_f64();
+    done.pruned = prune_objects(daemon, stack, file, &resolved).await?;
     Ok(done)
+}
+
+/// The configs and secrets some service's spec names (with `previous`, its previous spec too:
+/// what Swarm's rollback returns to), by name and id: an object in this set must stay.
+pub async fn objects_in_use(
+    daemon: &Daemon,
+    previous: bool,
+) -> Result<std::collections::BTreeSet<String>> {
+    let mut used = std::collections::BTreeSet::new();
+    for service in raw_services(daemon).await? {
+        let specs = if previous {
+            vec![&service["Spec"], &service["PreviousSpec"]]
+        } else {
+            vec![&service["Spec"]]
+        };
+        for spec in specs {
+            let container = &spec["TaskTemplate"]["ContainerSpec"];
+            for (list, name, id) in [
+                ("Secrets", "SecretName", "SecretID"),
+                ("Configs", "ConfigName", "ConfigID"),
+            ] {
+                for item in container[list].as_array().into_iter().flatten() {
+                    for field in [name, id] {
+                        if let Some(value) = item[field].as_str() {
+                            used.insert(value.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(used)
+}
+
+/// The file's owner's configs and file-based secrets of `stack` that are not the current
+/// versions and that no service uses any more (earlier content-named versions, or configs made
+/// before content naming): removed, as chapter 07 prunes its secret versions. Chapter 07's
+/// versioned secrets (`beamops.key`) are never touched here.
+async fn prune_objects(
+    daemon: &Daemon,
+    stack: &str,
+    file: &StackFile,
+    resolved: &Resolved,
+) -> Result<Vec<String>> {
+    let current: std::collections::BTreeSet<&str> = resolved
+        .configs
+        .values()
+        .chain(resolved.secrets.values())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let used = objects_in_use(daemon, true).await?;
+    let label = filters("label", &format!("{NAMESPACE_LABEL}={stack}"));
+    let mut stale: Vec<(bool, String, String)> = Vec::new();
+    for c in daemon
+        .client
+        .list_configs(Some(ListConfigsOptions {
+            filters: label.clone(),
+        }))
+        .await
+        .context("listing the stack's configs")?
+    {
+        let spec = c.spec.unwrap_or_default();
+        if file.owner.owns(spec.labels.iter().flatten()) {
+            stale.push((
+                true,
+                spec.name.unwrap_or_default(),
+                c.id.unwrap_or_default(),
+            ));
+        }
+    }
+    for s in daemon
+        .client
+        .list_secrets(Some(ListSecretsOptions { filters: label }))
+        .await
+        .context("listing the stack's secrets")?
+    {
+        let spec = s.spec.unwrap_or_default();
+        let labels = spec.labels.clone().unwrap_or_default();
+        if !labels.contains_key(crate::secrets::docker::LABEL_KEY) && file.owner.owns(labels.iter())
+        {
+            stale.push((
+                false,
+                spec.name.unwrap_or_default(),
+                s.id.unwrap_or_default(),
+            ));
+        }
+    }
+    let mut removed = Vec::new();
+    for (is_config, name, id) in stale {
+        if current.contains(name.as_str()) || used.contains(&name) || used.contains(&id) {
+            continue;
+        }
+        let result = if is_config {
+            daemon.client.delete_config(&id).await
+        } else {
+            daemon.client.delete_secret(&id).await
+        };
+        let kind = if is_config { "config" } else { "secret" };
+        match result {
+            Ok(()) => removed.push(format!("{kind} {name}")),
+            // Gone already, or a service started using it meanwhile: leave it.
+            Err(e) if is_not_found(&e) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 400, ..
+            }) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing unused {kind} {name}")),
+        }
+    }
+    Ok(removed)
 }
 
 /// How far one service is from running every desired task healthy.
@@ -998,13 +1141,32 @@ pub async fn wait_update_settled(
     }
 }
 
-/// `docker stack rm` through the API: services first (their tasks hold the networks), then
-/// networks, configs and the secrets the stack created. Volumes stay unless `volumes` is set.
-/// Returns what it removed.
+/// `docker stack rm` through the API: everything of the stack, whoever made it (tests' cleanup).
 pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<String>> {
+    remove_owned(daemon, stack, &spec::Owner::default(), volumes).await
+}
+
+/// What `owner` made in `stack`, removed: one-off jobs and services first (their tasks hold
+/// the networks), then networks no other service still uses, configs and the secrets the stack
+/// file created (chapter 07's versions, labelled `beamops.key`, stay with chapter 07). Volumes
+/// stay unless `volumes` is set; then the volumes the removed services mounted go too. Another
+/// chapter's services, networks and configs in the same stack are left alone. Returns what it
+/// removed.
+pub async fn remove_owned(
+    daemon: &Daemon,
+    stack: &str,
+    owner: &spec::Owner,
+    volumes: bool,
+) -> Result<Vec<String>> {
     let label = filters("label", &format!("{NAMESPACE_LABEL}={stack}"));
-    // One-off jobs first, with the exited containers a deleted job service leaves behind.
-    let mut removed: Vec<String> = super::job::remove_all(daemon, stack, None)
+    // One-off jobs first, with the exited containers a deleted job service leaves behind. The
+    // owner of the stack's unlabelled objects (the app stack's) removes every job of the stack:
+    // they run on its networks.
+    let jobs_of = owner
+        .chapter
+        .as_deref()
+        .filter(|_| !owner.adopts_unlabelled);
+    let mut removed: Vec<String> = super::job::remove_all(daemon, stack, jobs_of)
         .await?
         .into_iter()
         .map(|job| format!("job {job}"))
@@ -1017,14 +1179,39 @@ pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<S
         }))
         .await
         .context("listing the stack's services")?;
+    let mut mounted = std::collections::BTreeSet::new();
     for service in services {
-        let name = service.spec.and_then(|s| s.name).unwrap_or_default();
+        let spec = service.spec.unwrap_or_default();
+        if !owner.owns(spec.labels.iter().flatten()) {
+            continue;
+        }
+        let name = spec.name.clone().unwrap_or_default();
+        mounted.extend(
+            spec.task_template
+                .and_then(|t| t.container_spec)
+                .and_then(|c| c.mounts)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.source),
+        );
         match daemon.client.delete_service(&name).await {
             Ok(()) => removed.push(format!("service {name}")),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e).with_context(|| format!("removing service {name}")),
         }
     }
+    // Networks another chapter's services still use stay (their removal would never succeed).
+    let still_used: std::collections::BTreeSet<String> = raw_services(daemon)
+        .await?
+        .iter()
+        .flat_map(|s| {
+            s["Spec"]["TaskTemplate"]["Networks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|n| n["Target"].as_str().map(str::to_string))
+        .collect();
     // A network stays in use until the removed services' tasks have stopped.
     let networks = daemon
         .client
@@ -1034,7 +1221,14 @@ pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<S
         .await
         .context("listing the stack's networks")?;
     for network in networks {
+        if !owner.owns(network.labels.iter().flatten()) {
+            continue;
+        }
         let name = network.name.unwrap_or_default();
+        let id = network.id.unwrap_or_default();
+        if still_used.contains(&id) || still_used.contains(&name) {
+            continue;
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match daemon.client.remove_network(&name).await {
@@ -1059,7 +1253,11 @@ pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<S
         .await
         .context("listing the stack's configs")?;
     for c in configs {
-        let name = c.spec.and_then(|s| s.name).unwrap_or_default();
+        let spec = c.spec.unwrap_or_default();
+        if !owner.owns(spec.labels.iter().flatten()) {
+            continue;
+        }
+        let name = spec.name.unwrap_or_default();
         match daemon.client.delete_config(&name).await {
             Ok(()) => removed.push(format!("config {name}")),
             Err(e) if is_not_found(&e) => {}
@@ -1075,12 +1273,9 @@ pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<S
         .context("listing the stack's secrets")?;
     for s in secrets {
         let spec = s.spec.unwrap_or_default();
+        let labels = spec.labels.clone().unwrap_or_default();
         // Versions chapter 07 made belong to chapter 07: its state still records them.
-        if spec
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(crate::secrets::docker::LABEL_KEY))
-        {
+        if labels.contains_key(crate::secrets::docker::LABEL_KEY) || !owner.owns(labels.iter()) {
             continue;
         }
         let name = spec.name.unwrap_or_default();
@@ -1099,6 +1294,11 @@ pub async fn remove(daemon: &Daemon, stack: &str, volumes: bool) -> Result<Vec<S
             .await
             .context("listing the stack's volumes")?;
         for v in listed.volumes.unwrap_or_default() {
+            // Volumes carry no chapter label (it would be part of the task template): an owner
+            // with a chapter removes the ones its services mounted.
+            if owner.chapter.is_some() && !mounted.contains(&v.name) {
+                continue;
+            }
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 match daemon

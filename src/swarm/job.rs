@@ -24,7 +24,7 @@ use crate::swarm::spec::NAMESPACE_LABEL;
 /// the stack file's services.
 pub const JOB_LABEL: &str = "beamops.job";
 /// The chapter whose run made the job: `down` of that chapter removes it.
-pub const CHAPTER_LABEL: &str = "beamops.chapter";
+pub use crate::swarm::spec::CHAPTER_LABEL;
 /// `<host> <boot id> <pid> <process start>` of the beamops run that made the job.
 pub const OWNER_LABEL: &str = "beamops.job.owner";
 

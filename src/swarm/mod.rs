@@ -69,9 +69,33 @@ pub fn parse_stack(
     text: &str,
     release: &BTreeMap<String, String>,
 ) -> Result<stack::StackFile> {
+    parse_stack_file(project, env, STACK_FILE, text, release)
+}
+
+/// [`parse_stack`] for a stack file at `relative` (a chapter's `stack-converged` `file:`).
+pub fn parse_stack_file(
+    project: &Project,
+    env: &str,
+    relative: &str,
+    text: &str,
+    release: &BTreeMap<String, String>,
+) -> Result<stack::StackFile> {
     let mut vars = secret_variables(project, env)?;
     vars.extend(release.iter().map(|(k, v)| (k.clone(), v.clone())));
-    stack::StackFile::parse(&project.root.join(STACK_FILE), text, &vars)
+    stack::StackFile::parse(&project.root.join(relative), text, &vars)
+}
+
+/// The owner of a converge of `file` into `stack` on behalf of `chapter`. Objects without a
+/// chapter label were made by beamops before labels, which only ever converged
+/// `deploy/stack.yml` as the app's stack: that converge adopts them (and labels its services at
+/// their next update); every other converge leaves them alone.
+pub fn owner(project: &Project, chapter: &str, file: &str, stack: &str) -> spec::Owner {
+    spec::Owner {
+        chapter: Some(chapter.to_string()),
+        adopts_unlabelled: stack::normalise_path(std::path::Path::new(file))
+            == std::path::Path::new(STACK_FILE)
+            && stack == project.config.app.stack_name(),
+    }
 }
 
 /// Where this Engine stands in a swarm.

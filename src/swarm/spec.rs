@@ -11,6 +11,53 @@ use super::stack::{self, StackFile, VolumeMount};
 
 pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 pub const IMAGE_LABEL: &str = "com.docker.stack.image";
+/// The chapter whose converge made a service, network, config, secret or one-off job: `down`
+/// of that chapter, and its stray-service removal, touch only what carries its key.
+pub const CHAPTER_LABEL: &str = "beamops.chapter";
+/// The stack key of a content-named config or secret (`<stack>_<key>_<hash>`): its versions are
+/// found by it, the unused ones removed.
+pub const OBJECT_KEY_LABEL: &str = "beamops.object";
+
+/// Who converges a stack file: the chapter that owns what it makes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// The chapter key (`08-swarm`) labelled on everything the converge makes. None: a stack
+    /// parsed outside any chapter (a test's, a by-hand tool's): nothing is labelled and every
+    /// object of the stack counts as its own, as `docker stack deploy` does.
+    pub chapter: Option<String>,
+    /// Objects of the stack with no chapter label count as this converge's too. beamops before
+    /// chapter labels converged only `deploy/stack.yml` as the app's stack, so that converge
+    /// (the defaults of `stack-converged`) adopts them; any other leaves them alone.
+    pub adopts_unlabelled: bool,
+}
+
+impl Owner {
+    /// Whether an object with these labels is this owner's to update, prune or remove.
+    pub fn owns<'a>(&self, labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> bool {
+        let Some(chapter) = &self.chapter else {
+            return true;
+        };
+        match labels.into_iter().find(|(k, _)| *k == CHAPTER_LABEL) {
+            Some((_, label)) => label == chapter,
+            None => self.adopts_unlabelled,
+        }
+    }
+
+    /// Labels for a service, network, config or secret this owner makes.
+    fn label(&self, labels: &mut HashMap<String, String>) {
+        if let Some(chapter) = &self.chapter {
+            labels.insert(CHAPTER_LABEL.into(), chapter.clone());
+        }
+    }
+}
+
+/// `<name>_<first 10 hex digits of sha256(data)>`: a config or secret made from a file is named
+/// by its content, so a changed file is a new object (the Engine cannot change one in place),
+/// services move to it with their next update, and the old one is removed once no service's
+/// spec or previous spec (what Swarm rolls back to) names it.
+pub fn content_name(name: &str, data: &[u8]) -> String {
+    format!("{name}_{}", &crate::fsutil::sha256_hex(data)[..10])
+}
 
 /// The network a service joins when it names none, as in compose.
 pub const DEFAULT_NETWORK: &str = "default";
@@ -46,6 +93,19 @@ pub fn namespace_labels(stack: &str, extra: &BTreeMap<String, String>) -> HashMa
     labels
 }
 
+/// The labels of a service, network, config or secret the stack file's owner makes: the
+/// namespace and the owner's chapter. (Container and volume labels carry no chapter: they are
+/// part of the task template, and a label added there would restart every task.)
+pub fn owned_labels(
+    stack: &str,
+    file: &StackFile,
+    extra: &BTreeMap<String, String>,
+) -> HashMap<String, String> {
+    let mut labels = namespace_labels(stack, extra);
+    file.owner.label(&mut labels);
+    labels
+}
+
 /// The networks the services use: declared ones plus `default` when a service names none.
 pub fn used_networks(file: &StackFile) -> Vec<String> {
     let mut used: Vec<String> = file.networks.keys().cloned().collect();
@@ -71,7 +131,7 @@ pub fn network_request(stack: &str, file: &StackFile, key: &str) -> NetworkCreat
         attachable: Some(def.attachable),
         internal: Some(def.internal),
         options: (!def.driver_opts.is_empty()).then(|| def.driver_opts.into_iter().collect()),
-        labels: Some(namespace_labels(stack, &def.labels)),
+        labels: Some(owned_labels(stack, file, &def.labels)),
         ipam: def.ipam.map(|ipam| Ipam {
             driver: Some(ipam.driver.unwrap_or_else(|| "default".into())),
             config: Some(
@@ -301,7 +361,7 @@ fn service_value(
         Some("global") => json!({"Global": {}}),
         _ => json!({"Replicated": {"Replicas": deploy.replicas.unwrap_or(1)}}),
     };
-    let mut labels = namespace_labels(stack_name, &deploy.labels);
+    let mut labels = owned_labels(stack_name, file, &deploy.labels);
     labels.insert(IMAGE_LABEL.into(), service.image.clone());
     let mut spec = json!({
         "Name": scoped(stack_name, name),
@@ -503,6 +563,59 @@ secrets:
             500_000_000
         );
         assert_eq!(v["EndpointSpec"]["Mode"], "vip");
+    }
+
+    #[test]
+    fn a_chapter_owns_what_carries_its_label_and_only_the_app_stacks_owner_adopts_unlabelled() {
+        let labels = |chapter: Option<&str>| -> HashMap<String, String> {
+            let mut l = HashMap::from([(NAMESPACE_LABEL.to_string(), "demo".to_string())]);
+            if let Some(c) = chapter {
+                l.insert(CHAPTER_LABEL.into(), c.into());
+            }
+            l
+        };
+        let app = Owner {
+            chapter: Some("08-swarm".into()),
+            adopts_unlabelled: true,
+        };
+        let extra = Owner {
+            chapter: Some("13-extra".into()),
+            adopts_unlabelled: false,
+        };
+        assert!(app.owns(&labels(Some("08-swarm"))));
+        assert!(app.owns(&labels(None)), "made before chapter labels");
+        assert!(!app.owns(&labels(Some("13-extra"))));
+        assert!(extra.owns(&labels(Some("13-extra"))));
+        assert!(!extra.owns(&labels(None)));
+        assert!(!extra.owns(&labels(Some("08-swarm"))));
+        assert!(
+            Owner::default().owns(&labels(Some("13-extra"))),
+            "no chapter: the whole stack"
+        );
+
+        let mut file = StackFile::parse(Path::new("s.yml"), STACK, &BTreeMap::new()).unwrap();
+        file.owner = extra;
+        let (_, spec) = services("demo", &file, &resolved()).unwrap().remove(0);
+        let v = normalise(&spec);
+        assert_eq!(v["Labels"][CHAPTER_LABEL], "13-extra");
+        // Not on the containers: a label there would restart every task of an older stack.
+        assert!(v["TaskTemplate"]["ContainerSpec"]["Labels"][CHAPTER_LABEL].is_null());
+        assert_eq!(
+            network_request("demo", &file, "backend").labels.unwrap()[CHAPTER_LABEL],
+            "13-extra"
+        );
+    }
+
+    #[test]
+    fn a_config_made_from_a_file_is_named_by_its_content() {
+        let a = content_name("demo_prometheus", b"scrape_interval: 15s\n");
+        let b = content_name("demo_prometheus", b"scrape_interval: 5s\n");
+        assert!(a.starts_with("demo_prometheus_") && a.len() == "demo_prometheus_".len() + 10);
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            content_name("demo_prometheus", b"scrape_interval: 15s\n")
+        );
     }
 
     #[test]

@@ -29,6 +29,13 @@ pub struct StackFile {
     /// Where the file was read from: relative `file:` paths resolve against its directory.
     #[serde(skip)]
     pub dir: PathBuf,
+    /// The chapter converging it: labels, strays and removal (`spec::Owner`).
+    #[serde(skip)]
+    pub owner: super::spec::Owner,
+    /// Contents of `file:` configs and secrets as this run will write them (absolute path →
+    /// bytes), read before the disk: a plan sees a rendered config that is not written yet.
+    #[serde(skip)]
+    pub contents: BTreeMap<PathBuf, Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -407,6 +414,16 @@ impl StackFile {
     pub fn file_path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
+
+    /// A `file:` config's or secret's content: as this run renders it, else from the disk.
+    pub fn file_content(&self, file: &str) -> Result<Vec<u8>> {
+        let path = self.file_path(file);
+        let normal = normalise_path(&path);
+        if let Some(data) = self.contents.get(&normal) {
+            return Ok(data.clone());
+        }
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    }
 }
 
 /// `source:target[:ro]` in a service's `volumes`.
@@ -637,4 +654,19 @@ mod tests {
         );
         assert!(VolumeMount::parse("/host:/data").is_err());
     }
+}
+
+/// `a/./b/../c` → `a/c`, lexically (the file need not exist yet).
+pub fn normalise_path(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
