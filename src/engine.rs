@@ -140,10 +140,16 @@ pub struct Engine<'a> {
     catalog: Option<Catalog>,
 }
 
+/// Builds a chapter's actions (a test's fakes).
+type ActionBuilder = Box<dyn Fn(&Manifest) -> Vec<Box<dyn Action>>>;
+
+/// A cached check: (chapter key, action id, stack variables) → (the action's needs, the check).
+type CheckEntries = HashMap<(String, String, String), (&'static [&'static str], Check)>;
+
 /// Chapters and actions other than the embedded ones ([`Engine::with_catalog`]).
 struct Catalog {
     chapters: Vec<&'static Manifest>,
-    actions: Box<dyn Fn(&Manifest) -> Vec<Box<dyn Action>>>,
+    actions: ActionBuilder,
     /// The deploy locks taken, by command: there is no swarm to take them on.
     locks: RefCell<Vec<String>>,
 }
@@ -162,7 +168,7 @@ pub struct HeldLock(#[allow(dead_code)] Option<crate::swarm::lock::Guard>);
 /// Errors are never kept: the next ask checks again.
 #[derive(Default)]
 struct CheckCache {
-    entries: RefCell<HashMap<(String, String, String), (&'static [&'static str], Check)>>,
+    entries: RefCell<CheckEntries>,
     /// Checks actually run, for the tests.
     runs: Cell<usize>,
 }

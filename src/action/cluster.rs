@@ -71,7 +71,7 @@ impl Action for ClusterFormed {
             Err(e) => return Ok(Check::Blocked(format!("{e:#}"))),
         };
         let Some((replicas, members)) = rt.block_on(cluster::members(
-            &daemon,
+            daemon,
             &topology.service,
             &topology.basename,
             topology.subnet,
@@ -84,7 +84,7 @@ impl Action for ClusterFormed {
         };
         let stack = cx.project.config.app.stack_name();
         let leftovers = rt.block_on(job::leftovers(
-            &daemon,
+            daemon,
             stack,
             Some(job::CLUSTER_PROBE.chapter),
         ))?;
@@ -106,7 +106,7 @@ impl Action for ClusterFormed {
         if members.len() as u64 != replicas || members.is_empty() {
             return Ok(Check::Pending(ask_them));
         }
-        if let Some(report) = rt.block_on(cluster::observe_by_exec(&daemon, &topology))? {
+        if let Some(report) = rt.block_on(cluster::observe_by_exec(daemon, &topology))? {
             return Ok(if report.whole() {
                 Check::Satisfied(format!(
                     "{} nodes of {} connected to each other (asked now)",
@@ -138,10 +138,10 @@ impl Action for ClusterFormed {
         let timeout = Self::timeout(cx)?;
         let (rt, daemon) = cx.engine()?;
         let stack = cx.project.config.app.stack_name();
-        for removed in rt.block_on(job::sweep(&daemon, stack, Some(job::CLUSTER_PROBE.chapter)))? {
+        for removed in rt.block_on(job::sweep(daemon, stack, Some(job::CLUSTER_PROBE.chapter)))? {
             cx.ui.warning(removed.to_string());
         }
-        let report = rt.block_on(cluster::wait_whole(&daemon, &topology, cx.ui, timeout))?;
+        let report = rt.block_on(cluster::wait_whole(daemon, &topology, cx.ui, timeout))?;
         let remote = report.members.iter().filter(|m| m.via_job).count();
         let mut summary = format!(
             "{} nodes connected, each sees the other {} (after {:.1}s)",
@@ -174,7 +174,7 @@ impl Action for ClusterFormed {
         let (rt, daemon) = cx.engine()?;
         let stack = cx.project.config.app.stack_name();
         let removed = rt.block_on(job::remove_all(
-            &daemon,
+            daemon,
             stack,
             Some(job::CLUSTER_PROBE.chapter),
         ))?;

@@ -134,7 +134,7 @@ impl Action for ReleaseImage {
         let rev = revision(&cx.project.root)?;
         let wanted_tag = format!("{}:{}", Self::repository(cx), rev.tag());
         let (rt, daemon) = cx.engine()?;
-        let labelled = rt.block_on(image_for_context(&daemon, &Self::repository(cx), &digest))?;
+        let labelled = rt.block_on(image_for_context(daemon, &Self::repository(cx), &digest))?;
         let recorded = match cx.recorded_for::<ReleaseImageRecord>(&digest) {
             Ok(r) => r.map(|r| r.id),
             // Explicitly "not built": the check says why and apply records it anew.
@@ -172,7 +172,7 @@ impl Action for ReleaseImage {
         let existing = if cx.no_cache {
             None
         } else {
-            rt.block_on(image_for_context(&daemon, &repository, &digest))?
+            rt.block_on(image_for_context(daemon, &repository, &digest))?
                 .or_else(|| {
                     cx.recorded_or_warn::<ReleaseImageRecord>(Some(&digest))
                         .map(|r| r.id)
@@ -181,7 +181,7 @@ impl Action for ReleaseImage {
         };
         if let Some(id) = existing.as_deref() {
             for t in [&sha_tag, &latest] {
-                rt.block_on(tag(&daemon, id, t))?;
+                rt.block_on(tag(daemon, id, t))?;
             }
             return Ok(Applied {
                 summary: format!("tagged {sha_tag} (context unchanged, no build)"),
@@ -254,7 +254,7 @@ impl Action for ReleaseImage {
             .block_on(daemon.client.inspect_image(&sha_tag))
             .with_context(|| format!("inspecting {sha_tag} after the build"))?;
         let id = image.id.or(id).context("the Engine reported no image id")?;
-        rt.block_on(tag(&daemon, &id, &latest))?;
+        rt.block_on(tag(daemon, &id, &latest))?;
         let cached = log.matches("Using cache").count();
         Ok(Applied {
             summary: format!(

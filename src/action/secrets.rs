@@ -65,7 +65,7 @@ impl Action for DockerSecrets {
             )));
         };
         let (rt, daemon) = cx.engine()?;
-        let on_engine = rt.block_on(secrets::docker::stack_secrets(&daemon, stack))?;
+        let on_engine = rt.block_on(secrets::docker::stack_secrets(daemon, stack))?;
         let missing: Vec<&str> = recorded
             .secrets
             .values()
@@ -104,7 +104,7 @@ impl Action for DockerSecrets {
         let previous = cx.recorded_or_warn::<secrets::Applied>(None);
         let (rt, daemon) = cx.engine()?;
         let done = rt.block_on(secrets::docker::converge(
-            &daemon,
+            daemon,
             stack,
             &values,
             &hmac_key,

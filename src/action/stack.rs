@@ -286,7 +286,7 @@ impl Action for StackConverged {
         let owner = self.owner(cx, &resolved);
         let (rt, daemon) = cx.engine()?;
         let removed = rt.block_on(converge::remove_owned(
-            &daemon,
+            daemon,
             &resolved.stack,
             &owner,
             cx.purge,

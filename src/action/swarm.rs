@@ -21,7 +21,7 @@ impl Action for SwarmModeAction {
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         let (rt, daemon) = cx.engine()?;
-        Ok(match rt.block_on(swarm::mode(&daemon))? {
+        Ok(match rt.block_on(swarm::mode(daemon))? {
             SwarmMode::Manager { node_id } => Check::Satisfied(format!("manager {node_id}")),
             SwarmMode::Inactive => Check::Pending(format!(
                 "swarm init, advertising {}",
@@ -45,7 +45,7 @@ impl Action for SwarmModeAction {
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
         let (rt, daemon) = cx.engine()?;
         let addr = swarm::advertise_addr(cx.env);
-        let (node_id, initialised) = rt.block_on(swarm::ensure(&daemon, &addr))?;
+        let (node_id, initialised) = rt.block_on(swarm::ensure(daemon, &addr))?;
         Ok(Applied {
             summary: if initialised {
                 format!("initialised a swarm (manager {node_id}, advertising {addr})")

@@ -175,14 +175,14 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     // A killed run's leftovers first: its release job, and its update, which is judged before
     // anything new is rolled out (resume.rs).
     rt.block_on(resume::remove_leftover_jobs(
-        &daemon,
+        daemon,
         config.app.stack_name(),
         ui,
     ))?;
     let interrupted = rt.block_on(resume::judge_interrupted(
         project,
         env_name,
-        &daemon,
+        daemon,
         ui,
         converge_timeout(project)?,
     ))?;
@@ -202,7 +202,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     };
     let history = record::history(&State::read(&project.state_dir())?, env_name)?;
     // The swarm knows what is live even when this checkout (a fresh CI clone) has no history.
-    let (live, _) = rt.block_on(swarm::live_releases(&daemon, config.app.stack_name()))?;
+    let (live, _) = rt.block_on(swarm::live_releases(daemon, config.app.stack_name()))?;
     let target = Target {
         release: record::next_release_after(
             &history,
@@ -221,7 +221,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         && let Some(report) = rt.block_on(already_live(
             project,
             env_name,
-            &daemon,
+            daemon,
             live,
             target.image_id.clone(),
             (&started_at, started),
@@ -231,7 +231,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         let timeout = project.config.deploy.lock_timeout()?;
         let stack = project.config.app.stack_name();
         if let Err(e) = rt.block_on(crate::swarm::lock::clear_dead(
-            &daemon,
+            daemon,
             stack,
             timeout,
             &|m| ui.note(m),
@@ -263,7 +263,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         Some(registry) => {
             ui.note(format!("deploy: pushing {}", target.image));
             // A failed push is a failed deploy, recorded like one; no service has changed.
-            if let Err(e) = rt.block_on(registry::push(&daemon, &local, &target.image, registry)) {
+            if let Err(e) = rt.block_on(registry::push(daemon, &local, &target.image, registry)) {
                 return Err(failed(
                     project,
                     env_name,
@@ -285,7 +285,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         Some(command) => {
             ui.note(format!("deploy: release command `{command}`"));
             match rt.block_on(release_job(
-                project, env_name, &daemon, &target, &command, ui,
+                project, env_name, daemon, &target, &command, ui,
             )) {
                 Ok(job) => Some(job),
                 Err(e) => {
@@ -308,8 +308,8 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         env_name,
         &mut engine,
         &run,
-        &rt,
-        &daemon,
+        rt,
+        daemon,
         &target,
         Kind::Deploy,
         (&started_at, started),
@@ -405,11 +405,11 @@ pub fn rollback(
     let connection = engine.docker.clone();
     let (rt, daemon) = connection.daemon()?;
     let stack = project.config.app.stack_name();
-    rt.block_on(resume::remove_leftover_jobs(&daemon, stack, ui))?;
+    rt.block_on(resume::remove_leftover_jobs(daemon, stack, ui))?;
     let interrupted = rt.block_on(resume::judge_interrupted(
         project,
         env_name,
-        &daemon,
+        daemon,
         ui,
         converge_timeout(project)?,
     ))?;
@@ -426,7 +426,7 @@ pub fn rollback(
             )
         }
     };
-    let (live, before) = rt.block_on(swarm::live_releases(&daemon, stack))?;
+    let (live, before) = rt.block_on(swarm::live_releases(daemon, stack))?;
     // This checkout's history is trusted when it knows the release the swarm runs; otherwise
     // (a fresh CI clone, a laptop that did not deploy the last release) the swarm's own record
     // of the spec before the last update names the previous release — but only after an update
@@ -454,7 +454,7 @@ pub fn rollback(
         })?),
         None => {
             let settled = rt.block_on(converge::last_update_completed(
-                &daemon,
+                daemon,
                 &spec::scoped(stack, "app"),
             ))?;
             match (&before, settled) {
@@ -505,8 +505,8 @@ pub fn rollback(
         env_name,
         &mut engine,
         &run,
-        &rt,
-        &daemon,
+        rt,
+        daemon,
         &target,
         Kind::Rollback,
         (&started_at, started),

@@ -1425,7 +1425,8 @@ mod tests {
         engine_spelling["TaskTemplate"]["Runtime"] = json!("container");
         engine_spelling["TaskTemplate"]["ForceUpdate"] = json!(3);
         // (case, the swarm before, services whose image was rebuilt, expected plan lines)
-        let cases: Vec<(&str, FakeSwarm, Vec<&str>, Vec<(&str, &str)>)> = vec![
+        type Case<'a> = (&'a str, FakeSwarm, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+        let cases: Vec<Case> = vec![
             (
                 "fresh swarm",
                 FakeSwarm::new(),

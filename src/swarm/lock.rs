@@ -586,7 +586,7 @@ pub fn acquire_for_environment(
     let timeout = project.config.deploy.lock_timeout()?;
     let (rt, daemon) = connection.daemon()?;
     if !matches!(
-        rt.block_on(super::mode(&daemon))?,
+        rt.block_on(super::mode(daemon))?,
         super::SwarmMode::Manager { .. }
     ) {
         return Ok(None);
@@ -598,7 +598,7 @@ pub fn acquire_for_environment(
         poll: Duration::from_secs(1),
     };
     let stack = project.config.app.stack_name();
-    rt.block_on(acquire(&daemon, stack, holder, &opts, on_wait))
+    rt.block_on(acquire(daemon, stack, holder, &opts, on_wait))
         .map(Some)
 }
 

@@ -575,6 +575,21 @@ fn expand(body: &str, vars: &BTreeMap<String, String>) -> Result<String, String>
     Err(format!("`${{{body}}}`: unsupported substitution `{op}`"))
 }
 
+/// `a/./b/../c` → `a/c`, lexically (the file need not exist yet).
+pub fn normalise_path(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,19 +669,4 @@ mod tests {
         );
         assert!(VolumeMount::parse("/host:/data").is_err());
     }
-}
-
-/// `a/./b/../c` → `a/c`, lexically (the file need not exist yet).
-pub fn normalise_path(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
