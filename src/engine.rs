@@ -1216,6 +1216,8 @@ mod tests {
         );
         // The deploy lock: taken once, before the first swarm change that had work to do.
         assert_eq!(engine.locks_taken(), ["up"]);
+        // No action asked for the Engine: the run's connection was never opened.
+        assert!(!engine.docker.is_open());
         // The run's typed output: the services its converge updated.
         let converged: StackRecord = done[2].applied().unwrap().unwrap();
         assert_eq!(converged.updated, ["demo_app"]);

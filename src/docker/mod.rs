@@ -399,6 +399,25 @@ pub fn is_not_found(err: &bollard::errors::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_connection_opens_on_first_use_once_and_keeps_no_failure() {
+        let connection = Connection::lazy("unix:///nonexistent/docker.sock".into());
+        assert!(!connection.is_open());
+        let first = connection.runtime().unwrap() as *const _;
+        assert_eq!(
+            first,
+            connection.runtime().unwrap() as *const _,
+            "one runtime"
+        );
+        let err = connection.daemon().unwrap_err();
+        assert_eq!(crate::exit::exit_for(&err), crate::exit::Exit::Blocked);
+        assert!(
+            !connection.is_open(),
+            "a failed connect is tried again next time"
+        );
+        assert!(connection.daemon().is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -604,20 +604,20 @@ pub fn acquire_for_environment(
 
 /// The environment's deploy lock as `status` shows it: none when it is free, or when there is
 /// no swarm (or no Engine) to ask — `status` reports those through its own checks.
-pub fn held_for_environment(project: &crate::project::Project, env: &str) -> Option<Lock> {
+pub fn held_for_environment(
+    project: &crate::project::Project,
+    connection: &docker::Connection,
+) -> Option<Lock> {
     let timeout = project.config.deploy.lock_timeout().ok()?;
-    let rt = docker::runtime().ok()?;
+    let (rt, daemon) = connection.daemon().ok()?;
     rt.block_on(async {
-        let daemon = docker::connect(&docker::host_for(project, env))
-            .await
-            .ok()?;
         if !matches!(
-            super::mode(&daemon).await.ok()?,
+            super::mode(daemon).await.ok()?,
             super::SwarmMode::Manager { .. }
         ) {
             return None;
         }
-        current(&daemon, project.config.app.stack_name(), timeout)
+        current(daemon, project.config.app.stack_name(), timeout)
             .await
             .ok()
             .flatten()
