@@ -510,6 +510,11 @@ fn beamops_own_variables_are_never_config_overrides() {
             "BEAMOPS_ENV" => "local".into(),
             "BEAMOPS_FORMAT" => "text".into(),
             "BEAMOPS_AGE_KEY_FILE" => key.path().join("age.key").to_str().unwrap().into(),
+            // A directory of extra chapters that holds none.
+            "BEAMOPS_CHAPTERS_DIR" => {
+                std::fs::create_dir_all(key.path().join("chapters")).unwrap();
+                key.path().to_str().unwrap().into()
+            }
             // Set, it turns the binary into the shell's completer: tested in completions.
             "BEAMOPS_COMPLETE" => continue,
             _ => "1".into(),

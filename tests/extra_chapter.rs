@@ -76,7 +76,8 @@ struct Lab {
     project: TestProject,
     chapters: tempfile::TempDir,
     stack: String,
-    cleanup: Cleanup,
+    /// Dropped with the lab: removes what the test made.
+    _cleanup: Cleanup,
 }
 
 impl Lab {
@@ -102,7 +103,7 @@ impl Lab {
             project,
             chapters,
             stack,
-            cleanup,
+            _cleanup: cleanup,
         }
     }
 
@@ -253,7 +254,11 @@ fn a_chapter_made_of_data_converges_a_second_stack_and_down_removes_exactly_it()
     assert!(lab.ok(&["chapters"]).contains("chapter-13"));
     let up = lab.ok(&["up", "chapter-13"]);
     let web = format!("{extra}_web");
-    assert_eq!(objects("service", &extra), [web.clone()], "{up}");
+    assert_eq!(
+        objects("service", &extra),
+        std::slice::from_ref(&web),
+        "{up}"
+    );
     assert_eq!(objects("network", &extra), [format!("{extra}_front")]);
     let configs = objects("config", &extra);
     assert_eq!(configs.len(), 1, "{configs:?}");
@@ -275,7 +280,7 @@ fn a_chapter_made_of_data_converges_a_second_stack_and_down_removes_exactly_it()
     assert!(served_page(&web, "first").contains("coordination extra page: first"));
     // Neither chapter sees the other's services as strays.
     lab.ok(&["up", "chapter-08"]);
-    assert_eq!(objects("service", &extra), [web.clone()]);
+    assert_eq!(objects("service", &extra), std::slice::from_ref(&web));
     assert_eq!(lab.run(&["plan", "chapter-08"]).status.code(), Some(0));
     assert_eq!(lab.run(&["plan", "chapter-13"]).status.code(), Some(0));
 
@@ -370,7 +375,7 @@ fn a_chapter_converging_into_the_app_stack_never_removes_the_apps_services() {
     );
 
     lab.ok(&["down", "chapter-14"]);
-    assert_eq!(objects("service", &stack), [app.clone()]);
+    assert_eq!(objects("service", &stack), std::slice::from_ref(&app));
     let networks: Vec<String> = objects("network", &stack)
         .into_iter()
         .filter(|n| *n != format!("{stack}_default"))
@@ -412,4 +417,70 @@ fn down_chapter_09_leaves_the_app_stack_running() {
     );
     assert_eq!(task_ids(&app), tasks);
     assert_eq!(lab.run(&["plan", "chapter-08"]).status.code(), Some(0));
+}
+
+/// Without Docker: the extra chapters load, are listed and rendered like embedded ones, and a
+/// directory that does not hold valid chapters stops the command naming the file and the fix.
+#[test]
+fn extra_chapters_are_listed_rendered_and_refused_when_broken() {
+    let project = TestProject::new();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(Path::new(DATA), dir.path());
+    let run = |args: &[&str]| {
+        project
+            .beamops()
+            .env("BEAMOPS_CHAPTERS_DIR", dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listed = run(&["chapters", "--format", "json"]);
+    assert!(listed.status.success());
+    let listed = common::json(&listed.stdout);
+    let keys: Vec<&str> = listed["chapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["key"].as_str())
+        .collect();
+    assert!(
+        keys.contains(&"13-extra") && keys.contains(&"14-sidecar"),
+        "{listed}"
+    );
+    assert!(keys.contains(&"08-swarm"), "{listed}");
+
+    // Its files render from the directory's templates (whatever the Engine says of its action).
+    let plan = run(&["plan", "chapter-13", "--format", "json"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("\"deploy/extra/page.txt\"") && text.contains("\"deploy/extra/stack.yml\""),
+        "{text}\n{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("chapters/13-extra.yaml")).unwrap();
+
+    // A typo in a parameter, and an id an embedded chapter has: refused, naming the file.
+    let manifest = dir.path().join("chapters/13-extra.yaml");
+    std::fs::write(&manifest, text.replace("    stack:", "    stak:")).unwrap();
+    let broken = run(&["chapters"]);
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert_eq!(broken.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("13-extra.yaml") && stderr.contains("stak"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("BEAMOPS_CHAPTERS_DIR"), "{stderr}");
+    std::fs::write(&manifest, &text).unwrap();
+    std::fs::write(
+        dir.path().join("chapters/08-other.yaml"),
+        "id: 8\nslug: other\ntitle: T\nsummary: S\n",
+    )
+    .unwrap();
+    let twin = run(&["plan", "chapter-01"]);
+    let stderr = String::from_utf8_lossy(&twin.stderr);
+    assert_eq!(twin.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("also the embedded chapter 08-swarm"),
+        "{stderr}"
+    );
 }
