@@ -672,7 +672,7 @@ impl<'a> Engine<'a> {
                                 None => earlier.as_ref().and_then(|r| r.inputs_digest.clone()),
                             },
                             data: match applied {
-                                Some(a) => a.data.clone(),
+                                Some(a) => a.data.clone().into_value(),
                                 None => earlier.map(|r| r.data).unwrap_or_default(),
                             },
                             at: state::now_rfc3339(),
@@ -724,7 +724,7 @@ impl<'a> Engine<'a> {
                     let fresh = ActionRecord {
                         outcome: Outcome::Applied,
                         inputs_digest: a.inputs_digest.clone(),
-                        data: a.data.clone(),
+                        data: a.data.clone().into_value(),
                         at: state::now_rfc3339(),
                     };
                     action.verify(&self.context(rendered, Some(&fresh), false, &none))?;
@@ -737,7 +737,7 @@ impl<'a> Engine<'a> {
                         record(state, Outcome::Applied, Some(&a));
                         step.status = ActionStatus::Applied;
                         step.detail = a.summary;
-                        step.record = Some(a.data);
+                        step.record = Some(a.data.into_value());
                     }
                     Err(e) => {
                         let outcome = if crate::exit::exit_for(&e) == Exit::Blocked {
@@ -1026,7 +1026,7 @@ mod tests {
                     images: BTreeMap::new(),
                 })
             } else {
-                serde_json::Value::Null
+                record::Data::default()
             };
             Ok(Applied {
                 summary: "made".into(),

@@ -97,7 +97,8 @@ pub enum Check {
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
     pub summary: String,
-    pub data: serde_json::Value,
+    /// The action's typed record (`record::to_data`); empty when it keeps none.
+    pub data: record::Data,
     pub inputs_digest: Option<String>,
 }
 

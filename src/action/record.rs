@@ -146,9 +146,21 @@ pub fn parse<R: Record>(data: &serde_json::Value) -> Result<Option<R>, Unreadabl
         })
 }
 
+/// An action's record as an apply hands it to the engine: made only from a typed record, so no
+/// action writes a JSON shape that has no struct.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Data(serde_json::Value);
+
+impl Data {
+    /// The JSON stored in `.beamops/state.json`.
+    pub fn into_value(self) -> serde_json::Value {
+        self.0
+    }
+}
+
 /// The JSON a record is stored as.
-pub fn to_data<R: Record>(record: &R) -> serde_json::Value {
-    serde_json::to_value(record).expect("records serialise: plain structs with string keys")
+pub fn to_data<R: Record>(record: &R) -> Data {
+    Data(serde_json::to_value(record).expect("records serialise: plain structs with string keys"))
 }
 
 #[cfg(test)]
@@ -161,7 +173,7 @@ mod tests {
     /// as the typed record and written back unchanged: the on-disk shape is compatible both ways.
     fn round_trip<R: Record + std::fmt::Debug>(written: serde_json::Value) -> R {
         let record: R = parse(&written).unwrap().expect("data present");
-        assert_eq!(to_data(&record), written, "{}", R::ACTION);
+        assert_eq!(to_data(&record).into_value(), written, "{}", R::ACTION);
         record
     }
 
