@@ -123,12 +123,14 @@ impl StackConverged {
             &crate::rollout::variables(&sources),
         )?;
         file.owner = self.owner(cx, &resolved);
-        // Configs and secrets the stack reads from files, as this run renders them.
+        // Configs and secrets the stack reads from files, as this run will leave them: a managed
+        // file as rendered; a create-once or appended one is the user's once it exists.
         for r in cx.rendered {
-            file.contents.insert(
-                swarm::stack::normalise_path(&cx.project.root.join(&r.path)),
-                r.content.clone(),
-            );
+            let path = cx.project.root.join(&r.path);
+            if r.spec.policy == crate::chapter::Policy::Managed || !path.exists() {
+                file.contents
+                    .insert(swarm::stack::normalise_path(&path), r.content.clone());
+            }
         }
         Ok(Target {
             rt,

@@ -305,6 +305,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_app_stack_file_converged_as_the_app_stack_adopts_unlabelled_objects() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coordination");
+        let project = Project::discover(Some(&root)).unwrap();
+        let app = project.config.app.stack_name().to_string();
+        let adopts = |file: &str, stack: &str| owner(&project, "08-swarm", file, stack);
+        assert!(adopts(STACK_FILE, &app).adopts_unlabelled);
+        assert!(adopts("./deploy/stack.yml", &app).adopts_unlabelled);
+        assert!(!adopts("deploy/sidecar.yml", &app).adopts_unlabelled);
+        assert!(!adopts(STACK_FILE, &format!("{app}-monitoring")).adopts_unlabelled);
+        assert_eq!(
+            adopts("deploy/x.yml", "x").chapter.as_deref(),
+            Some("08-swarm")
+        );
+    }
+
+    #[test]
     fn a_pending_init_or_join_is_its_own_mode_not_a_failure() {
         let id = || Some("n1".to_string());
         assert_eq!(mode_of(None, None, None), SwarmMode::Inactive);
