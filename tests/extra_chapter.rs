@@ -262,6 +262,12 @@ fn a_chapter_made_of_data_converges_a_second_stack_and_down_removes_exactly_it()
     assert_eq!(objects("network", &extra), [format!("{extra}_front")]);
     let configs = objects("config", &extra);
     assert_eq!(configs.len(), 1, "{configs:?}");
+    let secrets = objects("secret", &extra);
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    assert!(
+        secrets[0].starts_with(&format!("{extra}_page_secret_")),
+        "{secrets:?}"
+    );
     assert!(
         configs[0].starts_with(&format!("{extra}_page_")),
         "{configs:?}"
@@ -270,6 +276,7 @@ fn a_chapter_made_of_data_converges_a_second_stack_and_down_removes_exactly_it()
         ("service", &web),
         ("network", &format!("{extra}_front")),
         ("config", &configs[0]),
+        ("secret", &secrets[0]),
     ] {
         assert_eq!(
             label(kind, name, spec::CHAPTER_LABEL),
@@ -303,11 +310,16 @@ fn a_chapter_made_of_data_converges_a_second_stack_and_down_removes_exactly_it()
     let configs_now = objects("config", &extra);
     assert_eq!(configs_now.len(), 2, "{configs_now:?}");
     assert!(!configs_now.contains(&configs[0]), "{configs_now:?}");
+    // A file secret the same way (the Engine never returns its data: the name is how a changed
+    // file shows).
+    let secrets_now = objects("secret", &extra);
+    assert_eq!(secrets_now.len(), 2, "{secrets_now:?}");
+    assert!(!secrets_now.contains(&secrets[0]), "{secrets_now:?}");
     assert_eq!(lab.run(&["plan", "chapter-13"]).status.code(), Some(0));
 
     // down removes exactly the chapter's services, networks and configs.
     let down = lab.ok(&["down", "chapter-13"]);
-    for kind in ["service", "network", "config"] {
+    for kind in ["service", "network", "config", "secret"] {
         let left = settled_objects(kind, &extra, &[]);
         assert!(left.is_empty(), "{kind}s left: {left:?}\n{down}");
     }

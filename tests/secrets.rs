@@ -393,6 +393,21 @@ fn docker_secrets_get_a_new_version_only_when_a_value_changes() {
         format!("{s}_secret_key_base_v1"),
     ];
     assert_eq!(f.engine_secrets(), v1);
+    // Labelled with the chapter that made them, as everything beamops makes on the swarm.
+    let chapter = Std::new("docker")
+        .args([
+            "secret",
+            "inspect",
+            &v1[0],
+            "--format",
+            "{{index .Spec.Labels \"beamops.chapter\"}}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&chapter.stdout).trim(),
+        "07-secrets"
+    );
     // The cookie and SECRET_KEY_BASE were generated into the encrypted file.
     let plain = String::from_utf8_lossy(&f.decrypt_with(&f.key_file()).stdout).into_owned();
     assert!(

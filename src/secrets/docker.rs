@@ -111,6 +111,11 @@ pub async fn converge(
             (LABEL_STACK.to_string(), stack.to_string()),
             (LABEL_KEY.to_string(), key.clone()),
             (LABEL_VERSION.to_string(), version.to_string()),
+            // Which chapter made it, as on everything beamops makes on the swarm.
+            (
+                crate::swarm::spec::CHAPTER_LABEL.to_string(),
+                super::CHAPTER_KEY.to_string(),
+            ),
         ]);
         let created = daemon
             .client
