@@ -58,7 +58,9 @@ impl ActionSpec {
             ActionSpec::ReleaseImage => Box::new(docker::ReleaseImage),
             ActionSpec::DevSecrets => Box::new(compose::DevSecrets),
             ActionSpec::DevEnvironment => Box::new(compose::DevEnvironment),
-            ActionSpec::DockerSecrets => Box::new(secrets::DockerSecrets),
+            ActionSpec::DockerSecrets => Box::new(secrets::DockerSecrets {
+                chapter: chapter.to_string(),
+            }),
             ActionSpec::StackConverged(params) => Box::new(stack::StackConverged {
                 params: params.clone(),
                 chapter: chapter.to_string(),

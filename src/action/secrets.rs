@@ -6,7 +6,10 @@ use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
 use crate::secrets::{self, RELEASE_COOKIE, SECRET_KEY_BASE, age, encrypted_file, sops::Sops};
 
-pub struct DockerSecrets;
+pub struct DockerSecrets {
+    /// The key of the chapter whose manifest lists it: the secrets it creates are labelled so.
+    pub chapter: String,
+}
 
 impl DockerSecrets {
     /// The ciphertext and the stack: when neither changed since the last apply and the recorded
@@ -106,6 +109,7 @@ impl Action for DockerSecrets {
         let done = rt.block_on(secrets::docker::converge(
             daemon,
             stack,
+            &self.chapter,
             &values,
             &hmac_key,
             previous.as_ref(),
