@@ -1,6 +1,9 @@
 //! The chapter engine: plan (render + check), up (write + check → apply → verify), down, status.
 //! It knows manifests, templates, the lock, the state and the `Action` trait — no chapter by name.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -42,6 +45,10 @@ pub struct ActionPlan {
     /// chapter counts as done for the chapters that need it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
+    /// What this run's apply recorded (its typed record's JSON), read with
+    /// [`ChapterPlan::applied`]; none when the action did not apply in this run.
+    #[serde(skip)]
+    pub record: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +65,23 @@ pub struct ChapterPlan {
 }
 
 impl ChapterPlan {
+    /// The record action `R::ACTION` made in this run: a typed output for the command that ran
+    /// the chapter (`deploy` waits out the monitor window of the services this run updated).
+    /// `Ok(None)` when it did not apply in this run.
+    pub fn applied<R: crate::action::record::Record>(
+        &self,
+    ) -> std::result::Result<Option<R>, crate::action::record::Unreadable> {
+        match self
+            .actions
+            .iter()
+            .find(|a| a.id == R::ACTION && a.status == ActionStatus::Applied)
+            .and_then(|a| a.record.as_ref())
+        {
+            Some(data) => crate::action::record::parse(data),
+            None => Ok(None),
+        }
+    }
+
     pub fn has_changes(&self) -> bool {
         self.files.iter().any(|f| f.status.is_change())
             || self
@@ -111,6 +135,73 @@ pub struct Engine<'a> {
     pub message: Option<String>,
     /// Stack variables that win over the recorded ones (`deploy` names the release it rolls out).
     pub stack_variables: std::collections::BTreeMap<String, String>,
+    /// The run's one Engine connection, opened by the first action that needs it; `deploy`
+    /// shares it for its own calls.
+    pub docker: Rc<crate::docker::Connection>,
+    /// Check results of this run (see [`CheckCache`]).
+    checks: CheckCache,
+    /// None: the embedded chapters and their actions. Tests set their own.
+    catalog: Option<Catalog>,
+}
+
+/// Builds a chapter's actions (a test's fakes).
+type ActionBuilder = Box<dyn Fn(&Manifest) -> Vec<Box<dyn Action>>>;
+
+/// A cached check: (chapter key, action id, stack variables) → (the action's needs, the check).
+type CheckEntries = HashMap<(String, String, String), (&'static [&'static str], Check)>;
+
+/// Chapters and actions other than the embedded ones ([`Engine::with_catalog`]).
+struct Catalog {
+    chapters: Vec<&'static Manifest>,
+    actions: ActionBuilder,
+    /// The deploy locks taken, by command: there is no swarm to take them on.
+    locks: RefCell<Vec<String>>,
+}
+
+/// A deploy lock this run holds; released when dropped (also when an action fails).
+pub struct HeldLock(#[allow(dead_code)] Option<crate::swarm::lock::Guard>);
+
+/// What each action's check found in this run, so `up` checks an action once (its plan, the
+/// plan again under the run lock, the deploy-lock decision and the step itself all ask) unless
+/// something it depends on changed since:
+/// - its own apply, or an apply of an action it `needs` (transitively), forgets it;
+/// - files written to disk by this run forget every result (a check may read any file);
+/// - other stack variables (a deploy's target) are another key;
+/// - a run that had to wait for the run lock forgets every result (the other run changed things).
+///
+/// Errors are never kept: the next ask checks again.
+#[derive(Default)]
+struct CheckCache {
+    entries: RefCell<CheckEntries>,
+    /// Checks actually run, for the tests.
+    runs: Cell<usize>,
+}
+
+impl CheckCache {
+    fn forget_all(&self) {
+        self.entries.borrow_mut().clear();
+    }
+
+    /// `applied` changed: forget it and every cached check that needs it, transitively.
+    fn forget_dependents(&self, applied: &str) {
+        let mut entries = self.entries.borrow_mut();
+        let mut changed = vec![applied.to_string()];
+        while let Some(id) = changed.pop() {
+            let gone: Vec<_> = entries
+                .iter()
+                .filter(|((_, action, _), (needs, _))| {
+                    *action == id || needs.contains(&id.as_str())
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in gone {
+                entries.remove(&key);
+                if key.1 != id {
+                    changed.push(key.1.clone());
+                }
+            }
+        }
+    }
 }
 
 pub struct UpOptions {
@@ -132,6 +223,11 @@ impl<'a> Engine<'a> {
             no_cache: false,
             message: None,
             stack_variables: Default::default(),
+            docker: Rc::new(crate::docker::Connection::for_environment(
+                project, env_name,
+            )),
+            checks: CheckCache::default(),
+            catalog: None,
         })
     }
 
@@ -140,12 +236,52 @@ impl<'a> Engine<'a> {
         render::render_chapter(chapter, &ctx)
     }
 
-    fn actions(chapter: &Manifest) -> Vec<Box<dyn Action>> {
-        chapter
-            .actions
-            .iter()
-            .map(|a| a.build(&chapter.key()))
-            .collect()
+    /// The chapter's actions, as its manifest's specs build them (or the test catalog's fakes).
+    fn actions(&self, chapter: &Manifest) -> Vec<Box<dyn Action>> {
+        match &self.catalog {
+            Some(catalog) => (catalog.actions)(chapter),
+            None => chapter
+                .actions
+                .iter()
+                .map(|a| a.build(&chapter.key()))
+                .collect(),
+        }
+    }
+
+    fn by_key(&self, key: &str) -> Option<&'static Manifest> {
+        match &self.catalog {
+            Some(catalog) => catalog.chapters.iter().copied().find(|c| c.key() == key),
+            None => chapter::by_key(key),
+        }
+    }
+
+    fn with_dependencies(&self, targets: &[&'static Manifest]) -> Result<Vec<&'static Manifest>> {
+        match &self.catalog {
+            Some(catalog) => chapter::with_dependencies_by(targets, &|need| {
+                catalog
+                    .chapters
+                    .iter()
+                    .copied()
+                    .find(|c| c.slug == need || c.key() == need || c.label() == need)
+                    .with_context(|| format!("unknown chapter `{need}`"))
+            }),
+            None => chapter::with_dependencies(targets),
+        }
+    }
+
+    /// The engine over `chapters` instead of the embedded manifests, with `actions` building
+    /// each chapter's actions: how a test feeds made-up chapters and fake actions.
+    pub fn with_catalog(
+        mut self,
+        chapters: Vec<&'static Manifest>,
+        actions: impl Fn(&Manifest) -> Vec<Box<dyn Action>> + 'static,
+    ) -> Self {
+        self.catalog = Some(Catalog {
+            chapters,
+            actions: Box::new(actions),
+            locks: RefCell::new(Vec::new()),
+        });
+        self
     }
 
     fn context<'b>(
@@ -166,7 +302,37 @@ impl<'a> Engine<'a> {
             no_cache: self.no_cache,
             stack_variables: &self.stack_variables,
             planned,
+            docker: &self.docker,
         }
+    }
+
+    /// `action.check`, once per run unless something it depends on changed (`CheckCache`).
+    fn cached_check(
+        &self,
+        action: &dyn Action,
+        chapter: &Manifest,
+        cx: &ActionContext,
+    ) -> Result<Check> {
+        let key = (
+            chapter.key(),
+            action.id(),
+            serde_json::to_string(&self.stack_variables).unwrap_or_default(),
+        );
+        if let Some((_, check)) = self.checks.entries.borrow().get(&key) {
+            return Ok(check.clone());
+        }
+        self.checks.runs.set(self.checks.runs.get() + 1);
+        let check = action.check(cx)?;
+        self.checks
+            .entries
+            .borrow_mut()
+            .insert(key, (action.needs(), check.clone()));
+        Ok(check)
+    }
+
+    /// How many checks this engine has actually run (the rest came from its cache).
+    pub fn checks_run(&self) -> usize {
+        self.checks.runs.get()
     }
 
     /// An action's check. `planned` is what earlier steps of the same plan will have done
@@ -197,7 +363,11 @@ impl<'a> Engine<'a> {
                 .and_then(|c| c.actions.get(&id));
             let waits_for = planned.pending_of(action.needs());
             match (
-                action.check(&self.context(rendered, previous, false, planned)),
+                self.cached_check(
+                    action,
+                    chapter,
+                    &self.context(rendered, previous, false, planned),
+                ),
                 waits_for,
             ) {
                 (Ok(Check::Satisfied(d)), _) => (ActionStatus::Satisfied, d),
@@ -223,6 +393,7 @@ impl<'a> Engine<'a> {
             status,
             detail,
             optional: action.optional(),
+            record: None,
         }
     }
 
@@ -242,7 +413,7 @@ impl<'a> Engine<'a> {
             Vec::new()
         };
         let mut actions = Vec::new();
-        for action in Self::actions(chapter) {
+        for action in self.actions(chapter) {
             let step = self.check_action(action.as_ref(), &rendered, state, chapter, planned);
             if step.status == ActionStatus::Pending {
                 planned
@@ -269,7 +440,7 @@ impl<'a> Engine<'a> {
         let lock = LockFile::read(&self.project.root)?;
         let state = State::read(&self.project.state_dir())?;
         let ordered = if with_deps {
-            chapter::with_dependencies(targets)?
+            self.with_dependencies(targets)?
         } else {
             targets.to_vec()
         };
@@ -285,7 +456,7 @@ impl<'a> Engine<'a> {
                 plan.needed_by = targets
                     .iter()
                     .find(|t| {
-                        chapter::with_dependencies(&[t])
+                        self.with_dependencies(&[t])
                             .is_ok_and(|d| d.iter().any(|c| c.id == chapter.id))
                     })
                     .map(|t| t.label());
@@ -330,9 +501,15 @@ impl<'a> Engine<'a> {
         }
         self.confirm_protected("up")?;
 
+        let waited = Cell::new(false);
         let run = RunLock::acquire(&self.project.state_dir(), opts.lock_wait, |m| {
+            waited.set(true);
             self.ui.note(m)
         })?;
+        if waited.get() {
+            // The run we waited for changed things: what was checked before it is stale.
+            self.checks.forget_all();
+        }
         self.up_locked(targets, opts, &run)
     }
 
@@ -354,9 +531,9 @@ impl<'a> Engine<'a> {
         let mut done = Vec::new();
         // Held from the first swarm change to the end of the run; released on drop, also when
         // an action fails.
-        let mut swarm_lock: Option<crate::swarm::lock::Guard> = None;
+        let mut swarm_lock: Option<HeldLock> = None;
         for mut plan in plans {
-            let chapter = chapter::by_key(&plan.chapter).expect("planned chapters exist");
+            let chapter = self.by_key(&plan.chapter).expect("planned chapters exist");
             self.write_files(&plan, &mut lock)?;
             let rendered = self.render(chapter)?;
             let bar = self.ui.progress(
@@ -364,7 +541,7 @@ impl<'a> Engine<'a> {
                 format!("{} {}", plan.label, plan.title),
             );
             plan.actions = Vec::new();
-            for action in Self::actions(chapter) {
+            for action in self.actions(chapter) {
                 bar.set_message(format!("{}: {}", plan.label, action.describe()));
                 // The deploy lock, before the first swarm change; checked here rather than in
                 // the plan because an earlier chapter of this run (a rebuilt image) may have
@@ -396,12 +573,13 @@ impl<'a> Engine<'a> {
         // Nothing to change on the swarm, so no lock was taken: a lock a killed run left is
         // still cleared, so the next run finishes the job without `lock release`.
         if swarm_lock.is_none()
+            && self.catalog.is_none()
             && done
                 .iter()
-                .filter_map(|p| chapter::by_key(&p.chapter))
-                .any(|c| Self::actions(c).iter().any(|a| a.touches_swarm()))
+                .filter_map(|p| self.by_key(&p.chapter))
+                .any(|c| self.actions(c).iter().any(|a| a.touches_swarm()))
             && let Err(e) =
-                crate::swarm::lock::clear_dead_for_environment(self.project, &self.env_name, &|m| {
+                crate::swarm::lock::clear_dead_for_environment(self.project, &self.docker, &|m| {
                     self.ui.note(m)
                 })
         {
@@ -414,22 +592,37 @@ impl<'a> Engine<'a> {
 
     /// The stack's deploy lock on the environment's swarm (None before the swarm exists).
     /// `--lock-wait` bounds the wait, as it does for the local run lock.
-    pub fn deploy_lock(
-        &self,
-        command: &str,
-        wait: Duration,
-    ) -> Result<Option<crate::swarm::lock::Guard>> {
+    pub fn deploy_lock(&self, command: &str, wait: Duration) -> Result<Option<HeldLock>> {
+        if let Some(catalog) = &self.catalog {
+            // A test's engine has no swarm: it notes when the lock would have been taken.
+            catalog.locks.borrow_mut().push(command.to_string());
+            return Ok(Some(HeldLock(None)));
+        }
         let holder = crate::swarm::lock::Holder::current(command, self.message.clone());
-        crate::swarm::lock::acquire_for_environment(
+        Ok(crate::swarm::lock::acquire_for_environment(
             self.project,
             &self.env_name,
+            &self.docker,
             &holder,
             wait,
             |m| self.ui.note(m),
-        )
+        )?
+        .map(|guard| HeldLock(Some(guard))))
+    }
+
+    /// The deploy locks a test catalog's engine took, in order (by command).
+    pub fn locks_taken(&self) -> Vec<String> {
+        self.catalog
+            .as_ref()
+            .map(|c| c.locks.borrow().clone())
+            .unwrap_or_default()
     }
 
     fn write_files(&self, plan: &ChapterPlan, lock: &mut LockFile) -> Result<()> {
+        if plan.files.iter().any(|f| f.status.is_change()) {
+            // A check may read any file (a build context, the stack file): check again.
+            self.checks.forget_all();
+        }
         for f in &plan.files {
             if let Some(dir) = self.project.root.join(&f.path).parent() {
                 crate::fsutil::sweep_temp_files(dir);
@@ -484,7 +677,7 @@ impl<'a> Engine<'a> {
                                 None => earlier.as_ref().and_then(|r| r.inputs_digest.clone()),
                             },
                             data: match applied {
-                                Some(a) => a.data.clone(),
+                                Some(a) => a.data.clone().into_value(),
                                 None => earlier.map(|r| r.data).unwrap_or_default(),
                             },
                             at: state::now_rfc3339(),
@@ -545,17 +738,20 @@ impl<'a> Engine<'a> {
                     let fresh = ActionRecord {
                         outcome: Outcome::Applied,
                         inputs_digest: a.inputs_digest.clone(),
-                        data: a.data.clone(),
+                        data: a.data.clone().into_value(),
                         at: state::now_rfc3339(),
                     };
                     action.verify(&self.context(rendered, Some(&fresh), false, &none))?;
                     Ok(a)
                 });
+                // Applied or not, what it changed may change its check and its dependents'.
+                self.checks.forget_dependents(&step.id);
                 match applied {
                     Ok(a) => {
                         record(state, Outcome::Applied, Some(&a));
                         step.status = ActionStatus::Applied;
                         step.detail = a.summary;
+                        step.record = Some(a.data.into_value());
                     }
                     Err(e) => {
                         let outcome = if crate::exit::exit_for(&e) == Exit::Blocked {
@@ -586,7 +782,8 @@ impl<'a> Engine<'a> {
         let _run = RunLock::acquire(&state_dir, lock_wait, |m| self.ui.note(m))?;
         let mut state = State::read(&state_dir)?;
         let rendered = self.render(chapter)?;
-        let _swarm_lock = if Self::actions(chapter)
+        let _swarm_lock = if self
+            .actions(chapter)
             .iter()
             .any(|a| a.touches_swarm() && a.providers().contains(&self.env.provider))
         {
@@ -595,7 +792,7 @@ impl<'a> Engine<'a> {
             None
         };
         let mut steps = Vec::new();
-        for action in Self::actions(chapter).iter().rev() {
+        for action in self.actions(chapter).iter().rev() {
             let id = action.id();
             if !action.providers().contains(&self.env.provider) {
                 continue;
@@ -631,6 +828,7 @@ impl<'a> Engine<'a> {
                 status,
                 detail,
                 optional: action.optional(),
+                record: None,
             });
         }
         Ok(ChapterPlan {
@@ -693,11 +891,11 @@ impl<'a> Engine<'a> {
         }
         if let Some(env_state) = state.environments.get(&self.env_name) {
             for (key, chapter_state) in &env_state.chapters {
-                let Some(chapter) = chapter::by_key(key) else {
+                let Some(chapter) = self.by_key(key) else {
                     continue;
                 };
                 let rendered = self.render(chapter)?;
-                for action in Self::actions(chapter) {
+                for action in self.actions(chapter) {
                     let Some(rec) = chapter_state.actions.get(&action.id()) else {
                         continue;
                     };
@@ -773,4 +971,319 @@ pub struct Drift {
     pub subject: String,
     pub kind: String,
     pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine without Docker: made-up chapters and fake actions over a world in memory.
+
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::action::record::{self, StackRecord};
+    use crate::action::{Applied, Check};
+
+    #[derive(Default)]
+    struct World {
+        done: BTreeSet<String>,
+        checks: BTreeMap<String, usize>,
+        /// Actions whose apply fails.
+        failing: BTreeSet<String>,
+    }
+
+    struct Fake {
+        id: &'static str,
+        needs: &'static [&'static str],
+        swarm: bool,
+        world: Rc<RefCell<World>>,
+    }
+
+    impl Action for Fake {
+        fn id(&self) -> String {
+            self.id.into()
+        }
+        fn describe(&self) -> String {
+            format!("fake {}", self.id)
+        }
+        fn needs(&self) -> &'static [&'static str] {
+            self.needs
+        }
+        fn touches_swarm(&self) -> bool {
+            self.swarm
+        }
+        fn check(&self, _cx: &ActionContext) -> Result<Check> {
+            let mut world = self.world.borrow_mut();
+            *world.checks.entry(self.id.into()).or_default() += 1;
+            if let Some(missing) = self.needs.iter().find(|n| !world.done.contains(**n)) {
+                return Ok(Check::Failed(format!("{missing} is not there")));
+            }
+            Ok(if world.done.contains(self.id) {
+                Check::Satisfied("there".into())
+            } else {
+                Check::Pending("make it".into())
+            })
+        }
+        fn apply(&self, _cx: &ActionContext) -> Result<Applied> {
+            let mut world = self.world.borrow_mut();
+            anyhow::ensure!(!world.failing.contains(self.id), "{} broke", self.id);
+            world.done.insert(self.id.into());
+            let data = if self.id == "stack-converged" {
+                record::to_data(&StackRecord {
+                    stack: "demo".into(),
+                    created: vec![],
+                    updated: vec!["demo_app".into()],
+                    unchanged: vec![],
+                    removed: vec![],
+                    pruned: vec![],
+                    converge_seconds: 1.0,
+                    images: BTreeMap::new(),
+                    left_out: BTreeMap::new(),
+                })
+            } else {
+                record::Data::default()
+            };
+            Ok(Applied {
+                summary: "made".into(),
+                data,
+                inputs_digest: None,
+            })
+        }
+    }
+
+    fn manifest(id: u8, slug: &str, needs: &[&str]) -> &'static Manifest {
+        let yaml = format!(
+            "id: {id}\nslug: {slug}\ntitle: {slug}\nsummary: test\nimplemented: true\nneeds: [{}]\n",
+            needs.join(", ")
+        );
+        Box::leak(Box::new(serde_yaml_ng::from_str(&yaml).unwrap()))
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        project: &'static Project,
+        ui: &'static Ui,
+        world: Rc<RefCell<World>>,
+        chapters: Vec<&'static Manifest>,
+    }
+
+    /// base ← mid ← top: `mid` makes what `top`'s converge needs; `top` changes the swarm.
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("beamops.yaml"),
+            "version: 1\napp:\n  name: demo\n  otp_app: demo\n  elixir: 1.18.3\n  otp: 27.3.4.1\nenvironments:\n  local: {}\n",
+        )
+        .unwrap();
+        let project = Box::leak(Box::new(Project::discover(Some(dir.path())).unwrap()));
+        let ui = Box::leak(Box::new(Ui::new(crate::output::Format::Json, true, false)));
+        Setup {
+            _dir: dir,
+            project,
+            ui,
+            world: Rc::default(),
+            chapters: vec![
+                manifest(1, "base", &[]),
+                manifest(2, "mid", &["base"]),
+                manifest(3, "top", &["mid"]),
+            ],
+        }
+    }
+
+    fn engine_for(s: &Setup) -> Engine<'static> {
+        let world = s.world.clone();
+        Engine::new(s.project, "local", s.ui).unwrap().with_catalog(
+            s.chapters.clone(),
+            move |chapter| {
+                let fake = |id, needs, swarm| -> Box<dyn Action> {
+                    Box::new(Fake {
+                        id,
+                        needs,
+                        swarm,
+                        world: world.clone(),
+                    })
+                };
+                match chapter.slug.as_str() {
+                    "base" => vec![fake("swarm-mode", &[], true)],
+                    "mid" => vec![fake("image", &[], false)],
+                    _ => vec![
+                        fake("config", &[], false),
+                        fake("stack-converged", &["swarm-mode", "image"], true),
+                    ],
+                }
+            },
+        )
+    }
+
+    fn up_options() -> UpOptions {
+        UpOptions {
+            dry_run: false,
+            force: false,
+            no_deps: false,
+            lock_wait: Duration::ZERO,
+        }
+    }
+
+    fn statuses(plans: &[ChapterPlan]) -> Vec<(String, String, ActionStatus)> {
+        plans
+            .iter()
+            .flat_map(|p| {
+                p.actions
+                    .iter()
+                    .map(|a| (p.label.clone(), a.id.clone(), a.status))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plan_puts_needed_chapters_first_and_a_failure_on_a_pending_need_is_pending() {
+        let s = setup();
+        s.world.borrow_mut().done.insert("swarm-mode".into());
+        let plans = engine_for(&s).plan(&[s.chapters[2]], true).unwrap();
+        // base is satisfied, so left out; mid is there because top needs it.
+        let labels: Vec<_> = plans.iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(labels, ["chapter-02", "chapter-03"]);
+        assert_eq!(plans[0].needed_by.as_deref(), Some("chapter-03"));
+        assert_eq!(
+            statuses(&plans),
+            [
+                ("chapter-02".into(), "image".into(), ActionStatus::Pending),
+                ("chapter-03".into(), "config".into(), ActionStatus::Pending),
+                // Fails on `image`, which this plan applies first: pending, naming it.
+                (
+                    "chapter-03".into(),
+                    "stack-converged".into(),
+                    ActionStatus::Pending
+                ),
+            ]
+        );
+        assert!(
+            plans[1].actions[1]
+                .detail
+                .starts_with("after image (chapter-02), which this plan applies first"),
+            "{}",
+            plans[1].actions[1].detail
+        );
+        assert_eq!(plans[1].exit(), Exit::Pending);
+        // Without the earlier chapter in the plan, the same failure is a failure.
+        let alone = engine_for(&s).plan(&[s.chapters[2]], false).unwrap();
+        assert_eq!(alone[0].actions[1].status, ActionStatus::Failed);
+        assert_eq!(alone[0].exit(), Exit::Error);
+    }
+
+    #[test]
+    fn no_deps_refuses_unsatisfied_needs_and_a_cycle_is_named() {
+        let s = setup();
+        let err = engine_for(&s)
+            .up(
+                &[s.chapters[2]],
+                &UpOptions {
+                    no_deps: true,
+                    ..up_options()
+                },
+            )
+            .unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .contains("needed chapters are not satisfied: chapter-01, chapter-02"),
+            "{err:#}"
+        );
+        assert!(s.world.borrow().done.is_empty(), "nothing applied");
+        let a = manifest(7, "a", &["b"]);
+        let b = manifest(8, "b", &["a"]);
+        let err = Engine::new(s.project, "local", s.ui)
+            .unwrap()
+            .with_catalog(vec![a, b], |_| Vec::new())
+            .plan(&[a], true)
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cycle: 07-a → 08-b → 07-a"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn up_checks_each_action_once_unless_something_it_needs_was_applied() {
+        let s = setup();
+        s.world.borrow_mut().done.insert("config".into());
+        let engine = engine_for(&s);
+        let done = engine.up(&[s.chapters[2]], &up_options()).unwrap();
+        let checks = s.world.borrow().checks.clone();
+        // Satisfied: one check for the whole run (plan, plan under the lock, the step).
+        assert_eq!(checks["config"], 1);
+        // Applied without needs: checked once, then verified once.
+        assert_eq!(checks["swarm-mode"], 2);
+        assert_eq!(checks["image"], 2);
+        // Needs swarm-mode and image: checked in the plan, again after each of them applied
+        // (the first apply makes the cached answer stale), then verified.
+        assert_eq!(checks["stack-converged"], 3);
+        assert_eq!(
+            statuses(&done)
+                .into_iter()
+                .map(|(_, id, st)| (id, st))
+                .collect::<Vec<_>>(),
+            [
+                ("swarm-mode".into(), ActionStatus::Applied),
+                ("image".into(), ActionStatus::Applied),
+                ("config".into(), ActionStatus::Satisfied),
+                ("stack-converged".into(), ActionStatus::Applied),
+            ]
+        );
+        // The deploy lock: taken once, before the first swarm change that had work to do.
+        assert_eq!(engine.locks_taken(), ["up"]);
+        // No action asked for the Engine: the run's connection was never opened.
+        assert!(!engine.docker.is_open());
+        // The run's typed output: the services its converge updated.
+        let converged: StackRecord = done[2].applied().unwrap().unwrap();
+        assert_eq!(converged.updated, ["demo_app"]);
+        // A second run has nothing to do: one check each, no lock.
+        let second = engine_for(&s);
+        let before = s.world.borrow().checks.clone();
+        second.up(&[s.chapters[2]], &up_options()).unwrap();
+        let after = s.world.borrow().checks.clone();
+        for (id, n) in &after {
+            assert_eq!(n - before[id], 1, "{id} checked more than once");
+        }
+        assert!(
+            second.locks_taken().is_empty(),
+            "{:?}",
+            second.locks_taken()
+        );
+    }
+
+    #[test]
+    fn records_are_typed_kept_through_failures_and_unreadable_ones_are_named() {
+        let s = setup();
+        engine_for(&s).up(&[s.chapters[2]], &up_options()).unwrap();
+        let state = State::read(&s.project.state_dir()).unwrap();
+        let recorded: StackRecord = state.find_record("local").unwrap().unwrap();
+        assert_eq!(recorded.updated, ["demo_app"]);
+        // A later failed apply keeps what the last apply recorded (the next run must know it).
+        {
+            let mut world = s.world.borrow_mut();
+            world.done.remove("stack-converged");
+            world.failing.insert("stack-converged".into());
+        }
+        assert!(engine_for(&s).up(&[s.chapters[2]], &up_options()).is_err());
+        let state = State::read(&s.project.state_dir()).unwrap();
+        let rec = &state.chapter("local", "03-top").unwrap().actions["stack-converged"];
+        assert_eq!(rec.outcome, Outcome::Failed);
+        assert_eq!(
+            rec.typed::<StackRecord>().unwrap().unwrap().updated,
+            ["demo_app"]
+        );
+        // A record whose field was renamed is an error naming the action, not "nothing updated".
+        let mut state = state;
+        let rec = state
+            .chapter_mut("local", "03-top")
+            .actions
+            .get_mut("stack-converged")
+            .unwrap();
+        let data = rec.data.as_object_mut().unwrap();
+        let updated = data.remove("updated").unwrap();
+        data.insert("services_updated".into(), updated);
+        let err = state.find_record::<StackRecord>("local").unwrap_err();
+        assert!(format!("{err:#}").contains("stack-converged"), "{err:#}");
+    }
 }

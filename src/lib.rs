@@ -21,6 +21,7 @@ pub mod output;
 pub mod plan;
 pub mod project;
 pub mod render;
+pub mod rollout;
 pub mod secrets;
 pub mod state;
 pub mod swarm;

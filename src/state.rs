@@ -57,6 +57,15 @@ pub struct ActionRecord {
     pub at: String,
 }
 
+impl ActionRecord {
+    /// `data` as its typed record (`action::record`); `Ok(None)` when there is none.
+    pub fn typed<R: crate::action::record::Record>(
+        &self,
+    ) -> Result<Option<R>, crate::action::record::Unreadable> {
+        crate::action::record::parse(&self.data)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
@@ -108,6 +117,41 @@ impl State {
 
     pub fn chapter(&self, env: &str, chapter: &str) -> Option<&ChapterState> {
         self.environments.get(env)?.chapters.get(chapter)
+    }
+
+    /// The record of action `R::ACTION` in `env`, whichever chapter's manifest lists that action
+    /// (the newest when several do): how one command reads what another chapter made, a typed
+    /// output, not a chapter label and a JSON key. `Ok(None)` when it never applied there.
+    pub fn find_record<R: crate::action::record::Record>(&self, env: &str) -> Result<Option<R>> {
+        self.find_record_where(env, |_: &R| true)
+    }
+
+    /// [`State::find_record`] among the records `wanted` accepts (the app stack's converge, not
+    /// another chapter's stack). Every record of the action is read: one of another shape is
+    /// an error naming it, never skipped.
+    pub fn find_record_where<R: crate::action::record::Record>(
+        &self,
+        env: &str,
+        wanted: impl Fn(&R) -> bool,
+    ) -> Result<Option<R>> {
+        let mut found: Vec<(&str, R)> = Vec::new();
+        for r in self
+            .environments
+            .get(env)
+            .into_iter()
+            .flat_map(|e| e.chapters.values())
+            .filter_map(|c| c.actions.get(R::ACTION))
+        {
+            if let Some(typed) = r.typed::<R>()?
+                && wanted(&typed)
+            {
+                found.push((r.at.as_str(), typed));
+            }
+        }
+        Ok(found
+            .into_iter()
+            .max_by(|a, b| a.0.cmp(b.0))
+            .map(|(_, r)| r))
     }
 
     pub fn chapter_mut(&mut self, env: &str, chapter: &str) -> &mut ChapterState {

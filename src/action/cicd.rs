@@ -127,7 +127,10 @@ impl Action for WorkflowsValid {
         }
         Ok(Applied {
             summary,
-            data: serde_json::json!({ "workflows": paths, "zizmor": zizmor.is_some() }),
+            data: super::record::to_data(&super::record::WorkflowsRecord {
+                workflows: paths.iter().map(|p| p.to_string()).collect(),
+                zizmor: zizmor.is_some(),
+            }),
             inputs_digest: Some(digest(cx, zizmor.is_some())),
         })
     }

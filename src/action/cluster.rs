@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde_json::json;
 
+use super::record::{self, ClusterRecord};
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::{Config, Provider};
 use crate::swarm::{self, cluster, job};
@@ -71,7 +71,7 @@ impl Action for ClusterFormed {
             Err(e) => return Ok(Check::Blocked(format!("{e:#}"))),
         };
         let Some((replicas, members)) = rt.block_on(cluster::members(
-            &daemon,
+            daemon,
             &topology.service,
             &topology.basename,
             topology.subnet,
@@ -84,7 +84,7 @@ impl Action for ClusterFormed {
         };
         let stack = cx.project.config.app.stack_name();
         let leftovers = rt.block_on(job::leftovers(
-            &daemon,
+            daemon,
             stack,
             Some(job::CLUSTER_PROBE.chapter),
         ))?;
@@ -106,7 +106,7 @@ impl Action for ClusterFormed {
         if members.len() as u64 != replicas || members.is_empty() {
             return Ok(Check::Pending(ask_them));
         }
-        if let Some(report) = rt.block_on(cluster::observe_by_exec(&daemon, &topology))? {
+        if let Some(report) = rt.block_on(cluster::observe_by_exec(daemon, &topology))? {
             return Ok(if report.whole() {
                 Check::Satisfied(format!(
                     "{} nodes of {} connected to each other (asked now)",
@@ -119,10 +119,10 @@ impl Action for ClusterFormed {
         }
         let mut running: Vec<String> = members.iter().map(|m| m.task.clone()).collect();
         running.sort();
-        let verified: Vec<String> = cx
-            .previous
-            .and_then(|r| serde_json::from_value(r.data["tasks"].clone()).ok())
-            .unwrap_or_default();
+        let verified: Vec<String> = match cx.recorded::<ClusterRecord>() {
+            Ok(r) => r.map(|r| r.tasks).unwrap_or_default(),
+            Err(e) => return Ok(Check::Pending(format!("{ask_them}: {e:#}"))),
+        };
         Ok(if running == verified {
             Check::Satisfied(format!(
                 "{} nodes of {} verified connected to each other; the same tasks run",
@@ -138,10 +138,10 @@ impl Action for ClusterFormed {
         let timeout = Self::timeout(cx)?;
         let (rt, daemon) = cx.engine()?;
         let stack = cx.project.config.app.stack_name();
-        for removed in rt.block_on(job::sweep(&daemon, stack, Some(job::CLUSTER_PROBE.chapter)))? {
+        for removed in rt.block_on(job::sweep(daemon, stack, Some(job::CLUSTER_PROBE.chapter)))? {
             cx.ui.warning(removed.to_string());
         }
-        let report = rt.block_on(cluster::wait_whole(&daemon, &topology, cx.ui, timeout))?;
+        let report = rt.block_on(cluster::wait_whole(daemon, &topology, cx.ui, timeout))?;
         let remote = report.members.iter().filter(|m| m.via_job).count();
         let mut summary = format!(
             "{} nodes connected, each sees the other {} (after {:.1}s)",
@@ -154,12 +154,12 @@ impl Action for ClusterFormed {
         }
         Ok(Applied {
             summary,
-            data: json!({
-                "service": report.service,
-                "tasks": report.task_ids(),
-                "nodes": cluster::by_node(&report),
-                "asked_through_job": remote,
-                "seconds": report.seconds,
+            data: record::to_data(&ClusterRecord {
+                service: report.service.clone(),
+                tasks: report.task_ids(),
+                nodes: cluster::by_node(&report),
+                asked_through_job: Some(remote),
+                seconds: report.seconds,
             }),
             inputs_digest: None,
         })
@@ -174,7 +174,7 @@ impl Action for ClusterFormed {
         let (rt, daemon) = cx.engine()?;
         let stack = cx.project.config.app.stack_name();
         let removed = rt.block_on(job::remove_all(
-            &daemon,
+            daemon,
             stack,
             Some(job::CLUSTER_PROBE.chapter),
         ))?;

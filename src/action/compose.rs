@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bollard::query_parameters::ListContainersOptionsBuilder;
-use serde_json::json;
 
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
@@ -298,7 +297,9 @@ impl Action for DevEnvironment {
         spinner.finish_and_clear();
         Ok(Applied {
             summary: format!("healthy in {:.0}s", started.elapsed().as_secs_f64()),
-            data: json!({"project": project_name(cx)}),
+            data: super::record::to_data(&super::record::DevEnvironmentRecord {
+                project: project_name(cx),
+            }),
             inputs_digest: Some(compose_digest(cx)),
         })
     }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
 use futures_util::StreamExt;
-use serde_json::json;
 
+use super::record::{self, BaseImagesRecord, ReleaseImageRecord};
 use super::{Action, ActionContext, Applied, Check};
 use crate::docker::{Daemon, context, images};
 
@@ -56,7 +56,7 @@ impl Action for BaseImages {
         };
         Ok(Applied {
             summary,
-            data: serde_json::to_value(&outcomes)?,
+            data: record::to_data(&BaseImagesRecord(outcomes)),
             inputs_digest: None,
         })
     }
@@ -134,12 +134,12 @@ impl Action for ReleaseImage {
         let rev = revision(&cx.project.root)?;
         let wanted_tag = format!("{}:{}", Self::repository(cx), rev.tag());
         let (rt, daemon) = cx.engine()?;
-        let labelled = rt.block_on(image_for_context(&daemon, &Self::repository(cx), &digest))?;
-        let recorded = cx
-            .previous
-            .filter(|p| p.inputs_digest.as_deref() == Some(&digest))
-            .and_then(|p| p.data.get("id").and_then(|v| v.as_str()))
-            .map(str::to_string);
+        let labelled = rt.block_on(image_for_context(daemon, &Self::repository(cx), &digest))?;
+        let recorded = match cx.recorded_for::<ReleaseImageRecord>(&digest) {
+            Ok(r) => r.map(|r| r.id),
+            // Explicitly "not built": the check says why and apply records it anew.
+            Err(e) => return Ok(Check::Pending(format!("{e:#}"))),
+        };
         let Some(id) = labelled.or(recorded) else {
             return Ok(Check::Pending("the build context changed".into()));
         };
@@ -172,22 +172,25 @@ impl Action for ReleaseImage {
         let existing = if cx.no_cache {
             None
         } else {
-            rt.block_on(image_for_context(&daemon, &repository, &digest))?
+            rt.block_on(image_for_context(daemon, &repository, &digest))?
                 .or_else(|| {
-                    cx.previous
-                        .filter(|p| p.inputs_digest.as_deref() == Some(&digest))
-                        .and_then(|p| p.data.get("id").and_then(|v| v.as_str()))
-                        .map(str::to_string)
+                    cx.recorded_or_warn::<ReleaseImageRecord>(Some(&digest))
+                        .map(|r| r.id)
                 })
                 .filter(|id| rt.block_on(daemon.client.inspect_image(id)).is_ok())
         };
         if let Some(id) = existing.as_deref() {
             for t in [&sha_tag, &latest] {
-                rt.block_on(tag(&daemon, id, t))?;
+                rt.block_on(tag(daemon, id, t))?;
             }
             return Ok(Applied {
                 summary: format!("tagged {sha_tag} (context unchanged, no build)"),
-                data: json!({"id": id, "tags": [sha_tag, latest], "built": false}),
+                data: record::to_data(&ReleaseImageRecord {
+                    id: id.to_string(),
+                    tags: vec![sha_tag, latest],
+                    built: false,
+                    cached_steps: None,
+                }),
                 inputs_digest: Some(digest),
             });
         }
@@ -251,14 +254,19 @@ impl Action for ReleaseImage {
             .block_on(daemon.client.inspect_image(&sha_tag))
             .with_context(|| format!("inspecting {sha_tag} after the build"))?;
         let id = image.id.or(id).context("the Engine reported no image id")?;
-        rt.block_on(tag(&daemon, &id, &latest))?;
+        rt.block_on(tag(daemon, &id, &latest))?;
         let cached = log.matches("Using cache").count();
         Ok(Applied {
             summary: format!(
                 "built {sha_tag} and {latest} ({}; {cached} cached steps)",
                 short_id(&id)
             ),
-            data: json!({"id": id, "tags": [sha_tag, latest], "built": true, "cached_steps": cached}),
+            data: record::to_data(&ReleaseImageRecord {
+                id: id.to_string(),
+                tags: vec![sha_tag, latest],
+                built: true,
+                cached_steps: Some(cached as u64),
+            }),
             inputs_digest: Some(digest),
         })
     }

@@ -9,6 +9,7 @@ pub mod compose;
 pub mod docker;
 pub mod foundation;
 pub mod monitoring;
+pub mod record;
 pub mod secrets;
 pub mod stack;
 pub mod swarm;
@@ -73,7 +74,9 @@ impl ActionSpec {
             ActionSpec::ReleaseImage => Box::new(docker::ReleaseImage),
             ActionSpec::DevSecrets => Box::new(compose::DevSecrets),
             ActionSpec::DevEnvironment => Box::new(compose::DevEnvironment),
-            ActionSpec::DockerSecrets => Box::new(secrets::DockerSecrets),
+            ActionSpec::DockerSecrets => Box::new(secrets::DockerSecrets {
+                chapter: chapter.to_string(),
+            }),
             ActionSpec::StackConverged(params) => Box::new(stack::StackConverged {
                 params: params.clone(),
                 chapter: chapter.to_string(),
@@ -122,7 +125,8 @@ pub enum Check {
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
     pub summary: String,
-    pub data: serde_json::Value,
+    /// The action's typed record (`record::to_data`); empty when it keeps none.
+    pub data: record::Data,
     pub inputs_digest: Option<String>,
 }
 
@@ -144,6 +148,8 @@ pub struct ActionContext<'a> {
     /// In a plan: the files earlier chapters write and the actions still pending before this
     /// one. Empty while `up` runs, when earlier steps have really happened.
     pub planned: &'a crate::plan::Planned,
+    /// The run's Engine connection (lazy): reached through [`ActionContext::engine`].
+    pub docker: &'a crate::docker::Connection,
 }
 
 impl ActionContext<'_> {
@@ -159,16 +165,47 @@ impl ActionContext<'_> {
         }
     }
 
+    /// This action's previous record as `R`; `Ok(None)` when it never applied. An unreadable
+    /// record is an error naming it: a check reports it (pending: apply records it anew).
+    pub fn recorded<R: record::Record>(&self) -> Result<Option<R>, record::Unreadable> {
+        match self.previous {
+            Some(p) => p.typed::<R>(),
+            None => Ok(None),
+        }
+    }
+
+    /// The previous record, only if it was applied with these inputs (`inputs_digest`).
+    pub fn recorded_for<R: record::Record>(
+        &self,
+        digest: &str,
+    ) -> Result<Option<R>, record::Unreadable> {
+        match self.previous {
+            Some(p) if p.inputs_digest.as_deref() == Some(digest) => p.typed::<R>(),
+            _ => Ok(None),
+        }
+    }
+
+    /// For an apply, which makes a new record anyway: an unreadable previous record is taken
+    /// for "not applied", said in a warning that names it.
+    pub fn recorded_or_warn<R: record::Record>(&self, digest: Option<&str>) -> Option<R> {
+        let found = match digest {
+            Some(d) => self.recorded_for::<R>(d),
+            None => self.recorded::<R>(),
+        };
+        found.unwrap_or_else(|e| {
+            self.ui.warning(format!("{e}; taken as not applied"));
+            None
+        })
+    }
+
     pub fn path(&self, relative: &str) -> PathBuf {
         self.project.root.join(relative)
     }
 
-    /// The environment's Docker Engine, and a runtime to drive its async API from here.
-    pub fn engine(&self) -> Result<(tokio::runtime::Runtime, crate::docker::Daemon)> {
-        let rt = crate::docker::runtime()?;
-        let host = crate::docker::host_for(self.project, self.env_name);
-        let daemon = rt.block_on(crate::docker::connect(&host))?;
-        Ok((rt, daemon))
+    /// The environment's Docker Engine, and the runtime to drive its async API from here: the
+    /// run's one connection, opened by the first action that asks.
+    pub fn engine(&self) -> Result<(&tokio::runtime::Runtime, &crate::docker::Daemon)> {
+        self.docker.daemon()
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bollard::query_parameters::ListTasksOptions;
-use serde_json::json;
 
+use super::record::ExpressionsRecord;
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
 use crate::docker::{self, Daemon, images};
@@ -121,7 +121,7 @@ impl Action for MonitoringImages {
                 .map(|o| format!("{} {:?}", o.image, o.action).to_lowercase())
                 .collect::<Vec<_>>()
                 .join(", "),
-            data: serde_json::to_value(&outcomes)?,
+            data: super::record::to_data(&super::record::MonitoringImagesRecord(outcomes)),
             inputs_digest: None,
         })
     }
@@ -343,7 +343,7 @@ impl Action for PrometheusTargets {
         )?;
         Ok(Applied {
             summary,
-            data: json!({}),
+            data: Default::default(),
             inputs_digest: None,
         })
     }
@@ -480,7 +480,7 @@ impl Action for AlertingLoaded {
         })?;
         Ok(Applied {
             summary,
-            data: json!({}),
+            data: Default::default(),
             inputs_digest: None,
         })
     }
@@ -492,7 +492,7 @@ impl Action for AlertingLoaded {
 pub struct ExpressionsAnswer;
 
 impl ExpressionsAnswer {
-    fn inspect(&self, cx: &ActionContext) -> Result<(Check, serde_json::Value)> {
+    fn inspect(&self, cx: &ActionContext) -> Result<(Check, Option<ExpressionsRecord>)> {
         let rules = cx
             .file(monitoring::RULES_FILE)
             .with_context(|| format!("{} is missing", monitoring::RULES_FILE))?;
@@ -508,7 +508,7 @@ impl ExpressionsAnswer {
         if !api.ready() {
             return Ok((
                 Check::Pending(format!("Prometheus at {} does not answer yet", api.base)),
-                json!({}),
+                None,
             ));
         }
         let mut failing = Vec::new();
@@ -544,11 +544,11 @@ impl ExpressionsAnswer {
                 Err(err) => failing.push(format!("{}: {err:#}", e.origin)),
             }
         }
-        let data = json!({
-            "expressions": expressions.len(),
-            "series": counts,
-            "empty": empty,
-            "metrics": metric_counts,
+        let data = Some(ExpressionsRecord {
+            expressions: expressions.len(),
+            series: counts,
+            empty: empty.clone(),
+            metrics: metric_counts,
         });
         if !failing.is_empty() {
             return Ok((Check::Failed(failing.join("; ")), data));
@@ -609,7 +609,7 @@ impl Action for ExpressionsAnswer {
         let (_, data) = self.inspect(cx)?;
         Ok(Applied {
             summary,
-            data,
+            data: data.map(|r| super::record::to_data(&r)).unwrap_or_default(),
             inputs_digest: None,
         })
     }

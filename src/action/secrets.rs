@@ -6,7 +6,10 @@ use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
 use crate::secrets::{self, RELEASE_COOKIE, SECRET_KEY_BASE, age, encrypted_file, sops::Sops};
 
-pub struct DockerSecrets;
+pub struct DockerSecrets {
+    /// The key of the chapter whose manifest lists it: the secrets it creates are labelled so.
+    pub chapter: String,
+}
 
 impl DockerSecrets {
     /// The ciphertext and the stack: when neither changed since the last apply and the recorded
@@ -23,7 +26,7 @@ impl DockerSecrets {
 
 impl Action for DockerSecrets {
     fn id(&self) -> String {
-        secrets::ACTION_ID.into()
+        <super::record::DockerSecretsRecord as super::record::Record>::ACTION.into()
     }
     fn describe(&self) -> String {
         "decrypt secrets in memory and create versioned Docker secrets".into()
@@ -54,10 +57,10 @@ impl Action for DockerSecrets {
             )));
         }
         let stack = cx.project.config.app.stack_name();
-        let recorded = cx
-            .previous
-            .filter(|p| p.inputs_digest.as_deref() == Some(Self::inputs_digest(cx).as_str()))
-            .and_then(|p| secrets::Applied::from_record(&p.data));
+        let recorded = match cx.recorded_for::<secrets::Applied>(&Self::inputs_digest(cx)) {
+            Ok(r) => r,
+            Err(e) => return Ok(Check::Pending(format!("{e:#}"))),
+        };
         let Some(recorded) = recorded else {
             return Ok(Check::Pending(format!(
                 "{} changed since the last apply (or never applied)",
@@ -65,7 +68,7 @@ impl Action for DockerSecrets {
             )));
         };
         let (rt, daemon) = cx.engine()?;
-        let on_engine = rt.block_on(secrets::docker::stack_secrets(&daemon, stack))?;
+        let on_engine = rt.block_on(secrets::docker::stack_secrets(daemon, stack))?;
         let missing: Vec<&str> = recorded
             .secrets
             .values()
@@ -101,13 +104,12 @@ impl Action for DockerSecrets {
         }
         let hmac_key = secrets::hmac_key(cx.project)?;
         let stack = cx.project.config.app.stack_name();
-        let previous = cx
-            .previous
-            .and_then(|p| secrets::Applied::from_record(&p.data));
+        let previous = cx.recorded_or_warn::<secrets::Applied>(None);
         let (rt, daemon) = cx.engine()?;
         let done = rt.block_on(secrets::docker::converge(
-            &daemon,
+            daemon,
             stack,
+            &self.chapter,
             &values,
             &hmac_key,
             previous.as_ref(),
@@ -138,7 +140,7 @@ impl Action for DockerSecrets {
         }
         Ok(Applied {
             summary: parts.join("; "),
-            data: serde_json::to_value(&done.applied)?,
+            data: super::record::to_data(&done.applied),
             inputs_digest: Some(Self::inputs_digest(cx)),
         })
     }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
+use super::record::{self, StackRecord};
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
-use crate::docker::{self, Daemon};
+use crate::docker::Daemon;
 use crate::swarm::{self, SwarmMode, converge, spec::Owner, stack::StackFile};
 
 /// What a manifest may pass to `stack-converged`. Each is a template expression over the
@@ -55,15 +55,18 @@ pub struct StackConverged {
     pub chapter: String,
 }
 
-/// Service → local image id as the last converge in this environment saw it.
+/// Service → local image id as the last converge in this environment saw it. An unreadable
+/// record counts as no converge yet (with a warning naming it): every service is compared with
+/// its spec, only the rebuilt-under-the-same-tag detection has nothing to go on.
 fn previous_images(cx: &ActionContext) -> BTreeMap<String, String> {
-    cx.previous
-        .and_then(|r| serde_json::from_value(r.data["images"].clone()).ok())
+    cx.recorded_or_warn::<StackRecord>(None)
+        .map(|r| r.images)
         .unwrap_or_default()
 }
 
-struct Target {
-    daemon: Daemon,
+struct Target<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    daemon: &'a Daemon,
     stack: String,
     file: StackFile,
     /// `pull_only` services left out: service key → image.
@@ -105,18 +108,13 @@ impl StackConverged {
         )
     }
 
-    fn target(&self, cx: &ActionContext, rt: &tokio::runtime::Runtime) -> Result<Target> {
-        self.target_pulling(cx, rt, false)
+    fn target<'a>(&self, cx: &'a ActionContext) -> Result<Target<'a>> {
+        self.target_pulling(cx, false)
     }
 
     /// The target; `pull` tries a registry for absent `pull_only` images first (apply only:
     /// a check never waits on a registry).
-    fn target_pulling(
-        &self,
-        cx: &ActionContext,
-        rt: &tokio::runtime::Runtime,
-        pull: bool,
-    ) -> Result<Target> {
+    fn target_pulling<'a>(&self, cx: &'a ActionContext, pull: bool) -> Result<Target<'a>> {
         let resolved = self.resolved(cx)?;
         let text = cx.file(&resolved.file).with_context(|| {
             format!(
@@ -125,26 +123,19 @@ impl StackConverged {
                 self.params.owner.as_deref().unwrap_or(&self.chapter)
             )
         })?;
-        let daemon = rt.block_on(docker::connect(&docker::host_for(cx.project, cx.env_name)))?;
+        let (rt, daemon) = cx.engine()?;
         let stack = resolved.stack.clone();
-        // The release live on the swarm wins over this checkout's record: a laptop whose
-        // history is older than CI's must not roll production back by converging the stack.
-        // A release a deploy is rolling out (its variables) wins over both.
-        let mut variables = BTreeMap::new();
-        if let (Some(live), _) = rt.block_on(swarm::live_releases(&daemon, &stack))? {
-            for (name, value) in [
-                (swarm::APP_IMAGE_VARIABLE, live.image),
-                (swarm::RELEASE_VARIABLE, live.release),
-                (swarm::GIT_SHA_VARIABLE, live.git_sha),
-            ] {
-                if std::env::var(name).ok().filter(|v| !v.is_empty()).is_none() {
-                    variables.insert(name.to_string(), value);
-                }
-            }
-        }
-        variables.extend(cx.stack_variables.clone());
-        let mut file =
-            swarm::parse_stack_file(cx.project, cx.env_name, &resolved.file, &text, &variables)?;
+        // Which release: the deploy target, an exported variable, the live service, the
+        // record, the file's default (`crate::rollout`, the one place that decides it).
+        let (live, _) = rt.block_on(swarm::live_releases(daemon, &stack))?;
+        let sources = crate::rollout::sources(cx.project, cx.env_name, cx.stack_variables, live)?;
+        let mut file = swarm::parse_stack_file(
+            cx.project,
+            cx.env_name,
+            &resolved.file,
+            &text,
+            &crate::rollout::variables(&sources),
+        )?;
         file.owner = self.owner(cx, &resolved);
         // Configs and secrets the stack reads from files, as this run will leave them: a managed
         // file as rendered; a create-once or appended one is the user's once it exists.
@@ -158,11 +149,12 @@ impl StackConverged {
         let left_out = super::monitoring::leave_out_missing(
             &mut file,
             &self.params.pull_only,
-            &daemon,
+            daemon,
             rt,
             pull.then_some(cx.ui),
         );
         Ok(Target {
+            rt,
             daemon,
             stack,
             file,
@@ -172,10 +164,10 @@ impl StackConverged {
 
     /// The check itself: inspect calls comparing the rendered stack with the Engine's.
     fn inspect(&self, cx: &ActionContext, images: &BTreeMap<String, String>) -> Result<Check> {
-        let rt = docker::runtime()?;
-        let target = self.target(cx, &rt)?;
+        let target = self.target(cx)?;
+        let rt = target.rt;
         if !matches!(
-            rt.block_on(swarm::mode(&target.daemon))?,
+            rt.block_on(swarm::mode(target.daemon))?,
             SwarmMode::Manager { .. }
         ) {
             return Ok(Check::Pending(format!(
@@ -184,7 +176,7 @@ impl StackConverged {
             )));
         }
         let pending = rt.block_on(converge::pending(
-            &target.daemon,
+            target.daemon,
             &target.stack,
             &target.file,
             images,
@@ -258,11 +250,11 @@ impl Action for StackConverged {
         self.inspect(cx, &previous_images(cx))
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
-        let rt = docker::runtime()?;
-        let target = self.target_pulling(cx, &rt, true)?;
+        let target = self.target_pulling(cx, true)?;
+        let rt = target.rt;
         let timeout = Self::timeout(cx)?;
         let done = rt.block_on(converge::converge(
-            &target.daemon,
+            target.daemon,
             &target.stack,
             &target.file,
             cx.ui,
@@ -303,16 +295,16 @@ impl Action for StackConverged {
                 parts.join("; "),
                 done.wait_seconds
             ),
-            data: json!({
-                "stack": target.stack,
-                "created": done.created,
-                "updated": done.updated,
-                "unchanged": done.unchanged,
-                "removed": done.removed,
-                "pruned": done.pruned,
-                "converge_seconds": done.wait_seconds,
-                "images": done.images,
-                "left_out": target.left_out,
+            data: record::to_data(&StackRecord {
+                stack: target.stack,
+                created: done.created,
+                updated: done.updated,
+                unchanged: done.unchanged,
+                removed: done.removed,
+                pruned: done.pruned,
+                converge_seconds: done.wait_seconds,
+                images: done.images,
+                left_out: target.left_out,
             }),
             inputs_digest: None,
         })
@@ -343,7 +335,7 @@ impl Action for StackConverged {
         let owner = self.owner(cx, &resolved);
         let (rt, daemon) = cx.engine()?;
         let removed = rt.block_on(converge::remove_owned(
-            &daemon,
+            daemon,
             &resolved.stack,
             &owner,
             cx.purge,

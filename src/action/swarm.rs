@@ -1,7 +1,6 @@
 //! Swarm mode as an action, shared by every chapter that needs a swarm (07 secrets, 08 swarm).
 
 use anyhow::Result;
-use serde_json::json;
 
 use super::{Action, ActionContext, Applied, Check};
 use crate::config::Provider;
@@ -22,7 +21,7 @@ impl Action for SwarmModeAction {
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         let (rt, daemon) = cx.engine()?;
-        Ok(match rt.block_on(swarm::mode(&daemon))? {
+        Ok(match rt.block_on(swarm::mode(daemon))? {
             SwarmMode::Manager { node_id } => Check::Satisfied(format!("manager {node_id}")),
             SwarmMode::Inactive => Check::Pending(format!(
                 "swarm init, advertising {}",
@@ -46,7 +45,7 @@ impl Action for SwarmModeAction {
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
         let (rt, daemon) = cx.engine()?;
         let addr = swarm::advertise_addr(cx.env);
-        let (node_id, initialised) = rt.block_on(swarm::ensure(&daemon, &addr))?;
+        let (node_id, initialised) = rt.block_on(swarm::ensure(daemon, &addr))?;
         Ok(Applied {
             summary: if initialised {
                 format!("initialised a swarm (manager {node_id}, advertising {addr})")
@@ -54,7 +53,7 @@ impl Action for SwarmModeAction {
                 // Another run initialised it first (or it already was a manager).
                 format!("a manager ({node_id}); the swarm was made by another run")
             },
-            data: json!({"node_id": node_id}),
+            data: super::record::to_data(&super::record::SwarmModeRecord { node_id }),
             inputs_digest: None,
         })
     }

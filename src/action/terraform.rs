@@ -192,7 +192,10 @@ impl Action for TerraformApplied {
             .unwrap_or_else(|| "applied".into());
         Ok(Applied {
             summary: format!("{root} {summary}"),
-            data: serde_json::json!({ "root": root, "outputs": outputs }),
+            data: super::record::to_data(&super::record::TerraformRecord {
+                root: root.to_string(),
+                outputs,
+            }),
             inputs_digest: terraform::config_digest(&cx.path(&root)).ok(),
         })
     }

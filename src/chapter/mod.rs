@@ -227,10 +227,19 @@ pub fn by_key(key: &str) -> Option<&'static Manifest> {
 
 /// `targets` plus every chapter they need, dependencies first.
 pub fn with_dependencies(targets: &[&'static Manifest]) -> Result<Vec<&'static Manifest>> {
+    with_dependencies_by(targets, &resolve)
+}
+
+/// [`with_dependencies`] with `resolve` naming each need's manifest (a test's own chapters).
+pub fn with_dependencies_by(
+    targets: &[&'static Manifest],
+    resolve: &dyn Fn(&str) -> Result<&'static Manifest>,
+) -> Result<Vec<&'static Manifest>> {
     fn visit(
         chapter: &'static Manifest,
         path: &mut Vec<String>,
         out: &mut Vec<&'static Manifest>,
+        resolve: &dyn Fn(&str) -> Result<&'static Manifest>,
     ) -> Result<()> {
         if out.iter().any(|c| c.id == chapter.id) {
             return Ok(());
@@ -246,7 +255,7 @@ pub fn with_dependencies(targets: &[&'static Manifest]) -> Result<Vec<&'static M
         for need in &chapter.needs {
             let dep =
                 resolve(need).with_context(|| format!("chapter {} needs {need}", chapter.key()))?;
-            visit(dep, path, out)?;
+            visit(dep, path, out, resolve)?;
         }
         path.pop();
         out.push(chapter);
@@ -254,7 +263,7 @@ pub fn with_dependencies(targets: &[&'static Manifest]) -> Result<Vec<&'static M
     }
     let mut out = Vec::new();
     for t in targets {
-        visit(t, &mut Vec::new(), &mut out)?;
+        visit(t, &mut Vec::new(), &mut out, resolve)?;
     }
     Ok(out)
 }

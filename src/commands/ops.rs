@@ -18,22 +18,31 @@ struct Target {
     project: Project,
     environment: String,
     stack: String,
-    rt: tokio::runtime::Runtime,
-    daemon: Daemon,
+    /// The command's one Engine connection; the deploy lock `scale` takes uses it too.
+    docker: docker::Connection,
+}
+
+impl Target {
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.docker.daemon().expect("connected in target()").0
+    }
+    fn daemon(&self) -> &Daemon {
+        self.docker.daemon().expect("connected in target()").1
+    }
 }
 
 fn target(global: &Global, positional: Option<&str>) -> Result<Target> {
     let project = global.project()?;
     let environment = global.env_name(&project, positional)?;
     let stack = project.config.app.stack_name().to_string();
-    let rt = docker::runtime()?;
-    let daemon = rt.block_on(docker::connect(&docker::host_for(&project, &environment)))?;
+    let docker = docker::Connection::for_environment(&project, &environment);
+    // Connect now: an unreachable Engine stops the command before anything else (exit 3).
+    docker.daemon()?;
     Ok(Target {
         project,
         environment,
         stack,
-        rt,
-        daemon,
+        docker,
     })
 }
 
@@ -97,8 +106,8 @@ impl Report for PsReport {
 
 pub fn ps(global: &Global, ui: &Ui, args: &PsArgs) -> Result<Exit> {
     let t = target(global, args.environment.as_deref())?;
-    let rows = t.rt.block_on(tasks::tasks(
-        &t.daemon,
+    let rows = t.rt().block_on(tasks::tasks(
+        t.daemon(),
         &t.stack,
         args.service.as_deref(),
         args.all,
@@ -124,8 +133,8 @@ pub fn logs(global: &Global, ui: &Ui, args: &LogsArgs) -> Result<Exit> {
     };
     let json = ui.format == Format::Json;
     let width = std::cell::Cell::new(0usize);
-    t.rt.block_on(service_logs::stream(
-        &t.daemon,
+    t.rt().block_on(service_logs::stream(
+        t.daemon(),
         &t.stack,
         args.service.as_deref(),
         &opts,
@@ -163,8 +172,9 @@ pub struct ConsoleReport {
 
 pub fn console(global: &Global, ui: &Ui, args: &ConsoleArgs) -> Result<Exit> {
     let t = target(global, args.environment.as_deref())?;
-    let target =
-        t.rt.block_on(remote::target(&t.daemon, &t.stack, &args.service))?;
+    let target = t
+        .rt()
+        .block_on(remote::target(t.daemon(), &t.stack, &args.service))?;
     let app = &t.project.config.app.otp_app;
     // A remote shell fed from a pipe ends at end of input by halting, and an IEx remote shell
     // halts the node it is attached to: the task dies and Swarm replaces it. Piped input is
@@ -187,9 +197,10 @@ pub fn console(global: &Global, ui: &Ui, args: &ConsoleArgs) -> Result<Exit> {
             format!("exec bin/{app} rpc \"$(cat)\""),
         ]
     };
-    let code =
-        t.rt.block_on(remote::attach(&t.daemon, &target, command))
-            .with_context(|| format!("console in {}", target.task))?;
+    let code = t
+        .rt()
+        .block_on(remote::attach(t.daemon(), &target, command))
+        .with_context(|| format!("console in {}", target.task))?;
     if ui.format == Format::Json {
         // After the session's own bytes: one line saying where it ran and how it ended.
         println!(
@@ -245,12 +256,13 @@ pub fn scale(global: &Global, ui: &Ui, args: &ScaleArgs) -> Result<Exit> {
     let _lock = crate::swarm::lock::acquire_for_environment(
         &t.project,
         &t.environment,
+        &t.docker,
         &holder,
         global.lock_wait,
         |m| ui.note(m),
     )?;
-    let scaled = t.rt.block_on(scaling::scale(
-        &t.daemon,
+    let scaled = t.rt().block_on(scaling::scale(
+        t.daemon(),
         &t.stack,
         &args.service,
         args.replicas,

@@ -70,7 +70,7 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
     let drift = engine.status()?;
     emit(
         &StatusReport {
-            lock: crate::swarm::lock::held_for_environment(&project, &engine.env_name),
+            lock: crate::swarm::lock::held_for_environment(&project, &engine.docker),
             environment: engine.env_name.clone(),
             drift,
         },

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::action::record::{ReleaseImageRecord, StackRecord};
 use crate::config::Provider;
-use crate::docker::{self, Daemon};
+use crate::docker::Daemon;
 use crate::engine::{Engine, UpOptions};
 use crate::exit::{Exit, Failure, exit_for};
 use crate::output::Ui;
@@ -97,6 +98,7 @@ impl Target {
         }
     }
 
+    /// The release variables of the deploy target: first in `crate::rollout`'s precedence.
     fn variables(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             (swarm::APP_IMAGE_VARIABLE.to_string(), self.image.clone()),
@@ -166,29 +168,29 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     }
     let _deploy_lock = deploy_lock;
 
-    let rt = docker::runtime()?;
-    let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
+    // The run's one connection, shared with the chapters the engine runs.
+    let connection = engine.docker.clone();
+    let (rt, daemon) = connection.daemon()?;
     let config = &project.config;
     // A killed run's leftovers first: its release job, and its update, which is judged before
     // anything new is rolled out (resume.rs).
     rt.block_on(resume::remove_leftover_jobs(
-        &daemon,
+        daemon,
         config.app.stack_name(),
         ui,
     ))?;
     let interrupted = rt.block_on(resume::judge_interrupted(
         project,
         env_name,
-        &daemon,
+        daemon,
         ui,
         converge_timeout(project)?,
     ))?;
     // The tag the build gave the image: a generated file chapter 03 or 07 just (re)wrote makes
     // the tree dirty after the check above, and then the build says so in its tag.
     let local = State::read(&project.state_dir())?
-        .chapter(env_name, &chapter("chapter-03")?.key())
-        .and_then(|c| c.actions.get("release-image"))
-        .and_then(|r| r.data["tags"][0].as_str().map(str::to_string))
+        .find_record::<ReleaseImageRecord>(env_name)?
+        .and_then(|r| r.sha_tag().map(str::to_string))
         .unwrap_or_else(|| format!("{}:{}", config.image_repository(), rev.tag()));
     let image_id = rt
         .block_on(daemon.client.inspect_image(&local))
@@ -200,7 +202,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     };
     let history = record::history(&State::read(&project.state_dir())?, env_name)?;
     // The swarm knows what is live even when this checkout (a fresh CI clone) has no history.
-    let (live, _) = rt.block_on(swarm::live_releases(&daemon, config.app.stack_name()))?;
+    let (live, _) = rt.block_on(swarm::live_releases(daemon, config.app.stack_name()))?;
     let target = Target {
         release: record::next_release_after(
             &history,
@@ -219,7 +221,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         && let Some(report) = rt.block_on(already_live(
             project,
             env_name,
-            &daemon,
+            daemon,
             live,
             target.image_id.clone(),
             (&started_at, started),
@@ -229,7 +231,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         let timeout = project.config.deploy.lock_timeout()?;
         let stack = project.config.app.stack_name();
         if let Err(e) = rt.block_on(crate::swarm::lock::clear_dead(
-            &daemon,
+            daemon,
             stack,
             timeout,
             &|m| ui.note(m),
@@ -261,7 +263,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         Some(registry) => {
             ui.note(format!("deploy: pushing {}", target.image));
             // A failed push is a failed deploy, recorded like one; no service has changed.
-            if let Err(e) = rt.block_on(registry::push(&daemon, &local, &target.image, registry)) {
+            if let Err(e) = rt.block_on(registry::push(daemon, &local, &target.image, registry)) {
                 return Err(failed(
                     project,
                     env_name,
@@ -283,7 +285,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         Some(command) => {
             ui.note(format!("deploy: release command `{command}`"));
             match rt.block_on(release_job(
-                project, env_name, &daemon, &target, &command, ui,
+                project, env_name, daemon, &target, &command, ui,
             )) {
                 Ok(job) => Some(job),
                 Err(e) => {
@@ -306,8 +308,8 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         env_name,
         &mut engine,
         &run,
-        &rt,
-        &daemon,
+        rt,
+        daemon,
         &target,
         Kind::Deploy,
         (&started_at, started),
@@ -344,11 +346,14 @@ async fn already_live(
         ..Target::from_live(live)
     };
     let file = parsed_stack(project, env_name, &target)?;
-    let images: BTreeMap<String, String> = State::read(&project.state_dir())?
-        .chapter(env_name, &chapter("chapter-08")?.key())
-        .and_then(|c| c.actions.get("stack-converged"))
-        .and_then(|r| serde_json::from_value(r.data["images"].clone()).ok())
-        .unwrap_or_default();
+    // An unreadable converge record: explicitly not known to be live, so the deploy goes on
+    // and its converge records anew.
+    let images: BTreeMap<String, String> = match State::read(&project.state_dir())?
+        .find_record_where(env_name, |r: &StackRecord| r.stack == stack)
+    {
+        Ok(r) => r.map(|r| r.images).unwrap_or_default(),
+        Err(_) => return Ok(None),
+    };
     if !converge::pending(daemon, stack, &file, &images)
         .await?
         .is_empty()
@@ -396,14 +401,15 @@ pub fn rollback(
     let run = RunLock::acquire(&project.state_dir(), opts.lock_wait, |m| ui.note(m))?;
     let _deploy_lock = engine.deploy_lock("rollback", opts.lock_wait)?;
 
-    let rt = docker::runtime()?;
-    let daemon = rt.block_on(docker::connect(&docker::host_for(project, env_name)))?;
+    // The run's one connection, shared with the chapters the engine runs.
+    let connection = engine.docker.clone();
+    let (rt, daemon) = connection.daemon()?;
     let stack = project.config.app.stack_name();
-    rt.block_on(resume::remove_leftover_jobs(&daemon, stack, ui))?;
+    rt.block_on(resume::remove_leftover_jobs(daemon, stack, ui))?;
     let interrupted = rt.block_on(resume::judge_interrupted(
         project,
         env_name,
-        &daemon,
+        daemon,
         ui,
         converge_timeout(project)?,
     ))?;
@@ -420,7 +426,7 @@ pub fn rollback(
             )
         }
     };
-    let (live, before) = rt.block_on(swarm::live_releases(&daemon, stack))?;
+    let (live, before) = rt.block_on(swarm::live_releases(daemon, stack))?;
     // This checkout's history is trusted when it knows the release the swarm runs; otherwise
     // (a fresh CI clone, a laptop that did not deploy the last release) the swarm's own record
     // of the spec before the last update names the previous release — but only after an update
@@ -448,7 +454,7 @@ pub fn rollback(
         })?),
         None => {
             let settled = rt.block_on(converge::last_update_completed(
-                &daemon,
+                daemon,
                 &spec::scoped(stack, "app"),
             ))?;
             match (&before, settled) {
@@ -499,8 +505,8 @@ pub fn rollback(
         env_name,
         &mut engine,
         &run,
-        &rt,
-        &daemon,
+        rt,
+        daemon,
         &target,
         Kind::Rollback,
         (&started_at, started),
@@ -570,7 +576,7 @@ fn converge_timeout(project: &Project) -> Result<Duration> {
 /// sha256 of the stack file and the variables it is interpolated with: what the services run.
 fn spec_digest(project: &Project, env_name: &str, target: &Target) -> String {
     let text = std::fs::read(project.root.join(swarm::STACK_FILE)).unwrap_or_default();
-    let mut vars = swarm::variables(project, env_name).unwrap_or_default();
+    let mut vars = swarm::secret_variables(project, env_name).unwrap_or_default();
     vars.extend(target.variables());
     let mut input = text;
     input.push(0);
@@ -668,16 +674,22 @@ fn roll_out(
         .keys()
         .map(|k| spec::scoped(project.config.app.stack_name(), k))
         .collect();
+    let mut converged_now: Option<StackRecord> = None;
     let result = engine
         .up_locked(&[chapter("chapter-08")?], &up_options(Duration::ZERO), run)
-        .and_then(|_| {
+        .and_then(|plans| {
             // Healthy is not yet done: a task failing in the monitor window still rolls back.
-            let updated: Vec<String> = State::read(&project.state_dir())?
-                .chapter(env_name, &chapter("chapter-08")?.key())
-                .and_then(|c| c.actions.get("stack-converged"))
-                // A record from an earlier run (nothing changed now) updated nothing now.
-                .filter(|r| r.at.as_str() >= started_at)
-                .and_then(|r| serde_json::from_value(r.data["updated"].clone()).ok())
+            // The services this run's converge updated: its typed output (a satisfied stack,
+            // applied by an earlier run, updated nothing now).
+            let app_stack = project.config.app.stack_name();
+            converged_now = plans
+                .iter()
+                .find_map(|p| p.applied::<StackRecord>().transpose())
+                .transpose()?
+                .filter(|r| r.stack == app_stack);
+            let updated = converged_now
+                .as_ref()
+                .map(|r| r.updated.clone())
                 .unwrap_or_default();
             rt.block_on(converge::wait_update_settled(
                 daemon,
@@ -762,13 +774,13 @@ fn roll_out(
         None,
     )?;
 
-    let converged = State::read(&project.state_dir())?
-        .chapter(env_name, &chapter("chapter-08")?.key())
-        .and_then(|c| c.actions.get("stack-converged"))
-        .map(|r| r.data.clone())
-        .unwrap_or_default();
-    let list = |key: &str| -> Vec<String> {
-        serde_json::from_value(converged[key].clone()).unwrap_or_default()
+    // This run's converge, else the last one recorded (nothing changed now).
+    let converged = match converged_now {
+        Some(r) => Some(r),
+        None => State::read(&project.state_dir())?
+            .find_record_where(env_name, |r: &StackRecord| {
+                r.stack == project.config.app.stack_name()
+            })?,
     };
     // Secret versions chapter 07 replaced are unused once the services moved on.
     let keep = crate::secrets::current_secret_names(project, env_name)?
@@ -813,9 +825,15 @@ fn roll_out(
         previous_release: None,
         pushed: None,
         release_command: None,
-        updated: list("updated"),
-        unchanged: list("unchanged"),
-        converge_seconds: converged["converge_seconds"].as_f64().unwrap_or(0.0),
+        updated: converged
+            .as_ref()
+            .map(|r| r.updated.clone())
+            .unwrap_or_default(),
+        unchanged: converged
+            .as_ref()
+            .map(|r| r.unchanged.clone())
+            .unwrap_or_default(),
+        converge_seconds: converged.as_ref().map_or(0.0, |r| r.converge_seconds),
         pruned_secrets: pruned,
         pruned_images: images
             .removed

@@ -24,7 +24,7 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(15);
 const ENTRYPOINT: &str = "images/postgres/docker-entrypoint.sh";
 const PGDATA: &str = "/var/lib/postgresql/data";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Compiles the release: Elixir, Erlang/OTP with headers, git.
@@ -107,7 +107,7 @@ pub fn base_images(config: &Config) -> Result<Vec<BaseImage>> {
     ])
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// The tag was already on the Engine.
@@ -118,14 +118,14 @@ pub enum Action {
     Built,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ImageOutcome {
     pub image: String,
     pub role: Role,
     pub suite: String,
     pub action: Action,
     /// Why the pull did not give the image (set when it was built instead).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_error: Option<String>,
     pub id: String,
     pub size_bytes: u64,

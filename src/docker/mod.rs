@@ -328,6 +328,59 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime for the Docker Engine API")
 }
 
+/// One runtime and one Engine connection for a whole run, each made on first use: a run that
+/// never asks the Engine (chapter 01) opens nothing, and every check, apply and lock of a run
+/// that does shares one connection (the API version is negotiated once).
+#[derive(Debug)]
+pub struct Connection {
+    host: String,
+    runtime: std::cell::OnceCell<tokio::runtime::Runtime>,
+    daemon: std::cell::OnceCell<Daemon>,
+}
+
+impl Connection {
+    /// Nothing is opened until [`Connection::daemon`] or [`Connection::runtime`] is called.
+    pub fn lazy(host: String) -> Connection {
+        Connection {
+            host,
+            runtime: std::cell::OnceCell::new(),
+            daemon: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The environment's Engine, by its `docker_host` (or `DOCKER_HOST`).
+    pub fn for_environment(project: &Project, environment: &str) -> Connection {
+        Connection::lazy(host_for(project, environment))
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
+        if self.runtime.get().is_none() {
+            let _ = self.runtime.set(runtime()?);
+        }
+        Ok(self.runtime.get().expect("set just above"))
+    }
+
+    /// The runtime and the connected Engine. A failed connect is not kept: the next call tries
+    /// again (an Engine started meanwhile is found).
+    pub fn daemon(&self) -> Result<(&tokio::runtime::Runtime, &Daemon)> {
+        let rt = self.runtime()?;
+        if let Some(daemon) = self.daemon.get() {
+            return Ok((rt, daemon));
+        }
+        let daemon = rt.block_on(connect(&self.host))?;
+        Ok((rt, self.daemon.get_or_init(|| daemon)))
+    }
+
+    /// Whether the connection was opened (for tests of "one connection per run").
+    pub fn is_open(&self) -> bool {
+        self.daemon.get().is_some()
+    }
+}
+
 /// Runs one future to completion from synchronous code.
 pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
     Ok(runtime()?.block_on(future))
@@ -346,6 +399,25 @@ pub fn is_not_found(err: &bollard::errors::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_connection_opens_on_first_use_once_and_keeps_no_failure() {
+        let connection = Connection::lazy("unix:///nonexistent/docker.sock".into());
+        assert!(!connection.is_open());
+        let first = connection.runtime().unwrap() as *const _;
+        assert_eq!(
+            first,
+            connection.runtime().unwrap() as *const _,
+            "one runtime"
+        );
+        let err = connection.daemon().unwrap_err();
+        assert_eq!(crate::exit::exit_for(&err), crate::exit::Exit::Blocked);
+        assert!(
+            !connection.is_open(),
+            "a failed connect is tried again next time"
+        );
+        assert!(connection.daemon().is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -68,10 +68,12 @@ pub struct Converged {
 }
 
 /// Creates a new version for every key whose value's HMAC differs from the recorded one (or
-/// whose recorded secret is gone), moves services to it, then prunes unused versions.
+/// whose recorded secret is gone), labelled as `chapter`'s, moves services to it, then prunes
+/// unused versions.
 pub async fn converge(
     daemon: &Daemon,
     stack: &str,
+    chapter: &str,
     values: &Plaintext,
     hmac_key: &[u8],
     previous: Option<&Applied>,
@@ -114,7 +116,7 @@ pub async fn converge(
             // Which chapter made it, as on everything beamops makes on the swarm.
             (
                 crate::swarm::spec::CHAPTER_LABEL.to_string(),
-                super::CHAPTER_KEY.to_string(),
+                chapter.to_string(),
             ),
         ]);
         let created = daemon

@@ -476,6 +476,71 @@ pub async fn updates_in_progress(daemon: &Daemon, services: &[String]) -> Result
     Ok(busy)
 }
 
+/// The spec a service should have, as far as it can be built now.
+#[derive(Debug, Clone, Copy)]
+pub enum Desired<'a> {
+    /// Not in the stack file: a service of the stack that is, is a stray.
+    Absent,
+    /// In the file, but it uses networks, secrets or configs that do not exist yet (a plan
+    /// creates nothing, so it cannot build the spec).
+    Unresolved,
+    Spec(&'a ServiceSpec),
+}
+
+/// What would change for one service: the one decision both `plan` ([`pending`]) and `up`
+/// ([`converge`]) make, so they cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceChange {
+    Create,
+    /// The spec differs at these paths.
+    Update(Vec<String>),
+    /// The spec is the same, but the local image under its tag was rebuilt: rolled out by a
+    /// forced update.
+    RollRebuiltImage,
+    Unchanged,
+    /// Labelled as the stack's but no longer in the stack file.
+    Remove,
+}
+
+impl ServiceChange {
+    /// The plan's line for it; None when nothing changes.
+    pub fn plan_line(&self, image: &str) -> Option<String> {
+        match self {
+            ServiceChange::Create => Some("create".into()),
+            ServiceChange::Update(paths) => Some(format!("update {}", paths.join(", "))),
+            ServiceChange::RollRebuiltImage => Some(format!("roll out the rebuilt image {image}")),
+            ServiceChange::Unchanged => None,
+            ServiceChange::Remove => Some("remove (no longer in the stack file)".into()),
+        }
+    }
+}
+
+/// The decision: `current` is the service's spec as the Engine has it (None: no such service);
+/// `image_rebuilt` whether the local image its tag names differs from what runs.
+pub fn decide(desired: Desired, current: Option<&Value>, image_rebuilt: bool) -> ServiceChange {
+    match (desired, current) {
+        (Desired::Absent, Some(_)) => ServiceChange::Remove,
+        (Desired::Absent, None) => ServiceChange::Unchanged,
+        (_, None) => ServiceChange::Create,
+        (Desired::Unresolved, Some(_)) => {
+            ServiceChange::Update(vec!["(it uses objects that do not exist yet)".into()])
+        }
+        (Desired::Spec(desired), Some(current)) => {
+            let diff = spec::differences(
+                &spec::normalise(desired),
+                &spec::normalise_value(current.clone()),
+            );
+            if !diff.is_empty() {
+                ServiceChange::Update(diff)
+            } else if image_rebuilt {
+                ServiceChange::RollRebuiltImage
+            } else {
+                ServiceChange::Unchanged
+            }
+        }
+    }
+}
+
 /// What `converge` would change, from inspect and list calls only. (An update Swarm has not
 /// judged yet is no change to make: `converge` waits it out before changing that service, and
 /// `deploy` judges it first.)
@@ -489,38 +554,29 @@ pub async fn pending(
     let unresolved = !pending.is_empty();
     for (key, service) in &file.services {
         let name = spec::scoped(stack, key);
-        let Some((_, current)) = current_service(daemon, &name).await? else {
-            pending.push(Pending {
-                object: format!("service {name}"),
-                change: "create".into(),
-            });
-            continue;
+        let current = current_service(daemon, &name).await?.map(|(_, c)| c);
+        let desired = match (&current, unresolved) {
+            (Some(_), false) => Some(
+                spec::services(stack, &single(file, key, service), &resolved)?
+                    .remove(0)
+                    .1,
+            ),
+            _ => None,
         };
-        if unresolved {
+        let change = match &desired {
+            Some(spec) => {
+                // Only a spec that is otherwise the same needs the image comparison.
+                let same = decide(Desired::Spec(spec), current.as_ref(), false);
+                let rebuilt = same == ServiceChange::Unchanged
+                    && rebuilt(daemon, spec, previous_images.get(&name)).await?.1;
+                decide(Desired::Spec(spec), current.as_ref(), rebuilt)
+            }
+            None => decide(Desired::Unresolved, current.as_ref(), false),
+        };
+        if let Some(line) = change.plan_line(&service.image) {
             pending.push(Pending {
                 object: format!("service {name}"),
-                change: "update (it uses objects that do not exist yet)".into(),
-            });
-            continue;
-        }
-        let desired = spec::services(stack, &single(file, key, service), &resolved)?
-            .remove(0)
-            .1;
-        let diff = spec::differences(&spec::normalise(&desired), &spec::normalise_value(current));
-        if !diff.is_empty() {
-            pending.push(Pending {
-                object: format!("service {name}"),
-                change: format!("update {}", diff.join(", ")),
-            });
-            continue;
-        }
-        if rebuilt(daemon, &desired, previous_images.get(&name))
-            .await?
-            .1
-        {
-            pending.push(Pending {
-                object: format!("service {name}"),
-                change: format!("roll out the rebuilt image {}", service.image),
+                change: line,
             });
             continue;
         }
@@ -538,10 +594,12 @@ pub async fn pending(
         }
     }
     for name in strays(daemon, stack, file).await? {
-        pending.push(Pending {
-            object: format!("service {name}"),
-            change: "remove (no longer in the stack file)".into(),
-        });
+        if let Some(line) = decide(Desired::Absent, Some(&Value::Null), false).plan_line("") {
+            pending.push(Pending {
+                object: format!("service {name}"),
+                change: line,
+            });
+        }
     }
     Ok(pending)
 }
@@ -608,8 +666,15 @@ pub async fn converge(
         if let Some(id) = image_id {
             done.images.insert(name.clone(), id);
         }
-        match current_service(daemon, &name).await? {
-            None => {
+        let found = current_service(daemon, &name).await?;
+        let change = decide(
+            Desired::Spec(&desired),
+            found.as_ref().map(|(_, c)| c),
+            image_rebuilt,
+        );
+        match (found, change) {
+            (_, ServiceChange::Unchanged) => done.unchanged.push(name),
+            (None, _) => {
                 daemon
                     .client
                     .create_service(desired, None)
@@ -617,13 +682,7 @@ pub async fn converge(
                     .with_context(|| format!("creating service {name}"))?;
                 done.created.push(name);
             }
-            Some((mut version, mut current)) => {
-                if !image_rebuilt
-                    && spec::normalise(&desired) == spec::normalise_value(current.clone())
-                {
-                    done.unchanged.push(name);
-                    continue;
-                }
+            (Some((mut version, mut current)), _) => {
                 // An update an earlier run started (and was killed during) is judged before
                 // this one: a new update, even of labels only, would replace it and Swarm
                 // would never roll it back. A rollback found here fails this run (exit 5).
@@ -1271,6 +1330,188 @@ pub async fn remove_owned(
 
 #[cfg(test)]
 mod tests {
+    use super::{Desired, ServiceChange, decide};
+    use crate::swarm::spec::{self, tests::STACK, tests::resolved};
+    use crate::swarm::stack::StackFile;
+    use serde_json::{Value, json};
+    use std::collections::BTreeMap;
+
+    /// The Engine's services as an in-memory map (name → spec as the Engine returns it).
+    type FakeSwarm = BTreeMap<String, Value>;
+
+    fn desired(stack_text: &str) -> Vec<(String, bollard::models::ServiceSpec)> {
+        let file =
+            StackFile::parse(std::path::Path::new("s.yml"), stack_text, &BTreeMap::new()).unwrap();
+        spec::services("demo", &file, &resolved()).unwrap()
+    }
+
+    /// `plan`'s view: one line per service that would change (what `pending` reports).
+    fn plan(
+        swarm: &FakeSwarm,
+        wanted: &[(String, bollard::models::ServiceSpec)],
+        rebuilt: &[&str],
+    ) -> BTreeMap<String, String> {
+        let mut lines = BTreeMap::new();
+        for (name, spec) in wanted {
+            let change = decide(
+                Desired::Spec(spec),
+                swarm.get(name),
+                rebuilt.contains(&name.as_str()),
+            );
+            if let Some(line) = change.plan_line("example:latest") {
+                lines.insert(name.clone(), line);
+            }
+        }
+        for name in swarm
+            .keys()
+            .filter(|n| !wanted.iter().any(|(w, _)| w == *n))
+        {
+            if let Some(line) = decide(Desired::Absent, swarm.get(name), false).plan_line("") {
+                lines.insert(name.clone(), line);
+            }
+        }
+        lines
+    }
+
+    /// `up`'s view: what `converge` does to each service, applied to the fake swarm.
+    fn up(
+        swarm: &mut FakeSwarm,
+        wanted: &[(String, bollard::models::ServiceSpec)],
+        rebuilt: &[&str],
+    ) -> BTreeMap<String, &'static str> {
+        let mut done = BTreeMap::new();
+        for (name, spec) in wanted {
+            let as_engine = serde_json::to_value(spec).unwrap();
+            match decide(
+                Desired::Spec(spec),
+                swarm.get(name),
+                rebuilt.contains(&name.as_str()),
+            ) {
+                ServiceChange::Unchanged => {}
+                ServiceChange::Create => {
+                    swarm.insert(name.clone(), as_engine);
+                    done.insert(name.clone(), "created");
+                }
+                ServiceChange::Update(_) | ServiceChange::RollRebuiltImage => {
+                    swarm.insert(name.clone(), as_engine);
+                    done.insert(name.clone(), "updated");
+                }
+                ServiceChange::Remove => unreachable!("a wanted service is never removed"),
+            }
+        }
+        let strays: Vec<String> = swarm
+            .keys()
+            .filter(|n| !wanted.iter().any(|(w, _)| w == *n))
+            .cloned()
+            .collect();
+        for name in strays {
+            assert_eq!(
+                decide(Desired::Absent, swarm.get(&name), false),
+                ServiceChange::Remove
+            );
+            swarm.remove(&name);
+            done.insert(name, "removed");
+        }
+        done
+    }
+
+    #[test]
+    fn plan_and_up_agree_on_every_service_change() {
+        let wanted = desired(STACK);
+        let app = serde_json::to_value(&wanted[0].1).unwrap();
+        let mut scaled = app.clone();
+        scaled["Mode"]["Replicated"]["Replicas"] = json!(1);
+        let mut engine_spelling = app.clone();
+        engine_spelling["TaskTemplate"]["Runtime"] = json!("container");
+        engine_spelling["TaskTemplate"]["ForceUpdate"] = json!(3);
+        // (case, the swarm before, services whose image was rebuilt, expected plan lines)
+        type Case<'a> = (&'a str, FakeSwarm, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+        let cases: Vec<Case> = vec![
+            (
+                "fresh swarm",
+                FakeSwarm::new(),
+                vec![],
+                vec![("demo_app", "create")],
+            ),
+            (
+                "same spec",
+                FakeSwarm::from([("demo_app".into(), app.clone())]),
+                vec![],
+                vec![],
+            ),
+            (
+                "engine defaults and a forced-update counter are no change",
+                FakeSwarm::from([("demo_app".into(), engine_spelling)]),
+                vec![],
+                vec![],
+            ),
+            (
+                "replicas differ",
+                FakeSwarm::from([("demo_app".into(), scaled)]),
+                vec![],
+                vec![("demo_app", "update Mode.Replicated.Replicas")],
+            ),
+            (
+                "image rebuilt under the same tag",
+                FakeSwarm::from([("demo_app".into(), app.clone())]),
+                vec!["demo_app"],
+                vec![("demo_app", "roll out the rebuilt image example:latest")],
+            ),
+            (
+                "a stray and a missing one",
+                FakeSwarm::from([("demo_old".into(), app.clone())]),
+                vec![],
+                vec![
+                    ("demo_app", "create"),
+                    ("demo_old", "remove (no longer in the stack file)"),
+                ],
+            ),
+        ];
+        for (case, mut swarm, rebuilt, expected) in cases {
+            let planned = plan(&swarm, &wanted, &rebuilt);
+            let expected: BTreeMap<String, String> = expected
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(planned, expected, "{case}: plan");
+            let done = up(&mut swarm, &wanted, &rebuilt);
+            // up changes exactly the services plan listed, and nothing is left to do after it.
+            assert_eq!(
+                done.keys().collect::<Vec<_>>(),
+                planned.keys().collect::<Vec<_>>(),
+                "{case}: up changed other services than plan listed"
+            );
+            for (name, line) in &planned {
+                let verb = line.split(' ').next().unwrap();
+                let expected_verb = match done[name] {
+                    "created" => "create",
+                    "removed" => "remove",
+                    _ => {
+                        if verb == "roll" {
+                            "roll"
+                        } else {
+                            "update"
+                        }
+                    }
+                };
+                assert_eq!(verb, expected_verb, "{case}: {name}");
+            }
+            assert!(
+                plan(&swarm, &wanted, &[]).is_empty(),
+                "{case}: a second plan still has work"
+            );
+        }
+        // A plan that cannot build the spec yet (objects missing) still says update, as up does.
+        assert_eq!(
+            decide(Desired::Unresolved, Some(&app), false).plan_line(""),
+            Some("update (it uses objects that do not exist yet)".into())
+        );
+        assert_eq!(
+            decide(Desired::Unresolved, None, false),
+            ServiceChange::Create
+        );
+    }
+
     #[test]
     fn a_typed_spec_keeps_the_healthcheck_the_engine_wrote() {
         let raw = serde_json::json!({

@@ -13,6 +13,7 @@
 //! never taken: a lock older than `deploy.lock_timeout`, or from a boot of this host that is
 //! over, is reported STALE, and `beamops lock release ENV --yes` is the deliberate way out.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -364,58 +365,113 @@ pub struct LockHeld {
     pub waited: Duration,
 }
 
-/// The stack's lock, if any, its holder checked from this process.
-pub async fn current(daemon: &Daemon, stack: &str, timeout: Duration) -> Result<Option<Lock>> {
-    let name = lock_name(stack);
-    match daemon.client.inspect_config(&name).await {
-        Ok(config) => Ok(Lock::from_config(config, timeout).map(|mut lock| {
-            lock.judge(&Holder::current("", None));
-            lock
-        })),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("inspecting config {name} on {}", daemon.host)),
+/// The Engine calls the deploy lock makes: config objects, which Swarm creates atomically (a
+/// second create of one name is refused). [`Daemon`] is the real Engine; the tests below use
+/// an in-memory swarm, so acquiring, waiting, taking over and releasing run without Docker.
+pub trait LockConfigs {
+    /// Where the configs live, for messages.
+    fn host(&self) -> &str;
+    /// `Some(id)`: created; `None`: a config of that name exists.
+    fn create(&self, spec: ConfigSpec) -> impl Future<Output = Result<Option<String>>>;
+    fn inspect(&self, name: &str) -> impl Future<Output = Result<Option<bollard::models::Config>>>;
+    /// `false`: it was gone already.
+    fn delete(&self, id: &str) -> impl Future<Output = Result<bool>>;
+    /// How a guard removes config `id` later: from sync code, `Drop` or a signal handler.
+    fn releaser(&self, id: &str) -> Releaser;
+}
+
+/// Removes a held lock's config (by id), whatever thread or state the process is in.
+pub type Releaser = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
+impl LockConfigs for Daemon {
+    fn host(&self) -> &str {
+        &self.host
+    }
+    async fn create(&self, spec: ConfigSpec) -> Result<Option<String>> {
+        let name = spec.name.clone().unwrap_or_default();
+        match self.client.create_config(spec).await {
+            Ok(created) => Ok(Some(created.id)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("creating the deploy lock {name} on {}", self.host))
+            }
+        }
+    }
+    async fn inspect(&self, name: &str) -> Result<Option<bollard::models::Config>> {
+        match self.client.inspect_config(name).await {
+            Ok(config) => Ok(Some(config)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("inspecting config {name} on {}", self.host)),
+        }
+    }
+    async fn delete(&self, id: &str) -> Result<bool> {
+        match self.client.delete_config(id).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing config {id} on {}", self.host)),
+        }
+    }
+    fn releaser(&self, id: &str) -> Releaser {
+        let (host, id) = (self.host.clone(), id.to_string());
+        Arc::new(move || delete_on(&host, &id))
     }
 }
 
-async fn config_exists(daemon: &Daemon, name: &str) -> Result<bool> {
-    match daemon.client.inspect_config(name).await {
-        Ok(_) => Ok(true),
-        Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("inspecting config {name} on {}", daemon.host)),
-    }
+/// The stack's lock, if any, its holder checked from this process.
+pub async fn current(
+    configs: &impl LockConfigs,
+    stack: &str,
+    timeout: Duration,
+) -> Result<Option<Lock>> {
+    let name = lock_name(stack);
+    Ok(configs.inspect(&name).await?.and_then(|config| {
+        Lock::from_config(config, timeout).map(|mut lock| {
+            lock.judge(&Holder::current("", None));
+            lock
+        })
+    }))
 }
 
 /// Holds the lock until dropped (or [`Guard::release`]d).
-#[derive(Debug)]
 pub struct Guard {
-    host: String,
     /// None when this process already held the lock (a `deploy` that runs `up`): the outer
     /// guard releases it.
-    id: Option<String>,
+    release: Option<Releaser>,
     pub name: String,
     /// Ctrl-C or SIGTERM while the lock is held releases it too (Drop does not run then).
     _on_interrupt: Option<crate::interrupt::Registration>,
 }
 
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("name", &self.name)
+            .field("owns", &self.owns())
+            .finish()
+    }
+}
+
 impl Guard {
     /// Releases now and reports a failure (Drop can only try).
     pub fn release(mut self) -> Result<()> {
-        match self.id.take() {
-            Some(id) => delete_on(&self.host, &id),
+        match self.release.take() {
+            Some(release) => release(),
             None => Ok(()),
         }
     }
 
     /// Whether this guard removes the lock when it goes (false for a re-entrant acquire).
     pub fn owns(&self) -> bool {
-        self.id.is_some()
+        self.release.is_some()
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take()
-            && let Err(e) = delete_on(&self.host, &id)
+        if let Some(release) = self.release.take()
+            && let Err(e) = release()
         {
             eprintln!(
                 "warning: could not release the deploy lock {} ({e:#}); `beamops lock release` removes it",
@@ -458,7 +514,7 @@ pub struct AcquireOptions<'a> {
 /// Takes the stack's deploy lock, waiting (polling) up to `opts.wait` for another holder.
 /// `on_wait` is told once, naming the holder. The swarm must exist (configs live in it).
 pub async fn acquire(
-    daemon: &Daemon,
+    daemon: &impl LockConfigs,
     stack: &str,
     holder: &Holder,
     opts: &AcquireOptions<'_>,
@@ -478,36 +534,28 @@ pub async fn acquire(
             )),
             ..Default::default()
         };
-        match daemon.client.create_config(spec).await {
-            Ok(created) => {
-                let (host, id) = (daemon.host.clone(), created.id.clone());
-                let on_interrupt = crate::interrupt::on_interrupt(move || {
-                    let _ = delete_on(&host, &id);
-                });
-                return Ok(Guard {
-                    host: daemon.host.clone(),
-                    id: Some(created.id),
-                    name,
-                    _on_interrupt: Some(on_interrupt),
-                });
-            }
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {}
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("creating the deploy lock {name} on {}", daemon.host)
-                });
-            }
+        if let Some(id) = daemon.create(spec).await? {
+            let release = daemon.releaser(&id);
+            let on_interrupt = {
+                let release = release.clone();
+                crate::interrupt::on_interrupt(move || {
+                    let _ = release();
+                })
+            };
+            return Ok(Guard {
+                release: Some(release),
+                name,
+                _on_interrupt: Some(on_interrupt),
+            });
         }
         // Someone holds it; it may also have been released since the create failed.
         let Some(lock) = current(daemon, stack, opts.timeout).await? else {
             // Released meanwhile, or a config of that name that is not a beamops lock: either
             // way, wait a little and within the limit, never spin.
-            if started.elapsed() >= opts.wait && config_exists(daemon, &name).await? {
+            if started.elapsed() >= opts.wait && daemon.inspect(&name).await?.is_some() {
                 return Err(Failure::Blocked(format!(
                     "a config named {name} exists on {} but is not a beamops deploy lock\n  fix: remove or rename it (`docker config rm {name}`) if nothing of yours needs it",
-                    daemon.host
+                    daemon.host()
                 ))
                 .into());
             }
@@ -517,8 +565,7 @@ pub async fn acquire(
         if lock.holder.is_this_process(holder) {
             // This very process took it earlier (deploy → up): same run, same lock.
             return Ok(Guard {
-                host: daemon.host.clone(),
-                id: None,
+                release: None,
                 name,
                 _on_interrupt: None,
             });
@@ -526,21 +573,16 @@ pub async fn acquire(
         if matches!(lock.holder.liveness(holder), Liveness::Dead(_)) {
             // Proven dead (killed, crashed): its lock only blocks. Removed by id, so a lock a
             // third run took meanwhile stays; then the create above decides again.
-            match daemon.client.delete_config(&lock.id).await {
+            if daemon
+                .delete(&lock.id)
+                .await
+                .with_context(|| format!("removing the dead run's deploy lock {name}"))?
+            {
                 // The description ends in the reason: STALE (pid N is gone).
-                Ok(()) => on_wait(&format!(
+                on_wait(&format!(
                     "took over the deploy lock of {stack} from a run that died: {}",
                     lock.describe()
-                )),
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "removing the dead run's deploy lock {name} on {}",
-                            daemon.host
-                        )
-                    });
-                }
+                ));
             }
             continue;
         }
@@ -578,15 +620,15 @@ pub async fn acquire(
 pub fn acquire_for_environment(
     project: &crate::project::Project,
     env: &str,
+    connection: &docker::Connection,
     holder: &Holder,
     wait: Duration,
     on_wait: impl Fn(&str),
 ) -> Result<Option<Guard>> {
     let timeout = project.config.deploy.lock_timeout()?;
-    let rt = docker::runtime()?;
-    let daemon = rt.block_on(docker::connect(&docker::host_for(project, env)))?;
+    let (rt, daemon) = connection.daemon()?;
     if !matches!(
-        rt.block_on(super::mode(&daemon))?,
+        rt.block_on(super::mode(daemon))?,
         super::SwarmMode::Manager { .. }
     ) {
         return Ok(None);
@@ -598,26 +640,26 @@ pub fn acquire_for_environment(
         poll: Duration::from_secs(1),
     };
     let stack = project.config.app.stack_name();
-    rt.block_on(acquire(&daemon, stack, holder, &opts, on_wait))
+    rt.block_on(acquire(daemon, stack, holder, &opts, on_wait))
         .map(Some)
 }
 
 /// The environment's deploy lock as `status` shows it: none when it is free, or when there is
 /// no swarm (or no Engine) to ask — `status` reports those through its own checks.
-pub fn held_for_environment(project: &crate::project::Project, env: &str) -> Option<Lock> {
+pub fn held_for_environment(
+    project: &crate::project::Project,
+    connection: &docker::Connection,
+) -> Option<Lock> {
     let timeout = project.config.deploy.lock_timeout().ok()?;
-    let rt = docker::runtime().ok()?;
+    let (rt, daemon) = connection.daemon().ok()?;
     rt.block_on(async {
-        let daemon = docker::connect(&docker::host_for(project, env))
-            .await
-            .ok()?;
         if !matches!(
-            super::mode(&daemon).await.ok()?,
+            super::mode(daemon).await.ok()?,
             super::SwarmMode::Manager { .. }
         ) {
             return None;
         }
-        current(&daemon, project.config.app.stack_name(), timeout)
+        current(daemon, project.config.app.stack_name(), timeout)
             .await
             .ok()
             .flatten()
@@ -629,7 +671,7 @@ pub fn held_for_environment(project: &crate::project::Project, env: &str) -> Opt
 /// but must not leave a killed run's lock behind for `status` and the next deploy to trip over.
 /// Returns the removed lock's name. Any other lock (alive, another host, rebooted) is left.
 pub async fn clear_dead(
-    daemon: &Daemon,
+    daemon: &impl LockConfigs,
     stack: &str,
     timeout: Duration,
     note: &dyn Fn(&str),
@@ -641,38 +683,36 @@ pub async fn clear_dead(
         return Ok(None);
     };
     // By id: a run that took the lock over meanwhile made a new config, which stays.
-    match daemon.client.delete_config(&lock.id).await {
-        Ok(()) => {
-            note(&format!(
-                "removed the deploy lock {} left by a killed run ({reason})",
-                lock.name
-            ));
-            Ok(Some(lock.name))
-        }
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("removing the deploy lock {}", lock.name)),
+    if daemon
+        .delete(&lock.id)
+        .await
+        .with_context(|| format!("removing the deploy lock {}", lock.name))?
+    {
+        note(&format!(
+            "removed the deploy lock {} left by a killed run ({reason})",
+            lock.name
+        ));
+        Ok(Some(lock.name))
+    } else {
+        Ok(None)
     }
 }
 
 /// [`clear_dead`] for an environment: nothing when there is no swarm (or no Engine) to ask.
 pub fn clear_dead_for_environment(
     project: &crate::project::Project,
-    env: &str,
+    connection: &docker::Connection,
     note: &dyn Fn(&str),
 ) -> Result<Option<String>> {
     let timeout = project.config.deploy.lock_timeout()?;
-    let rt = docker::runtime()?;
+    let Ok((rt, daemon)) = connection.daemon() else {
+        return Ok(None);
+    };
     rt.block_on(async {
-        let Ok(daemon) = docker::connect(&docker::host_for(project, env)).await else {
-            return Ok(None);
-        };
-        if !matches!(
-            super::mode(&daemon).await?,
-            super::SwarmMode::Manager { .. }
-        ) {
+        if !matches!(super::mode(daemon).await?, super::SwarmMode::Manager { .. }) {
             return Ok(None);
         }
-        clear_dead(&daemon, project.config.app.stack_name(), timeout, note).await
+        clear_dead(daemon, project.config.app.stack_name(), timeout, note).await
     })
 }
 
@@ -690,6 +730,190 @@ pub async fn release(daemon: &Daemon, stack: &str, timeout: Duration) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// The swarm's config objects in memory: a create of a taken name is refused, as Swarm does.
+    #[derive(Clone, Default)]
+    struct FakeConfigs {
+        /// id → config.
+        configs: Arc<Mutex<BTreeMap<String, bollard::models::Config>>>,
+    }
+
+    impl FakeConfigs {
+        fn names(&self) -> Vec<String> {
+            let configs = self.configs.lock().unwrap();
+            configs
+                .values()
+                .filter_map(|c| c.spec.as_ref()?.name.clone())
+                .collect()
+        }
+        /// A lock as another run would have written it.
+        fn put(&self, name: &str, labels: std::collections::HashMap<String, String>) {
+            let id = format!("id-{}", self.configs.lock().unwrap().len() + 100);
+            self.configs.lock().unwrap().insert(
+                id.clone(),
+                bollard::models::Config {
+                    id: Some(id),
+                    spec: Some(ConfigSpec {
+                        name: Some(name.into()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    impl LockConfigs for FakeConfigs {
+        fn host(&self) -> &str {
+            "fake://swarm"
+        }
+        async fn create(&self, spec: ConfigSpec) -> Result<Option<String>> {
+            let mut configs = self.configs.lock().unwrap();
+            if configs
+                .values()
+                .any(|c| c.spec.as_ref().and_then(|s| s.name.as_ref()) == spec.name.as_ref())
+            {
+                return Ok(None);
+            }
+            let id = format!("id-{}", configs.len());
+            configs.insert(
+                id.clone(),
+                bollard::models::Config {
+                    id: Some(id.clone()),
+                    spec: Some(spec),
+                    ..Default::default()
+                },
+            );
+            Ok(Some(id))
+        }
+        async fn inspect(&self, name: &str) -> Result<Option<bollard::models::Config>> {
+            Ok(self
+                .configs
+                .lock()
+                .unwrap()
+                .values()
+                .find(|c| c.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
+                .cloned())
+        }
+        async fn delete(&self, id: &str) -> Result<bool> {
+            Ok(self.configs.lock().unwrap().remove(id).is_some())
+        }
+        fn releaser(&self, id: &str) -> Releaser {
+            let (configs, id) = (self.configs.clone(), id.to_string());
+            Arc::new(move || {
+                configs.lock().unwrap().remove(&id);
+                Ok(())
+            })
+        }
+    }
+
+    fn opts(wait: Duration) -> AcquireOptions<'static> {
+        AcquireOptions {
+            env: "local",
+            wait,
+            timeout: Duration::from_secs(3600),
+            poll: Duration::from_millis(10),
+        }
+    }
+
+    fn take(
+        configs: &FakeConfigs,
+        holder: &Holder,
+        wait: Duration,
+    ) -> (Result<Guard>, Vec<String>) {
+        let told = std::cell::RefCell::new(Vec::new());
+        let result = crate::docker::block_on(acquire(configs, "demo", holder, &opts(wait), |m| {
+            told.borrow_mut().push(m.to_string())
+        }))
+        .unwrap();
+        (result, told.into_inner())
+    }
+
+    #[test]
+    fn the_lock_is_taken_once_held_again_by_the_same_run_and_released_on_drop() {
+        let configs = FakeConfigs::default();
+        let me = Holder::current("up", Some("why".into()));
+        let (guard, told) = take(&configs, &me, Duration::ZERO);
+        let guard = guard.unwrap();
+        assert!(guard.owns() && told.is_empty());
+        assert_eq!(configs.names(), [lock_name("demo")]);
+        // deploy → up in one process: the same lock, which only the outer guard releases.
+        let (inner, _) = take(&configs, &me, Duration::ZERO);
+        let inner = inner.unwrap();
+        assert!(!inner.owns());
+        drop(inner);
+        assert_eq!(
+            configs.names().len(),
+            1,
+            "the re-entrant guard released nothing"
+        );
+        drop(guard);
+        assert!(
+            configs.names().is_empty(),
+            "dropping the guard releases the lock"
+        );
+    }
+
+    #[test]
+    fn a_live_holder_blocks_after_the_wait_naming_it() {
+        let configs = FakeConfigs::default();
+        let other = Holder {
+            host: "ci-runner-7".into(),
+            command: "deploy".into(),
+            ..Holder::current("deploy", Some("release 12".into()))
+        };
+        configs.put(
+            &lock_name("demo"),
+            other.labels(&crate::state::now_rfc3339()),
+        );
+        let (result, told) = take(
+            &configs,
+            &Holder::current("up", None),
+            Duration::from_millis(50),
+        );
+        let err = result.unwrap_err();
+        assert_eq!(crate::exit::exit_for(&err), crate::exit::Exit::Blocked);
+        let held = err.downcast_ref::<LockHeld>().expect("typed");
+        assert_eq!(held.lock.holder.host, "ci-runner-7");
+        assert!(format!("{err:#}").contains("release 12"), "{err:#}");
+        assert_eq!(told.len(), 1, "told once that it waits: {told:?}");
+        assert_eq!(configs.names().len(), 1, "the other run's lock stays");
+    }
+
+    #[test]
+    fn a_dead_holders_lock_is_taken_over_and_a_foreign_config_is_named() {
+        let configs = FakeConfigs::default();
+        let me = Holder::current("up", None);
+        // Same host, boot and PID namespace; a PID that cannot be running.
+        let dead = Holder {
+            pid: u32::MAX - 1,
+            ..me.clone()
+        };
+        configs.put(
+            &lock_name("demo"),
+            dead.labels(&crate::state::now_rfc3339()),
+        );
+        let (guard, told) = take(&configs, &me, Duration::ZERO);
+        assert!(guard.unwrap().owns());
+        assert!(
+            told[0].starts_with("took over the deploy lock of demo"),
+            "{told:?}"
+        );
+        // A config of that name that no beamops wrote: blocked, never removed.
+        let configs = FakeConfigs::default();
+        configs.put(&lock_name("demo"), Default::default());
+        let (result, _) = take(&configs, &me, Duration::ZERO);
+        let err = result.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("is not a beamops deploy lock"),
+            "{err:#}"
+        );
+        assert_eq!(configs.names().len(), 1);
+    }
+
     use super::*;
 
     #[test]

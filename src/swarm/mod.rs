@@ -31,19 +31,19 @@ pub const APP_IMAGE_VARIABLE: &str = "BEAMOPS_APP_IMAGE";
 pub const RELEASE_VARIABLE: &str = "BEAMOPS_RELEASE";
 pub const GIT_SHA_VARIABLE: &str = "BEAMOPS_GIT_SHA";
 
-/// The variables the stack file interpolates: the Docker secret name for each secret the stack
-/// mounts, `BEAMOPS_SECRET_<KEY>`. The list of keys is `chapters.swarm` (`stack_secrets`).
+/// The secret variables the stack file interpolates: the Docker secret name for each secret the
+/// stack mounts, `BEAMOPS_SECRET_<KEY>`. The list of keys is `chapters.swarm` (`stack_secrets`).
+/// The versions chapter 07 created; an exported `BEAMOPS_SECRET_<KEY>` wins, as it would for
+/// `docker stack deploy`; before chapter 07 ran, a secret is `<stack>_<key>_v1`.
 ///
-/// Until chapter 07's `secrets::current_secret_names(project, env)` is wired in here, a secret
-/// is `<stack>_<key>_v1`; an exported `BEAMOPS_SECRET_<KEY>` overrides it, as it would for
-/// `docker stack deploy`.
-pub fn variables(project: &Project, env: &str) -> Result<BTreeMap<String, String>> {
+/// The release variables (`BEAMOPS_APP_IMAGE`, …) are not decided here: `crate::rollout` does.
+pub fn secret_variables(project: &Project, env: &str) -> Result<BTreeMap<String, String>> {
     let config = &project.config;
     let stack = config.app.stack_name();
     // The versions chapter 07 created; an exported variable still wins (the CLI-equivalence
     // test and by-hand `docker stack deploy` use it).
     let current = crate::secrets::current_secret_names(project, env)?;
-    let mut variables: BTreeMap<String, String> = config
+    let mut variables = config
         .chapters
         .swarm
         .stack_secrets()
@@ -57,7 +57,7 @@ pub fn variables(project: &Project, env: &str) -> Result<BTreeMap<String, String
                 .unwrap_or_else(|| format!("{stack}_{}_v1", key.to_ascii_lowercase()));
             (variable, name)
         })
-        .collect();
+        .collect::<BTreeMap<_, _>>();
     // Every other key chapter 07 made a Docker secret of (GRAFANA_ADMIN_PASSWORD for the
     // monitoring stack), so a stack file's `${BEAMOPS_SECRET_<KEY>:-…}` names its current version.
     for (key, name) in &current {
@@ -67,31 +67,19 @@ pub fn variables(project: &Project, env: &str) -> Result<BTreeMap<String, String
             .entry(variable)
             .or_insert_with(|| exported.unwrap_or_else(|| name.clone()));
     }
-    // The release the last successful deploy or rollback put live, so a later `up chapter-08`
-    // keeps it instead of going back to `:latest`. Before any deploy the file's defaults apply.
-    if let Some(live) = crate::deploy::record::live(project, env)? {
-        variables.insert(APP_IMAGE_VARIABLE.into(), live.image);
-        variables.insert(RELEASE_VARIABLE.into(), live.release);
-        variables.insert(GIT_SHA_VARIABLE.into(), live.git_sha);
-    }
-    // Exported, they win, as they would for `docker stack deploy`.
-    for name in [APP_IMAGE_VARIABLE, RELEASE_VARIABLE, GIT_SHA_VARIABLE] {
-        if let Some(value) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
-            variables.insert(name.into(), value);
-        }
-    }
     Ok(variables)
 }
 
-/// The stack file's content parsed with the variables for `env`; `overrides` win (a deploy
-/// names the release it is rolling out before it is recorded as live).
+/// The stack file's content parsed with the secret variables for `env` and `release`, the
+/// release variables as `crate::rollout` decided them (a variable missing there takes the
+/// file's default).
 pub fn parse_stack(
     project: &Project,
     env: &str,
     text: &str,
-    overrides: &BTreeMap<String, String>,
+    release: &BTreeMap<String, String>,
 ) -> Result<stack::StackFile> {
-    parse_stack_file(project, env, STACK_FILE, text, overrides)
+    parse_stack_file(project, env, STACK_FILE, text, release)
 }
 
 /// [`parse_stack`] for a stack file at `relative` (a chapter's `stack-converged` `file:`).
@@ -100,10 +88,10 @@ pub fn parse_stack_file(
     env: &str,
     relative: &str,
     text: &str,
-    overrides: &BTreeMap<String, String>,
+    release: &BTreeMap<String, String>,
 ) -> Result<stack::StackFile> {
-    let mut vars = variables(project, env)?;
-    vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut vars = secret_variables(project, env)?;
+    vars.extend(release.iter().map(|(k, v)| (k.clone(), v.clone())));
     stack::StackFile::parse(&project.root.join(relative), text, &vars)
 }
 

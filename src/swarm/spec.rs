@@ -515,11 +515,11 @@ fn diff_into(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::Path;
 
-    const STACK: &str = r#"
+    pub(crate) const STACK: &str = r#"
 services:
   app:
     image: example:latest
@@ -537,7 +537,7 @@ secrets:
   token: {external: true, name: token_v2}
 "#;
 
-    fn resolved() -> Resolved {
+    pub(crate) fn resolved() -> Resolved {
         Resolved {
             networks: BTreeMap::from([("backend".into(), "net1".into())]),
             secrets: BTreeMap::from([("token".into(), ("token_v2".into(), "sec1".into()))]),
