@@ -219,7 +219,7 @@ impl Action for PullOnlyImages {
             .iter()
             .map(|k| k.to_string())
             .collect();
-        let missing = leave_out_missing(&mut file, &keys, &daemon, &rt, None);
+        let missing = leave_out_missing(&mut file, &keys, daemon, rt, None);
         if !missing.is_empty()
             && let Some((need, chapter)) = cx.planned.pending_of(self.needs())
         {
