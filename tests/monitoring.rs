@@ -212,6 +212,72 @@ fn phoenix_projects_get_prom_ex_started_before_the_repo_and_a_coordination_plugi
     let plugin = &twelve["lib/coordination/prom_ex/coordination_plugin.ex"];
     assert!(plugin.contains("defmodule Coordination.PromEx.CoordinationPlugin do"));
     assert!(plugin.contains("coordination.claims.total"), "{plugin}");
+
+    // beamops never edits the project's own modules: `prom-ex-wired` names each missing line,
+    // and is satisfied only when PromEx is a dependency, started before the Repo, and plugged.
+    let wiring = || {
+        let out = project
+            .beamops()
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .args(["plan", "chapter-11", "--format", "json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["chapters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["actions"].as_array().unwrap().clone())
+            .find(|a| a["id"] == "prom-ex-wired")
+            .unwrap_or_else(|| panic!("no prom-ex-wired action: {report}"))
+    };
+    let bare = wiring();
+    assert_eq!(bare["status"], "failed", "{bare}");
+    let detail = bare["detail"].as_str().unwrap();
+    for needed in [
+        "{:prom_ex",
+        "add Coordination.PromEx to the children in lib/coordination/application.ex",
+        "plug PromEx.Plug, prom_ex_module: Coordination.PromEx` to lib/coordination_web/endpoint.ex",
+    ] {
+        assert!(detail.contains(needed), "{needed} not in {detail}");
+    }
+    let mix = project.read("mix.exs");
+    project.write(
+        "mix.exs",
+        &mix.replacen(
+            "{:phoenix, \"~> 1.7\"},",
+            "{:phoenix, \"~> 1.7\"},\n      {:prom_ex, \"~> 1.11\"},",
+            1,
+        ),
+    );
+    let children = |first: &str, second: &str| {
+        format!(
+            "defmodule Coordination.Application do\n  use Application\n  def start(_t, _a) do\n    children = [\n      {first},\n      {second}\n    ]\n    Supervisor.start_link(children, strategy: :one_for_one)\n  end\nend\n"
+        )
+    };
+    project.write(
+        "lib/coordination/application.ex",
+        &children("Coordination.Repo", "Coordination.PromEx"),
+    );
+    project.write(
+        "lib/coordination_web/endpoint.ex",
+        "defmodule CoordinationWeb.Endpoint do\n  use Phoenix.Endpoint, otp_app: :coordination\n  plug PromEx.Plug, prom_ex_module: Coordination.PromEx\n  plug CoordinationWeb.Router\nend\n",
+    );
+    let late = wiring();
+    assert_eq!(late["status"], "failed", "{late}");
+    let detail = late["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("start Coordination.PromEx before Coordination.Repo")
+            && !detail.contains("{:prom_ex")
+            && !detail.contains("PromEx.Plug"),
+        "{detail}"
+    );
+    project.write(
+        "lib/coordination/application.ex",
+        &children("Coordination.PromEx", "Coordination.Repo"),
+    );
+    let wired = wiring();
+    assert_eq!(wired["status"], "satisfied", "{wired}");
 }
 
 #[test]

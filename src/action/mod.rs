@@ -50,6 +50,7 @@ pub enum ActionSpec {
     PullOnlyImages,
     AlertingLoaded,
     ExpressionsAnswer,
+    PromExWired,
     /// A Terraform root planned and applied (docs/terraform.md); `root` is a template
     /// expression, default `terraform/{{ env.name }}`.
     TerraformApplied {
@@ -90,6 +91,7 @@ impl ActionSpec {
             ActionSpec::PullOnlyImages => Box::new(monitoring::PullOnlyImages),
             ActionSpec::AlertingLoaded => Box::new(monitoring::AlertingLoaded),
             ActionSpec::ExpressionsAnswer => Box::new(monitoring::ExpressionsAnswer),
+            ActionSpec::PromExWired => Box::new(monitoring::PromExWired),
             ActionSpec::TerraformApplied { root } => {
                 Box::new(terraform::TerraformApplied { root: root.clone() })
             }

@@ -614,3 +614,89 @@ impl Action for ExpressionsAnswer {
         })
     }
 }
+
+/// Chapter 11 on a Phoenix project: PromEx is a dependency, started before the Repo, and its
+/// plug is in the endpoint. beamops writes `prom_ex.ex` once but never edits mix.exs,
+/// application.ex or the endpoint (as `libcluster-wired` for chapter 09): it names each line.
+pub struct PromExWired;
+
+impl PromExWired {
+    /// None for a project without Phoenix (the app serves its own `/metrics`); else what is missing.
+    fn missing(cx: &ActionContext) -> Option<Vec<String>> {
+        let deps = crate::render::mix_deps(&cx.project.root);
+        if !deps.iter().any(|d| d == "phoenix") {
+            return None;
+        }
+        let otp_app = &cx.project.config.app.otp_app;
+        let module = crate::render::elixir_module(otp_app);
+        let read = |relative: &str| std::fs::read_to_string(cx.path(relative)).unwrap_or_default();
+        let mut missing = Vec::new();
+        if !deps.iter().any(|d| d == "prom_ex") {
+            missing.push("add {:prom_ex, \"~> 1.11\"} to deps in mix.exs".to_string());
+        }
+        let application = format!("lib/{otp_app}/application.ex");
+        let text = read(&application);
+        let prom_ex = format!("{module}.PromEx");
+        // The child itself, not `PromEx.CoordinationPlugin` or another module under it.
+        let started = text.match_indices(&prom_ex).find(|(at, _)| {
+            !text[at + prom_ex.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c == '.' || c.is_alphanumeric())
+        });
+        match started {
+            None => missing.push(format!(
+                "add {prom_ex} to the children in {application}, before {module}.Repo"
+            )),
+            Some((at, _)) => {
+                if text
+                    .find(&format!("{module}.Repo"))
+                    .is_some_and(|repo| repo < at)
+                {
+                    missing.push(format!(
+                        "start {prom_ex} before {module}.Repo in {application}: the Ecto plugin attaches its telemetry handlers when PromEx starts, so started after the Repo its panels stay empty"
+                    ));
+                }
+            }
+        }
+        let endpoint = format!("lib/{otp_app}_web/endpoint.ex");
+        if !read(&endpoint).contains("PromEx.Plug") {
+            missing.push(format!(
+                "add `plug PromEx.Plug, prom_ex_module: {prom_ex}` to {endpoint}, before the router"
+            ));
+        }
+        Some(missing)
+    }
+}
+
+impl Action for PromExWired {
+    fn id(&self) -> String {
+        "prom-ex-wired".into()
+    }
+    fn describe(&self) -> String {
+        "a Phoenix project depends on PromEx, starts it before the Repo and serves its plug".into()
+    }
+    fn check(&self, cx: &ActionContext) -> Result<Check> {
+        Ok(match Self::missing(cx) {
+            None => {
+                Check::Satisfied("not a Phoenix project: the app serves its own /metrics".into())
+            }
+            Some(missing) if missing.is_empty() => {
+                Check::Satisfied("PromEx started before the Repo, its plug in the endpoint".into())
+            }
+            Some(missing) => Check::Failed(missing.join("; ")),
+        })
+    }
+    fn apply(&self, cx: &ActionContext) -> Result<Applied> {
+        match Self::missing(cx) {
+            Some(missing) if !missing.is_empty() => bail!(
+                "PromEx is not wired into the project (beamops does not edit mix.exs, application.ex or the endpoint):\n  fix: {}",
+                missing.join("\n  fix: ")
+            ),
+            _ => Ok(Applied {
+                summary: "nothing to wire".into(),
+                ..Default::default()
+            }),
+        }
+    }
+}
