@@ -461,6 +461,31 @@ fn extra_chapters_are_listed_rendered_and_refused_when_broken() {
     );
     assert!(keys.contains(&"08-swarm"), "{listed}");
 
+    // A chapter that converges into chapter 08's stack on its behalf (`owner:`) checks its
+    // `needs:` while the extra chapters load: listed, not hung, and refused without the need.
+    let owned = dir.path().join("chapters/15-owned.yaml");
+    let owned_text = "id: 15\nslug: owned\ntitle: Owned\nsummary: Rolls out into chapter 08's stack.\n\
+         needs: [swarm]\nimplemented: true\nboundary: test data only\nactions:\n  \
+         - action: stack-converged\n    owner: 08-swarm\n";
+    std::fs::write(&owned, owned_text).unwrap();
+    let listed = run(&["chapters", "--format", "json"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("\"15-owned\""),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    std::fs::write(&owned, owned_text.replace("needs: [swarm]", "needs: []")).unwrap();
+    let refused = run(&["chapters"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("owner: 08-swarm"), "{stderr}");
+    std::fs::remove_file(&owned).unwrap();
+
     // Its files render from the directory's templates (whatever the Engine says of its action).
     let plan = run(&["plan", "chapter-13", "--format", "json"]);
     let text = String::from_utf8_lossy(&plan.stdout);

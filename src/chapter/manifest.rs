@@ -223,10 +223,16 @@ impl Manifest {
             if let crate::action::ActionSpec::StackConverged(p) = a
                 && let Some(owner) = &p.owner
                 && *owner != self.key()
-                && !self
-                    .needs
-                    .iter()
-                    .any(|n| crate::chapter::resolve(n).is_ok_and(|c| c.key() == *owner))
+                // By name alone: `resolve` here would re-enter the loading of the extra
+                // chapters this manifest may be one of (a deadlock, not an error).
+                && !owner
+                    .split_once('-')
+                    .and_then(|(id, slug)| Some((id.parse::<u8>().ok()?, slug)))
+                    .is_some_and(|(id, slug)| {
+                        self.needs
+                            .iter()
+                            .any(|n| crate::chapter::names(n, id, slug))
+                    })
             {
                 out.push(format!(
                     "{}: `owner: {owner}` is not a chapter this one needs\n  fix: name the key of a chapter in `needs:` (e.g. 08-swarm), whose stack this converges",

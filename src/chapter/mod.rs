@@ -5,7 +5,7 @@ mod manifest;
 mod name;
 
 pub use manifest::{FileSpec, Manifest, ModuleSpec, Policy, expression_paths, parse_mode};
-pub use name::resolve;
+pub use name::{names, resolve};
 
 use std::sync::OnceLock;
 

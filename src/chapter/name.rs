@@ -2,17 +2,24 @@ use anyhow::Result;
 
 use super::{Manifest, all, find};
 
+/// Whether `name`, as a user or a manifest's `needs:` writes it (`chapter-08`, `8`, `swarm`,
+/// `08-swarm`), names the chapter `id`/`slug`. Pure: manifests check their `needs:` with it
+/// while the chapter set itself is still loading, where `resolve` would re-enter that load.
+pub fn names(name: &str, id: u8, slug: &str) -> bool {
+    let wanted = name.trim().to_ascii_lowercase();
+    let bare = wanted.strip_prefix("chapter-").unwrap_or(&wanted);
+    let key = format!("{id:02}-{slug}");
+    let number_part = bare.split('-').next().unwrap_or("");
+    let as_number = number_part.parse::<u8>().ok();
+    bare == slug || bare == key || (as_number == Some(id) && bare == number_part)
+}
+
 /// Accepts `chapter-08`, `08`, `8`, `swarm`, `08-swarm` and `chapter-08-swarm`.
 pub fn resolve(name: &str) -> Result<&'static Manifest> {
     let wanted = name.trim().to_ascii_lowercase();
     let bare = wanted.strip_prefix("chapter-").unwrap_or(&wanted);
     // By the file name's id and slug alone: only the manifest named gets parsed.
-    let found = find(|id, slug| {
-        let key = format!("{id:02}-{slug}");
-        let number_part = bare.split('-').next().unwrap_or("");
-        let as_number = number_part.parse::<u8>().ok();
-        bare == slug || bare == key || (as_number == Some(id) && bare == number_part)
-    });
+    let found = find(|id, slug| names(name, id, slug));
     found.ok_or_else(|| {
         let names: Vec<String> = all().iter().map(|c| c.label()).collect();
         let candidates: Vec<String> = all()
