@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestProject, docker_tests_enabled, example_copy, http_get_at, render_env_into};
+use common::{TestProject, example_copy, http_get_at, render_env_into};
 use dind::{Lab, Node};
 use local_aws::{LocalAws, Moto};
 
@@ -60,9 +60,6 @@ const ROOT_FILES: [&str; 4] = [
 fn tool(name: &str) -> Option<std::path::PathBuf> {
     let path = common::tool_path();
     std::env::split_paths(&path)
-        .chain(std::iter::once(
-            Path::new("/work/main/.ci/venv/bin").to_path_buf(),
-        ))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
@@ -225,23 +222,11 @@ fn the_rendered_root_parses_is_formatted_and_passes_checkov() {
     }
 }
 
-const GATE: &str = "BEAMOPS_MULTINODE_TESTS";
 /// The host-mode port every worker's app task answers on: what the ALB's target group targets.
 const APP_PORT: u16 = 8080;
 
 fn multinode_tests_enabled(test: &str) -> bool {
-    if !docker_tests_enabled(test) {
-        return false;
-    }
-    let on = std::env::var(GATE).is_ok_and(|v| v == "1");
-    if !on {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED {test}: set {GATE}=1 to run the Docker-in-Docker swarm !!!!!\n"
-        );
-    }
-    on
+    common::multinode_tests_enabled(test, "a Docker-in-Docker swarm and a local AWS API")
 }
 
 /// A local string from the rendered root's `locals` block, read through the HCL parser: the

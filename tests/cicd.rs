@@ -849,15 +849,7 @@ fn git_out(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn act_runs_the_generated_deploy_workflow_against_the_local_swarm() {
     let test = "act_runs_the_generated_deploy_workflow_against_the_local_swarm";
-    if std::env::var("BEAMOPS_HEAVY_TESTS").as_deref() != Ok("1") {
-        // Straight to the stderr handle: the harness captures eprintln! of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED {test}: set BEAMOPS_HEAVY_TESTS=1 (with BEAMOPS_DOCKER_TESTS=1) to run it !!!!!\n"
-        );
-        return;
-    }
-    if !docker_tests_enabled(test) {
+    if !common::heavy_tests_enabled(test, "a cold cargo install and a deploy through act") {
         return;
     }
     let app = format!("cicd{}", std::process::id());

@@ -948,15 +948,10 @@ fn a_killed_runs_probe_job_is_removed_by_the_next_run_and_by_down() {
 /// BEAMOPS_HEAVY_TESTS=1 (.ci/run sets it).
 #[test]
 fn up_chapter_09_killed_at_any_point_is_finished_by_the_next_run() {
-    if !docker_tests_enabled("up_chapter_09_killed_at_any_point_is_finished_by_the_next_run") {
-        return;
-    }
-    if std::env::var("BEAMOPS_HEAVY_TESTS").as_deref() != Ok("1") {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED up_chapter_09_killed_at_any_point_is_finished_by_the_next_run: set BEAMOPS_HEAVY_TESTS=1 (10 kill -9 trials) !!!!!\n"
-        );
+    if !common::heavy_tests_enabled(
+        "up_chapter_09_killed_at_any_point_is_finished_by_the_next_run",
+        "10 kill -9 trials",
+    ) {
         return;
     }
     let stack = three_replica_stack();

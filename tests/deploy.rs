@@ -859,13 +859,7 @@ fn a_rerun_after_a_killed_deploy_judges_the_interrupted_release_and_never_calls_
 }
 
 fn heavy_tests_enabled(test: &str) -> bool {
-    if std::env::var("BEAMOPS_HEAVY_TESTS").as_deref() != Ok("1") {
-        eprintln!(
-            "skipping {test}: set BEAMOPS_HEAVY_TESTS=1 (with BEAMOPS_DOCKER_TESTS=1) to run it"
-        );
-        return false;
-    }
-    docker_tests_enabled(test)
+    common::heavy_tests_enabled(test, "kill -9 trials of deploy")
 }
 
 #[test]

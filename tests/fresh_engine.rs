@@ -14,25 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{TestProject, docker_tests_enabled, example_copy, json};
+use common::{TestProject, example_copy, json};
 use dind::{Lab, Node};
 use serde_json::Value;
 
-const GATE: &str = "BEAMOPS_MULTINODE_TESTS";
-
 fn enabled(test: &str) -> bool {
-    if !docker_tests_enabled(test) {
-        return false;
-    }
-    let on = std::env::var(GATE).is_ok_and(|v| v == "1");
-    if !on {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED {test}: set {GATE}=1 to run it on a Docker-in-Docker Engine !!!!!\n"
-        );
-    }
-    on
+    common::multinode_tests_enabled(test, "on a Docker-in-Docker Engine")
 }
 
 /// An example copy whose `local` environment is the DinD node, with its own age key (outside

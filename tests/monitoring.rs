@@ -680,13 +680,10 @@ fn host_seen_from_tasks() -> String {
 
 #[test]
 fn every_replica_is_a_target_and_an_alert_fires_and_resolves() {
-    if !docker_tests_enabled("every_replica_is_a_target_and_an_alert_fires_and_resolves") {
-        return;
-    }
-    if std::env::var("BEAMOPS_HEAVY_TESTS").ok().as_deref() != Some("1") {
-        eprintln!(
-            "SKIPPED every_replica_is_a_target_and_an_alert_fires_and_resolves: set BEAMOPS_HEAVY_TESTS=1 (builds the example, runs 3 replicas and the monitoring stack, several minutes)"
-        );
+    if !common::heavy_tests_enabled(
+        "every_replica_is_a_target_and_an_alert_fires_and_resolves",
+        "builds the example, runs 3 replicas and the monitoring stack, several minutes",
+    ) {
         return;
     }
     let nanos = std::time::SystemTime::now()

@@ -14,27 +14,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{docker, docker_tests_enabled, example_copy, http_get_at};
+use common::{docker, example_copy, http_get_at};
 use dind::{Lab, Node};
 use serde_json::Value;
 
-const GATE: &str = "BEAMOPS_MULTINODE_TESTS";
 /// Host-mode published port of the app on every node that runs a task.
 const PUBLISHED: u16 = 8080;
 
 fn multinode_tests_enabled(test: &str) -> bool {
-    if !docker_tests_enabled(test) {
-        return false;
-    }
-    let on = std::env::var(GATE).is_ok_and(|v| v == "1");
-    if !on {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED {test}: set {GATE}=1 to run the 3-node Docker-in-Docker swarm !!!!!\n"
-        );
-    }
-    on
+    common::multinode_tests_enabled(test, "the 3-node Docker-in-Docker swarm")
 }
 
 /// Removes the release image the test built on the outer Engine.

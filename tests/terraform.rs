@@ -13,14 +13,12 @@ use common::{TestProject, example_copy};
 
 /// The tools the gated tests need, or None (after saying why) when the gate is off.
 fn gate(test: &str) -> Option<()> {
-    if std::env::var_os("BEAMOPS_TERRAFORM_TESTS").is_some() {
-        return Some(());
-    }
-    eprintln!(
-        "{test}: skipped — set BEAMOPS_TERRAFORM_TESTS=1 after .ci/setup (terraform, the null \
-         provider mirror in .ci/tf-mirror, checkov, packer, shellcheck); .ci/run does"
-    );
-    None
+    common::gate_enabled(
+        test,
+        "BEAMOPS_TERRAFORM_TESTS",
+        "after .ci/setup: terraform, the null provider mirror in .ci/tf-mirror, checkov, packer, shellcheck",
+    )
+    .then_some(())
 }
 
 fn repo() -> PathBuf {
@@ -31,7 +29,7 @@ fn repo() -> PathBuf {
 fn tool(name: &str) -> PathBuf {
     let ci = repo().join(".ci");
     let path = format!(
-        "{}:{}:{}:/work/main/.ci/venv/bin",
+        "{}:{}:{}",
         ci.join("bin").display(),
         ci.join("venv/bin").display(),
         std::env::var("PATH").unwrap_or_default()

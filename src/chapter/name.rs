@@ -17,7 +17,6 @@ pub fn names(name: &str, id: u8, slug: &str) -> bool {
 /// Accepts `chapter-08`, `08`, `8`, `swarm`, `08-swarm` and `chapter-08-swarm`.
 pub fn resolve(name: &str) -> Result<&'static Manifest> {
     let wanted = name.trim().to_ascii_lowercase();
-    let bare = wanted.strip_prefix("chapter-").unwrap_or(&wanted);
     // By the file name's id and slug alone: only the manifest named gets parsed.
     let found = find(|id, slug| names(name, id, slug));
     found.ok_or_else(|| {

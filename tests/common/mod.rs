@@ -89,24 +89,41 @@ pub fn json(output: &[u8]) -> serde_json::Value {
 }
 
 pub const DOCKER_GATE: &str = "BEAMOPS_DOCKER_TESTS";
+pub const HEAVY_GATE: &str = "BEAMOPS_HEAVY_TESTS";
+pub const MULTINODE_GATE: &str = "BEAMOPS_MULTINODE_TESTS";
 
-/// Docker-backed tests run only when asked (`.ci/run` asks); otherwise they say so loudly.
-pub fn docker_tests_enabled(test: &str) -> bool {
-    let on = std::env::var(DOCKER_GATE).is_ok_and(|v| v == "1");
-    // CI runs every Docker test (.ci/run sets the gate): a CI run without it is a broken set-up.
+/// Whether the gate `var` is on (`=1`). Gated tests run only when asked (`.ci/run` asks every
+/// gate); otherwise they say so loudly, and in CI a gate that is off is a broken set-up.
+pub fn gate_enabled(test: &str, var: &str, what: &str) -> bool {
+    let on = std::env::var(var).is_ok_and(|v| v == "1");
     assert!(
         on || std::env::var_os("CI").is_none(),
-        "{test}: CI must set {DOCKER_GATE}=1 (see .ci/run)"
+        "{test}: CI must set {var}=1 (see .ci/run)"
     );
     if !on {
         // Straight to the stderr handle: the harness captures eprintln! of passing tests.
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
-            "\n!!!!! SKIPPED {test}: set {DOCKER_GATE}=1 to run it against the Docker Engine !!!!!\n"
+            "\n!!!!! SKIPPED {test}: set {var}=1 to run it ({what}) !!!!!\n"
         );
     }
     on
+}
+
+/// Docker-backed tests: [`gate_enabled`] on [`DOCKER_GATE`].
+pub fn docker_tests_enabled(test: &str) -> bool {
+    gate_enabled(test, DOCKER_GATE, "against the Docker Engine")
+}
+
+/// Heavy Docker scenarios (minutes each): the Docker gate and [`HEAVY_GATE`].
+pub fn heavy_tests_enabled(test: &str, what: &str) -> bool {
+    docker_tests_enabled(test) && gate_enabled(test, HEAVY_GATE, what)
+}
+
+/// Docker-in-Docker swarms: the Docker gate and [`MULTINODE_GATE`].
+pub fn multinode_tests_enabled(test: &str, what: &str) -> bool {
+    docker_tests_enabled(test) && gate_enabled(test, MULTINODE_GATE, what)
 }
 
 /// A copy of the whole example app (sources, generated files, lock) in a fresh git repository.
