@@ -132,7 +132,7 @@ fn prepare<'a>(
     engine.message = opts.message.clone();
     if engine.env.provider != Provider::Local {
         anyhow::bail!(
-            "environment `{env_name}` is on {}: deploy runs against a swarm manager beamops can reach; remote swarms come with chapter 10\n  fix: deploy to a local-provider environment (whose docker_host may point at a manager)",
+            "environment `{env_name}` is on {}: deploy runs against a swarm manager beamops can reach, not through a cloud provider\n  fix: deploy to a local-provider environment whose docker_host points at a manager (e.g. ssh://admin@<manager>, docs/remote.md)",
             engine.env.provider
         );
     }
