@@ -35,6 +35,12 @@ impl Pin {
     pub fn uses(&self) -> String {
         format!("{}@{} # {}", self.action, self.commit, self.version)
     }
+
+    /// An action in a subdirectory of the pinned repository (`actions/cache/restore`), at the
+    /// same commit.
+    pub fn uses_path(&self, path: &str) -> String {
+        format!("{}/{path}@{} # {}", self.action, self.commit, self.version)
+    }
 }
 
 /// Every pin of the table, in its order.
@@ -148,6 +154,8 @@ pub fn context(project: &Project, deps: &[String]) -> serde_json::Value {
             "checkout": uses("actions/checkout"),
             "setup_beam": uses("erlef/setup-beam"),
             "cache": uses("actions/cache"),
+            "cache_restore": pin("actions/cache").map(|p| p.uses_path("restore")).unwrap_or_default(),
+            "cache_save": pin("actions/cache").map(|p| p.uses_path("save")).unwrap_or_default(),
             "setup_buildx": uses("docker/setup-buildx-action"),
             "build_push": uses("docker/build-push-action"),
         },
