@@ -269,14 +269,14 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
                 .unwrap_or_else(|| source_url(&project.root)),
         },
         "ci": crate::cicd::context(project, &deps),
-        "terraform": terraform_context(project),
+        "terraform": terraform_context(project, &deps),
         "beamops": { "version": env!("CARGO_PKG_VERSION") },
     });
     tera::Context::from_value(value).context("building the template context")
 }
 
 /// What the Terraform templates need beyond the configuration itself.
-fn terraform_context(project: &Project) -> serde_json::Value {
+fn terraform_context(project: &Project, deps: &[String]) -> serde_json::Value {
     let config = &project.config;
     let options = &config.chapters.terraform;
     // `owner/name` on GitHub: configured, else from a github.com origin remote.
@@ -313,6 +313,12 @@ fn terraform_context(project: &Project) -> serde_json::Value {
         "owner": owner,
         "repository_name": name,
         "state_key_prefix": options.state.key_prefix.clone().unwrap_or_else(|| config.app.name.clone()),
+        // Branch protection waits for these: configured, else the jobs chapter 04's ci.yml has.
+        "required_checks": options
+            .github
+            .required_checks
+            .clone()
+            .unwrap_or_else(|| crate::cicd::required_checks(deps)),
     })
 }
 

@@ -209,6 +209,49 @@ fn the_workflows_have_zero_findings_for_the_example_and_a_phoenix_database_proje
     );
 }
 
+/// Chapter 02's branch protection requires exactly the checks chapter 04's ci.yml reports (a
+/// check is a job's `name:`): a required name no job has would block every merge.
+#[test]
+fn branch_protection_requires_exactly_the_checks_ci_yml_reports() {
+    for (p, dialyzer) in [(example_copy("checks"), false), (phoenix_project(), true)] {
+        render_into(&p, "04");
+        render_into(&p, "02");
+        let ci: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&p.read(".github/workflows/ci.yml")).unwrap();
+        let mut jobs: Vec<String> = ci["jobs"]
+            .as_mapping()
+            .unwrap()
+            .values()
+            .map(|j| j["name"].as_str().expect("every job is named").to_string())
+            .collect();
+        jobs.sort();
+        let main = p.read("terraform/github/main.tf");
+        let line = main
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("required_checks"))
+            .expect("required_checks in the github root");
+        let list = line.trim().trim_start_matches('=').trim();
+        let mut required: Vec<String> = serde_json::from_str(list).unwrap();
+        required.sort();
+        assert_eq!(required, jobs, "{main}");
+        assert_eq!(jobs.iter().any(|j| j == "Dialyzer"), dialyzer, "{jobs:?}");
+    }
+    // Configured, the list is the user's.
+    let p = example_copy("checks2");
+    let yaml = p.read("beamops.yaml");
+    p.write(
+        "beamops.yaml",
+        &format!(
+            "{yaml}\nchapters:\n  terraform:\n    github:\n      required_checks: [Test, Audit]\n"
+        ),
+    );
+    render_into(&p, "02");
+    assert!(
+        p.read("terraform/github/main.tf")
+            .contains("required_checks      = [\"Test\", \"Audit\"]")
+    );
+}
+
 #[test]
 fn without_a_deployed_environment_there_is_no_deploy_workflow() {
     let p = example_copy("nodeploy");

@@ -164,6 +164,7 @@ pub fn context(project: &Project, deps: &[String]) -> serde_json::Value {
         "postgres_image": config.postgres_image(),
         "assets": has("phoenix") && project.root.join("assets").is_dir(),
         "dialyzer": has("dialyxir"),
+        "jobs": { "test": TEST_JOB, "dialyzer": DIALYZER_JOB, "image": IMAGE_JOB },
         "lock_file": if project.root.join("mix.lock").is_file() { "mix.lock" } else { "mix.exs" },
         "deploy_on_push": push,
         "deploy_on_tag": tag,
@@ -172,6 +173,22 @@ pub fn context(project: &Project, deps: &[String]) -> serde_json::Value {
         "beamops_rev": config.ci.beamops.rev.as_deref().unwrap_or(UNSET_REV),
         "sops_version": SOPS_VERSION,
     })
+}
+
+/// The `name:` of each ci.yml job: the status check GitHub reports for it, which chapter 02's
+/// branch protection requires (a check named otherwise would never arrive, and nothing merges).
+pub const TEST_JOB: &str = "Test";
+pub const DIALYZER_JOB: &str = "Dialyzer";
+pub const IMAGE_JOB: &str = "Release image";
+
+/// The status checks ci.yml produces for a project with these mix dependencies.
+pub fn required_checks(deps: &[String]) -> Vec<String> {
+    let mut checks = vec![TEST_JOB.to_string()];
+    if deps.iter().any(|d| d == "dialyxir") {
+        checks.push(DIALYZER_JOB.to_string());
+    }
+    checks.push(IMAGE_JOB.to_string());
+    checks
 }
 
 /// `owner/name` of the project's GitHub repository: `ci.repository`, else the `origin` remote

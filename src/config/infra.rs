@@ -67,9 +67,10 @@ pub struct GithubOptions {
     /// The default branch, protected.
     #[serde(default = "default_branch")]
     pub default_branch: String,
-    /// Status checks the default branch requires: the job names chapter 04's workflows define.
-    #[serde(default = "default_required_checks")]
-    pub required_checks: Vec<String>,
+    /// Status checks the default branch requires; none: the jobs chapter 04's ci.yml defines
+    /// for this project (`cicd::required_checks`), so the two cannot drift apart.
+    #[serde(default)]
+    pub required_checks: Option<Vec<String>>,
     /// GitHub user ids (numbers) whose review the `production` environment requires.
     #[serde(default)]
     pub production_reviewers: Vec<u64>,
@@ -88,7 +89,7 @@ impl Default for GithubOptions {
             description: None,
             visibility: default_visibility(),
             default_branch: default_branch(),
-            required_checks: default_required_checks(),
+            required_checks: None,
             production_reviewers: Vec::new(),
             labels: Vec::new(),
             milestones: Vec::new(),
@@ -133,9 +134,6 @@ fn default_visibility() -> String {
 }
 fn default_branch() -> String {
     "main".into()
-}
-fn default_required_checks() -> Vec<String> {
-    vec!["test".into()]
 }
 
 /// Chapter 06: the AWS network, the machine image and the managers of an `aws` environment.
