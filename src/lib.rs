@@ -14,6 +14,7 @@ pub mod docker;
 pub mod engine;
 pub mod exit;
 pub mod fsutil;
+pub mod http;
 pub mod interrupt;
 pub mod lockfile;
 pub mod monitoring;

@@ -523,9 +523,9 @@ impl Monitored {
     }
 
     fn get(&self, url: &str) -> serde_json::Value {
-        // reqwest is built without a default TLS provider (Cargo.toml): beamops installs ring's.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::blocking::get(url)
+        beamops::http::client()
+            .build()
+            .and_then(|c| c.get(url).send())
             .and_then(|r| r.json())
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }

@@ -146,10 +146,7 @@ pub fn seal(public_key_b64: &str, value: &[u8]) -> Result<String> {
 
 impl Client {
     pub fn new(api_url: &str, repo: &str, token: Token) -> Result<Client> {
-        // One process-wide provider, the one the rest of beamops' TLS uses.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::blocking::Client::builder()
-            .user_agent(concat!("beamops/", env!("CARGO_PKG_VERSION")))
+        let http = crate::http::client()
             .timeout(Duration::from_secs(30))
             .https_only(!api_url.starts_with("http://"))
             .build()

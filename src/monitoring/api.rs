@@ -15,9 +15,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: String) -> Result<Api> {
-        // reqwest is built without a default TLS provider: install the one the rest of beamops uses.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::blocking::Client::builder()
+        let client = crate::http::client()
             .timeout(Duration::from_secs(10))
             .build()
             .context("building the HTTP client")?;
