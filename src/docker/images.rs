@@ -638,34 +638,30 @@ fn refuse_mislabel(image: &BaseImage, offered: &BTreeMap<&str, Option<String>>) 
     )
 }
 
+/// A data directory the packaged daemon (user `prometheus`, as Debian's packages run both) owns.
+fn data_dir(root: &Rootfs, path: &str) -> Result<()> {
+    root.run(&[
+        "install",
+        "-d",
+        "-o",
+        "prometheus",
+        "-g",
+        "prometheus",
+        "-m",
+        "755",
+        path,
+    ])?;
+    Ok(())
+}
+
 fn configure(image: &BaseImage, root: &Rootfs) -> Result<()> {
     match image.role {
         Role::Prometheus => {
-            root.run(&[
-                "install",
-                "-d",
-                "-o",
-                "prometheus",
-                "-g",
-                "prometheus",
-                "-m",
-                "755",
-                "/prometheus",
-            ])?;
+            data_dir(root, "/prometheus")?;
             return Ok(());
         }
         Role::Alertmanager => {
-            root.run(&[
-                "install",
-                "-d",
-                "-o",
-                "prometheus",
-                "-g",
-                "prometheus",
-                "-m",
-                "755",
-                "/alertmanager",
-            ])?;
+            data_dir(root, "/alertmanager")?;
             root.run(&["install", "-d", "-m", "755", "/etc/alertmanager"])?;
             // The official image's binary name, for commands written against it.
             std::os::unix::fs::symlink(
