@@ -269,6 +269,20 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Every chapter this engine runs: the embedded ones (with any extra directory's), or the
+    /// test catalog's. `deploy` finds its chapters among them by what they provide.
+    pub fn chapters(&self) -> Vec<&'static Manifest> {
+        match &self.catalog {
+            Some(catalog) => catalog.chapters.clone(),
+            None => chapter::all(),
+        }
+    }
+
+    /// `chapter` and every chapter it needs, dependencies first.
+    pub fn needs_of(&self, chapter: &'static Manifest) -> Result<Vec<&'static Manifest>> {
+        self.with_dependencies(&[chapter])
+    }
+
     /// The engine over `chapters` instead of the embedded manifests, with `actions` building
     /// each chapter's actions: how a test feeds made-up chapters and fake actions.
     pub fn with_catalog(

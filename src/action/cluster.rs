@@ -10,7 +10,7 @@ use crate::config::{Config, Provider};
 use crate::swarm::{self, cluster, job};
 
 /// The app service's nodes as beamops.yaml names them.
-fn topology(config: &Config) -> cluster::Topology {
+fn topology(config: &Config, chapter: &str) -> cluster::Topology {
     let stack = config.app.stack_name();
     cluster::Topology {
         service: swarm::spec::scoped(stack, "app"),
@@ -26,11 +26,15 @@ fn topology(config: &Config) -> cluster::Topology {
             crate::config::AskNodes::Exec => cluster::Ask::Exec,
             crate::config::AskNodes::Job => cluster::Ask::Job,
         },
+        chapter: chapter.to_string(),
     }
 }
 
 /// Every node of the app service sees all the others.
-pub struct ClusterFormed;
+pub struct ClusterFormed {
+    /// The key of the chapter whose manifest lists it: its probe jobs are labelled so.
+    pub chapter: String,
+}
 
 impl ClusterFormed {
     fn timeout(cx: &ActionContext) -> Result<Duration> {
@@ -65,7 +69,7 @@ impl Action for ClusterFormed {
     /// a job would add a service, which belongs to apply. A leftover probe job of a killed run
     /// is work for apply too.
     fn check(&self, cx: &ActionContext) -> Result<Check> {
-        let topology = topology(&cx.project.config);
+        let topology = topology(&cx.project.config, &self.chapter);
         let (rt, daemon) = match cx.engine() {
             Ok(engine) => engine,
             Err(e) => return Ok(Check::Blocked(format!("{e:#}"))),
@@ -83,11 +87,7 @@ impl Action for ClusterFormed {
             )));
         };
         let stack = cx.project.config.app.stack_name();
-        let leftovers = rt.block_on(job::leftovers(
-            daemon,
-            stack,
-            Some(job::CLUSTER_PROBE.chapter),
-        ))?;
+        let leftovers = rt.block_on(job::leftovers(daemon, stack, Some(self.chapter.as_str())))?;
         if !leftovers.is_empty() {
             return Ok(Check::Pending(format!(
                 "remove the leftover job(s) of killed runs ({}), then ask the nodes",
@@ -134,11 +134,11 @@ impl Action for ClusterFormed {
         })
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
-        let topology = topology(&cx.project.config);
+        let topology = topology(&cx.project.config, &self.chapter);
         let timeout = Self::timeout(cx)?;
         let (rt, daemon) = cx.engine()?;
         let stack = cx.project.config.app.stack_name();
-        for removed in rt.block_on(job::sweep(daemon, stack, Some(job::CLUSTER_PROBE.chapter)))? {
+        for removed in rt.block_on(job::sweep(daemon, stack, Some(self.chapter.as_str())))? {
             cx.ui.warning(removed.to_string());
         }
         let report = rt.block_on(cluster::wait_whole(daemon, &topology, cx.ui, timeout))?;
@@ -173,11 +173,7 @@ impl Action for ClusterFormed {
     fn undo(&self, cx: &ActionContext) -> Result<Option<String>> {
         let (rt, daemon) = cx.engine()?;
         let stack = cx.project.config.app.stack_name();
-        let removed = rt.block_on(job::remove_all(
-            daemon,
-            stack,
-            Some(job::CLUSTER_PROBE.chapter),
-        ))?;
+        let removed = rt.block_on(job::remove_all(daemon, stack, Some(self.chapter.as_str())))?;
         Ok((!removed.is_empty()).then(|| format!("removed the job(s) {}", removed.join(", "))))
     }
 }

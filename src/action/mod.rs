@@ -83,7 +83,9 @@ impl ActionSpec {
                 chapter: chapter.to_string(),
             }),
             ActionSpec::LibclusterWired => Box::new(cluster::LibclusterWired),
-            ActionSpec::ClusterFormed => Box::new(cluster::ClusterFormed),
+            ActionSpec::ClusterFormed => Box::new(cluster::ClusterFormed {
+                chapter: chapter.to_string(),
+            }),
             ActionSpec::WorkflowsValid => Box::new(cicd::WorkflowsValid),
             ActionSpec::GithubSecrets => Box::new(cicd::GithubSecrets),
             ActionSpec::MonitoringImages => Box::new(monitoring::MonitoringImages),

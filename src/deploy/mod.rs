@@ -2,6 +2,7 @@
 //! release command as a Swarm job → services updated from the stack file → wait; every run
 //! recorded in the state and as service labels. See docs/deploy.md.
 
+pub mod chapters;
 pub mod diagnose;
 pub mod record;
 pub mod registry;
@@ -108,10 +109,6 @@ impl Target {
     }
 }
 
-fn chapter(name: &str) -> Result<&'static crate::chapter::Manifest> {
-    crate::chapter::resolve(name)
-}
-
 fn up_options(lock_wait: Duration) -> UpOptions {
     UpOptions {
         dry_run: false,
@@ -159,8 +156,13 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     let mut deploy_lock = engine.deploy_lock("deploy", opts.lock_wait)?;
 
     let up = up_options(opts.lock_wait);
-    ui.note("deploy: building the release image (chapter 03) and the secrets (chapter 07)");
-    engine.up_locked(&[chapter("chapter-03")?, chapter("chapter-07")?], &up, &run)?;
+    let roles = chapters::of(&engine)?;
+    ui.note(format!(
+        "deploy: building the release image ({}) and the secrets ({})",
+        roles.build.label(),
+        roles.secrets.label()
+    ));
+    engine.up_locked(&[roles.build, roles.secrets], &up, &run)?;
     // On an Engine that was no swarm yet there was nothing to lock; chapter 07 made the swarm,
     // so the push, the release job and the rollout run under the lock from here.
     if deploy_lock.is_none() {
@@ -224,6 +226,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
             daemon,
             live,
             target.image_id.clone(),
+            &roles.stack.key(),
             (&started_at, started),
         ))?
     {
@@ -280,12 +283,18 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
     };
 
     // The stack file on disk first: the release job is built from it.
-    engine.write_chapter_files(chapter("chapter-08")?, &run)?;
+    engine.write_chapter_files(roles.stack, &run)?;
     let job = match config.release_command() {
         Some(command) => {
             ui.note(format!("deploy: release command `{command}`"));
             match rt.block_on(release_job(
-                project, env_name, daemon, &target, &command, ui,
+                project,
+                env_name,
+                daemon,
+                &target,
+                &roles.stack.key(),
+                &command,
+                ui,
             )) {
                 Ok(job) => Some(job),
                 Err(e) => {
@@ -312,6 +321,7 @@ pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Res
         daemon,
         &target,
         Kind::Deploy,
+        roles.stack,
         (&started_at, started),
     )?;
     report.pushed = pushed;
@@ -330,6 +340,7 @@ async fn already_live(
     daemon: &Daemon,
     live: &swarm::LiveRelease,
     image_id: Option<String>,
+    stack_chapter: &str,
     (started_at, started): (&str, Instant),
 ) -> Result<Option<DeployReport>> {
     let _ = started_at;
@@ -345,7 +356,7 @@ async fn already_live(
         image_id,
         ..Target::from_live(live)
     };
-    let file = parsed_stack(project, env_name, &target)?;
+    let file = parsed_stack(project, env_name, &target, stack_chapter)?;
     // An unreadable converge record: explicitly not known to be live, so the deploy goes on
     // and its converge records anew.
     let images: BTreeMap<String, String> = match State::read(&project.state_dir())?
@@ -400,6 +411,7 @@ pub fn rollback(
     engine.confirm_protected("rollback")?;
     let run = RunLock::acquire(&project.state_dir(), opts.lock_wait, |m| ui.note(m))?;
     let _deploy_lock = engine.deploy_lock("rollback", opts.lock_wait)?;
+    let roles = chapters::of(&engine)?;
 
     // The run's one connection, shared with the chapters the engine runs.
     let connection = engine.docker.clone();
@@ -489,7 +501,7 @@ pub fn rollback(
         target.release,
         target.image
     ));
-    engine.write_chapter_files(chapter("chapter-08")?, &run)?;
+    engine.write_chapter_files(roles.stack, &run)?;
     finish(
         project,
         env_name,
@@ -509,6 +521,7 @@ pub fn rollback(
         daemon,
         &target,
         Kind::Rollback,
+        roles.stack,
         (&started_at, started),
     )?;
     report.previous_release = previous_release;
@@ -521,11 +534,12 @@ async fn release_job(
     env_name: &str,
     daemon: &Daemon,
     target: &Target,
+    stack_chapter: &str,
     command: &str,
     ui: &Ui,
 ) -> Result<release::JobRun> {
     let stack = project.config.app.stack_name();
-    let file = parsed_stack(project, env_name, target)?;
+    let file = parsed_stack(project, env_name, target, stack_chapter)?;
     let (resolved, _) = converge::resolve(daemon, stack, &file, true).await?;
     let app = spec::services(stack, &file, &resolved)?
         .into_iter()
@@ -545,14 +559,17 @@ async fn release_job(
             )
         })?;
     let name = spec::scoped(stack, &format!("release-{}", target.release));
-    let job = release::job_spec(&app, &name, command, &target.release);
+    let job = release::job_spec(&app, &name, command, &target.release, stack_chapter);
     release::run(daemon, job, command, ui, converge_timeout(project)?).await
 }
 
+/// The app stack file with the target's variables, owned by `stack_chapter` (the chapter whose
+/// `stack-converged` converges it).
 fn parsed_stack(
     project: &Project,
     env_name: &str,
     target: &Target,
+    stack_chapter: &str,
 ) -> Result<swarm::stack::StackFile> {
     let text = std::fs::read_to_string(project.root.join(swarm::STACK_FILE))
         .with_context(|| format!("reading {}", swarm::STACK_FILE))?;
@@ -560,7 +577,7 @@ fn parsed_stack(
     // As chapter 08's converge labels it, so the specs compare equal.
     file.owner = swarm::owner(
         project,
-        &chapter("chapter-08")?.key(),
+        stack_chapter,
         swarm::STACK_FILE,
         project.config.app.stack_name(),
     );
@@ -655,6 +672,7 @@ fn roll_out(
     daemon: &Daemon,
     target: &Target,
     kind: Kind,
+    stack_chapter: &'static crate::chapter::Manifest,
     (started_at, started): (&str, Instant),
 ) -> Result<DeployReport> {
     engine.ui.note(format!(
@@ -668,7 +686,7 @@ fn roll_out(
         target.image
     ));
     engine.stack_variables = target.variables();
-    let file = parsed_stack(project, env_name, target)?;
+    let file = parsed_stack(project, env_name, target, &stack_chapter.key())?;
     let services: Vec<String> = file
         .services
         .keys()
@@ -676,7 +694,7 @@ fn roll_out(
         .collect();
     let mut converged_now: Option<StackRecord> = None;
     let result = engine
-        .up_locked(&[chapter("chapter-08")?], &up_options(Duration::ZERO), run)
+        .up_locked(&[stack_chapter], &up_options(Duration::ZERO), run)
         .and_then(|plans| {
             // Healthy is not yet done: a task failing in the monitor window still rolls back.
             // The services this run's converge updated: its typed output (a satisfied stack,

@@ -22,9 +22,23 @@ pub struct JobRun {
 }
 
 /// The job's spec: the app's spec with its mode, command, healthcheck and restart policy
-/// replaced; ports, update and rollback settings dropped (a job has none of them).
-pub fn job_spec(app: &ServiceSpec, name: &str, command: &str, release: &str) -> ServiceSpec {
-    job::spec(app, name, command, job::RELEASE, (JOB_LABEL, release))
+/// replaced; ports, update and rollback settings dropped (a job has none of them). `chapter`
+/// is the app stack's owner: the job is labelled as its.
+pub fn job_spec(
+    app: &ServiceSpec,
+    name: &str,
+    command: &str,
+    release: &str,
+    chapter: &str,
+) -> ServiceSpec {
+    job::spec(
+        app,
+        name,
+        command,
+        job::RELEASE,
+        chapter,
+        (JOB_LABEL, release),
+    )
 }
 
 /// Runs the job to completion. A failed or timed-out job is an error carrying its last log
@@ -76,8 +90,16 @@ mod tests {
             "EndpointSpec": {"Mode": "dnsrr", "Ports": [{"TargetPort": 4000}]}
         }))
         .unwrap();
-        let job = job_spec(&app, "s_release_r1", "bin/app eval 'M.migrate()'", "r1");
+        let job = job_spec(
+            &app,
+            "s_release_r1",
+            "bin/app eval 'M.migrate()'",
+            "r1",
+            "21-stack",
+        );
         let v = serde_json::to_value(&job).unwrap();
+        // Labelled as the app stack owner's, whatever that chapter is called.
+        assert_eq!(v["Labels"][crate::swarm::spec::CHAPTER_LABEL], "21-stack");
         assert_eq!(v["Mode"]["ReplicatedJob"]["TotalCompletions"], 1);
         assert!(v["Mode"].get("Replicated").is_none());
         assert!(v.get("UpdateConfig").is_none());

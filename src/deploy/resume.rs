@@ -18,7 +18,7 @@ use crate::exit::Failure;
 use crate::output::Ui;
 use crate::project::Project;
 use crate::state::{self, State};
-use crate::swarm::{self, converge, job, spec};
+use crate::swarm::{self, api::SwarmApi, converge, job, spec};
 
 /// The services of a stack on the swarm, one-off jobs left out.
 pub async fn stack_services(daemon: &Daemon, stack: &str) -> Result<Vec<String>> {
@@ -116,68 +116,47 @@ pub async fn judge_interrupted(
         }
     }
 
-    let (live, _) = swarm::live_releases(daemon, stack).await?;
-    let app = spec::scoped(stack, "app");
-    let app_state = converge::update_state(daemon, &app).await?;
-    let rolled_back_state = matches!(
-        app_state.as_ref().map(|(s, _)| *s),
-        Some(
-            UpdateState::ROLLBACK_STARTED
-                | UpdateState::ROLLBACK_COMPLETED
-                | UpdateState::ROLLBACK_PAUSED
-        )
-    );
+    let seen = observe(
+        daemon,
+        stack,
+        &open,
+        rolling_out.clone(),
+        watched_rollback.is_some(),
+    )
+    .await?;
     let mut failure: Option<String> = None;
     let mut settled_rollback = false;
     for open in &open {
-        let is = |r: &Option<swarm::LiveRelease>| {
-            r.as_ref()
-                .is_some_and(|r| r.release == open.release && r.image == open.image)
-        };
-        let rolled_back_now = watched_rollback.is_some() && is(&rolling_out);
-        let (outcome, detail) = if !rolled_back_now && is(&live) {
-            match app_state.as_ref().map(|(s, _)| *s) {
-                Some(UpdateState::COMPLETED) => (
+        let (outcome, detail) = match verdict(open, &seen) {
+            Verdict::Succeeded => (
+                Outcome::Succeeded,
+                "interrupted; Swarm completed its update, watched through update_config.monitor"
+                    .to_string(),
+            ),
+            // Created by that run (a first deploy): no update to judge, the tasks are.
+            Verdict::TasksDecide => match converge::wait(daemon, &services, ui, timeout).await {
+                Ok(()) => (
                     Outcome::Succeeded,
-                    "interrupted; Swarm completed its update, watched through update_config.monitor".to_string(),
+                    "interrupted; the services it created run healthy".to_string(),
                 ),
-                // Created by that run (a first deploy): no update to judge, the tasks are.
-                None => match converge::wait(daemon, &services, ui, timeout).await {
-                    Ok(()) => (
-                        Outcome::Succeeded,
-                        "interrupted; the services it created run healthy".to_string(),
-                    ),
-                    Err(e) => (Outcome::Failed, format!("interrupted; {e:#}")),
-                },
-                Some(state) => (
-                    Outcome::Failed,
-                    format!(
-                        "interrupted; Swarm's update is {state}: {}",
-                        app_state.as_ref().map(|(_, m)| m.as_str()).unwrap_or("")
-                    ),
-                ),
+                Err(e) => (Outcome::Failed, format!("interrupted; {e:#}")),
+            },
+            Verdict::Failed(detail) => (Outcome::Failed, detail),
+            Verdict::RolledBack => {
+                let detail = rollback_detail(
+                    daemon,
+                    &services,
+                    &open.release,
+                    &open.image,
+                    watched_rollback
+                        .as_ref()
+                        .map(|(m, w)| (m.as_str(), w.as_ref().err())),
+                )
+                .await;
+                settled_rollback = true;
+                failure = Some(detail.clone());
+                (Outcome::RolledBack, detail)
             }
-        } else if rolled_back_now
-            || (rolled_back_state && ran_image(daemon, &app, &open.image).await)
-        {
-            let detail = rollback_detail(
-                daemon,
-                &services,
-                &open.release,
-                &open.image,
-                watched_rollback
-                    .as_ref()
-                    .map(|(m, w)| (m.as_str(), w.as_ref().err())),
-            )
-            .await;
-            settled_rollback = true;
-            failure = Some(detail.clone());
-            (Outcome::RolledBack, detail)
-        } else {
-            (
-                Outcome::Failed,
-                "interrupted before the services ran it".to_string(),
-            )
         };
         judged.push(format!(
             "{} ({} started {}): {}",
@@ -244,10 +223,106 @@ pub async fn judge_interrupted(
     }
 }
 
+/// What the swarm shows about the runs a killed deploy left `in-progress`, read once: the
+/// input of [`verdict`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seen {
+    /// The release the app service runs now.
+    pub live: Option<swarm::LiveRelease>,
+    /// The release it ran before this run watched an update to its end (what was being rolled
+    /// out, when Swarm then rolled it back).
+    pub rolling_out: Option<swarm::LiveRelease>,
+    /// This run watched Swarm roll an interrupted update back.
+    pub watched_rollback: bool,
+    /// The app service's update status.
+    pub app_state: Option<(UpdateState, String)>,
+    /// Images (of the open records) some task of the app service ran, dead tasks included;
+    /// only asked when the app service was rolled back.
+    pub ran: Vec<String>,
+}
+
+/// What the swarm shows, for [`verdict`].
+pub(crate) async fn observe(
+    daemon: &impl SwarmApi,
+    stack: &str,
+    open: &[DeployRecord],
+    rolling_out: Option<swarm::LiveRelease>,
+    watched_rollback: bool,
+) -> Result<Seen> {
+    let (live, _) = swarm::live_releases(daemon, stack).await?;
+    let app = spec::scoped(stack, "app");
+    let app_state = converge::update_state(daemon, &app).await?;
+    let mut seen = Seen {
+        live,
+        rolling_out,
+        watched_rollback,
+        app_state,
+        ran: Vec::new(),
+    };
+    if seen.rolled_back() {
+        for record in open {
+            if ran_image(daemon, &app, &record.image).await {
+                seen.ran.push(record.image.clone());
+            }
+        }
+    }
+    Ok(seen)
+}
+
+impl Seen {
+    fn rolled_back(&self) -> bool {
+        matches!(
+            self.app_state.as_ref().map(|(s, _)| *s),
+            Some(
+                UpdateState::ROLLBACK_STARTED
+                    | UpdateState::ROLLBACK_COMPLETED
+                    | UpdateState::ROLLBACK_PAUSED
+            )
+        )
+    }
+}
+
+/// How an interrupted run ended, as far as the swarm tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Its release is live and Swarm completed the update (through the monitor window).
+    Succeeded,
+    /// Its release is live with no update to judge (that run created the services): whether
+    /// the tasks run healthy now decides.
+    TasksDecide,
+    Failed(String),
+    /// Swarm rolled its release back (watched now, or found rolled back with a task that ran it).
+    RolledBack,
+}
+
+/// The decision for one `in-progress` record: pure, over what [`observe`] read.
+pub(crate) fn verdict(open: &DeployRecord, seen: &Seen) -> Verdict {
+    let is = |r: &Option<swarm::LiveRelease>| {
+        r.as_ref()
+            .is_some_and(|r| r.release == open.release && r.image == open.image)
+    };
+    let rolled_back_now = seen.watched_rollback && is(&seen.rolling_out);
+    if !rolled_back_now && is(&seen.live) {
+        return match seen.app_state.as_ref() {
+            Some((UpdateState::COMPLETED, _)) => Verdict::Succeeded,
+            None => Verdict::TasksDecide,
+            Some((state, message)) => {
+                Verdict::Failed(format!("interrupted; Swarm's update is {state}: {message}"))
+            }
+        };
+    }
+    if rolled_back_now || (seen.rolled_back() && seen.ran.contains(&open.image)) {
+        return Verdict::RolledBack;
+    }
+    Verdict::Failed("interrupted before the services ran it".to_string())
+}
+
 /// Whether a task of the service ever ran the image (Swarm keeps a few dead tasks per slot).
-async fn ran_image(daemon: &Daemon, service: &str, image: &str) -> bool {
-    crate::swarm::logs::tasks(daemon, service)
+async fn ran_image(daemon: &impl SwarmApi, service: &str, image: &str) -> bool {
+    daemon
+        .tasks(service)
         .await
+        .unwrap_or_default()
         .iter()
         .any(|t| {
             t.spec
@@ -310,4 +385,172 @@ fn settle(
     let mut st = State::read(&dir)?;
     record::push(&mut st, env, entry)?;
     st.write(&dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::fake::FakeSwarm;
+    use crate::swarm::stack::StackFile;
+    use std::collections::BTreeMap;
+
+    const STACK: &str = "demo";
+
+    /// A deploy of `release` (image `example/app:<release>`) as `roll_out` does it: the real
+    /// converge over the fake swarm. Err when Swarm rolled it back.
+    fn deploy(swarm: &FakeSwarm, release: &str) -> Result<()> {
+        let text = format!(
+            r#"
+services:
+  app:
+    image: example/app:{release}
+    deploy:
+      replicas: 2
+      update_config: {{failure_action: rollback, monitor: 5s}}
+      labels: {{beamops.release: "{release}", beamops.git_sha: "sha-{release}"}}
+"#
+        );
+        let file = StackFile::parse(
+            std::path::Path::new("/p/deploy/stack.yml"),
+            &text,
+            &BTreeMap::new(),
+        )?;
+        let ui = crate::output::Ui::new(crate::output::Format::Json, true, false);
+        crate::docker::runtime()?
+            .block_on(converge::converge(
+                swarm,
+                STACK,
+                &file,
+                &ui,
+                Duration::from_millis(700),
+                &BTreeMap::new(),
+            ))
+            .map(|_| ())
+    }
+
+    fn open(release: &str) -> DeployRecord {
+        DeployRecord {
+            release: release.into(),
+            kind: record::Kind::Deploy,
+            outcome: Outcome::InProgress,
+            image: format!("example/app:{release}"),
+            image_id: None,
+            git_sha: format!("sha-{release}"),
+            spec_digest: String::new(),
+            started_at: "2026-11-30T10:00:00Z".into(),
+            at: "2026-11-30T10:00:00Z".into(),
+            seconds: 0.0,
+            detail: None,
+        }
+    }
+
+    fn live(release: &str) -> swarm::LiveRelease {
+        swarm::LiveRelease {
+            release: release.into(),
+            git_sha: format!("sha-{release}"),
+            image: format!("example/app:{release}"),
+        }
+    }
+
+    type Kill = fn(&FakeSwarm);
+
+    /// What a killed run left on the swarm → the verdict on its `in-progress` record(s).
+    #[test]
+    fn a_killed_runs_record_is_judged_by_what_the_swarm_shows() {
+        let cases: Vec<(&str, Kill, Vec<&str>, bool, Option<&str>, Vec<Verdict>)> = vec![
+            (
+                "the update to r2 completed after the kill",
+                |s| {
+                    deploy(s, "r1").unwrap();
+                    deploy(s, "r2").unwrap();
+                },
+                vec!["r2"],
+                false,
+                None,
+                vec![Verdict::Succeeded],
+            ),
+            (
+                "a first deploy created the services: its tasks decide",
+                |s| deploy(s, "r1").unwrap(),
+                vec!["r1"],
+                false,
+                None,
+                vec![Verdict::TasksDecide],
+            ),
+            (
+                "Swarm rolled r2 back while no run watched; r3 never reached the services",
+                |s| {
+                    deploy(s, "r1").unwrap();
+                    s.fail_image("example/app:r2");
+                    deploy(s, "r2").unwrap_err();
+                },
+                vec!["r2", "r3"],
+                false,
+                None,
+                vec![
+                    Verdict::RolledBack,
+                    Verdict::Failed("interrupted before the services ran it".into()),
+                ],
+            ),
+            (
+                "killed before any service changed",
+                |s| {
+                    deploy(s, "r1").unwrap();
+                    deploy(s, "r1b").unwrap();
+                },
+                vec!["r2"],
+                false,
+                None,
+                vec![Verdict::Failed(
+                    "interrupted before the services ran it".into(),
+                )],
+            ),
+            (
+                "Swarm paused the update",
+                |s| {
+                    deploy(s, "r1").unwrap();
+                    deploy(s, "r2").unwrap();
+                    s.set_update_status("demo_app", "paused", "update paused due to failure");
+                },
+                vec!["r2"],
+                false,
+                None,
+                vec![Verdict::Failed(
+                    "interrupted; Swarm's update is paused: update paused due to failure".into(),
+                )],
+            ),
+            (
+                "this run watched Swarm roll the interrupted r2 back",
+                |s| {
+                    deploy(s, "r1").unwrap();
+                    s.fail_image("example/app:r2");
+                    deploy(s, "r2").unwrap_err();
+                },
+                vec!["r2"],
+                true,
+                Some("r2"),
+                vec![Verdict::RolledBack],
+            ),
+        ];
+        for (name, kill, records, watched, rolling_out, expected) in cases {
+            let swarm = FakeSwarm::new();
+            swarm.put_image("example/app:r1", "sha256:r1");
+            swarm.put_image("example/app:r1b", "sha256:r1b");
+            swarm.put_image("example/app:r2", "sha256:r2");
+            kill(&swarm);
+            let open: Vec<DeployRecord> = records.iter().map(|r| open(r)).collect();
+            let seen = crate::docker::runtime()
+                .unwrap()
+                .block_on(observe(
+                    &swarm,
+                    STACK,
+                    &open,
+                    rolling_out.map(live),
+                    watched,
+                ))
+                .unwrap();
+            let verdicts: Vec<Verdict> = open.iter().map(|o| verdict(o, &seen)).collect();
+            assert_eq!(verdicts, expected, "{name}: {seen:?}");
+        }
+    }
 }

@@ -251,6 +251,8 @@ pub struct Topology {
     /// The app network's subnet: each node is named after its address there.
     pub subnet: Ipv4Net,
     pub ask: Ask,
+    /// The chapter asking (its key): its probe jobs carry it, so its `down` removes them.
+    pub chapter: String,
 }
 
 /// How the nodes are asked which peers they see.
@@ -272,6 +274,7 @@ const PROBE_PREFIX: &str = "beamops-probe";
 async fn ask_through_job(
     daemon: &Daemon,
     ui: &Ui,
+    chapter: &str,
     service: &str,
     otp_app: &str,
     nodes: &[String],
@@ -301,6 +304,7 @@ done"#
         &name,
         &script,
         crate::swarm::job::CLUSTER_PROBE,
+        chapter,
         ("beamops.cluster-probe", service),
     );
     if let Some(container) = job
@@ -402,7 +406,16 @@ async fn observe_with(
         (true, _) => BTreeMap::new(),
         (false, None) => return Ok(None),
         (false, Some(ui)) => {
-            match ask_through_job(daemon, ui, service, otp_app, &through_job).await {
+            match ask_through_job(
+                daemon,
+                ui,
+                &topology.chapter,
+                service,
+                otp_app,
+                &through_job,
+            )
+            .await
+            {
                 Ok(answers) => answers,
                 Err(e) => through_job
                     .iter()

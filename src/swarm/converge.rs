@@ -10,12 +10,12 @@ use bollard::models::{
     ConfigSpec, SecretSpec, ServiceSpec, ServiceUpdateStatusStateEnum, Task, TaskState,
 };
 use bollard::query_parameters::{
-    InspectServiceOptions, ListConfigsOptions, ListNetworksOptions, ListSecretsOptions,
-    ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
+    ListConfigsOptions, ListNetworksOptions, ListSecretsOptions, ListServicesOptions,
 };
 use serde::Serialize;
 use serde_json::Value;
 
+use super::api::{Removal, SwarmApi};
 use super::spec::{self, NAMESPACE_LABEL, Resolved};
 use super::stack::StackFile;
 use crate::docker::{Daemon, is_not_found};
@@ -45,21 +45,12 @@ pub struct Converged {
     pub images: BTreeMap<String, String>,
 }
 
-/// The id of the image a tag names on this Engine; none for an image only a registry has.
-async fn local_image_id(daemon: &Daemon, image: &str) -> Result<Option<String>> {
-    match daemon.client.inspect_image(image).await {
-        Ok(found) => Ok(found.id),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("inspecting image {image}")),
-    }
-}
-
 /// A local image rebuilt under the same tag since the service last rolled: the spec cannot show
 /// it (it names the tag), so the service is forced to roll. The containers of its running tasks
 /// on this Engine tell which image they run; with none here (a new service, tasks elsewhere),
 /// the image id the last converge recorded does.
 async fn rebuilt(
-    daemon: &Daemon,
+    daemon: &impl SwarmApi,
     spec: &ServiceSpec,
     previous: Option<&String>,
 ) -> Result<(Option<String>, bool)> {
@@ -69,7 +60,7 @@ async fn rebuilt(
         .and_then(|t| t.container_spec.as_ref())
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
-    let id = local_image_id(daemon, &image).await?;
+    let id = daemon.image_id(&image).await?;
     let running = match &spec.name {
         Some(name) => running_image_ids(daemon, name).await?,
         None => Vec::new(),
@@ -83,24 +74,12 @@ async fn rebuilt(
 }
 
 /// The image ids of the containers this Engine runs for the service's running tasks.
-async fn running_image_ids(daemon: &Daemon, service: &str) -> Result<Vec<String>> {
-    let tasks = match daemon
-        .client
-        .list_tasks(Some(ListTasksOptions {
-            filters: Some(HashMap::from([
-                ("service".to_string(), vec![service.to_string()]),
-                ("desired-state".to_string(), vec!["running".to_string()]),
-            ])),
-        }))
-        .await
-    {
-        Ok(tasks) => tasks,
-        Err(e) if is_not_found(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing tasks of {service}")),
-    };
+async fn running_image_ids(daemon: &impl SwarmApi, service: &str) -> Result<Vec<String>> {
     let mut ids = Vec::new();
-    for task in tasks {
-        if task.status.as_ref().and_then(|s| s.state) != Some(TaskState::RUNNING) {
+    for task in daemon.tasks(service).await? {
+        if task.desired_state != Some(TaskState::RUNNING)
+            || task.status.as_ref().and_then(|s| s.state) != Some(TaskState::RUNNING)
+        {
             continue;
         }
         let Some(container) = task
@@ -110,26 +89,17 @@ async fn running_image_ids(daemon: &Daemon, service: &str) -> Result<Vec<String>
         else {
             continue;
         };
-        match daemon.client.inspect_container(&container, None).await {
-            Ok(found) => ids.extend(found.image),
-            // On another node, or gone since the list.
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e).with_context(|| format!("inspecting container {container}")),
+        // None: on another node, or gone since the list.
+        if let Some(found) = daemon.container(&container).await? {
+            ids.extend(found.image);
         }
     }
     Ok(ids)
 }
 
-fn filters(key: &str, value: &str) -> Option<HashMap<String, Vec<String>>> {
-    Some(HashMap::from([(key.to_string(), vec![value.to_string()])]))
-}
-
-async fn network_id(daemon: &Daemon, name: &str) -> Result<Option<String>> {
+async fn network_id(daemon: &impl SwarmApi, name: &str) -> Result<Option<String>> {
     let found = daemon
-        .client
-        .list_networks(Some(ListNetworksOptions {
-            filters: filters("name", name),
-        }))
+        .networks(("name", name))
         .await
         .with_context(|| format!("listing networks named {name}"))?;
     // The name filter matches substrings; only an exact name (or id) is this network.
@@ -139,12 +109,9 @@ async fn network_id(daemon: &Daemon, name: &str) -> Result<Option<String>> {
         .and_then(|n| n.id))
 }
 
-async fn secret_id(daemon: &Daemon, name: &str) -> Result<Option<String>> {
+async fn secret_id(daemon: &impl SwarmApi, name: &str) -> Result<Option<String>> {
     let found = daemon
-        .client
-        .list_secrets(Some(ListSecretsOptions {
-            filters: filters("name", name),
-        }))
+        .secrets(("name", name))
         .await
         .with_context(|| format!("listing secrets named {name}"))?;
     Ok(found
@@ -154,12 +121,9 @@ async fn secret_id(daemon: &Daemon, name: &str) -> Result<Option<String>> {
 }
 
 /// A config's id and its data (base64), when it exists.
-async fn config(daemon: &Daemon, name: &str) -> Result<Option<(String, String)>> {
+async fn config(daemon: &impl SwarmApi, name: &str) -> Result<Option<(String, String)>> {
     let found = daemon
-        .client
-        .list_configs(Some(ListConfigsOptions {
-            filters: filters("name", name),
-        }))
+        .configs(("name", name))
         .await
         .with_context(|| format!("listing configs named {name}"))?;
     Ok(found.into_iter().find_map(|c| {
@@ -185,7 +149,7 @@ fn object_labels(
 /// Looks up (and with `create`, creates) every network, secret and config the stack uses.
 /// Without `create`, what is missing comes back as pending and is left out of `Resolved`.
 pub async fn resolve(
-    daemon: &Daemon,
+    daemon: &impl SwarmApi,
     stack: &str,
     file: &StackFile,
     create: bool,
@@ -205,16 +169,12 @@ pub async fn resolve(
         } else if def.external {
             bail!(
                 "network `{name}` is external but does not exist on {}\n  fix: create it (docker network create -d overlay {name}) or drop `external: true`",
-                daemon.host
+                daemon.host()
             );
         } else if create {
             let request = spec::network_request(stack, file, &key);
-            let created = daemon
-                .client
-                .create_network(request)
-                .await
-                .with_context(|| format!("creating overlay network {name}"))?;
-            resolved.networks.insert(key, created.id);
+            let created = daemon.create_network(request).await?;
+            resolved.networks.insert(key, created);
         } else {
             pending.push(Pending {
                 object: format!("network {name}"),
@@ -240,12 +200,11 @@ pub async fn resolve(
         } else if def.external {
             return Err(Failure::Blocked(format!(
                 "secret `{name}` (stack secret `{key}`) does not exist on {}\n  fix: beamops up chapter-07 creates the stack's secrets",
-                daemon.host
+                daemon.host()
             ))
             .into());
         } else if create {
             let created = daemon
-                .client
                 .create_secret(SecretSpec {
                     name: Some(name.clone()),
                     labels: Some(object_labels(stack, file, key, &def.labels)),
@@ -255,9 +214,8 @@ pub async fn resolve(
                     ),
                     ..Default::default()
                 })
-                .await
-                .with_context(|| format!("creating secret {name}"))?;
-            resolved.secrets.insert(key.clone(), (name, created.id));
+                .await?;
+            resolved.secrets.insert(key.clone(), (name, created));
         } else {
             pending.push(Pending {
                 object: format!("secret {name}"),
@@ -280,7 +238,7 @@ pub async fn resolve(
             let (id, _) = existing.with_context(|| {
                 format!(
                     "config `{name}` is external but does not exist on {}",
-                    daemon.host
+                    daemon.host()
                 )
             })?;
             resolved.configs.insert(key.clone(), (name, id));
@@ -299,16 +257,14 @@ pub async fn resolve(
             ),
             None if create => {
                 let created = daemon
-                    .client
                     .create_config(ConfigSpec {
                         name: Some(name.clone()),
                         labels: Some(object_labels(stack, file, key, &def.labels)),
                         data: Some(data),
                         ..Default::default()
                     })
-                    .await
-                    .with_context(|| format!("creating config {name}"))?;
-                resolved.configs.insert(key.clone(), (name, created.id));
+                    .await?;
+                resolved.configs.insert(key.clone(), (name, created));
             }
             None => pending.push(Pending {
                 object: format!("config {name}"),
@@ -325,7 +281,10 @@ pub async fn resolve(
 /// while the Engine writes `Healthcheck`: through bollard's types a stored healthcheck reads as
 /// none, and every comparison would see a change. (Writing is fine: the Engine's Go decoder
 /// matches field names without regard to case.)
-pub(crate) async fn current_service(daemon: &Daemon, name: &str) -> Result<Option<(u64, Value)>> {
+pub(crate) async fn current_service(
+    daemon: &impl SwarmApi,
+    name: &str,
+) -> Result<Option<(u64, Value)>> {
     Ok(raw_service(daemon, name).await?.map(|service| {
         let version = service["Version"]["Index"].as_u64().unwrap_or_default();
         (version, service["Spec"].clone())
@@ -333,13 +292,8 @@ pub(crate) async fn current_service(daemon: &Daemon, name: &str) -> Result<Optio
 }
 
 /// Every service as the Engine writes it (see [`current_service`] for why raw).
-pub(crate) async fn raw_services(daemon: &Daemon) -> Result<Vec<Value>> {
-    let path = format!("/v{}/services", daemon.api_version);
-    let listed = crate::docker::get_json(daemon, &path, "listing services").await?;
-    Ok(match listed {
-        Some(Value::Array(services)) => services,
-        _ => Vec::new(),
-    })
+pub(crate) async fn raw_services(daemon: &impl SwarmApi) -> Result<Vec<Value>> {
+    daemon.raw_services().await
 }
 
 /// A spec the Engine wrote, as bollard's typed model for an update: the container healthcheck
@@ -357,25 +311,18 @@ pub(crate) fn typed_spec(mut spec: Value) -> Result<bollard::models::ServiceSpec
 
 /// A service as the Engine writes it (with `PreviousSpec`, which bollard's model also lacks);
 /// none when it does not exist.
-pub(crate) async fn raw_service(daemon: &Daemon, name: &str) -> Result<Option<Value>> {
-    let path = format!("/v{}/services/{name}", daemon.api_version);
-    crate::docker::get_json(daemon, &path, &format!("inspecting service {name}")).await
+pub(crate) async fn raw_service(daemon: &impl SwarmApi, name: &str) -> Result<Option<Value>> {
+    daemon.raw_service(name).await
 }
 
 /// A service's UpdateStatus state and message, as the Engine reports them (none: never
 /// updated, or it does not exist).
 pub async fn update_state(
-    daemon: &Daemon,
+    daemon: &impl SwarmApi,
     name: &str,
 ) -> Result<Option<(ServiceUpdateStatusStateEnum, String)>> {
-    let service = match daemon
-        .client
-        .inspect_service(name, None::<InspectServiceOptions>)
-        .await
-    {
-        Ok(service) => service,
-        Err(e) if is_not_found(&e) => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("inspecting service {name}")),
+    let Some(service) = daemon.inspect_service(name).await? else {
+        return Ok(None);
     };
     Ok(service
         .update_status
@@ -396,7 +343,7 @@ pub fn in_progress(state: ServiceUpdateStatusStateEnum) -> bool {
 /// already under way to `rollback_completed`. Returns the services whose *update* ended in a rollback — a release
 /// Swarm judged bad while this run watched — with Swarm's message. A paused one is an error.
 pub async fn wait_unjudged(
-    daemon: &Daemon,
+    daemon: &impl SwarmApi,
     names: &[String],
     ui: &Ui,
     timeout: Duration,
@@ -464,7 +411,10 @@ pub async fn wait_unjudged(
 }
 
 /// The stack's services (by the file) whose update is in progress.
-pub async fn updates_in_progress(daemon: &Daemon, services: &[String]) -> Result<Vec<String>> {
+pub async fn updates_in_progress(
+    daemon: &impl SwarmApi,
+    services: &[String],
+) -> Result<Vec<String>> {
     let mut busy = Vec::new();
     for name in services {
         if let Some((state, _)) = update_state(daemon, name).await?
@@ -545,16 +495,18 @@ pub fn decide(desired: Desired, current: Option<&Value>, image_rebuilt: bool) ->
 /// judged yet is no change to make: `converge` waits it out before changing that service, and
 /// `deploy` judges it first.)
 pub async fn pending(
-    daemon: &Daemon,
+    daemon: &impl SwarmApi,
     stack: &str,
     file: &StackFile,
     previous_images: &BTreeMap<String, String>,
 ) -> Result<Vec<Pending>> {
     let (resolved, mut pending) = resolve(daemon, stack, file, false).await?;
-    let unresolved = !pending.is_empty();
     for (key, service) in &file.services {
         let name = spec::scoped(stack, key);
         let current = current_service(daemon, &name).await?.map(|(_, c)| c);
+        // Only a service that uses an object still to be created cannot have its spec built
+        // now; the others are compared as `converge` will compare them.
+        let unresolved = uses_unresolved(service, &resolved);
         let desired = match (&current, unresolved) {
             (Some(_), false) => Some(
                 spec::services(stack, &single(file, key, service), &resolved)?
@@ -604,19 +556,33 @@ pub async fn pending(
     Ok(pending)
 }
 
+/// Whether the service uses a network, secret or config `resolved` lacks (a plan's missing one).
+fn uses_unresolved(service: &super::stack::Service, resolved: &Resolved) -> bool {
+    let networks = if service.networks.is_empty() {
+        vec![spec::DEFAULT_NETWORK.to_string()]
+    } else {
+        service.networks.clone()
+    };
+    networks.iter().any(|n| !resolved.networks.contains_key(n))
+        || service
+            .secrets
+            .iter()
+            .any(|s| !resolved.secrets.contains_key(&s.long().source))
+        || service
+            .configs
+            .iter()
+            .any(|c| !resolved.configs.contains_key(&c.long().source))
+}
+
 /// Services labelled as this stack's, made by the file's owner, that the file does not have.
-async fn strays(daemon: &Daemon, stack: &str, file: &StackFile) -> Result<Vec<String>> {
+async fn strays(daemon: &impl SwarmApi, stack: &str, file: &StackFile) -> Result<Vec<String>> {
     let wanted: Vec<String> = file
         .services
         .keys()
         .map(|k| spec::scoped(stack, k))
         .collect();
     let listed = daemon
-        .client
-        .list_services(Some(ListServicesOptions {
-            filters: filters("label", &format!("{NAMESPACE_LABEL}={stack}")),
-            ..Default::default()
-        }))
+        .services(Some(("label", &format!("{NAMESPACE_LABEL}={stack}"))))
         .await
         .with_context(|| format!("listing the services of stack {stack}"))?;
     Ok(listed
@@ -645,7 +611,7 @@ fn single(file: &StackFile, key: &str, service: &super::stack::Service) -> Stack
 /// Creates what is missing, updates services whose spec differs, then waits for every task
 /// to run healthy.
 pub async fn converge(
-    daemon: &Daemon,
+    daemon: &impl SwarmApi,
     stack: &str,
     file: &StackFile,
     ui: &Ui,
@@ -675,11 +641,7 @@ pub async fn converge(
         match (found, change) {
             (_, ServiceChange::Unchanged) => done.unchanged.push(name),
             (None, _) => {
-                daemon
-                    .client
-                    .create_service(desired, None)
-                    .await
-                    .with_context(|| format!("creating service {name}"))?;
+                daemon.create_service(desired).await?;
                 done.created.push(name);
             }
             (Some((mut version, mut current)), _) => {
@@ -708,24 +670,14 @@ pub async fn converge(
                 if let Some(task) = desired.task_template.as_mut() {
                     task.force_update = Some(force + u64::from(image_rebuilt));
                 }
-                let options = UpdateServiceOptions {
-                    version: i32::try_from(version).context("service version out of range")?,
-                    ..Default::default()
-                };
-                daemon
-                    .client
-                    .update_service(&name, desired, options, None)
-                    .await
-                    .with_context(|| format!("updating service {name}"))?;
+                daemon.update_service(&name, version, desired).await?;
                 done.updated.push(name);
             }
         }
     }
     for name in strays(daemon, stack, file).await? {
-        match daemon.client.delete_service(&name).await {
-            Ok(()) => done.removed.push(name),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e).with_context(|| format!("removing service {name}")),
+        if daemon.remove_service(&name).await? {
+            done.removed.push(name);
         }
     }
     wait_since(daemon, &names, ui, timeout, Some(&done.updated)).await?;
@@ -737,7 +689,7 @@ pub async fn converge(
 /// The configs and secrets some service's spec names (with `previous`, its previous spec too:
 /// what Swarm's rollback returns to), by name and id: an object in this set must stay.
 pub async fn objects_in_use(
-    daemon: &Daemon,
+    daemon: &impl SwarmApi,
     previous: bool,
 ) -> Result<std::collections::BTreeSet<String>> {
     let mut used = std::collections::BTreeSet::new();
@@ -771,7 +723,7 @@ pub async fn objects_in_use(
 /// before content naming): removed, as chapter 07 prunes its secret versions. Chapter 07's
 /// versioned secrets (`beamops.key`) are never touched here.
 async fn prune_objects(
-    daemon: &Daemon,
+    daemon: &impl SwarmApi,
     stack: &str,
     file: &StackFile,
     resolved: &Resolved,
@@ -783,13 +735,10 @@ async fn prune_objects(
         .map(|(name, _)| name.as_str())
         .collect();
     let used = objects_in_use(daemon, true).await?;
-    let label = filters("label", &format!("{NAMESPACE_LABEL}={stack}"));
+    let label = format!("{NAMESPACE_LABEL}={stack}");
     let mut stale: Vec<(bool, String, String)> = Vec::new();
     for c in daemon
-        .client
-        .list_configs(Some(ListConfigsOptions {
-            filters: label.clone(),
-        }))
+        .configs(("label", &label))
         .await
         .context("listing the stack's configs")?
     {
@@ -803,8 +752,7 @@ async fn prune_objects(
         }
     }
     for s in daemon
-        .client
-        .list_secrets(Some(ListSecretsOptions { filters: label }))
+        .secrets(("label", &label))
         .await
         .context("listing the stack's secrets")?
     {
@@ -824,20 +772,15 @@ async fn prune_objects(
         if current.contains(name.as_str()) || used.contains(&name) || used.contains(&id) {
             continue;
         }
-        let result = if is_config {
-            daemon.client.delete_config(&id).await
-        } else {
-            daemon.client.delete_secret(&id).await
-        };
         let kind = if is_config { "config" } else { "secret" };
-        match result {
-            Ok(()) => removed.push(format!("{kind} {name}")),
-            // Gone already, or a service started using it meanwhile: leave it.
-            Err(e) if is_not_found(&e) => {}
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 400, ..
-            }) => {}
-            Err(e) => return Err(e).with_context(|| format!("removing unused {kind} {name}")),
+        let result = if is_config {
+            daemon.remove_config(&id).await
+        } else {
+            daemon.remove_secret(&id).await
+        };
+        // Gone already, or a service started using it meanwhile: leave it.
+        if result.with_context(|| format!("removing unused {kind} {name}"))? == Removal::Removed {
+            removed.push(format!("{kind} {name}"));
         }
     }
     Ok(removed)
@@ -860,7 +803,7 @@ impl Progress {
     }
 }
 
-pub async fn progress(daemon: &Daemon, name: &str) -> Result<Progress> {
+pub async fn progress(daemon: &impl SwarmApi, name: &str) -> Result<Progress> {
     progress_since(daemon, name, true).await
 }
 
@@ -868,12 +811,11 @@ pub async fn progress(daemon: &Daemon, name: &str) -> Result<Progress> {
 /// UpdateStatus until its next update resets it, so on a service this run did not update it
 /// belongs to an earlier update. (Deciding by the status's start time would compare the
 /// Engine's clock with ours.)
-pub async fn progress_since(daemon: &Daemon, name: &str, current: bool) -> Result<Progress> {
+pub async fn progress_since(daemon: &impl SwarmApi, name: &str, current: bool) -> Result<Progress> {
     let service = daemon
-        .client
-        .inspect_service(name, None::<InspectServiceOptions>)
-        .await
-        .with_context(|| format!("inspecting service {name}"))?;
+        .inspect_service(name)
+        .await?
+        .with_context(|| format!("inspecting service {name}: no such service"))?;
     let spec = service.spec.clone().unwrap_or_default();
     let template = normalised_task(spec.task_template.as_ref());
     let mut out = Progress::default();
@@ -890,13 +832,7 @@ pub async fn progress_since(daemon: &Daemon, name: &str, current: bool) -> Resul
     {
         out.rolled_back = Some(status.message.clone().unwrap_or_default());
     }
-    let tasks = daemon
-        .client
-        .list_tasks(Some(ListTasksOptions {
-            filters: filters("service", name),
-        }))
-        .await
-        .with_context(|| format!("listing tasks of {name}"))?;
+    let tasks = daemon.tasks(name).await?;
     // The service filter also matches services whose name starts with this one.
     let service_id = service.id.clone().unwrap_or_default();
     let tasks: Vec<Task> = tasks
@@ -961,7 +897,7 @@ fn normalised_task(task: Option<&bollard::models::TaskSpec>) -> Value {
 }
 
 /// A running task's container is healthy, or has no healthcheck, or lives on another node.
-async fn container_healthy(daemon: &Daemon, task: &Task) -> Result<bool> {
+async fn container_healthy(daemon: &impl SwarmApi, task: &Task) -> Result<bool> {
     let Some(id) = task
         .status
         .as_ref()
@@ -970,8 +906,8 @@ async fn container_healthy(daemon: &Daemon, task: &Task) -> Result<bool> {
     else {
         return Ok(false);
     };
-    match daemon.client.inspect_container(&id, None).await {
-        Ok(container) => Ok(container
+    match daemon.container(&id).await? {
+        Some(container) => Ok(container
             .state
             .and_then(|s| s.health)
             .and_then(|h| h.status)
@@ -979,8 +915,7 @@ async fn container_healthy(daemon: &Daemon, task: &Task) -> Result<bool> {
             .unwrap_or(true)),
         // On another node of the swarm: the Engine there reported it running, which with a
         // healthcheck means it passed one.
-        Err(e) if is_not_found(&e) => Ok(true),
-        Err(e) => Err(e).with_context(|| format!("inspecting container {id}")),
+        None => Ok(true),
     }
 }
 
@@ -1013,13 +948,18 @@ fn describe_task(service: &str, task: &Task, current_spec: bool) -> String {
 }
 
 /// Waits until every service runs all its desired tasks healthy, with a progress bar.
-pub async fn wait(daemon: &Daemon, services: &[String], ui: &Ui, timeout: Duration) -> Result<()> {
+pub async fn wait(
+    daemon: &impl SwarmApi,
+    services: &[String],
+    ui: &Ui,
+    timeout: Duration,
+) -> Result<()> {
     wait_since(daemon, services, ui, timeout, None).await
 }
 
 /// `wait` after this run updated `updated` (None: every service's rollback status counts).
 pub async fn wait_since(
-    daemon: &Daemon,
+    daemon: &impl SwarmApi,
     services: &[String],
     ui: &Ui,
     timeout: Duration,
@@ -1065,12 +1005,11 @@ pub async fn wait_since(
 
 /// Whether the service's last update completed (or it was never updated): then its previous
 /// spec is the release that was live before, not one Swarm rolled back from.
-pub async fn last_update_completed(daemon: &Daemon, name: &str) -> Result<bool> {
+pub async fn last_update_completed(daemon: &impl SwarmApi, name: &str) -> Result<bool> {
     let service = daemon
-        .client
-        .inspect_service(name, None::<InspectServiceOptions>)
-        .await
-        .with_context(|| format!("inspecting service {name}"))?;
+        .inspect_service(name)
+        .await?
+        .with_context(|| format!("inspecting service {name}: no such service"))?;
     Ok(matches!(
         service.update_status.and_then(|s| s.state),
         None | Some(ServiceUpdateStatusStateEnum::COMPLETED)
@@ -1083,7 +1022,7 @@ pub async fn last_update_completed(daemon: &Daemon, name: &str) -> Result<bool> 
 /// status the update reset) is completed — what `docker service update --detach=false` waits
 /// for — and a rollback in the window is a failed update.
 pub async fn wait_update_settled(
-    daemon: &Daemon,
+    daemon: &impl SwarmApi,
     updated: &[String],
     ui: &Ui,
     timeout: Duration,
@@ -1094,10 +1033,9 @@ pub async fn wait_update_settled(
         let mut watching = Vec::new();
         for name in updated {
             let service = daemon
-                .client
-                .inspect_service(name, None::<InspectServiceOptions>)
-                .await
-                .with_context(|| format!("inspecting service {name}"))?;
+                .inspect_service(name)
+                .await?
+                .with_context(|| format!("inspecting service {name}: no such service"))?;
             let Some(status) = service.update_status else {
                 continue;
             };
@@ -1139,6 +1077,10 @@ pub async fn wait_update_settled(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+fn filters(key: &str, value: &str) -> Option<HashMap<String, Vec<String>>> {
+    Some(HashMap::from([(key.to_string(), vec![value.to_string()])]))
 }
 
 /// `docker stack rm` through the API: everything of the stack, whoever made it (tests' cleanup).
@@ -1331,176 +1273,548 @@ pub async fn remove_owned(
 #[cfg(test)]
 mod tests {
     use super::{Desired, ServiceChange, decide};
-    use crate::swarm::spec::{self, tests::STACK, tests::resolved};
+    use crate::exit::{Exit, exit_for};
+    use crate::output::{Format, Ui};
+    use crate::swarm::fake::FakeSwarm;
+    use crate::swarm::spec::{self, Owner, tests::STACK, tests::resolved};
     use crate::swarm::stack::StackFile;
-    use serde_json::{Value, json};
-    use std::collections::BTreeMap;
+    use serde_json::json;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
 
-    /// The Engine's services as an in-memory map (name → spec as the Engine returns it).
-    type FakeSwarm = BTreeMap<String, Value>;
+    const APP_STACK: &str = "demo";
+    const APP_CHAPTER: &str = "08-swarm";
 
-    fn desired(stack_text: &str) -> Vec<(String, bollard::models::ServiceSpec)> {
-        let file =
-            StackFile::parse(std::path::Path::new("s.yml"), stack_text, &BTreeMap::new()).unwrap();
-        spec::services("demo", &file, &resolved()).unwrap()
+    /// The stack a case converges: the knobs every kind of service change turns.
+    #[derive(Clone)]
+    struct Wanted {
+        /// The key of the first service (`app`; another chapter's file names its own).
+        service: &'static str,
+        image: &'static str,
+        greeting: &'static str,
+        replicas: u32,
+        page: &'static str,
+        /// A second service, `worker`, in the file.
+        worker: bool,
+        stack: &'static str,
+        owner: Owner,
+        /// The file's directory (two chapters' files live apart).
+        dir: &'static str,
     }
 
-    /// `plan`'s view: one line per service that would change (what `pending` reports).
-    fn plan(
-        swarm: &FakeSwarm,
-        wanted: &[(String, bollard::models::ServiceSpec)],
-        rebuilt: &[&str],
-    ) -> BTreeMap<String, String> {
-        let mut lines = BTreeMap::new();
-        for (name, spec) in wanted {
-            let change = decide(
-                Desired::Spec(spec),
-                swarm.get(name),
-                rebuilt.contains(&name.as_str()),
-            );
-            if let Some(line) = change.plan_line("example:latest") {
-                lines.insert(name.clone(), line);
+    impl Default for Wanted {
+        fn default() -> Self {
+            Wanted {
+                service: "app",
+                image: "example/app:1",
+                greeting: "hello",
+                replicas: 2,
+                page: "v1",
+                worker: true,
+                stack: APP_STACK,
+                owner: app_owner(),
+                dir: "/project/deploy",
             }
         }
-        for name in swarm
-            .keys()
-            .filter(|n| !wanted.iter().any(|(w, _)| w == *n))
-        {
-            if let Some(line) = decide(Desired::Absent, swarm.get(name), false).plan_line("") {
-                lines.insert(name.clone(), line);
-            }
-        }
-        lines
     }
 
-    /// `up`'s view: what `converge` does to each service, applied to the fake swarm.
-    fn up(
-        swarm: &mut FakeSwarm,
-        wanted: &[(String, bollard::models::ServiceSpec)],
-        rebuilt: &[&str],
-    ) -> BTreeMap<String, &'static str> {
-        let mut done = BTreeMap::new();
-        for (name, spec) in wanted {
-            let as_engine = serde_json::to_value(spec).unwrap();
-            match decide(
-                Desired::Spec(spec),
-                swarm.get(name),
-                rebuilt.contains(&name.as_str()),
-            ) {
-                ServiceChange::Unchanged => {}
-                ServiceChange::Create => {
-                    swarm.insert(name.clone(), as_engine);
-                    done.insert(name.clone(), "created");
-                }
-                ServiceChange::Update(_) | ServiceChange::RollRebuiltImage => {
-                    swarm.insert(name.clone(), as_engine);
-                    done.insert(name.clone(), "updated");
-                }
-                ServiceChange::Remove => unreachable!("a wanted service is never removed"),
-            }
+    /// Chapter 08's converge of the app stack: labels its objects, adopts unlabelled ones.
+    fn app_owner() -> Owner {
+        Owner {
+            chapter: Some(APP_CHAPTER.into()),
+            adopts_unlabelled: true,
         }
-        let strays: Vec<String> = swarm
-            .keys()
-            .filter(|n| !wanted.iter().any(|(w, _)| w == *n))
-            .cloned()
-            .collect();
-        for name in strays {
-            assert_eq!(
-                decide(Desired::Absent, swarm.get(&name), false),
-                ServiceChange::Remove
+    }
+
+    /// Another chapter's converge into the same stack (a `stack-converged` with `file:`).
+    fn extra_owner() -> Owner {
+        Owner {
+            chapter: Some("13-extra".into()),
+            adopts_unlabelled: false,
+        }
+    }
+
+    impl Wanted {
+        fn file(&self) -> StackFile {
+            let worker = if self.worker {
+                format!(
+                    "  worker:\n    image: {}\n    command: [\"work\"]\n    networks: [backend]\n",
+                    self.image
+                )
+            } else {
+                String::new()
+            };
+            let text = format!(
+                r#"
+services:
+  {service}:
+    image: {image}
+    environment: {{GREETING: "{greeting}"}}
+    networks: [backend]
+    configs:
+      - source: page
+        target: /srv/page.txt
+    secrets: [token]
+    healthcheck: {{test: ["CMD", "/hc"], interval: 5s, retries: 3}}
+    deploy:
+      replicas: {replicas}
+      update_config: {{order: start-first, failure_action: rollback, monitor: 5s}}
+{worker}networks:
+  backend: {{driver: overlay}}
+configs:
+  page: {{file: ./page.txt}}
+secrets:
+  token: {{file: ./token.txt}}
+"#,
+                service = self.service,
+                image = self.image,
+                greeting = self.greeting,
+                replicas = self.replicas,
             );
-            swarm.remove(&name);
-            done.insert(name, "removed");
+            let dir = PathBuf::from(self.dir);
+            let mut file =
+                StackFile::parse(&dir.join("stack.yml"), &text, &BTreeMap::new()).unwrap();
+            file.owner = self.owner.clone();
+            file.contents = BTreeMap::from([
+                (dir.join("page.txt"), self.page.as_bytes().to_vec()),
+                (dir.join("token.txt"), b"s3cret".to_vec()),
+            ]);
+            file
         }
-        done
+    }
+
+    fn ui() -> Ui {
+        Ui::new(Format::Json, true, false)
+    }
+
+    /// `plan`'s view: `pending` over the fake, as `object → change`.
+    fn plan(swarm: &FakeSwarm, wanted: &Wanted) -> BTreeMap<String, String> {
+        let rt = crate::docker::runtime().unwrap();
+        rt.block_on(super::pending(
+            swarm,
+            wanted.stack,
+            &wanted.file(),
+            &BTreeMap::new(),
+        ))
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.object, p.change))
+        .collect()
+    }
+
+    /// `up`'s view: `converge` over the fake.
+    fn up(swarm: &FakeSwarm, wanted: &Wanted) -> anyhow::Result<super::Converged> {
+        let rt = crate::docker::runtime().unwrap();
+        rt.block_on(super::converge(
+            swarm,
+            wanted.stack,
+            &wanted.file(),
+            &ui(),
+            Duration::from_millis(700),
+            &BTreeMap::new(),
+        ))
+    }
+
+    /// The services a plan lists with the verb it uses (create / update / roll / remove).
+    fn planned_services(planned: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        planned
+            .iter()
+            .filter_map(|(object, change)| {
+                let name = object.strip_prefix("service ")?;
+                Some((name.to_string(), change.split(' ').next()?.to_string()))
+            })
+            .collect()
+    }
+
+    fn set(items: &[String]) -> BTreeSet<String> {
+        items.iter().cloned().collect()
+    }
+
+    type Setup = Box<dyn Fn(&FakeSwarm)>;
+
+    /// One row: what exists before (`before` converged with the real `converge`, then `setup`),
+    /// the file converged now, and what `plan` must say for each object (`object → change`,
+    /// the change's first words).
+    struct Case {
+        name: &'static str,
+        before: Vec<Wanted>,
+        setup: Setup,
+        now: Wanted,
+        expected: Vec<(String, &'static str)>,
+    }
+
+    fn case(
+        name: &'static str,
+        before: Vec<Wanted>,
+        now: Wanted,
+        expected: Vec<(&str, &'static str)>,
+    ) -> Case {
+        Case {
+            name,
+            before,
+            setup: Box::new(|_| {}),
+            now,
+            expected: expected
+                .into_iter()
+                .map(|(o, c)| (o.to_string(), c))
+                .collect(),
+        }
+    }
+
+    fn images(swarm: &FakeSwarm) {
+        swarm.put_image("example/app:1", "sha256:one");
+        swarm.put_image("example/app:2", "sha256:two");
+    }
+
+    fn cases() -> Vec<Case> {
+        let base = Wanted::default();
+        let page1 = spec::content_name("demo_page", b"v1");
+        let page2 = spec::content_name("demo_page", b"v2");
+        let token = spec::content_name("demo_token", b"s3cret");
+        // Another chapter's file converged into the same stack: its one service is `side`.
+        let extra = Wanted {
+            service: "side",
+            worker: false,
+            dir: "/project/deploy/extra",
+            owner: extra_owner(),
+            ..Wanted::default()
+        };
+        let unlabelled = Wanted {
+            owner: Owner::default(),
+            ..base.clone()
+        };
+        vec![
+            case(
+                "a fresh swarm: every object and service created",
+                vec![],
+                base.clone(),
+                vec![
+                    ("network demo_backend", "create"),
+                    (&format!("config {page1}"), "create"),
+                    (&format!("secret {token}"), "create"),
+                    ("service demo_app", "create"),
+                    ("service demo_worker", "create"),
+                ],
+            ),
+            case(
+                "the same file again: nothing to do (healthcheck and engine defaults included)",
+                vec![base.clone()],
+                base.clone(),
+                vec![],
+            ),
+            case(
+                "an environment variable changed",
+                vec![base.clone()],
+                Wanted {
+                    greeting: "bonjour",
+                    ..base.clone()
+                },
+                vec![("service demo_app", "update TaskTemplate.ContainerSpec.Env")],
+            ),
+            case(
+                "a new image tag",
+                vec![base.clone()],
+                Wanted {
+                    image: "example/app:2",
+                    ..base.clone()
+                },
+                vec![
+                    ("service demo_app", "update"),
+                    ("service demo_worker", "update"),
+                ],
+            ),
+            case(
+                "replicas changed",
+                vec![base.clone()],
+                Wanted {
+                    replicas: 3,
+                    ..base.clone()
+                },
+                vec![("service demo_app", "update Mode.Replicated.Replicas")],
+            ),
+            case(
+                "a config's content changed: a new content-named config, the service moves to it",
+                vec![base.clone()],
+                Wanted {
+                    page: "v2",
+                    ..base.clone()
+                },
+                vec![
+                    (&format!("config {page2}"), "create"),
+                    ("service demo_app", "update"),
+                ],
+            ),
+            Case {
+                name: "the image rebuilt under the same tag: rolled out",
+                before: vec![base.clone()],
+                setup: Box::new(|swarm| swarm.put_image("example/app:1", "sha256:rebuilt")),
+                now: base.clone(),
+                expected: vec![
+                    (
+                        "service demo_app".into(),
+                        "roll out the rebuilt image example/app:1",
+                    ),
+                    (
+                        "service demo_worker".into(),
+                        "roll out the rebuilt image example/app:1",
+                    ),
+                ],
+            },
+            case(
+                "a service dropped from the file: removed as a stray",
+                vec![base.clone()],
+                Wanted {
+                    worker: false,
+                    ..base.clone()
+                },
+                vec![("service demo_worker", "remove")],
+            ),
+            case(
+                "another chapter's service in the same stack is not the app file's stray",
+                vec![extra.clone(), base.clone()],
+                Wanted {
+                    worker: false,
+                    ..base.clone()
+                },
+                vec![("service demo_worker", "remove")],
+            ),
+            case(
+                "the other chapter's converge leaves the app chapter's services alone",
+                vec![base.clone(), extra.clone()],
+                Wanted {
+                    replicas: 1,
+                    ..extra.clone()
+                },
+                vec![("service demo_side", "update Mode.Replicated.Replicas")],
+            ),
+            case(
+                "another stack's services are not strays",
+                vec![
+                    Wanted {
+                        stack: "other",
+                        ..base.clone()
+                    },
+                    base.clone(),
+                ],
+                Wanted {
+                    worker: false,
+                    ..base.clone()
+                },
+                vec![("service demo_worker", "remove")],
+            ),
+            case(
+                "unlabelled services (made before chapter labels): the app stack's owner adopts them",
+                vec![unlabelled.clone()],
+                Wanted {
+                    worker: false,
+                    ..base.clone()
+                },
+                vec![
+                    ("service demo_app", "update Labels"),
+                    ("service demo_worker", "remove"),
+                ],
+            ),
+            case(
+                "unlabelled services: another chapter's converge leaves them alone",
+                vec![unlabelled],
+                extra.clone(),
+                vec![("service demo_side", "create")],
+            ),
+        ]
     }
 
     #[test]
-    fn plan_and_up_agree_on_every_service_change() {
-        let wanted = desired(STACK);
+    fn plan_and_up_agree_on_every_service_change_over_the_fake_swarm() {
+        for case in cases() {
+            let swarm = FakeSwarm::new();
+            images(&swarm);
+            for before in &case.before {
+                up(&swarm, before).unwrap_or_else(|e| panic!("{}: setup: {e:#}", case.name));
+            }
+            (case.setup)(&swarm);
+            let planned = plan(&swarm, &case.now);
+            // The plan says what the row says, object by object.
+            let said: BTreeMap<String, String> = planned
+                .iter()
+                .filter_map(|(object, change)| {
+                    let (_, words) = case.expected.iter().find(|(o, _)| o == object)?;
+                    change
+                        .starts_with(words)
+                        .then(|| (object.clone(), change.clone()))
+                })
+                .collect();
+            assert_eq!(
+                said.len(),
+                case.expected.len(),
+                "{}: plan said {planned:#?}",
+                case.name
+            );
+            assert_eq!(
+                planned.len(),
+                case.expected.len(),
+                "{}: plan said {planned:#?}",
+                case.name
+            );
+            let services_before = swarm.service_names();
+            let configs_before = swarm.config_names();
+            let snapshot = swarm.snapshot();
+            let done = up(&swarm, &case.now).unwrap_or_else(|e| panic!("{}: up: {e:#}", case.name));
+            // up did to each service exactly what plan said, and nothing to the others.
+            let verbs = planned_services(&planned);
+            let of = |verb: &[&str]| -> BTreeSet<String> {
+                verbs
+                    .iter()
+                    .filter(|(_, v)| verb.contains(&v.as_str()))
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            };
+            assert_eq!(
+                set(&done.created),
+                of(&["create"]),
+                "{}: created",
+                case.name
+            );
+            assert_eq!(
+                set(&done.updated),
+                of(&["update", "roll"]),
+                "{}: updated",
+                case.name
+            );
+            assert_eq!(
+                set(&done.removed),
+                of(&["remove"]),
+                "{}: removed",
+                case.name
+            );
+            // The configs and networks plan said it would create are there now, as up made them.
+            for object in planned.keys() {
+                if let Some(config) = object.strip_prefix("config ") {
+                    assert!(
+                        !configs_before.contains(config) && swarm.config_names().contains(config),
+                        "{}: {config}",
+                        case.name
+                    );
+                }
+                if let Some(network) = object.strip_prefix("network ") {
+                    assert!(swarm.network_names().contains(network), "{}", case.name);
+                }
+            }
+            // A service up left alone is untouched (same version), and nothing else went.
+            for name in services_before {
+                if !verbs.contains_key(&name) {
+                    assert_eq!(
+                        swarm.service(&name).map(|(v, _)| v),
+                        snapshot
+                            .iter()
+                            .find_map(|s| s.strip_prefix(&format!("service {name}@")))
+                            .and_then(|v| v.parse().ok()),
+                        "{}: {name} was written though plan listed no change",
+                        case.name
+                    );
+                }
+            }
+            if planned.is_empty() {
+                assert_eq!(swarm.snapshot(), snapshot, "{}: up wrote", case.name);
+            }
+            // And after up, plan has nothing left to do.
+            assert_eq!(
+                plan(&swarm, &case.now),
+                BTreeMap::new(),
+                "{}: a second plan still has work",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_config_change_prunes_the_old_version_once_no_spec_names_it() {
+        let swarm = FakeSwarm::new();
+        images(&swarm);
+        let base = Wanted::default();
+        up(&swarm, &base).unwrap();
+        let v2 = Wanted {
+            page: "v2",
+            ..base.clone()
+        };
+        let done = up(&swarm, &v2).unwrap();
+        // The previous spec (what a Swarm rollback returns to) still names v1: it stays.
+        assert!(done.pruned.is_empty(), "{:?}", done.pruned);
+        let v3 = Wanted {
+            page: "v3",
+            ..base.clone()
+        };
+        let done = up(&swarm, &v3).unwrap();
+        let v1 = spec::content_name("demo_page", b"v1");
+        assert_eq!(done.pruned, vec![format!("config {v1}")]);
+        assert!(!swarm.config_names().contains(&v1));
+    }
+
+    #[test]
+    fn an_update_swarm_rolls_back_is_a_rollback_for_up_and_still_pending_for_plan() {
+        let swarm = FakeSwarm::new();
+        images(&swarm);
+        let base = Wanted::default();
+        up(&swarm, &base).unwrap();
+        swarm.fail_image("example/app:2");
+        let bad = Wanted {
+            image: "example/app:2",
+            ..base.clone()
+        };
+        let planned = planned_services(&plan(&swarm, &bad));
+        assert_eq!(planned.get("demo_app").map(String::as_str), Some("update"));
+        let err = up(&swarm, &bad).unwrap_err();
+        assert_eq!(exit_for(&err), Exit::RolledBack, "{err:#}");
+        assert!(format!("{err:#}").contains("rolled it back"), "{err:#}");
+        // Swarm put the old spec back: the plan still has the release to roll out.
+        let (_, spec) = swarm.service("demo_app").unwrap();
+        assert_eq!(
+            spec["TaskTemplate"]["ContainerSpec"]["Image"],
+            "example/app:1"
+        );
+        assert_eq!(
+            swarm.update_status("demo_app").map(|(s, _)| s).as_deref(),
+            Some("rollback_completed")
+        );
+        assert!(!plan(&swarm, &bad).is_empty());
+    }
+
+    #[test]
+    fn tasks_that_never_run_fail_the_converge_naming_the_task() {
+        let swarm = FakeSwarm::new();
+        images(&swarm);
+        swarm.fail_image("example/app:1");
+        let err = up(&swarm, &Wanted::default()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("did not converge"), "{text}");
+        assert!(text.contains("non-zero exit"), "{text}");
+    }
+
+    #[test]
+    fn a_plan_before_swarm_mode_reads_only() {
+        // pending creates nothing, whatever it finds missing.
+        let swarm = FakeSwarm::new();
+        images(&swarm);
+        let planned = plan(&swarm, &Wanted::default());
+        assert!(!planned.is_empty());
+        assert!(swarm.snapshot().is_empty(), "{:?}", swarm.snapshot());
+    }
+
+    #[test]
+    fn decide_reads_engine_defaults_and_unresolved_specs() {
+        let wanted = {
+            let file = StackFile::parse(Path::new("s.yml"), STACK, &BTreeMap::new()).unwrap();
+            spec::services("demo", &file, &resolved()).unwrap()
+        };
         let app = serde_json::to_value(&wanted[0].1).unwrap();
-        let mut scaled = app.clone();
-        scaled["Mode"]["Replicated"]["Replicas"] = json!(1);
         let mut engine_spelling = app.clone();
         engine_spelling["TaskTemplate"]["Runtime"] = json!("container");
         engine_spelling["TaskTemplate"]["ForceUpdate"] = json!(3);
-        // (case, the swarm before, services whose image was rebuilt, expected plan lines)
-        type Case<'a> = (&'a str, FakeSwarm, Vec<&'a str>, Vec<(&'a str, &'a str)>);
-        let cases: Vec<Case> = vec![
-            (
-                "fresh swarm",
-                FakeSwarm::new(),
-                vec![],
-                vec![("demo_app", "create")],
-            ),
-            (
-                "same spec",
-                FakeSwarm::from([("demo_app".into(), app.clone())]),
-                vec![],
-                vec![],
-            ),
-            (
-                "engine defaults and a forced-update counter are no change",
-                FakeSwarm::from([("demo_app".into(), engine_spelling)]),
-                vec![],
-                vec![],
-            ),
-            (
-                "replicas differ",
-                FakeSwarm::from([("demo_app".into(), scaled)]),
-                vec![],
-                vec![("demo_app", "update Mode.Replicated.Replicas")],
-            ),
-            (
-                "image rebuilt under the same tag",
-                FakeSwarm::from([("demo_app".into(), app.clone())]),
-                vec!["demo_app"],
-                vec![("demo_app", "roll out the rebuilt image example:latest")],
-            ),
-            (
-                "a stray and a missing one",
-                FakeSwarm::from([("demo_old".into(), app.clone())]),
-                vec![],
-                vec![
-                    ("demo_app", "create"),
-                    ("demo_old", "remove (no longer in the stack file)"),
-                ],
-            ),
-        ];
-        for (case, mut swarm, rebuilt, expected) in cases {
-            let planned = plan(&swarm, &wanted, &rebuilt);
-            let expected: BTreeMap<String, String> = expected
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            assert_eq!(planned, expected, "{case}: plan");
-            let done = up(&mut swarm, &wanted, &rebuilt);
-            // up changes exactly the services plan listed, and nothing is left to do after it.
-            assert_eq!(
-                done.keys().collect::<Vec<_>>(),
-                planned.keys().collect::<Vec<_>>(),
-                "{case}: up changed other services than plan listed"
-            );
-            for (name, line) in &planned {
-                let verb = line.split(' ').next().unwrap();
-                let expected_verb = match done[name] {
-                    "created" => "create",
-                    "removed" => "remove",
-                    _ => {
-                        if verb == "roll" {
-                            "roll"
-                        } else {
-                            "update"
-                        }
-                    }
-                };
-                assert_eq!(verb, expected_verb, "{case}: {name}");
-            }
-            assert!(
-                plan(&swarm, &wanted, &[]).is_empty(),
-                "{case}: a second plan still has work"
-            );
-        }
+        assert_eq!(
+            decide(Desired::Spec(&wanted[0].1), Some(&engine_spelling), false),
+            ServiceChange::Unchanged,
+            "engine defaults and a forced-update counter are no change"
+        );
         // A plan that cannot build the spec yet (objects missing) still says update, as up does.
         assert_eq!(
             decide(Desired::Unresolved, Some(&app), false).plan_line(""),
@@ -1509,6 +1823,10 @@ mod tests {
         assert_eq!(
             decide(Desired::Unresolved, None, false),
             ServiceChange::Create
+        );
+        assert_eq!(
+            decide(Desired::Absent, Some(&app), false),
+            ServiceChange::Remove
         );
     }
 

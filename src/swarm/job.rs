@@ -32,24 +32,20 @@ pub const OWNER_LABEL: &str = "beamops.job.owner";
 /// far longer than any job's own timeout.
 const FOREIGN_LEFTOVER_AFTER: Duration = Duration::from_secs(30 * 60);
 
-/// What kind of job, and which chapter it belongs to.
+/// What kind of job. Which chapter it belongs to is the caller's: the chapter whose action
+/// runs it (`cluster-formed`'s), or the one owning the app stack for deploy's release job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind {
     pub name: &'static str,
-    pub chapter: &'static str,
 }
 
-/// Chapter 09's probe: `bin/<app> rpc` to each node over the app network.
+/// `cluster-formed`'s probe: `bin/<app> rpc` to each node over the app network.
 pub const CLUSTER_PROBE: Kind = Kind {
     name: "cluster-probe",
-    chapter: "09-distributed",
 };
 
-/// Deploy's release command, run in chapter 08's stack.
-pub const RELEASE: Kind = Kind {
-    name: "release",
-    chapter: "08-swarm",
-};
+/// Deploy's release command, run in the app stack.
+pub const RELEASE: Kind = Kind { name: "release" };
 
 /// This process as an owner label value.
 pub fn owner() -> String {
@@ -108,27 +104,29 @@ fn owner_gone(owner: &str) -> Option<(bool, String)> {
 }
 
 /// The labels every job carries, on top of the app service's own.
-fn labels(app: &ServiceSpec, kind: Kind) -> HashMap<String, String> {
+fn labels(app: &ServiceSpec, kind: Kind, chapter: &str) -> HashMap<String, String> {
     let mut labels = app.labels.clone().unwrap_or_default();
     labels.insert(JOB_LABEL.into(), kind.name.into());
-    labels.insert(CHAPTER_LABEL.into(), kind.chapter.into());
+    labels.insert(CHAPTER_LABEL.into(), chapter.into());
     labels.insert(OWNER_LABEL.into(), owner());
     labels
 }
 
 /// The job's spec: the app's spec with its mode, command, healthcheck and restart policy
 /// replaced; ports, update and rollback settings dropped (a job has none of them).
-/// The app's stack label stays: a job is the stack's, and `down` removes it with the stack.
+/// The app's stack label stays: a job is the stack's, and `down` removes it with the stack;
+/// `chapter` (the key of the chapter that runs it) is the one whose `down` removes it.
 pub fn spec(
     app: &ServiceSpec,
     name: &str,
     command: &str,
     kind: Kind,
+    chapter: &str,
     label: (&str, &str),
 ) -> ServiceSpec {
     let mut job = app.clone();
     job.name = Some(name.to_string());
-    let mut labels = labels(app, kind);
+    let mut labels = labels(app, kind, chapter);
     labels.insert(label.0.into(), label.1.into());
     job.labels = Some(labels);
     job.mode = Some(ServiceSpecMode {
@@ -431,7 +429,7 @@ mod tests {
         Found {
             service: "s_app-cluster-probe-1".into(),
             kind: CLUSTER_PROBE.name.into(),
-            chapter: CLUSTER_PROBE.chapter.into(),
+            chapter: "09-distributed".into(),
             owner,
             created,
         }
@@ -495,6 +493,7 @@ mod tests {
             "s_app-cluster-probe-1",
             "true",
             CLUSTER_PROBE,
+            "09-distributed",
             ("x", "y"),
         );
         let labels = spec.labels.unwrap();

@@ -1,9 +1,12 @@
 //! Docker Swarm through the Engine API: swarm mode itself here; stacks, services and
 //! convergence beside it.
 
+pub mod api;
 pub mod cluster;
 pub mod console;
 pub mod converge;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod job;
 pub mod lock;
 pub mod logs;
@@ -15,7 +18,7 @@ pub mod stack;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bollard::models::{LocalNodeState, SwarmInitRequest};
 
 use crate::docker::Daemon;
@@ -125,13 +128,8 @@ pub enum SwarmMode {
     Other(String),
 }
 
-pub async fn mode(daemon: &Daemon) -> Result<SwarmMode> {
-    let info = daemon
-        .client
-        .info()
-        .await
-        .with_context(|| format!("asking {} for its swarm state", daemon.host))?;
-    let swarm = info.swarm.unwrap_or_default();
+pub async fn mode(daemon: &impl api::SwarmApi) -> Result<SwarmMode> {
+    let swarm = daemon.swarm_info().await?;
     Ok(mode_of(
         swarm.local_node_state,
         swarm.control_available,
@@ -282,7 +280,7 @@ pub struct LiveRelease {
 /// rollback returns to), read from the swarm: the truth every machine shares, where
 /// `.beamops/state.json` only knows what this checkout did. None before any deploy.
 pub async fn live_releases(
-    daemon: &Daemon,
+    daemon: &impl api::SwarmApi,
     stack: &str,
 ) -> Result<(Option<LiveRelease>, Option<LiveRelease>)> {
     let name = spec::scoped(stack, "app");
