@@ -453,11 +453,21 @@ services:
     }
 
     type Kill = fn(&FakeSwarm);
+    /// (case, what the killed run left, the open records' releases, whether this run watched
+    /// a rollback, the release being rolled out before it, the verdicts).
+    type Row<'a> = (
+        &'a str,
+        Kill,
+        Vec<&'a str>,
+        bool,
+        Option<&'a str>,
+        Vec<Verdict>,
+    );
 
     /// What a killed run left on the swarm → the verdict on its `in-progress` record(s).
     #[test]
     fn a_killed_runs_record_is_judged_by_what_the_swarm_shows() {
-        let cases: Vec<(&str, Kill, Vec<&str>, bool, Option<&str>, Vec<Verdict>)> = vec![
+        let cases: Vec<Row> = vec![
             (
                 "the update to r2 completed after the kill",
                 |s| {
