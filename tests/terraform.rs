@@ -1255,3 +1255,76 @@ fn s3_state_with_a_lock_file_against_moto() {
     }
     assert!(!object.contains(&secret) && !object.contains(&key_id));
 }
+
+/// `state.dynamodb_table`: the S3 backend locks with the table as well (moto's DynamoDB), and a
+/// lock item another run holds blocks `up` (exit 3) like S3's lock file does.
+#[test]
+fn s3_state_also_locked_with_a_dynamodb_table() {
+    let Some(()) = gate("s3_dynamodb") else {
+        return;
+    };
+    let moto = local_aws::Moto::start().expect("moto_server (run .ci/setup)");
+    moto.aws(&[
+        "s3api",
+        "create-bucket",
+        "--bucket",
+        "beamops-state",
+        "--create-bucket-configuration",
+        "LocationConstraint=eu-west-1",
+    ]);
+    moto.aws(&[
+        "dynamodb",
+        "create-table",
+        "--table-name",
+        "tf-locks",
+        "--attribute-definitions",
+        "AttributeName=LockID,AttributeType=S",
+        "--key-schema",
+        "AttributeName=LockID,KeyType=HASH",
+        "--billing-mode",
+        "PAY_PER_REQUEST",
+    ]);
+    let p = null_root_project(&format!(
+        "    state:\n      backend: s3\n      bucket: beamops-state\n      region: eu-west-1\n      dynamodb_table: tf-locks\n      endpoint: {}\n",
+        moto.url()
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = beamops_tf(&p, tmp.path())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+    };
+    let (code, said) = run(&["up", "chapter-15", "--no-deps"]);
+    assert_eq!(code, Some(0), "{said}");
+    // Terraform keeps the state's digest in the table: the table is in use.
+    let items = moto.aws(&["dynamodb", "scan", "--table-name", "tf-locks"]);
+    assert!(
+        items.contains("beamops-state/coordination/local.tfstate-md5"),
+        "{items}"
+    );
+    let info = r#"{"ID":"5f0c7c4e-0000-4000-8000-000000000001","Operation":"OperationTypeApply","Info":"","Who":"bob@ci","Version":"1.9.8","Created":"2026-11-30T11:00:00Z","Path":"beamops-state/coordination/local.tfstate"}"#;
+    let item = serde_json::json!({
+        "LockID": {"S": "beamops-state/coordination/local.tfstate"},
+        "Info": {"S": info},
+    })
+    .to_string();
+    moto.aws(&[
+        "dynamodb",
+        "put-item",
+        "--table-name",
+        "tf-locks",
+        "--item",
+        &item,
+    ]);
+    p.write("terraform/local/terraform.tfvars", "size = 2\n");
+    let (code, said) = run(&["up", "chapter-15", "--no-deps"]);
+    assert_eq!(code, Some(3), "{said}");
+    assert!(
+        said.contains("bob@ci") && said.contains("force-unlock"),
+        "{said}"
+    );
+}
