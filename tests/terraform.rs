@@ -846,6 +846,13 @@ fn lock_platforms_records_each_platform_once_and_ci_refuses_a_lock_that_does_not
         format!("{refused:#}").contains(".terraform.lock.hcl"),
         "{refused:#}"
     );
+    // Outside CI too: a package whose hash the lock does not record is refused, not taken.
+    let refused = runner_for("dev-2", false).init().unwrap_err();
+    assert_eq!(
+        exit_of(&refused),
+        beamops::exit::Exit::Refused,
+        "{refused:#}"
+    );
     assert_eq!(
         std::fs::read_to_string(&lock).unwrap(),
         full,
@@ -1020,6 +1027,45 @@ fn plan_before_up_runs_terraform_on_a_private_copy_and_streams_its_output_to_std
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(entries(tmp.path()).is_empty());
+
+    // A new version of the chapter (two nodes): the private copy is planned against the
+    // state `up` left, so only the new node is to create, and the state is only read.
+    let chapter = tempfile::tempdir().unwrap();
+    copy_tree(Path::new(TF_CHAPTER), chapter.path());
+    let template = chapter.path().join("templates/nullroot/main.tf.j2");
+    let source = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(&template, source.replace("default = 1", "default = 2")).unwrap();
+    let before = tree(p.path());
+    let out = beamops_tf(&p, tmp.path())
+        .env("BEAMOPS_CHAPTERS_DIR", chapter.path())
+        .args(["plan", "chapter-15"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("+ module.counter.null_resource.node[1] (create)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("node[0] (create)"), "{stdout}");
+    assert_eq!(
+        tree(p.path()),
+        before,
+        "plan touched the project or its state"
+    );
+    assert!(entries(tmp.path()).is_empty());
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 /// Ctrl-C while `plan` runs Terraform on its private copy: the copy goes too.

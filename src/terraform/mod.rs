@@ -544,21 +544,27 @@ impl Runner {
         if flat.contains("Error acquiring the state lock") {
             return self.state_locked(what, ran);
         }
-        let lock_mismatch = flat.contains("doesn't match any of the checksums previously recorded")
-            || flat.contains("Provider dependency changes detected")
+        let checksum = flat.contains("doesn't match any of the checksums previously recorded");
+        let readonly = flat.contains("Provider dependency changes detected")
             || flat.contains("the lock file is read-only");
-        if lock_mismatch && self.readonly_lockfile {
+        if checksum || (readonly && self.readonly_lockfile) {
             return Failure::refused(
                 format!(
-                    "{what} in {}: the committed .terraform.lock.hcl does not fit this run, and CI \
-                     never changes it (init -lockfile=readonly)",
-                    root.display()
+                    "{what} in {}: the committed .terraform.lock.hcl does not fit this run{}",
+                    root.display(),
+                    if self.readonly_lockfile {
+                        ", and CI never changes it (init -lockfile=readonly)"
+                    } else {
+                        ": a provider package's hash is not the one it records"
+                    }
                 ),
                 format!(
-                    "  either a provider (or its version) changed since the lock file was written, \
-                     or the lock has no hashes for this machine's platform ({})\n  fix: outside CI, \
-                     add the platform to chapters.terraform.lock_platforms, run `beamops up`, and \
-                     commit .terraform.lock.hcl\n{said}",
+                    "  either a provider (its version or its package) changed since the lock file \
+                     was written, or the lock has no hashes for this machine's platform ({})\n  \
+                     fix: add the platform to chapters.terraform.lock_platforms and run `beamops up` \
+                     outside CI, then commit .terraform.lock.hcl; a package that changed under the \
+                     same version is worth a look before you accept its new hash \
+                     (`terraform providers lock`)\n{said}",
                     host_platform()
                 ),
             )
