@@ -4,6 +4,8 @@
 //! the tools) makes every missing tool a failure; without it these tests say they skipped.
 
 mod common;
+#[path = "common/local_aws.rs"]
+mod local_aws;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -664,5 +666,711 @@ fn up_applies_an_environment_root_and_records_its_public_outputs() {
     assert!(
         text.contains("terraform/local: terraform plan shows no changes"),
         "{text}"
+    );
+}
+
+/// Terraform's `h1:` hash of a provider package: SHA-256 over the sorted lines
+/// `<sha256 hex>  <file name>` of the package's files (Go's dirhash Hash1), base64.
+fn h1(files: &[(&str, &[u8])]) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let mut lines: Vec<String> = files
+        .iter()
+        .map(|(name, content)| format!("{:x}  {name}\n", Sha256::digest(content)))
+        .collect();
+    lines.sort();
+    let sum = Sha256::digest(lines.concat().as_bytes());
+    format!(
+        "h1:{}",
+        base64::engine::general_purpose::STANDARD.encode(sum)
+    )
+}
+
+/// A mirror holding the real null provider for linux_amd64 (unpacked) and a package for a
+/// second platform in the packed layout (`HOST/NAMESPACE/TYPE/terraform-provider-TYPE_VERSION_OS_ARCH.zip`):
+/// Terraform hashes a package, it never runs one for another platform. Returns the second
+/// package's h1 hash.
+fn two_platform_mirror(dir: &Path) -> String {
+    let unpacked = dir.join("registry.terraform.io/hashicorp/null/2.1.2/linux_amd64");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let binary = "terraform-provider-null_v2.1.2_x4";
+    std::fs::copy(
+        mirror()
+            .join("registry.terraform.io/hashicorp/null/2.1.2/linux_amd64")
+            .join(binary),
+        unpacked.join(binary),
+    )
+    .unwrap();
+    beamops::fsutil::set_mode(&unpacked.join(binary), 0o755).unwrap();
+    let content: &[u8] =
+        b"#!/bin/sh\n# the null provider for darwin_arm64 (a stand-in: never run here)\nexit 1\n";
+    let zip = dir.join(
+        "registry.terraform.io/hashicorp/null/terraform-provider-null_2.1.2_darwin_arm64.zip",
+    );
+    let staged = dir.join("staged");
+    std::fs::create_dir_all(&staged).unwrap();
+    std::fs::write(staged.join(binary), content).unwrap();
+    let made = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z: z.write(sys.argv[2], sys.argv[3])",
+        ])
+        .arg(&zip)
+        .arg(staged.join(binary))
+        .arg(binary)
+        .status()
+        .expect("python3 builds the zip");
+    assert!(made.success());
+    std::fs::remove_dir_all(&staged).unwrap();
+    h1(&[(binary, content)])
+}
+
+const NULL_ONLY_ROOT: &str = r#"terraform {
+  required_providers {
+    null = {
+      source  = "hashicorp/null"
+      version = "2.1.2"
+    }
+  }
+  backend "local" {}
+}
+
+resource "null_resource" "one" {}
+"#;
+
+fn lock_hashes(root: &Path) -> Vec<String> {
+    let lock = std::fs::read_to_string(root.join(".terraform.lock.hcl")).unwrap();
+    lock.lines()
+        .filter_map(|l| {
+            let l = l.trim().trim_end_matches(',').trim_matches('"');
+            l.starts_with("h1:").then(|| l.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn lock_platforms_records_each_platform_once_and_ci_refuses_a_lock_that_does_not_fit() {
+    let Some(()) = gate("lock_platforms") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mirror_dir = dir.path().join("mirror");
+    let darwin = two_platform_mirror(&mirror_dir);
+    let root = dir.path().join("terraform/locked");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("main.tf"), NULL_ONLY_ROOT).unwrap();
+    let binary = std::fs::read(mirror_dir.join(
+        "registry.terraform.io/hashicorp/null/2.1.2/linux_amd64/terraform-provider-null_v2.1.2_x4",
+    ))
+    .unwrap();
+    let linux = h1(&[("terraform-provider-null_v2.1.2_x4", &binary)]);
+    let runner_for = |work: &str, readonly: bool| {
+        let mut r = Runner::new(tool("terraform"), root.clone(), dir.path().join(work));
+        r.mirror = Some(mirror_dir.clone());
+        r.local_state = Some(dir.path().join("state/terraform.tfstate"));
+        r.readonly_lockfile = readonly;
+        r.lock_platforms = vec!["linux_amd64".into(), "darwin_arm64".into()];
+        r
+    };
+
+    let dev = runner_for("work", false);
+    dev.init().expect("init and providers lock");
+    let mut hashes = lock_hashes(&root);
+    hashes.sort();
+    let mut want = vec![linux.clone(), darwin.clone()];
+    want.sort();
+    assert_eq!(
+        hashes, want,
+        "one h1 hash per platform, each of its package"
+    );
+
+    // A second run leaves the committed file alone: same bytes, same modification time.
+    let lock = root.join(".terraform.lock.hcl");
+    let before = (
+        std::fs::read(&lock).unwrap(),
+        std::fs::metadata(&lock).unwrap().modified().unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    dev.init().unwrap();
+    let after = (
+        std::fs::read(&lock).unwrap(),
+        std::fs::metadata(&lock).unwrap().modified().unwrap(),
+    );
+    assert_eq!(before, after, "a second run does not rewrite the lock");
+
+    // CI (-lockfile=readonly, a fresh working directory): the lock fits, init passes.
+    runner_for("ci", true)
+        .init()
+        .expect("CI init with the committed lock");
+    assert_eq!(
+        std::fs::read(&lock).unwrap(),
+        before.0,
+        "CI never writes the lock"
+    );
+
+    // A lock without this machine's platform: refused, naming the platform and the fix.
+    let full = std::fs::read_to_string(&lock).unwrap();
+    let without_host: String = full
+        .lines()
+        .filter(|l| !l.contains(&linux))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&lock, &without_host).unwrap();
+    let refused = runner_for("ci-2", true).init().unwrap_err();
+    assert_eq!(
+        exit_of(&refused),
+        beamops::exit::Exit::Refused,
+        "{refused:#}"
+    );
+    let text = format!("{refused:#}");
+    assert!(
+        text.contains("linux_amd64") && text.contains("lock_platforms"),
+        "{text}"
+    );
+    std::fs::write(&lock, &full).unwrap();
+
+    // The provider package changed under the lock (a different build of the same version).
+    let changed = mirror_dir.join(
+        "registry.terraform.io/hashicorp/null/2.1.2/linux_amd64/terraform-provider-null_v2.1.2_x4",
+    );
+    let mut bytes = binary.clone();
+    bytes.extend_from_slice(b"\0changed");
+    std::fs::write(&changed, bytes).unwrap();
+    let refused = runner_for("ci-3", true).init().unwrap_err();
+    assert_eq!(
+        exit_of(&refused),
+        beamops::exit::Exit::Refused,
+        "{refused:#}"
+    );
+    assert!(
+        format!("{refused:#}").contains(".terraform.lock.hcl"),
+        "{refused:#}"
+    );
+    // Outside CI too: a package whose hash the lock does not record is refused, not taken.
+    let refused = runner_for("dev-2", false).init().unwrap_err();
+    assert_eq!(
+        exit_of(&refused),
+        beamops::exit::Exit::Refused,
+        "{refused:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap(),
+        full,
+        "the lock is untouched"
+    );
+}
+
+const TF_CHAPTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/terraform-chapter");
+
+/// The example with the null-root chapter (tests/data/terraform-chapter, through
+/// BEAMOPS_CHAPTERS_DIR) and the null provider's mirror; `state` is appended under
+/// `chapters.terraform`.
+fn null_root_project(state: &str) -> TestProject {
+    let p = example_copy("coordination");
+    let yaml = p.read("beamops.yaml");
+    p.write(
+        "beamops.yaml",
+        &format!(
+            "{yaml}\nchapters:\n  terraform:\n    provider_mirror: {}\n{state}",
+            mirror().display()
+        ),
+    );
+    p
+}
+
+/// beamops in `p` with Terraform on PATH, the extra chapter, `tmp` as TMPDIR, and no
+/// credentials, CI or `BEAMOPS_*` setting inherited.
+fn beamops_tf_std(p: &TestProject, tmp: &Path) -> Command {
+    let bin = tool("terraform");
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("beamops"));
+    cmd.current_dir(p.path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("BEAMOPS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("NO_COLOR", "1")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("BEAMOPS_CHAPTERS_DIR", TF_CHAPTER)
+        .env("TMPDIR", tmp)
+        .env_remove("CI")
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("GH_TOKEN");
+    cmd
+}
+
+fn beamops_tf(p: &TestProject, tmp: &Path) -> assert_cmd::Command {
+    assert_cmd::Command::from_std(beamops_tf_std(p, tmp))
+}
+
+/// Every file under `dir` (git's own data left out) with a digest of its content.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    fn walk(dir: &Path, base: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            let rel = path.strip_prefix(base).unwrap().display().to_string();
+            if path.is_dir() {
+                out.insert(format!("{rel}/"), String::new());
+                walk(&path, base, out);
+            } else {
+                out.insert(
+                    rel,
+                    beamops::fsutil::sha256_hex(&std::fs::read(&path).unwrap()),
+                );
+            }
+        }
+    }
+    let mut out = Default::default();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `plan` before `up`: Terraform plans a private copy of the root and its module (what `up`
+/// would write), shows its per-resource plan, streams its narration to stderr (JSON stdout stays
+/// one document) and leaves the project and the temporary directory as they were.
+#[test]
+fn plan_before_up_runs_terraform_on_a_private_copy_and_streams_its_output_to_stderr() {
+    let Some(()) = gate("plan_before_up") else {
+        return;
+    };
+    let p = null_root_project("");
+    let tmp = tempfile::tempdir().unwrap();
+    let before = tree(p.path());
+    assert!(!p.file("terraform/local/main.tf").exists());
+
+    let out = beamops_tf(&p, tmp.path())
+        .args(["plan", "chapter-15"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    for line in [
+        "+ module.counter.null_resource.node[0] (create)",
+        "+ terraform_data.marker (create)",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    // Terraform's own narration, as it ran, on stderr.
+    assert!(stderr.contains("Initializing provider plugins"), "{stderr}");
+    assert!(stderr.contains("will be created"), "{stderr}");
+    // The sensitive output's value (its expression is in the file diff): never shown.
+    assert!(
+        !format!("{stdout}{stderr}").contains("s3cret-1"),
+        "a sensitive output shown"
+    );
+    assert_eq!(tree(p.path()), before, "plan touched the project");
+    assert!(
+        entries(tmp.path()).is_empty(),
+        "left: {:?}",
+        entries(tmp.path())
+    );
+
+    // --format json: stdout is one JSON document, Terraform's lines are on stderr.
+    let out = beamops_tf(&p, tmp.path())
+        .args(["--format", "json", "plan", "chapter-15"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {stdout}"));
+    assert!(
+        report
+            .to_string()
+            .contains("module.counter.null_resource.node[0] (create)"),
+        "{report}"
+    );
+    assert!(stderr.contains("will be created"), "{stderr}");
+    assert!(!stdout.contains("Initializing"), "{stdout}");
+    assert_eq!(tree(p.path()), before);
+
+    // up writes the files and applies; its narration is on stderr too, the secret nowhere.
+    let out = beamops_tf(&p, tmp.path())
+        .args(["--format", "json", "up", "chapter-15", "--no-deps"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    serde_json::from_str::<serde_json::Value>(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {stdout}"));
+    assert!(stderr.contains("Apply complete!"), "{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains("s3cret-1"));
+    assert!(!p.read(".beamops/state.json").contains("s3cret"));
+    assert!(p.file("terraform/modules/counter/main.tf").is_file());
+
+    // A plan once the files are written runs in the project's own working directory.
+    let out = beamops_tf(&p, tmp.path())
+        .args(["plan", "chapter-15"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(entries(tmp.path()).is_empty());
+
+    // A new version of the chapter (two nodes): the private copy is planned against the
+    // state `up` left, so only the new node is to create, and the state is only read.
+    let chapter = tempfile::tempdir().unwrap();
+    copy_tree(Path::new(TF_CHAPTER), chapter.path());
+    let template = chapter.path().join("templates/nullroot/main.tf.j2");
+    let source = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(&template, source.replace("default = 1", "default = 2")).unwrap();
+    let before = tree(p.path());
+    let out = beamops_tf(&p, tmp.path())
+        .env("BEAMOPS_CHAPTERS_DIR", chapter.path())
+        .args(["plan", "chapter-15"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("+ module.counter.null_resource.node[1] (create)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("node[0] (create)"), "{stdout}");
+    assert_eq!(
+        tree(p.path()),
+        before,
+        "plan touched the project or its state"
+    );
+    assert!(entries(tmp.path()).is_empty());
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Ctrl-C while `plan` runs Terraform on its private copy: the copy goes too.
+#[test]
+fn an_interrupted_plan_removes_its_private_copy() {
+    let Some(()) = gate("interrupted_plan") else {
+        return;
+    };
+    let p = null_root_project("");
+    let tmp = tempfile::tempdir().unwrap();
+    let before = tree(p.path());
+    let mut cmd = beamops_tf_std(&p, tmp.path());
+    let mut child = cmd
+        .args(["plan", "chapter-15"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Interrupted while Terraform runs in the copy (its -chdir names the copy).
+    let in_copy = || {
+        let tmp = tmp.path().display().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&format!("-chdir={tmp}")))
+            .count()
+    };
+    let started = std::time::Instant::now();
+    while in_copy() == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "plan ended before Terraform ran in its private copy"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "plan never ran Terraform in a private copy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.signal() == Some(libc::SIGINT) || status.code() == Some(130),
+        "plan was not interrupted: {status:?}"
+    );
+    assert!(
+        entries(tmp.path()).is_empty(),
+        "left: {:?}",
+        entries(tmp.path())
+    );
+    assert_eq!(in_copy(), 0, "Terraform still runs");
+    assert_eq!(
+        tree(p.path()),
+        before,
+        "an interrupted plan touched the project"
+    );
+}
+
+/// The S3 backend against moto: state in the bucket, locked with S3's lock file; a held lock
+/// blocks `up` (exit 3) naming the lock and the command that releases it, which works;
+/// credentials only ever in the environment.
+#[test]
+fn s3_state_with_a_lock_file_against_moto() {
+    let Some(()) = gate("s3_backend") else {
+        return;
+    };
+    let moto = local_aws::Moto::start().expect("moto_server (run .ci/setup)");
+    moto.aws(&[
+        "s3api",
+        "create-bucket",
+        "--bucket",
+        "beamops-state",
+        "--create-bucket-configuration",
+        "LocationConstraint=eu-west-1",
+    ]);
+    let p = null_root_project(&format!(
+        "    state:\n      backend: s3\n      bucket: beamops-state\n      region: eu-west-1\n      key_prefix: coordination\n      endpoint: {}\n",
+        moto.url()
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let nonce = std::process::id();
+    let key_id = format!("AKIATFRUNNER{nonce}");
+    let secret = format!("tfrunner-secret-{nonce}-do-not-leak");
+
+    // Every process's argv, sampled while beamops runs: the credentials must be in none.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (stop, key_id, secret) = (stop.clone(), key_id.clone(), secret.clone());
+        std::thread::spawn(move || {
+            let (mut seen, mut leaked) = (std::collections::BTreeSet::new(), Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                    let Ok(argv) = std::fs::read(entry.path().join("cmdline")) else {
+                        continue;
+                    };
+                    let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+                    if argv.contains(&secret) || argv.contains(&key_id) {
+                        leaked.push(argv.clone());
+                    }
+                    if argv.contains("-chdir=")
+                        && let Some(verb) = argv.split_whitespace().nth(2)
+                    {
+                        seen.insert(verb.to_string());
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            (seen, leaked)
+        })
+    };
+    let run = |args: &[&str]| {
+        let out = beamops_tf(&p, tmp.path())
+            .env("AWS_ACCESS_KEY_ID", &key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+    };
+
+    let (code, said) = run(&["up", "chapter-15", "--no-deps"]);
+    assert_eq!(code, Some(0), "{said}");
+    let object = moto.aws(&[
+        "s3",
+        "cp",
+        "s3://beamops-state/coordination/local.tfstate",
+        "-",
+    ]);
+    let state: serde_json::Value = serde_json::from_str(&object).expect("the state object");
+    assert!(object.contains("\"null_resource\""), "{object}");
+    assert!(state["serial"].as_u64().unwrap() >= 1);
+    assert!(
+        !p.file(".beamops/terraform/terraform_local/terraform.tfstate")
+            .exists()
+    );
+    let (code, said) = run(&["plan", "chapter-15"]);
+    assert_eq!(code, Some(0), "a second plan shows no changes: {said}");
+
+    // Another run holds the lock (as S3's lock file records it): up is blocked, nothing done.
+    let lock_id = "0b1e3f2a-5c4d-4e6f-8a9b-7c6d5e4f3a2b";
+    let lock = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        lock.path(),
+        format!(r#"{{"ID":"{lock_id}","Operation":"OperationTypeApply","Info":"","Who":"alice@laptop","Version":"1.11.4","Created":"2026-11-30T10:00:00Z","Path":"beamops-state/coordination/local.tfstate"}}"#),
+    )
+    .unwrap();
+    moto.aws(&[
+        "s3",
+        "cp",
+        &lock.path().display().to_string(),
+        "s3://beamops-state/coordination/local.tfstate.tflock",
+    ]);
+    p.write("terraform/local/terraform.tfvars", "size = 2\n");
+    let (code, said) = run(&["up", "chapter-15", "--no-deps"]);
+    assert_eq!(code, Some(3), "a held lock blocks: {said}");
+    for part in [lock_id, "alice@laptop", "force-unlock", "locked"] {
+        assert!(said.contains(part), "{part}: {said}");
+    }
+    let object = moto.aws(&[
+        "s3",
+        "cp",
+        "s3://beamops-state/coordination/local.tfstate",
+        "-",
+    ]);
+    assert_eq!(
+        object.matches("\"index_key\"").count(),
+        1,
+        "nothing applied: {object}"
+    );
+
+    // The command the message gives releases it.
+    let release = said
+        .lines()
+        .find(|l| l.contains("force-unlock"))
+        .unwrap()
+        .trim()
+        .replace(" force-unlock ", " force-unlock -force ");
+    let bin = tool("terraform");
+    let unlocked = Command::new("sh")
+        .args(["-c", &release])
+        .current_dir(p.path())
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", bin.parent().unwrap().display()),
+        )
+        .env("AWS_ACCESS_KEY_ID", &key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .output()
+        .unwrap();
+    assert!(
+        unlocked.status.success(),
+        "{release}: {}",
+        text(&unlocked.stderr)
+    );
+    let (code, said) = run(&["up", "chapter-15", "--no-deps"]);
+    assert_eq!(code, Some(0), "{said}");
+    let object = moto.aws(&[
+        "s3",
+        "cp",
+        "s3://beamops-state/coordination/local.tfstate",
+        "-",
+    ]);
+    assert_eq!(object.matches("\"index_key\"").count(), 2, "{object}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (seen, leaked) = sampler.join().unwrap();
+    assert!(
+        leaked.is_empty(),
+        "credentials on a command line: {leaked:?}"
+    );
+    for verb in ["init", "plan", "apply"] {
+        assert!(
+            seen.contains(verb),
+            "the sampler never saw terraform {verb}: {seen:?}"
+        );
+    }
+    // …and in no file of the project, Terraform's working data included, nor the state.
+    for (rel, _) in tree(p.path()) {
+        let path = p.file(&rel);
+        if path.is_file() {
+            let content = std::fs::read(&path).unwrap();
+            let content = String::from_utf8_lossy(&content);
+            assert!(
+                !content.contains(&secret) && !content.contains(&key_id),
+                "credentials in {rel}"
+            );
+        }
+    }
+    assert!(!object.contains(&secret) && !object.contains(&key_id));
+}
+
+/// `state.dynamodb_table`: the S3 backend locks with the table as well (moto's DynamoDB), and a
+/// lock item another run holds blocks `up` (exit 3) like S3's lock file does.
+#[test]
+fn s3_state_also_locked_with_a_dynamodb_table() {
+    let Some(()) = gate("s3_dynamodb") else {
+        return;
+    };
+    let moto = local_aws::Moto::start().expect("moto_server (run .ci/setup)");
+    moto.aws(&[
+        "s3api",
+        "create-bucket",
+        "--bucket",
+        "beamops-state",
+        "--create-bucket-configuration",
+        "LocationConstraint=eu-west-1",
+    ]);
+    moto.aws(&[
+        "dynamodb",
+        "create-table",
+        "--table-name",
+        "tf-locks",
+        "--attribute-definitions",
+        "AttributeName=LockID,AttributeType=S",
+        "--key-schema",
+        "AttributeName=LockID,KeyType=HASH",
+        "--billing-mode",
+        "PAY_PER_REQUEST",
+    ]);
+    let p = null_root_project(&format!(
+        "    state:\n      backend: s3\n      bucket: beamops-state\n      region: eu-west-1\n      dynamodb_table: tf-locks\n      endpoint: {}\n",
+        moto.url()
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = beamops_tf(&p, tmp.path())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+    };
+    let (code, said) = run(&["up", "chapter-15", "--no-deps"]);
+    assert_eq!(code, Some(0), "{said}");
+    // Terraform keeps the state's digest in the table: the table is in use.
+    let items = moto.aws(&["dynamodb", "scan", "--table-name", "tf-locks"]);
+    assert!(
+        items.contains("beamops-state/coordination/local.tfstate-md5"),
+        "{items}"
+    );
+    let info = r#"{"ID":"5f0c7c4e-0000-4000-8000-000000000001","Operation":"OperationTypeApply","Info":"","Who":"bob@ci","Version":"1.9.8","Created":"2026-11-30T11:00:00Z","Path":"beamops-state/coordination/local.tfstate"}"#;
+    let item = serde_json::json!({
+        "LockID": {"S": "beamops-state/coordination/local.tfstate"},
+        "Info": {"S": info},
+    })
+    .to_string();
+    moto.aws(&[
+        "dynamodb",
+        "put-item",
+        "--table-name",
+        "tf-locks",
+        "--item",
+        &item,
+    ]);
+    p.write("terraform/local/terraform.tfvars", "size = 2\n");
+    let (code, said) = run(&["up", "chapter-15", "--no-deps"]);
+    assert_eq!(code, Some(3), "{said}");
+    assert!(
+        said.contains("bob@ci") && said.contains("force-unlock"),
+        "{said}"
     );
 }

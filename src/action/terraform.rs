@@ -76,12 +76,30 @@ impl TerraformApplied {
         files.into_iter().collect()
     }
 
+    /// The runner for `root`, with its working data in `.beamops/terraform/<root>/`.
     fn runner(&self, cx: &ActionContext, root: &str) -> Result<Runner> {
-        let bin = terraform::find()?;
-        let options = &cx.project.config.chapters.terraform;
         let slug = root.replace('/', "_");
         let work = cx.project.state_dir().join("terraform").join(&slug);
-        let mut runner = Runner::new(bin, cx.path(root), work.clone());
+        let mut runner = self.runner_in(cx, root, cx.path(root), work.clone())?;
+        runner.lock_platforms = cx.project.config.chapters.terraform.lock_platforms.clone();
+        if cx.project.config.chapters.terraform.state.backend == StateBackend::Local {
+            runner.local_state = Some(work.join("terraform.tfstate"));
+        }
+        Ok(runner)
+    }
+
+    /// A runner for the root in `dir` with its working data in `work`: the mirror, the state
+    /// backend and the UI from the project.
+    fn runner_in(
+        &self,
+        cx: &ActionContext,
+        root: &str,
+        dir: PathBuf,
+        work: PathBuf,
+    ) -> Result<Runner> {
+        let bin = terraform::find()?;
+        let options = &cx.project.config.chapters.terraform;
+        let mut runner = Runner::new(bin, dir, work);
         if let Some(mirror) = &options.provider_mirror {
             let dir = PathBuf::from(mirror);
             let dir = if dir.is_absolute() {
@@ -98,11 +116,73 @@ impl TerraformApplied {
             }
             runner.mirror = Some(dir);
         }
-        runner.lock_platforms = options.lock_platforms.clone();
-        if options.state.backend == StateBackend::Local {
-            runner.local_state = Some(work.join("terraform.tfstate"));
+        if options.state.backend == StateBackend::S3 {
+            let prefix = options
+                .state
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| cx.project.config.app.name.clone());
+            runner.backend_config = terraform::backend::s3_config(&options.state, &prefix, root);
         }
+        runner.ui = Some(cx.ui.clone());
         Ok(runner)
+    }
+
+    /// `terraform plan` of the root as this run will write it, in a private copy: for a `plan`
+    /// before `up` has written the files. The copy holds the root and the modules beside it
+    /// (disk, then what earlier chapters and this one write); a local state is read where it
+    /// is, never written; the copy is removed afterwards (also on Ctrl-C).
+    fn plan_privately(&self, cx: &ActionContext, root: &str) -> Result<terraform::SavedPlan> {
+        let parent = root.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+        let modules = if parent.is_empty() {
+            "modules".to_string()
+        } else {
+            format!("{parent}/modules")
+        };
+        let within = |path: &str| {
+            [root, modules.as_str()].iter().any(|dir| {
+                path.strip_prefix(dir)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+        };
+        let mut files = std::collections::BTreeMap::new();
+        terraform::preview::read_tree(&cx.path(root), root, &mut files)?;
+        terraform::preview::read_tree(&cx.path(&modules), &modules, &mut files)?;
+        for (path, content) in &cx.planned.files {
+            if within(path) {
+                match content {
+                    Some(c) => files.insert(path.clone(), c.clone()),
+                    None => files.remove(path),
+                };
+            }
+        }
+        for r in cx.rendered {
+            if within(&r.path) {
+                files.insert(r.path.clone(), r.content.clone());
+            }
+        }
+        let copy = terraform::preview::PrivateCopy::new(&files)?;
+        cx.ui.note(format!(
+            "terraform: planning {root} as `up` would write it, in a private copy ({})",
+            copy.path().display()
+        ));
+        let mut runner = self.runner_in(cx, root, copy.join(root), copy.join(".work"))?;
+        runner.stop_on_interrupt = true;
+        if cx.project.config.chapters.terraform.state.backend == StateBackend::Local {
+            let state = cx
+                .project
+                .state_dir()
+                .join("terraform")
+                .join(root.replace('/', "_"))
+                .join("terraform.tfstate");
+            runner.local_state = Some(if state.is_file() {
+                state
+            } else {
+                copy.join(".work/terraform.tfstate")
+            });
+        }
+        runner.init()?;
+        runner.plan()
     }
 }
 
@@ -161,15 +241,21 @@ impl Action for TerraformApplied {
             .map(|(p, _)| p.as_str())
             .collect();
         if !unwritten.is_empty() {
-            return Ok(Check::Pending(format!(
-                "terraform plan of {root} once {} written: {}",
+            let plan = self.plan_privately(cx, &root)?;
+            let files = format!(
+                "once {} written: {}",
                 if unwritten.len() == 1 {
                     "this file is"
                 } else {
                     "these files are"
                 },
                 unwritten.join(", ")
-            )));
+            );
+            return Ok(if plan.changes {
+                Check::Pending(format!("{} ({files})", plan.summary()))
+            } else {
+                Check::Satisfied(format!("{root}: terraform plan shows no changes {files}"))
+            });
         }
         let runner = self.runner(cx, &root)?;
         runner.init()?;

@@ -49,6 +49,16 @@ pub struct StateOptions {
     /// Object key prefix; each root's state is `<prefix>/<root>.tfstate`. Default: `app.name`.
     #[serde(default)]
     pub key_prefix: Option<String>,
+    /// A DynamoDB table (partition key `LockID`) that locks the state too, beside S3's lock
+    /// file: for teams whose older Terraform (< 1.10) still shares the state.
+    #[serde(default)]
+    pub dynamodb_table: Option<String>,
+    /// An S3-compatible endpoint instead of AWS's (a local store, moto in tests): path-style
+    /// addressing, and no STS account checks. Never credentials: they come from the
+    /// environment. AWS's own `AWS_ENDPOINT_URL_S3` works too, for stores that accept
+    /// virtual-hosted addressing.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// The GitHub repository as code (chapter 02).

@@ -12,7 +12,7 @@ pub mod variables;
 mod versions;
 
 pub use error::ConfigError;
-pub use infra::{ProductionOptions, StateBackend, TerraformOptions};
+pub use infra::{ProductionOptions, StateBackend, StateOptions, TerraformOptions};
 pub use load::{CONFIG_FILE, is_blank, load, load_str, nearest as nearest_word};
 pub use versions::{requirement_matches, version_prefix_matches};
 

@@ -20,7 +20,10 @@
 //! - Terraform runs in its own process group and gets SIGINT when beamops dies, even of
 //!   SIGKILL (`PR_SET_PDEATHSIG`): its graceful stop writes the state of what it finished.
 
+pub mod backend;
 pub mod credentials;
+pub mod preview;
+mod stream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -122,6 +125,11 @@ pub struct Runner {
     pub readonly_lockfile: bool,
     /// Platforms `.terraform.lock.hcl` must have hashes for.
     pub lock_platforms: Vec<String>,
+    /// Where init, plan and apply narrate as they run (stderr); None: kept for errors only.
+    pub ui: Option<crate::output::Ui>,
+    /// A signal ending beamops stops Terraform before beamops dies (a plan in a private copy,
+    /// removed right after); never for an apply, which must get exactly one SIGINT.
+    pub stop_on_interrupt: bool,
 }
 
 const PLAN_FILE: &str = "plan.tfplan";
@@ -138,6 +146,8 @@ impl Runner {
             mirror: None,
             readonly_lockfile: std::env::var_os("CI").is_some_and(|v| !v.is_empty()),
             lock_platforms: Vec::new(),
+            ui: None,
+            stop_on_interrupt: false,
         }
     }
 
@@ -167,16 +177,14 @@ impl Runner {
         Ok(Some(path))
     }
 
-    /// Runs `terraform -chdir=<root> ARGS`, capturing its output.
-    pub fn run(&self, args: &[&str]) -> Result<Ran> {
+    /// `terraform -chdir=<root> ARGS` with the run's environment, ready to spawn.
+    fn command(&self, args: &[&str]) -> Result<Command> {
         std::fs::create_dir_all(&self.work)
             .with_context(|| format!("creating {}", self.work.display()))?;
         let mut cmd = Command::new(&self.bin);
         cmd.arg(format!("-chdir={}", self.root.display()))
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .env("TF_DATA_DIR", self.data_dir())
             .env("TF_IN_AUTOMATION", "1")
             .env("TF_INPUT", "0")
@@ -207,20 +215,39 @@ impl Runner {
                 Ok(())
             });
         }
-        let out = cmd
-            .output()
-            .with_context(|| format!("running {}", self.bin.display()))?;
-        Ok(Ran {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        Ok(cmd)
+    }
+
+    /// Runs `terraform -chdir=<root> ARGS`, capturing its output (data: never shown).
+    pub fn run(&self, args: &[&str]) -> Result<Ran> {
+        let mut cmd = self.command(args)?;
+        stream::run(&mut cmd, None, self.stop_on_interrupt)
+            .with_context(|| format!("running {}", self.bin.display()))
+    }
+
+    /// Runs a command whose output is narration (init, plan, apply): shown on stderr as it
+    /// happens when the runner has a UI, and kept for errors.
+    fn run_echoed(&self, args: &[&str]) -> Result<Ran> {
+        let mut cmd = self.command(args)?;
+        let echo = self.ui.as_ref().and_then(|ui| {
+            stream::Echo::new(ui, format!("terraform {} {}", args[0], self.root.display()))
+        });
+        stream::run(&mut cmd, echo.as_ref(), self.stop_on_interrupt)
+            .with_context(|| format!("running {}", self.bin.display()))
     }
 
     fn run_ok(&self, what: &str, args: &[&str]) -> Result<Ran> {
         let ran = self.run(args)?;
         if ran.code != 0 {
-            return Err(failure(what, &self.root, &ran));
+            return Err(self.failure(what, &ran));
+        }
+        Ok(ran)
+    }
+
+    fn run_echoed_ok(&self, what: &str, args: &[&str]) -> Result<Ran> {
+        let ran = self.run_echoed(args)?;
+        if ran.code != 0 {
+            return Err(self.failure(what, &ran));
         }
         Ok(ran)
     }
@@ -242,19 +269,47 @@ impl Runner {
             args.push(format!("-backend-config={k}={v}"));
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.run_ok("terraform init", &refs)?;
+        self.run_echoed_ok("terraform init", &refs)?;
         if !self.lock_platforms.is_empty() && !self.readonly_lockfile {
-            let mut args: Vec<String> = vec!["providers".into(), "lock".into()];
-            if let Some(mirror) = &self.mirror {
-                args.push(format!("-fs-mirror={}", mirror.display()));
-            }
-            for p in &self.lock_platforms {
-                args.push(format!("-platform={p}"));
-            }
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            self.run_ok("terraform providers lock", &refs)?;
+            self.lock_for_platforms()?;
         }
         Ok(())
+    }
+
+    /// `terraform providers lock -platform=…` for `lock_platforms`, once: Terraform rewrites
+    /// the file even when nothing changes, so a stamp (the platforms and the lock file's
+    /// digest after the last lock) lets a second run leave the committed file alone. `init`
+    /// adding a provider changes the digest, and the platforms are hashed again.
+    fn lock_for_platforms(&self) -> Result<()> {
+        let lock_file = self.root.join(".terraform.lock.hcl");
+        let stamp_file = self.work.join("lock-platforms.json");
+        let mut platforms = self.lock_platforms.clone();
+        platforms.sort();
+        platforms.dedup();
+        let digest = |path: &Path| {
+            std::fs::read(path)
+                .map(|b| crate::fsutil::sha256_hex(&b))
+                .unwrap_or_default()
+        };
+        let stamp = serde_json::json!({ "platforms": platforms, "lock": digest(&lock_file) });
+        if std::fs::read(&stamp_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|s| s == stamp)
+        {
+            return Ok(());
+        }
+        let mut args: Vec<String> = vec!["providers".into(), "lock".into(), "-no-color".into()];
+        if let Some(mirror) = &self.mirror {
+            args.push(format!("-fs-mirror={}", mirror.display()));
+        }
+        for p in &platforms {
+            args.push(format!("-platform={p}"));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run_echoed_ok("terraform providers lock", &refs)?;
+        let stamp = serde_json::json!({ "platforms": platforms, "lock": digest(&lock_file) });
+        crate::fsutil::atomic_write(&stamp_file, stamp.to_string().as_bytes(), Some(0o600))
     }
 
     /// `terraform plan -out` into `.beamops/terraform/<root>/plan.tfplan`, with its record.
@@ -265,7 +320,7 @@ impl Runner {
         let out = format!("-out={}", file.display());
         // No state lock for planning: the apply of this plan takes it, and Terraform refuses
         // a plan whose state changed meanwhile.
-        let ran = self.run(&[
+        let ran = self.run_echoed(&[
             "plan",
             "-input=false",
             "-no-color",
@@ -276,7 +331,7 @@ impl Runner {
         let changes = match ran.code {
             0 => false,
             2 => true,
-            _ => return Err(failure("terraform plan", &self.root, &ran)),
+            _ => return Err(self.failure("terraform plan", &ran)),
         };
         let shown = self.run_ok(
             "terraform show",
@@ -340,7 +395,7 @@ impl Runner {
             )
             .into());
         }
-        let ran = self.run(&[
+        let ran = self.run_echoed(&[
             "apply",
             "-input=false",
             "-no-color",
@@ -359,7 +414,7 @@ impl Runner {
                 )
                 .into());
             }
-            return Err(failure("terraform apply", &self.root, &ran));
+            return Err(self.failure("terraform apply", &ran));
         }
         Ok(())
     }
@@ -476,38 +531,136 @@ fn collect(dir: &Path, base: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Result<
     Ok(())
 }
 
-/// A failed Terraform command as an error: blocked when a provider cannot be had (no registry,
-/// not in the mirror) or credentials are refused, else a plain failure with Terraform's words.
-fn failure(what: &str, root: &Path, ran: &Ran) -> anyhow::Error {
-    let said = tail(&ran.stderr, 30);
-    let blocked_by = [
-        (
-            "Failed to query available provider packages",
-            "a provider could not be installed: no registry reachable and not in the provider mirror\n  fix: set chapters.terraform.provider_mirror to a directory holding it (docs/terraform.md)",
-        ),
-        (
-            "Failed to install provider",
-            "a provider could not be installed\n  fix: set chapters.terraform.provider_mirror to a directory holding it (docs/terraform.md)",
-        ),
-        (
-            "No valid credential sources found",
-            "AWS refused or found no credentials\n  fix: AWS_PROFILE, or GitHub OIDC (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE)",
-        ),
-        (
-            "401 Bad credentials",
-            "GitHub refused the token\n  fix: a token with Administration: write on the repository, in GITHUB_TOKEN",
-        ),
-    ];
-    for (needle, why) in blocked_by {
-        if ran.stderr.contains(needle) {
-            return Failure::Blocked(format!("{what} in {}: {why}\n{said}", root.display())).into();
+impl Runner {
+    /// A failed Terraform command as an error: refused when CI's read-only dependency lock
+    /// does not fit, blocked when another run holds the state lock, a provider cannot be had
+    /// (no registry, not in the mirror) or credentials are refused, else a plain failure with
+    /// Terraform's words.
+    fn failure(&self, what: &str, ran: &Ran) -> anyhow::Error {
+        let root = &self.root;
+        let said = tail(&ran.stderr, 30);
+        // Terraform wraps its messages at 80 columns: match on the words.
+        let flat = ran.stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+        if flat.contains("Error acquiring the state lock") {
+            return self.state_locked(what, ran);
         }
+        let checksum = flat.contains("doesn't match any of the checksums previously recorded");
+        let readonly = flat.contains("Provider dependency changes detected")
+            || flat.contains("the lock file is read-only");
+        if checksum || (readonly && self.readonly_lockfile) {
+            return Failure::refused(
+                format!(
+                    "{what} in {}: the committed .terraform.lock.hcl does not fit this run{}",
+                    root.display(),
+                    if self.readonly_lockfile {
+                        ", and CI never changes it (init -lockfile=readonly)"
+                    } else {
+                        ": a provider package's hash is not the one it records"
+                    }
+                ),
+                format!(
+                    "  either a provider (its version or its package) changed since the lock file \
+                     was written, or the lock has no hashes for this machine's platform ({})\n  \
+                     fix: add the platform to chapters.terraform.lock_platforms and run `beamops up` \
+                     outside CI, then commit .terraform.lock.hcl; a package that changed under the \
+                     same version is worth a look before you accept its new hash \
+                     (`terraform providers lock`)\n{said}",
+                    host_platform()
+                ),
+            )
+            .into();
+        }
+        let blocked_by = [
+            (
+                "Failed to query available provider packages",
+                "a provider could not be installed: no registry reachable and not in the provider mirror\n  fix: set chapters.terraform.provider_mirror to a directory holding it (docs/terraform.md)",
+            ),
+            (
+                "Failed to install provider",
+                "a provider could not be installed\n  fix: set chapters.terraform.provider_mirror to a directory holding it (docs/terraform.md)",
+            ),
+            (
+                "No valid credential sources found",
+                "AWS refused or found no credentials\n  fix: AWS_PROFILE, or GitHub OIDC (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE)",
+            ),
+            (
+                "401 Bad credentials",
+                "GitHub refused the token\n  fix: a token with Administration: write on the repository, in GITHUB_TOKEN",
+            ),
+        ];
+        for (needle, why) in blocked_by {
+            if flat.contains(needle) {
+                return Failure::Blocked(format!("{what} in {}: {why}\n{said}", root.display()))
+                    .into();
+            }
+        }
+        anyhow::anyhow!(
+            "{what} in {} failed (exit {}):\n{said}",
+            root.display(),
+            ran.code
+        )
     }
-    anyhow::anyhow!(
-        "{what} in {} failed (exit {}):\n{said}",
-        root.display(),
-        ran.code
-    )
+
+    /// Another run holds the state lock: blocked (the same command succeeds once it is
+    /// released), naming the holder and the command that releases a lock a dead run left.
+    fn state_locked(&self, what: &str, ran: &Ran) -> anyhow::Error {
+        let field = |name: &str| {
+            ran.stderr.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix(&format!("{name}:"))
+                    .map(|v| v.trim().to_string())
+            })
+        };
+        let id = field("ID").unwrap_or_default();
+        let who = field("Who").unwrap_or_else(|| "another run".into());
+        let operation = field("Operation").unwrap_or_default();
+        let created = field("Created").unwrap_or_default();
+        let mut env = format!(
+            "TF_DATA_DIR={}",
+            shell_word(&self.data_dir().display().to_string())
+        );
+        if self.mirror.is_some() {
+            env.push_str(&format!(
+                " TF_CLI_CONFIG_FILE={}",
+                shell_word(&self.work.join("cli.tfrc").display().to_string())
+            ));
+        }
+        let release = format!(
+            "{env} terraform -chdir={} force-unlock {}",
+            shell_word(&self.root.display().to_string()),
+            shell_word(if id.is_empty() { "<lock id>" } else { &id })
+        );
+        Failure::Blocked(format!(
+            "{what} in {}: the state is locked by {who} ({operation} since {created}, lock ID {id})\n  \
+             nothing was applied; the same command succeeds once the lock is released\n  \
+             fix: wait for that run; if it died and holds the lock no more, release it with\n    {release}",
+            self.root.display()
+        ))
+        .into()
+    }
+}
+
+/// This machine's Terraform platform, e.g. `linux_amd64`.
+pub fn host_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    format!("{}_{arch}", std::env::consts::OS)
+}
+
+/// A word for a POSIX shell, quoted when it needs to be.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn tail(text: &str, lines: usize) -> String {

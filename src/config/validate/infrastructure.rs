@@ -12,6 +12,7 @@ static GITHUB_REPOSITORY: LazyLock<Regex> =
     LazyLock::new(|| re(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9_.-]{1,100}$"));
 static PLATFORM: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9]+_[a-z0-9]+$"));
 static INSTANCE_TYPE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9-]+\.[a-z0-9]+$"));
+static DYNAMODB_TABLE: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9_.-]{3,255}$"));
 static IMAGE_OWNER: LazyLock<Regex> =
     LazyLock::new(|| re(r"^(?:[0-9]{12}|amazon|aws-marketplace|self)$"));
 static COLOR: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9a-fA-F]{6}$"));
@@ -75,6 +76,39 @@ pub(super) fn infrastructure(config: &Config, out: &mut Vec<Problem>) {
                 &["chapters", "terraform", "state", "region"],
                 "chapters.terraform.state.backend is s3 but the bucket's region is missing or not a region".into(),
                 "give the bucket's region, e.g. eu-west-1",
+            ));
+        }
+    }
+    if let Some(table) = &tf.state.dynamodb_table
+        && !DYNAMODB_TABLE.is_match(table)
+    {
+        out.push(problem(
+            &["chapters", "terraform", "state", "dynamodb_table"],
+            format!(
+                "chapters.terraform.state.dynamodb_table `{}` is not a DynamoDB table name",
+                table.escape_debug()
+            ),
+            "3–255 letters, digits, `_`, `-` or `.`; the table's partition key is `LockID`",
+        ));
+    }
+    if let Some(endpoint) = &tf.state.endpoint {
+        // Credentials never go in a file: an address with user:password@ is refused.
+        let ok = reqwest::Url::parse(endpoint).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+        });
+        if !ok {
+            out.push(problem(
+                &["chapters", "terraform", "state", "endpoint"],
+                format!(
+                    "chapters.terraform.state.endpoint `{}` is not an http(s) address without credentials",
+                    endpoint.escape_debug()
+                ),
+                "write the S3-compatible store's address, e.g. http://127.0.0.1:9000; credentials \
+                 come from the environment (AWS_ACCESS_KEY_ID, AWS_PROFILE…), never this file",
             ));
         }
     }
@@ -235,6 +269,39 @@ mod tests {
             "chapters.production.ssh_allow",
         ] {
             assert!(problems.iter().any(|p| p == key), "{key}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn a_state_endpoint_with_credentials_or_a_bad_table_is_refused() {
+        let base = "version: 1\napp:\n  name: c\n  otp_app: c\n  elixir: 1.18.3\n  otp: \"27\"\nchapters:\n  terraform:\n    state:\n      backend: s3\n      bucket: state-bucket\n      region: eu-west-1\n";
+        let problems = |extra: &str| -> Vec<String> {
+            let config: crate::config::Config =
+                serde_yaml_ng::from_str(&format!("{base}{extra}")).unwrap();
+            super::super::all(&config)
+                .into_iter()
+                .map(|p| p.path.join("."))
+                .collect()
+        };
+        assert!(
+            problems("      endpoint: http://127.0.0.1:9000\n      dynamodb_table: tf-locks\n")
+                .is_empty()
+        );
+        for (extra, key) in [
+            (
+                "      endpoint: http://key:secret@127.0.0.1:9000\n",
+                "chapters.terraform.state.endpoint",
+            ),
+            (
+                "      endpoint: s3.example\n",
+                "chapters.terraform.state.endpoint",
+            ),
+            (
+                "      dynamodb_table: \"a b\"\n",
+                "chapters.terraform.state.dynamodb_table",
+            ),
+        ] {
+            assert!(problems(extra).iter().any(|p| p == key), "{extra}");
         }
     }
 }
