@@ -250,7 +250,17 @@ pub fn elixir_module(otp_app: &str) -> String {
         .collect()
 }
 
+/// Whether the context has the value a dotted path names (`project.phoenix`).
+pub fn resolves(ctx: &tera::Context, path: &str) -> bool {
+    let mut keys = path.split('.');
+    let Some(top) = keys.next().and_then(|k| ctx.get(k)) else {
+        return false;
+    };
+    keys.try_fold(top, |v, key| v.get(key)).is_some()
+}
+
 pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Rendered>> {
+    crate::chapter::check_extra_expressions(chapter, &|path| resolves(ctx, path))?;
     let mut out = Vec::new();
     for spec in &chapter.files {
         if let Some(cond) = &spec.when {
