@@ -5,7 +5,10 @@ use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use include_dir::{Dir, include_dir};
-use serde_json::json;
+
+mod context;
+
+pub use context::TemplateContext;
 
 use crate::chapter::{FileSpec, Manifest};
 use crate::fsutil::sha256_hex;
@@ -159,167 +162,10 @@ pub struct Rendered {
     pub template_digest: String,
 }
 
-/// The template context: the whole configuration plus the chosen environment and project facts.
+/// The template context for `env_name`, serialised for tera: [`TemplateContext`] says what is in
+/// it.
 pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
-    let config = &project.config;
-    let env = config
-        .environment(env_name)
-        .with_context(|| format!("no environment `{env_name}` in beamops.yaml"))?;
-    let has = |p: &str| project.root.join(p).exists();
-    let source_dirs: Vec<&str> = ["config", "priv", "lib", "assets", "rel"]
-        .into_iter()
-        .filter(|d| project.root.join(d).is_dir())
-        .collect();
-    let build_config: Vec<&str> = ["config/config.exs", "config/prod.exs"]
-        .into_iter()
-        .filter(|f| project.root.join(f).is_file())
-        .collect();
-    let subnet = config.chapters.swarm.subnet(config.app.stack_name());
-    let deps = mix_deps(&project.root);
-    let value = json!({
-        "config": config,
-        "app": {
-            "name": config.app.name,
-            "otp_app": config.app.otp_app,
-            "elixir": config.app.elixir,
-            "otp": config.app.otp,
-            "port": config.app.port,
-            "health_path": config.app.health_path,
-            "stack": config.app.stack_name(),
-        },
-        "image": {
-            "repository": config.image_repository(),
-            "registry": config.image.registry,
-            "builder": config.builder_image(),
-            "runner": config.runner_image(),
-            "runtime_packages": config.runtime_packages(),
-            "postgres": config.postgres_image(),
-        },
-        "dev": {
-            "app_port": config.chapters.development.app_port.unwrap_or(config.app.port),
-            "db_port": config.chapters.development.db_port,
-            "db_user": config.app.otp_app,
-            "db_name": format!("{}_dev", config.app.otp_app),
-        },
-        "swarm": {
-            "secrets": config.chapters.swarm.stack_secrets(),
-            "stop_grace_seconds": config.chapters.swarm.drain_seconds + 10,
-            "subnet": subnet.to_string(),
-        },
-        "monitoring": {
-            "stack": crate::config::monitoring_stack_name(config),
-            "app_service": format!("{}_app", config.app.stack_name()),
-            "images": {
-                "prometheus": config.prometheus_image(),
-                "alertmanager": config.alertmanager_image(),
-                "grafana": config.grafana_image(),
-                "loki": config.loki_image(),
-                "promtail": config.promtail_image(),
-            },
-            // Fixed uids: the dashboards name their datasource by uid, so a re-provisioned
-            // Grafana never shows "datasource not found".
-            "datasources": {
-                "prometheus": "beamops-prometheus",
-                "loki": "beamops-loki",
-                "alertmanager": "beamops-alertmanager",
-            },
-        },
-        "distributed": {
-            "node_basename": config.chapters.distributed.node_basename.as_deref().unwrap_or(&config.app.otp_app),
-            "module": elixir_module(&config.app.otp_app),
-        },
-        "autoscaling": {
-            "cpu_target": config.chapters.autoscaling.cpu_target,
-            "instance_type": config.chapters.autoscaling.instance_type,
-            "hook_timeout": config.chapters.autoscaling.hook_timeout,
-            "ready_timeout": config.chapters.autoscaling.ready_timeout,
-            "manager_docker_host": config.chapters.autoscaling.manager_docker_host,
-            "certificate_arn": config.chapters.autoscaling.certificate_arn,
-            "access_logs_bucket": config.chapters.autoscaling.access_logs_bucket,
-            // The port the load balancer targets on every worker: the stack's published port.
-            "app_port": config.chapters.swarm.publish.unwrap_or(config.app.port),
-            "min_workers": env.worker_bounds().0,
-            "desired_workers": env.worker_bounds().1,
-            "max_workers": env.worker_bounds().2,
-        },
-        "env": {
-            "name": env_name,
-            "provider": env.provider,
-            "replicas": env.replicas,
-            "managers": env.managers,
-            "workers": env.workers,
-            "domain": env.domain,
-            "region": env.region,
-            "protected": env.protected,
-        },
-        "project": {
-            "has_assets": has("assets"),
-            "has_mix_lock": has("mix.lock"),
-            "has_deps": !deps.is_empty(),
-            "phoenix": deps.iter().any(|d| d == "phoenix"),
-            "has_database": false,
-            // Directories the release build copies, in an order that keeps slow layers cached.
-            "source_dirs": source_dirs,
-            // Compile-time config the dependency layer needs (runtime.exs is read at boot).
-            "build_config": build_config,
-            "source": config
-                .image
-                .source
-                .clone()
-                .unwrap_or_else(|| source_url(&project.root)),
-        },
-        "ci": crate::cicd::context(project, &deps),
-        "terraform": terraform_context(project, &deps),
-        "beamops": { "version": env!("CARGO_PKG_VERSION") },
-    });
-    tera::Context::from_value(value).context("building the template context")
-}
-
-/// What the Terraform templates need beyond the configuration itself.
-fn terraform_context(project: &Project, deps: &[String]) -> serde_json::Value {
-    let config = &project.config;
-    let options = &config.chapters.terraform;
-    // `owner/name` on GitHub: configured, else from a github.com origin remote.
-    let repository = options.github.repository.clone().unwrap_or_else(|| {
-        let url = source_url(&project.root);
-        url.strip_prefix("https://github.com/")
-            .map(str::to_string)
-            .unwrap_or_default()
-    });
-    let (owner, name) = repository
-        .split_once('/')
-        .map(|(o, n)| (o.to_string(), n.to_string()))
-        .unwrap_or_default();
-    // GitHub environments: every `aws` environment; a protected one needs a review and deploys
-    // from the default branch only.
-    let environments: Vec<serde_json::Value> = config
-        .environments
-        .iter()
-        .filter(|(_, e)| e.provider == crate::config::Provider::Aws)
-        .map(|(name, e)| json!({ "name": name, "protected": e.protected }))
-        .collect();
-    // One machine image serves every environment: it is built in the first aws environment's
-    // region (`packer build -var region=…` for another).
-    let image_region = config
-        .environments
-        .values()
-        .find(|e| e.provider == crate::config::Provider::Aws)
-        .and_then(|e| e.region.clone())
-        .unwrap_or_else(|| "eu-west-1".into());
-    json!({
-        "image_region": image_region,
-        "environments": environments,
-        "repository": repository,
-        "owner": owner,
-        "repository_name": name,
-        "state_key_prefix": options.state.key_prefix.clone().unwrap_or_else(|| config.app.name.clone()),
-        // Branch protection waits for these: configured, else the jobs chapter 04's ci.yml has.
-        "required_checks": options
-            .github
-            .required_checks
-            .clone()
-            .unwrap_or_else(|| crate::cicd::required_checks(deps)),
-    })
+    TemplateContext::new(project, env_name)?.to_tera()
 }
 
 /// The repository's web address for image labels: the origin remote as https, or empty when
@@ -404,7 +250,17 @@ pub fn elixir_module(otp_app: &str) -> String {
         .collect()
 }
 
+/// Whether the context has the value a dotted path names (`project.phoenix`).
+pub fn resolves(ctx: &tera::Context, path: &str) -> bool {
+    let mut keys = path.split('.');
+    let Some(top) = keys.next().and_then(|k| ctx.get(k)) else {
+        return false;
+    };
+    keys.try_fold(top, |v, key| v.get(key)).is_some()
+}
+
 pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Rendered>> {
+    crate::chapter::check_extra_expressions(chapter, &|path| resolves(ctx, path))?;
     let mut out = Vec::new();
     for spec in &chapter.files {
         if let Some(cond) = &spec.when {

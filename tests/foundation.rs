@@ -313,6 +313,121 @@ fn chapters_not_implemented_refuse_up_and_dependencies_are_planned_first() {
     beamops().args(["up", "1"]).assert().code(0);
 }
 
+/// Each kind of broken manifest in `BEAMOPS_CHAPTERS_DIR` stops the command with an error that
+/// names the manifest's file and the line to fix: what serde refuses (an unknown key, a bad
+/// value), what the load checks (a mode, a marker, a path or action twice), and an expression
+/// reading a name the template context lacks (a file's or a module's `when:`, a templated
+/// path, a `terraform-applied` root), which would otherwise read as false.
+#[test]
+fn a_broken_extra_chapter_is_refused_naming_its_file_and_line() {
+    let p = TestProject::new();
+    let extra = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(extra.path().join("chapters")).unwrap();
+    std::fs::create_dir_all(extra.path().join("templates/extra")).unwrap();
+    std::fs::write(
+        extra.path().join("templates/extra/a.j2"),
+        "{{ app.name }}\n",
+    )
+    .unwrap();
+    let head = "id: 13\nslug: extra\ntitle: Extra\nsummary: Test data.\nimplemented: true\n";
+    let file = |body: &str| format!("  - template: extra/a.j2\n{body}");
+    let cases = [
+        (
+            "unknown key",
+            format!("files:\n{}", file("    paht: x\n")),
+            8,
+            "paht",
+        ),
+        (
+            "bad mode",
+            format!("files:\n{}", file("    path: x\n    mode: \"0x755\"\n")),
+            9,
+            "not an octal file mode",
+        ),
+        (
+            "empty marker",
+            format!(
+                "files:\n{}",
+                file(
+                    "    path: .gitignore\n    policy: append-if-marker-missing\n    marker: \"\"\n"
+                )
+            ),
+            10,
+            "has no marker",
+        ),
+        (
+            "path twice",
+            format!("files:\n{}{}", file("    path: x\n"), file("    path: x\n")),
+            10,
+            "written twice",
+        ),
+        (
+            "action twice",
+            "actions:\n  - action: git-repository\n  - action: git-repository\n".into(),
+            8,
+            "listed twice",
+        ),
+        (
+            "when typo",
+            format!(
+                "files:\n{}",
+                file("    path: x\n    when: project.phonix\n")
+            ),
+            9,
+            "`project.phonix`",
+        ),
+        (
+            "path typo",
+            format!("files:\n{}", file("    path: \"x/{{ env.nmae }}\"\n")),
+            8,
+            "`env.nmae`",
+        ),
+        (
+            "module when typo",
+            "modules:\n  - name: network\n    when: env.provider == \"aws\" or env.provder\n"
+                .into(),
+            8,
+            "`env.provder`",
+        ),
+        (
+            "root typo",
+            "actions:\n  - action: terraform-applied\n    root: \"terraform/{{ env.nme }}\"\n"
+                .into(),
+            8,
+            "`env.nme`",
+        ),
+    ];
+    let manifest = extra.path().join("chapters/13-extra.yaml");
+    for (kind, body, line, what) in cases {
+        std::fs::write(&manifest, format!("{head}{body}")).unwrap();
+        let out = p
+            .beamops()
+            .env("BEAMOPS_CHAPTERS_DIR", extra.path())
+            .args(["plan", "chapter-13"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{kind}: {stderr}");
+        let at = format!("{}:{line}: ", manifest.display());
+        assert!(stderr.contains(&at), "{kind}: want {at} in {stderr}");
+        assert!(stderr.contains(what), "{kind}: want {what} in {stderr}");
+    }
+    // The same chapter without the typo plans.
+    std::fs::write(
+        &manifest,
+        format!(
+            "{head}files:\n{}",
+            file("    path: x\n    when: project.phoenix\n")
+        ),
+    )
+    .unwrap();
+    p.beamops()
+        .env("BEAMOPS_CHAPTERS_DIR", extra.path())
+        .args(["plan", "chapter-13"])
+        .assert()
+        .success();
+}
+
 #[test]
 fn no_deps_refuses_when_a_needed_chapter_is_not_satisfied() {
     let p = TestProject::new();

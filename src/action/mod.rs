@@ -104,9 +104,10 @@ impl ActionSpec {
 
 impl ActionSpec {
     /// The template expressions among the action's parameters.
-    pub fn expressions(&self) -> Vec<&str> {
+    pub fn expressions(&self) -> Vec<(&'static str, &str)> {
         match self {
             ActionSpec::StackConverged(params) => params.expressions(),
+            ActionSpec::TerraformApplied { root } => vec![("root", root.as_str())],
             _ => Vec::new(),
         }
     }

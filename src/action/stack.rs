@@ -40,11 +40,10 @@ pub struct Params {
 impl Params {
     /// The template expressions among the parameters (`file:`, `stack:`), for the test that
     /// checks every manifest expression against the real context.
-    pub fn expressions(&self) -> Vec<&str> {
-        [&self.file, &self.stack]
+    pub fn expressions(&self) -> Vec<(&'static str, &str)> {
+        [("file", &self.file), ("stack", &self.stack)]
             .into_iter()
-            .flatten()
-            .map(String::as_str)
+            .filter_map(|(key, text)| Some((key, text.as_deref()?)))
             .collect()
     }
 }

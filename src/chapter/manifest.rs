@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use super::span::{self, Step};
 use crate::action::ActionSpec;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +89,14 @@ pub fn parse_mode(text: &str) -> Option<u32> {
     u32::from_str_radix(digits, 8).ok()
 }
 
+/// The `{{ … }}` parts of a templated text (`terraform/{{ env.name }}` → ` env.name `): only
+/// those are expressions.
+fn template_parts(text: &str) -> impl Iterator<Item = &str> {
+    text.split("{{")
+        .skip(1)
+        .filter_map(|p| p.split("}}").next())
+}
+
 /// Words of tera's expression language that are not names in the context.
 const EXPRESSION_KEYWORDS: &[&str] = &[
     "and",
@@ -155,34 +164,16 @@ impl Manifest {
     /// What is wrong with a manifest that serde cannot see, each naming the manifest file, the
     /// line and the fix. `text` is the manifest's source, for line numbers.
     pub fn problems(&self, file: &str, text: &str) -> Vec<String> {
-        // The lines of the `key: …value…` entries (quoted or not).
-        let lines = |key: &str, value: &str| -> Vec<usize> {
-            let entry = |l: &str| {
-                let l = l.trim_start().trim_start_matches("- ");
-                l.strip_prefix(key)
-                    .and_then(|rest| rest.strip_prefix(':'))
-                    .is_some_and(|rest| rest.contains(value))
-            };
-            (1..)
-                .zip(text.lines())
-                .filter(|(_, l)| entry(l))
-                .map(|(n, _)| n)
-                .collect()
-        };
-        let at = |key: &str, value: &str| {
-            format!("{file}:{}", lines(key, value).first().copied().unwrap_or(1))
-        };
-        // For a repeated entry: where it repeats.
-        let at_last = |key: &str, value: &str| {
-            format!("{file}:{}", lines(key, value).last().copied().unwrap_or(1))
-        };
+        use Step::{Index, Key};
+        let at = |path: &[Step]| span::at(file, text, path);
         let mut out = Vec::new();
         let mut paths = std::collections::BTreeSet::new();
-        for f in &self.files {
+        for (i, f) in self.files.iter().enumerate() {
+            let entry = |key: &'static str| [Key("files"), Index(i), Key(key)];
             if !paths.insert(f.path.as_str()) {
                 out.push(format!(
                     "{}: `{}` is written twice\n  fix: one file entry per path",
-                    at_last("path", &f.path),
+                    at(&entry("path")),
                     f.path
                 ));
             }
@@ -191,7 +182,7 @@ impl Manifest {
             {
                 out.push(format!(
                     "{}: mode `{mode}` is not an octal file mode\n  fix: write it like \"0755\"",
-                    at("mode", mode)
+                    at(&entry("mode"))
                 ));
             }
             let marker = f.marker.as_deref().map(str::trim);
@@ -200,13 +191,13 @@ impl Manifest {
                     "{}: `{}` is appended when its marker is missing, but it has no marker (an \
                      empty one matches any blank line, so the block would never be appended)\n  \
                      fix: give a `marker:` line that the appended block contains",
-                    at("path", &f.path),
+                    at(&entry("marker")),
                     f.path
                 )),
                 (Policy::Managed | Policy::CreateOnce, Some(m)) => out.push(format!(
                     "{}: `marker: {m}` means nothing for policy {:?}\n  fix: remove it, or use \
                      policy: append-if-marker-missing",
-                    at("marker", m),
+                    at(&entry("marker")),
                     f.policy
                 )),
                 _ => {}
@@ -214,12 +205,28 @@ impl Manifest {
             if f.when.as_deref().is_some_and(|w| w.trim().is_empty()) {
                 out.push(format!(
                     "{}: `when:` is empty\n  fix: remove it, or give a condition",
-                    at("when", "")
+                    at(&entry("when"))
+                ));
+            }
+        }
+        let mut modules = std::collections::BTreeSet::new();
+        for (i, m) in self.modules.iter().enumerate() {
+            if !modules.insert(m.name.as_str()) {
+                out.push(format!(
+                    "{}: module `{}` is listed twice\n  fix: list each module once",
+                    at(&[Key("modules"), Index(i), Key("name")]),
+                    m.name
+                ));
+            }
+            if m.when.as_deref().is_some_and(|w| w.trim().is_empty()) {
+                out.push(format!(
+                    "{}: `when:` is empty\n  fix: remove it, or give a condition",
+                    at(&[Key("modules"), Index(i), Key("when")])
                 ));
             }
         }
         // A stack converged on another chapter's behalf is that chapter's: it must come first.
-        for a in &self.actions {
+        for (i, a) in self.actions.iter().enumerate() {
             if let crate::action::ActionSpec::StackConverged(p) = a
                 && let Some(owner) = &p.owner
                 && *owner != self.key()
@@ -236,27 +243,88 @@ impl Manifest {
             {
                 out.push(format!(
                     "{}: `owner: {owner}` is not a chapter this one needs\n  fix: name the key of a chapter in `needs:` (e.g. 08-swarm), whose stack this converges",
-                    at("owner", owner)
+                    at(&[Key("actions"), Index(i), Key("owner")])
                 ));
             }
         }
         // An action's id keys its record in the state: two with one id would share a record.
         let mut ids = std::collections::BTreeSet::new();
-        for a in &self.actions {
+        for (i, a) in self.actions.iter().enumerate() {
             let id = a.build(&self.key()).id();
             if !ids.insert(id.clone()) {
-                // The manifest spells the action by its serde tag (`action: git-repository`).
-                let kind = serde_json::to_value(a)
-                    .ok()
-                    .and_then(|v| v["action"].as_str().map(str::to_string))
-                    .unwrap_or_default();
                 out.push(format!(
                     "{}: action `{id}` is listed twice\n  fix: list each action once",
-                    at_last("action", &kind)
+                    at(&[Key("actions"), Index(i)])
                 ));
             }
         }
         out
+    }
+
+    /// Every template expression of the manifest with where it is: a file's `when:` and the
+    /// `{{ … }}` parts of its `path:`, a module's `when:`, an action's templated parameters
+    /// (`root:`, `file:`, `stack:`).
+    pub(crate) fn expressions(&self) -> Vec<(Vec<Step<'static>>, &str)> {
+        use Step::{Index, Key};
+        let mut out = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            if let Some(when) = &f.when {
+                out.push((vec![Key("files"), Index(i), Key("when")], when.as_str()));
+            }
+            for part in template_parts(&f.path) {
+                out.push((vec![Key("files"), Index(i), Key("path")], part));
+            }
+        }
+        for (i, m) in self.modules.iter().enumerate() {
+            if let Some(when) = &m.when {
+                out.push((vec![Key("modules"), Index(i), Key("when")], when.as_str()));
+            }
+        }
+        for (i, a) in self.actions.iter().enumerate() {
+            for (key, text) in a.expressions() {
+                for part in template_parts(text) {
+                    out.push((vec![Key("actions"), Index(i), Key(key)], part));
+                }
+            }
+        }
+        out
+    }
+
+    /// The expressions that read a name the template context does not have (`resolves` says
+    /// which it has), each naming the manifest file and line: a typo in a `when:` would
+    /// otherwise read as false and silently skip a file.
+    pub fn expression_problems(
+        &self,
+        file: &str,
+        text: &str,
+        resolves: &dyn Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, expr) in self.expressions() {
+            for name in expression_paths(expr) {
+                if !resolves(&name) {
+                    let key = match path.last() {
+                        Some(Step::Key(k)) => *k,
+                        _ => "expression",
+                    };
+                    out.push(format!(
+                        "{}: `{key}: {}` reads `{name}`, which the template context does not have\n  fix: use a name of the context (docs/architecture.md, \"Adding a chapter\": app.*, image.*, env.*, project.*, config.*…)",
+                        span::at(file, text, &path),
+                        expr.trim()
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// How many expressions [`Manifest::expression_problems`] checks (a test's proof it checked
+    /// something).
+    pub fn expression_count(&self) -> usize {
+        self.expressions()
+            .iter()
+            .map(|(_, e)| expression_paths(e).len())
+            .sum()
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod manifest;
 mod name;
+pub mod span;
 
 pub use manifest::{FileSpec, Manifest, ModuleSpec, Policy, expression_paths, parse_mode};
 pub use name::{names, resolve};
@@ -85,18 +86,18 @@ fn load_extra(dir: &std::path::Path) -> Result<Vec<Entry>> {
     let embedded = embedded();
     let mut out = Vec::new();
     for manifest in parse_manifests(&sources)? {
+        let (name, text) = sources
+            .iter()
+            .find(|(name, _)| name.ends_with(&format!("/{}.yaml", manifest.key())))
+            .expect("a parsed manifest has its source");
         if let Some(twin) = embedded.iter().find(|e| e.id == manifest.id) {
             anyhow::bail!(
                 "{}: id {} is also the embedded chapter {}\n  fix: give the chapter an id of its own (13 and up)",
-                dir.join(format!("{}.yaml", manifest.key())).display(),
+                span::at(name, text, &[span::Step::Key("id")]),
                 manifest.id,
                 twin.key()
             );
         }
-        let (_, text) = sources
-            .iter()
-            .find(|(name, _)| name.ends_with(&format!("/{}.yaml", manifest.key())))
-            .expect("a parsed manifest has its source");
         out.push(Entry {
             id: manifest.id,
             slug: Box::leak(manifest.slug.clone().into_boxed_str()),
@@ -115,6 +116,23 @@ pub fn check_extra() -> Result<()> {
         .as_ref()
         .map(|_| ())
         .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// An extra chapter's expressions checked against the context it is about to render with: a
+/// typo is an error naming the manifest and line, not a `when:` that silently reads as false.
+/// Embedded chapters are checked once, by the test suite (`every_expression_of_the_embedded_…`),
+/// so no run pays for them.
+pub fn check_extra_expressions(chapter: &Manifest, resolves: &dyn Fn(&str) -> bool) -> Result<()> {
+    let (Ok(extra), Some(dir)) = (extra(), extra_dir()) else {
+        return Ok(());
+    };
+    let Some(entry) = extra.iter().find(|e| e.id == chapter.id) else {
+        return Ok(());
+    };
+    let file = dir.join("chapters").join(format!("{}.yaml", entry.key()));
+    let problems = chapter.expression_problems(&file.display().to_string(), entry.text, resolves);
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
 }
 
 /// The embedded chapters and the extra ones, by id.
@@ -199,17 +217,21 @@ pub fn parse_manifests(sources: &[(String, &str)]) -> Result<Vec<Manifest>> {
     let mut chapters: Vec<Manifest> = Vec::new();
     let mut problems = Vec::new();
     for (name, text) in sources {
-        let manifest: Manifest = serde_yaml_ng::from_str(text).with_context(|| name.to_string())?;
+        let manifest: Manifest = serde_yaml_ng::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}", span::parse_error(name, text, &e)))?;
+        let id_at = || span::at(name, text, &[span::Step::Key("id")]);
         let expected = format!("{}.yaml", manifest.key());
         if !name.ends_with(&format!("/{expected}")) {
             problems.push(format!(
-                "{name}: id and slug say it should be named {expected}"
+                "{}: id and slug say it should be named {expected}\n  fix: rename the file, or change `id:`/`slug:`",
+                id_at()
             ));
         }
         problems.extend(manifest.problems(name, text));
         if let Some(twin) = chapters.iter().find(|c| c.id == manifest.id) {
             problems.push(format!(
-                "{name}: id {} is also chapter {}\n  fix: give each chapter its own id",
+                "{}: id {} is also chapter {}\n  fix: give each chapter its own id",
+                id_at(),
                 manifest.id,
                 twin.key()
             ));
@@ -313,12 +335,16 @@ mod tests {
             "{HEAD}files:\n  - template: a.j2\n    path: .gitignore\n    policy: append-if-marker-missing\n    marker: \"  \"\n"
         ));
         assert!(no_marker.contains("has no marker"), "{no_marker}");
-        assert!(no_marker.contains(":7"), "{no_marker}");
+        assert!(
+            no_marker.contains("chapters/13-extra.yaml:9:"),
+            "{no_marker}"
+        );
 
         let twice = one(&format!(
             "{HEAD}files:\n  - template: a.j2\n    path: a\n  - template: b.j2\n    path: a\n"
         ));
         assert!(twice.contains("written twice"), "{twice}");
+        assert!(twice.contains("chapters/13-extra.yaml:9:"), "{twice}");
 
         let actions = one(&format!(
             "{HEAD}actions:\n  - action: git-repository\n  - action: git-repository\n"
@@ -383,7 +409,7 @@ mod tests {
         let typo = one(&format!(
             "{HEAD}actions:\n  - action: stack-converged\n    stak: x\n"
         ));
-        assert!(typo.contains("chapters/13-extra.yaml"), "{typo}");
+        assert!(typo.starts_with("chapters/13-extra.yaml:7: "), "{typo}");
         assert!(typo.contains("stak"), "{typo}");
 
         let stranger = one(&format!(
@@ -411,64 +437,96 @@ mod tests {
         );
     }
 
-    /// Every `when:` and every templated path of the embedded manifests reads names the real
+    /// The example project's real template context, as a resolver of dotted names.
+    fn example_context() -> tera::Context {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coordination");
+        let project = crate::project::Project::discover(Some(&root)).unwrap();
+        crate::render::context(&project, "local").unwrap()
+    }
+
+    /// Every `when:` (of a file or a module), every templated path and every templated action
+    /// parameter (`root:`, `file:`, `stack:`) of the embedded manifests reads names the real
     /// template context has: a typo would otherwise read as false and silently skip a file.
     #[test]
     fn every_expression_of_the_embedded_manifests_reads_a_real_context_name() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/coordination");
-        let project = crate::project::Project::discover(Some(&root)).unwrap();
-        let ctx = crate::render::context(&project, "local")
-            .unwrap()
-            .into_json();
-        let resolves = |path: &str| {
-            path.split('.')
-                .try_fold(&ctx, |v, key| v.get(key))
-                .is_some()
-        };
+        let ctx = example_context();
+        let resolves = |path: &str| crate::render::resolves(&ctx, path);
         let mut checked = 0;
-        for c in all() {
-            for f in &c.files {
-                let mut exprs: Vec<&str> = f.when.iter().map(String::as_str).collect();
-                // Only the `{{ … }}` parts of a path are expressions.
-                exprs.extend(
-                    f.path
-                        .split("{{")
-                        .skip(1)
-                        .filter_map(|p| p.split("}}").next()),
-                );
-                for expr in exprs {
-                    for path in expression_paths(expr) {
-                        checked += 1;
-                        assert!(
-                            resolves(&path),
-                            "chapters/{}.yaml: `{expr}` reads `{path}`, which the template context does not have",
-                            c.key()
-                        );
-                    }
-                }
-            }
-            // Action parameters (`stack: "{{ app.stack }}-x"`) are templated like paths.
-            for a in &c.actions {
-                for text in a.expressions() {
-                    for expr in text
-                        .split("{{")
-                        .skip(1)
-                        .filter_map(|p| p.split("}}").next())
-                    {
-                        for path in expression_paths(expr) {
-                            checked += 1;
-                            assert!(
-                                resolves(&path),
-                                "chapters/{}.yaml: `{expr}` reads `{path}`, which the template context does not have",
-                                c.key()
-                            );
-                        }
-                    }
-                }
+        let mut kinds = std::collections::BTreeSet::new();
+        for f in CHAPTER_DIR.files() {
+            let name = format!("chapters/{}", f.path().display());
+            let text = f.contents_utf8().unwrap();
+            let manifest: Manifest = serde_yaml_ng::from_str(text).unwrap();
+            let problems = manifest.expression_problems(&name, text, &resolves);
+            assert!(problems.is_empty(), "{}", problems.join("\n"));
+            checked += manifest.expression_count();
+            for (path, _) in manifest.expressions() {
+                kinds.insert(format!("{:?}.{:?}", path[0], path[2]));
             }
         }
-        assert!(checked > 0, "the manifests have expressions to check");
+        assert!(
+            checked > 20,
+            "the manifests have expressions to check: {checked}"
+        );
+        // Each kind of expression is among those checked.
+        for kind in [
+            r#"Key("files").Key("when")"#,
+            r#"Key("files").Key("path")"#,
+            r#"Key("modules").Key("when")"#,
+            r#"Key("actions").Key("root")"#,
+        ] {
+            assert!(kinds.contains(kind), "{kind} not checked: {kinds:?}");
+        }
         assert!(!resolves("project.phonix"), "a typo does not resolve");
+    }
+
+    /// A typo in any kind of expression is an error naming the manifest, the line and the name.
+    #[test]
+    fn a_typo_in_any_expression_names_its_manifest_and_line() {
+        let ctx = example_context();
+        let resolves = |path: &str| crate::render::resolves(&ctx, path);
+        for (yaml, line, typo) in [
+            (
+                "files:\n  - template: a.j2\n    path: a\n    when: project.phonix\n",
+                8,
+                "project.phonix",
+            ),
+            (
+                "files:\n  - template: a.j2\n    path: \"deploy/{{ env.nmae }}.yml\"\n",
+                7,
+                "env.nmae",
+            ),
+            (
+                "modules:\n  - name: network\n  - name: swarm\n    when: env.provider == \"aws\" and enV.region\n",
+                8,
+                "enV.region",
+            ),
+            (
+                "actions:\n  - action: terraform-applied\n    root: \"terraform/{{ env.name }}\"\n  - action: terraform-applied\n    root: \"terraform/{{ env.nam }}-x\"\n",
+                9,
+                "env.nam",
+            ),
+            (
+                "needs: [swarm]\nactions:\n  - action: stack-converged\n    file: deploy/x.yml\n    stack: \"{{ ap.stack }}-x\"\n",
+                9,
+                "ap.stack",
+            ),
+        ] {
+            let text = format!("{HEAD}{yaml}");
+            let manifests =
+                parse_manifests(&[("chapters/13-extra.yaml".into(), text.as_str())]).unwrap();
+            let problems =
+                manifests[0].expression_problems("chapters/13-extra.yaml", &text, &resolves);
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            let want = format!("chapters/13-extra.yaml:{line}: ");
+            assert!(problems[0].starts_with(&want), "{want} in {}", problems[0]);
+            assert!(
+                problems[0].contains(&format!("`{typo}`")),
+                "{}",
+                problems[0]
+            );
+            assert!(problems[0].contains("fix:"), "{}", problems[0]);
+        }
     }
 
     #[test]

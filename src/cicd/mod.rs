@@ -6,7 +6,6 @@ pub mod github;
 use std::sync::LazyLock;
 
 use serde::Serialize;
-use serde_json::json;
 
 use crate::config::Config;
 use crate::project::Project;
@@ -141,38 +140,89 @@ pub fn required_secrets(config: &Config) -> Vec<(String, Vec<&'static str>)> {
 /// Placeholder rendered while `ci.beamops.rev` is unset; chapter 04's check fails on it.
 pub const UNSET_REV: &str = "set-ci.beamops.rev-in-beamops.yaml";
 
-/// The `ci` part of the template context.
-pub fn context(project: &Project, deps: &[String]) -> serde_json::Value {
-    let config = &project.config;
-    let has = |d: &str| deps.iter().any(|x| x == d);
-    let uses = |action: &str| pin(action).map(Pin::uses).unwrap_or_default();
-    let push = config.ci.push_target(&config.environments);
-    let tag = config.ci.tag_target(&config.environments);
-    json!({
-        "default_branch": config.ci.default_branch,
-        "uses": {
-            "checkout": uses("actions/checkout"),
-            "setup_beam": uses("erlef/setup-beam"),
-            "cache": uses("actions/cache"),
-            "cache_restore": pin("actions/cache").map(|p| p.uses_path("restore")).unwrap_or_default(),
-            "cache_save": pin("actions/cache").map(|p| p.uses_path("save")).unwrap_or_default(),
-            "setup_buildx": uses("docker/setup-buildx-action"),
-            "build_push": uses("docker/build-push-action"),
-        },
-        // A project that talks to PostgreSQL (Ecto's adapter) gets a database in CI.
-        "database": has("postgrex") || has("ecto_sql"),
-        "postgres_image": config.postgres_image(),
-        "assets": has("phoenix") && project.root.join("assets").is_dir(),
-        "dialyzer": has("dialyxir"),
-        "jobs": { "test": TEST_JOB, "dialyzer": DIALYZER_JOB, "image": IMAGE_JOB },
-        "lock_file": if project.root.join("mix.lock").is_file() { "mix.lock" } else { "mix.exs" },
-        "deploy_on_push": push,
-        "deploy_on_tag": tag,
-        "deploys": deploy_jobs(config),
-        "beamops_git": config.ci.beamops.git,
-        "beamops_rev": config.ci.beamops.rev.as_deref().unwrap_or(UNSET_REV),
-        "sops_version": SOPS_VERSION,
-    })
+/// The `ci` part of the template context (`render::TemplateContext`).
+#[derive(Debug, Serialize)]
+pub struct CiContext<'a> {
+    pub default_branch: &'a str,
+    pub uses: Uses,
+    /// A project that talks to PostgreSQL (Ecto's adapter) gets a database in CI.
+    pub database: bool,
+    pub postgres_image: String,
+    pub assets: bool,
+    pub dialyzer: bool,
+    pub jobs: Jobs,
+    pub lock_file: &'static str,
+    pub deploy_on_push: Option<String>,
+    pub deploy_on_tag: Option<String>,
+    pub deploys: Vec<DeployJob>,
+    pub beamops_git: &'a str,
+    pub beamops_rev: &'a str,
+    pub sops_version: &'static str,
+}
+
+/// The `uses:` line of each pinned action the workflows run.
+#[derive(Debug, Serialize)]
+pub struct Uses {
+    pub checkout: String,
+    pub setup_beam: String,
+    pub cache: String,
+    pub cache_restore: String,
+    pub cache_save: String,
+    pub setup_buildx: String,
+    pub build_push: String,
+}
+
+/// The `name:` of each ci.yml job.
+#[derive(Debug, Serialize)]
+pub struct Jobs {
+    pub test: &'static str,
+    pub dialyzer: &'static str,
+    pub image: &'static str,
+}
+
+impl<'a> CiContext<'a> {
+    pub fn new(project: &'a Project, deps: &[String]) -> Self {
+        let config = &project.config;
+        let has = |d: &str| deps.iter().any(|x| x == d);
+        let uses = |action: &str| pin(action).map(Pin::uses).unwrap_or_default();
+        let cache_path = |path: &str| {
+            pin("actions/cache")
+                .map(|p| p.uses_path(path))
+                .unwrap_or_default()
+        };
+        CiContext {
+            default_branch: &config.ci.default_branch,
+            uses: Uses {
+                checkout: uses("actions/checkout"),
+                setup_beam: uses("erlef/setup-beam"),
+                cache: uses("actions/cache"),
+                cache_restore: cache_path("restore"),
+                cache_save: cache_path("save"),
+                setup_buildx: uses("docker/setup-buildx-action"),
+                build_push: uses("docker/build-push-action"),
+            },
+            database: has("postgrex") || has("ecto_sql"),
+            postgres_image: config.postgres_image(),
+            assets: has("phoenix") && project.root.join("assets").is_dir(),
+            dialyzer: has("dialyxir"),
+            jobs: Jobs {
+                test: TEST_JOB,
+                dialyzer: DIALYZER_JOB,
+                image: IMAGE_JOB,
+            },
+            lock_file: if project.root.join("mix.lock").is_file() {
+                "mix.lock"
+            } else {
+                "mix.exs"
+            },
+            deploy_on_push: config.ci.push_target(&config.environments),
+            deploy_on_tag: config.ci.tag_target(&config.environments),
+            deploys: deploy_jobs(config),
+            beamops_git: &config.ci.beamops.git,
+            beamops_rev: config.ci.beamops.rev.as_deref().unwrap_or(UNSET_REV),
+            sops_version: SOPS_VERSION,
+        }
+    }
 }
 
 /// The `name:` of each ci.yml job: the status check GitHub reports for it, which chapter 02's
