@@ -233,7 +233,6 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
             "instance_type": config.chapters.autoscaling.instance_type,
             "hook_timeout": config.chapters.autoscaling.hook_timeout,
             "ready_timeout": config.chapters.autoscaling.ready_timeout,
-            "manager_docker_host": config.chapters.autoscaling.manager_docker_host,
             "certificate_arn": config.chapters.autoscaling.certificate_arn,
             "access_logs_bucket": config.chapters.autoscaling.access_logs_bucket,
             // The port the load balancer targets on every worker: the stack's published port.
