@@ -277,14 +277,22 @@ fn local(body: &hcl::Body, name: &str) -> String {
         .unwrap_or_else(|| panic!("no string local `{name}` in autoscaling.tf"))
 }
 
-/// Removes the test's images from the outer Engine.
+/// Removes the test's images from the outer Engine: every tag of the repository, and the
+/// release build's intermediate stages (labelled `dev.beamops.build=<app>`).
 struct OuterImage(String);
 
 impl Drop for OuterImage {
     fn drop(&mut self) {
-        let out = dind::docker(&["images", "-q", &self.0]);
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = dind::docker(&["rmi", "-f", id]);
+        let repo = self.0.split(':').next().unwrap_or(&self.0).to_string();
+        let label = format!("label=dev.beamops.build={repo}");
+        for query in [
+            vec!["images", "-q", self.0.as_str()],
+            vec!["images", "-q", "--filter", label.as_str()],
+        ] {
+            let out = dind::docker(&query);
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = dind::docker(&["rmi", "-f", id]);
+            }
         }
     }
 }
