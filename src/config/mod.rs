@@ -374,10 +374,6 @@ pub struct AutoscalingOptions {
     /// `hook_timeout`.
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout: u32,
-    /// A manager's Engine API the workers drain, label and remove themselves through
-    /// (`tcp://…:2376` with TLS, `ssh://…`): a worker cannot change node objects itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manager_docker_host: Option<String>,
     /// The ACM certificate (ARN) of the load balancer's HTTPS listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_arn: Option<String>,
@@ -393,7 +389,6 @@ impl Default for AutoscalingOptions {
             instance_type: default_instance_type(),
             hook_timeout: default_hook_timeout(),
             ready_timeout: default_ready_timeout(),
-            manager_docker_host: None,
             certificate_arn: None,
             access_logs_bucket: None,
         }

@@ -546,18 +546,6 @@ fn all(config: &Config) -> Vec<Problem> {
             "3 to 63 lowercase letters, digits, `.` and `-`, e.g. acme-alb-logs",
         ));
     }
-    if let Some(host) = &scaling.manager_docker_host
-        && !["tcp://", "ssh://"].iter().any(|s| host.starts_with(s))
-    {
-        out.push(problem(
-            &["chapters", "autoscaling", "manager_docker_host"],
-            format!(
-                "chapters.autoscaling.manager_docker_host `{}` is no remote Engine address",
-                host.escape_debug()
-            ),
-            "write tcp://manager:2376 (TLS) or ssh://user@manager",
-        ));
-    }
 
     if let Err(why) = duration(&config.deploy.lock_timeout) {
         out.push(duration_problem(
@@ -1129,10 +1117,6 @@ mod tests {
             (
                 "chapters:\n  autoscaling:\n    hook_timeout: 120\n    ready_timeout: 120\n",
                 "ready_timeout",
-            ),
-            (
-                "chapters:\n  autoscaling:\n    manager_docker_host: unix:///var/run/docker.sock\n",
-                "manager_docker_host",
             ),
         ] {
             let problems = with(yaml);

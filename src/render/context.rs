@@ -111,7 +111,6 @@ pub struct Autoscaling<'a> {
     pub instance_type: &'a str,
     pub hook_timeout: u32,
     pub ready_timeout: u32,
-    pub manager_docker_host: Option<&'a str>,
     pub certificate_arn: Option<&'a str>,
     pub access_logs_bucket: Option<&'a str>,
     /// The port the load balancer targets on every worker: the stack's published port.
@@ -302,7 +301,6 @@ fn autoscaling<'a>(config: &'a Config, env: &Environment) -> Autoscaling<'a> {
         instance_type: &options.instance_type,
         hook_timeout: options.hook_timeout,
         ready_timeout: options.ready_timeout,
-        manager_docker_host: options.manager_docker_host.as_deref(),
         certificate_arn: options.certificate_arn.as_deref(),
         access_logs_bucket: options.access_logs_bucket.as_deref(),
         app_port: config.chapters.swarm.publish.unwrap_or(config.app.port),

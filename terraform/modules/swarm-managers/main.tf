@@ -80,13 +80,24 @@ resource "aws_instance" "manager" {
   key_name               = var.key_name
   monitoring             = true
   ebs_optimized          = true
-  user_data = templatefile("${path.module}/join.sh.tftpl", {
-    first     = count.index == 0
-    pgdata    = count.index == 0 && var.database_volume_gb > 0
-    parameter = aws_ssm_parameter.join_token.name
-    worker    = aws_ssm_parameter.worker_join_token.name
-    region    = data.aws_region.current.name
-  })
+  # cloud-init writes the scripts and runs them in order: the swarm join (join.sh.tftpl),
+  # then chapter 10's node-leave setup (node-leave.tf).
+  user_data = join("\n", ["#cloud-config", yamlencode({
+    write_files = concat([
+      {
+        path        = "/usr/local/sbin/beamops-swarm-join"
+        permissions = "0700"
+        content = templatefile("${path.module}/join.sh.tftpl", {
+          first     = count.index == 0
+          pgdata    = count.index == 0 && var.database_volume_gb > 0
+          parameter = aws_ssm_parameter.join_token.name
+          worker    = aws_ssm_parameter.worker_join_token.name
+          region    = data.aws_region.current.name
+        })
+      },
+    ], local.node_leave_files[count.index])
+    runcmd = [["/usr/local/sbin/beamops-swarm-join"], ["/usr/local/sbin/beamops-node-leave-setup"]]
+  })])
   # IMDSv2 only: a stolen request cannot read the instance's credentials.
   metadata_options {
     http_endpoint               = "enabled"

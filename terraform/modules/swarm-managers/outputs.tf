@@ -22,3 +22,18 @@ output "worker_join_token_parameter_arn" {
   description = "Its ARN, for the workers' instance profile."
   value       = aws_ssm_parameter.worker_join_token.arn
 }
+
+output "node_leave_parameter_arns" {
+  description = "The SSH key and the manager's host key the workers drain themselves with (chapter 10), for their instance profile."
+  value       = [aws_ssm_parameter.node_leave_key.arn, aws_ssm_parameter.node_leave_known_hosts.arn]
+}
+
+output "node_leave_key_parameter" {
+  description = "The SecureString holding the workers' node-leave SSH key (chapter 10)."
+  value       = aws_ssm_parameter.node_leave_key.name
+}
+
+output "node_leave_known_hosts_parameter" {
+  description = "The parameter holding the node-leave manager's address and host key (chapter 10)."
+  value       = aws_ssm_parameter.node_leave_known_hosts.name
+}
