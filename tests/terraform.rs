@@ -193,8 +193,9 @@ fn runner_plans_applies_and_refuses_a_stale_plan_with_a_real_provider_from_a_mir
     );
 }
 
-/// The PIDs of this process's children named `name`.
-fn children_named(name: &str) -> Vec<i32> {
+/// The PIDs of this process's children named `name` whose command line holds `needle` (other
+/// tests of this binary run Terraform too).
+fn children_named(name: &str, needle: &str) -> Vec<i32> {
     let me = std::process::id().to_string();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -207,7 +208,8 @@ fn children_named(name: &str) -> Vec<i32> {
         };
         let comm = head.split_once(" (").map(|(_, c)| c).unwrap_or_default();
         let ppid = rest.split_whitespace().nth(1).unwrap_or_default();
-        if ppid == me && comm == name {
+        let argv = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid == me && comm == name && String::from_utf8_lossy(&argv).contains(needle) {
             out.push(entry.file_name().to_string_lossy().parse().unwrap());
         }
     }
@@ -263,7 +265,7 @@ resource "null_resource" "slow" {
         std::thread::sleep(std::time::Duration::from_millis(100));
         waited += 1;
     }
-    let pids = children_named("terraform");
+    let pids = children_named("terraform", &format!("-chdir={}", root.display()));
     assert_eq!(pids.len(), 1, "one terraform child: {pids:?}");
     // SIGKILL to its whole process group: Terraform, its provisioner's shell and the sleep.
     unsafe {
@@ -710,7 +712,7 @@ fn two_platform_mirror(dir: &Path) -> String {
     let staged = dir.join("staged");
     std::fs::create_dir_all(&staged).unwrap();
     std::fs::write(staged.join(binary), content).unwrap();
-    let made = Command::new("python3")
+    let made = Command::new(tool("python3"))
         .args([
             "-c",
             "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z: z.write(sys.argv[2], sys.argv[3])",

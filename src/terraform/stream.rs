@@ -56,9 +56,11 @@ pub fn run(cmd: &mut Command, echo: Option<&Echo>, stop_on_interrupt: bool) -> R
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     // As for the private copy: registered first, the child spawned while the slot is held.
     let slot: Arc<Mutex<Option<libc::pid_t>>> = Arc::default();
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _stop = stop_on_interrupt.then(|| {
-        let slot = slot.clone();
+        let (slot, stopped) = (slot.clone(), stopped.clone());
         crate::interrupt::on_interrupt(move || {
+            stopped.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(pid) = *slot.lock().unwrap_or_else(|e| e.into_inner()) {
                 stop(pid);
             }
@@ -108,6 +110,13 @@ pub fn run(cmd: &mut Command, echo: Option<&Echo>, stop_on_interrupt: bool) -> R
         )
     });
     let status = child.wait().context("waiting for terraform")?;
+    if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        // beamops is dying of a signal and stopped Terraform itself: this thread waits for the
+        // end (the signal's exit status) instead of reporting Terraform's stop as a failure.
+        loop {
+            std::thread::park();
+        }
+    }
     Ok(Ran {
         code: status.code().unwrap_or(-1),
         stdout,
