@@ -6,6 +6,7 @@ pub mod images;
 pub mod prune;
 pub mod rootfs;
 pub mod ssh;
+pub mod target;
 pub mod tls;
 
 use std::future::Future;
@@ -120,13 +121,9 @@ impl Route {
 
 /// The Engine address for an environment: its `docker_host` in beamops.yaml, else `DOCKER_HOST`,
 /// else the local socket. The file wins so `--env prod` cannot reach a dev engine by accident.
-pub fn host_for(project: &Project, environment: &str) -> String {
-    host_from(
-        project
-            .config
-            .environment(environment)
-            .and_then(|env| env.docker_host.as_deref()),
-    )
+/// An aws environment's is a manager's (`target.rs`); blocked when none is known.
+pub fn host_for(project: &Project, environment: &str) -> Result<String> {
+    target::resolve(project, environment)
 }
 
 /// Which Engine an environment reaches and how, decided without connecting.
@@ -334,6 +331,8 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 #[derive(Debug)]
 pub struct Connection {
     host: String,
+    /// Why the environment has no address (blocked): reported by the first call that needs it.
+    unresolved: Option<String>,
     runtime: std::cell::OnceCell<tokio::runtime::Runtime>,
     daemon: std::cell::OnceCell<Daemon>,
 }
@@ -343,14 +342,27 @@ impl Connection {
     pub fn lazy(host: String) -> Connection {
         Connection {
             host,
+            unresolved: None,
             runtime: std::cell::OnceCell::new(),
             daemon: std::cell::OnceCell::new(),
         }
     }
 
     /// The environment's Engine, by its `docker_host` (or `DOCKER_HOST`).
+    /// An environment with no address yet (an aws one before chapter 06) is an error only
+    /// for a run that needs its Engine.
     pub fn for_environment(project: &Project, environment: &str) -> Connection {
-        Connection::lazy(host_for(project, environment))
+        match host_for(project, environment) {
+            Ok(host) => Connection::lazy(host),
+            Err(e) => Connection {
+                // Kept as text (errors do not clone); a Blocked's own words, not its prefix.
+                unresolved: Some(match e.downcast_ref::<Failure>() {
+                    Some(Failure::Blocked(why)) => why.clone(),
+                    _ => format!("{e:#}"),
+                }),
+                ..Connection::lazy(format!("(no address for {environment})"))
+            },
+        }
     }
 
     pub fn host(&self) -> &str {
@@ -370,6 +382,9 @@ impl Connection {
         let rt = self.runtime()?;
         if let Some(daemon) = self.daemon.get() {
             return Ok((rt, daemon));
+        }
+        if let Some(why) = &self.unresolved {
+            return Err(Failure::Blocked(why.clone()).into());
         }
         let daemon = rt.block_on(connect(&self.host))?;
         Ok((rt, self.daemon.get_or_init(|| daemon)))
