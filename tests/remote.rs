@@ -897,3 +897,143 @@ fn aws_environment_converges_chapter_08_through_its_manager_with_a_pinned_host_k
     assert_no_ssh_left(&sshd.alias);
     drop(cleanup);
 }
+
+/// Removes what a deploy of `app` left: its stack, the stack's secrets, its images.
+struct DeployCleanup(String);
+
+impl Drop for DeployCleanup {
+    fn drop(&mut self) {
+        let (rt, daemon) = busybox::connect();
+        let _ = rt.block_on(beamops::swarm::converge::remove(&daemon, &self.0, true));
+        let label = format!("label=com.docker.stack.namespace={}", self.0);
+        let out = common::docker(&["secret", "ls", "-q", "--filter", &label]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = common::docker(&["secret", "rm", id]);
+        }
+        let out = common::docker(&["ps", "-aq", "--filter", &label]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = common::docker(&["rm", "-f", id]);
+        }
+        let out = common::docker(&["images", "-q", &self.0]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = common::docker(&["rmi", "-f", id]);
+        }
+    }
+}
+
+/// `beamops deploy staging` of the example, an aws environment, through its manager's ssh://
+/// address from chapter 06's recorded outputs: the build (chapter 03), the Docker secrets
+/// (chapter 07) and the rollout (chapter 08) all go through one tunnel, and the release is live.
+#[test]
+fn deploy_of_an_aws_environment_goes_through_its_manager() {
+    if !docker_tests_enabled("deploy_of_an_aws_environment_goes_through_its_manager") {
+        return;
+    }
+    let sshd = Sshd::start();
+    let app = format!("boawsdep{}", &suffix()[..6]);
+    let _cleanup = DeployCleanup(app.clone());
+    let p = common::example_copy(&app);
+    let keys = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pinned = sshd.known_host(&format!("[127.0.0.1]:{}", sshd.port), "host_key");
+    let yaml = p.read("beamops.yaml").replacen(
+        "  staging:\n    provider: aws\n    replicas: 3\n",
+        &format!(
+            "  staging:\n    provider: aws\n    replicas: 1\n    ssh_user: root\n    known_hosts:\n      - \"{pinned}\"\n"
+        ),
+        1,
+    );
+    assert!(yaml.contains("ssh_user: root"), "{yaml}");
+    p.write(
+        "beamops.yaml",
+        &format!(
+            "{yaml}\nchapters:\n  swarm:\n    database: false\n    endpoint_mode: dnsrr\n    converge_timeout: 6m\n    update_monitor: 5s\n"
+        ),
+    );
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = p.beamops();
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                sshd.dir.path().join("bin").display(),
+                common::tool_path()
+            ),
+        )
+        .env("BEAMOPS_AGE_KEY_FILE", keys.path().join("age.key"))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("TMPDIR", tmp.path())
+        .timeout(Duration::from_secs(900))
+        .args(args);
+        if let Some(input) = stdin {
+            cmd.write_stdin(input.to_string());
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out
+    };
+    run(&["secrets", "init"], None);
+    run(
+        &["secrets", "set", "staging", "SECRET_KEY_BASE"],
+        Some(&format!("kb{}", "k".repeat(64))),
+    );
+    record_manager_outputs(&p, &[&sshd.manager_ip]);
+    p.commit_all("an aws environment reached through its manager");
+    // The managers' bootstrap made the swarm (chapter 06's user data); never beamops on aws.
+    let (rt, daemon) = busybox::connect();
+    rt.block_on(beamops::swarm::ensure(&daemon, "127.0.0.1"))
+        .unwrap();
+
+    let logins = sshd.logins();
+    let started = Instant::now();
+    let out = run(&["deploy", "staging", "--format", "json"], None);
+    let seconds = started.elapsed().as_secs_f64();
+    let report = json(&out.stdout);
+    assert_eq!(
+        sshd.logins(),
+        logins + 1,
+        "one login for the deploy: {}",
+        sshd.log()
+    );
+    let head = {
+        let repo = git2::Repository::open(p.path()).unwrap();
+        repo.head()
+            .unwrap()
+            .peel_to_commit()
+            .unwrap()
+            .id()
+            .to_string()
+    };
+    let image = common::docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        &format!("{app}_app"),
+    ]);
+    let image = String::from_utf8_lossy(&image.stdout).trim().to_string();
+    assert!(
+        image.starts_with(&format!("{app}:{}", &head[..12])),
+        "the service runs {image}, not HEAD's release: {report}"
+    );
+    let state: Value = serde_json::from_str(&p.read(".beamops/state.json")).unwrap();
+    let deploys = state["environments"]["staging"]["records"]["deploys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        deploys.last().map(|d| d["outcome"].clone()),
+        Some(Value::from("succeeded")),
+        "{deploys:?}"
+    );
+    println!(
+        "deploy staging (aws) through ssh://root@{}: {seconds:.1} s",
+        sshd.manager_ip
+    );
+    assert_no_ssh_left(&sshd.manager_ip);
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
+}
