@@ -837,6 +837,23 @@ fn aws_environment_converges_chapter_08_through_its_manager_with_a_pinned_host_k
     let out = run(&["plan", "chapter-08", "--env", "staging", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     clean("plan");
+    // env names the manager and where its address came from, without logging in; doctor
+    // reaches it the way every command does.
+    let logins = sshd.logins();
+    let env = json(&run(&["env", "--env", "staging", "--format", "json"]).stdout);
+    assert_eq!(env["engine"]["source"], "terraform outputs", "{env}");
+    assert_eq!(
+        env["engine"]["host"],
+        format!("ssh://root@{manager}"),
+        "{env}"
+    );
+    assert_eq!(env["engine"]["route"]["via"], "ssh", "{env}");
+    assert_eq!(sshd.logins(), logins);
+    let doctor = json(&run(&["doctor", "--env", "staging", "--format", "json"]).stdout);
+    let engine = finding(&doctor, "docker engine");
+    assert_eq!(engine["ok"], true, "{engine}");
+    assert_eq!(sshd.logins(), logins + 1);
+    clean("doctor");
 
     // 4. The host key is pinned, never trusted on first use: a pin for another address (the
     // test's ssh config says accept-new, which beamops overrides), a wrong key, and none.

@@ -130,7 +130,8 @@ pub fn host_for(project: &Project, environment: &str) -> Result<String> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Reach {
     pub host: String,
-    /// Where the address came from: `beamops.yaml`, `DOCKER_HOST` or `default`.
+    /// Where the address came from: `beamops.yaml`, `DOCKER_HOST`, `default`, or (an aws
+    /// environment) `terraform outputs`.
     pub source: &'static str,
     /// `None` when the address cannot be used; `describe` says why.
     pub route: Option<Route>,
@@ -147,6 +148,41 @@ impl Reach {
         } else {
             "DOCKER_HOST"
         };
+        Reach::with_source(host, source)
+    }
+
+    /// The environment's Engine as every command reaches it: an aws environment's manager
+    /// (`target.rs`, its host keys pinned for this process), else [`Reach::of`] its docker_host.
+    pub fn for_environment(project: &Project, environment: &str) -> Result<Reach> {
+        let Some(env) = project.config.environment(environment) else {
+            return Ok(Reach::of(None));
+        };
+        if env.provider == crate::config::Provider::Local {
+            host_for(project, environment)?; // pins the host keys known_hosts lists
+            return Ok(Reach::of(env.docker_host.as_deref()));
+        }
+        let (_, source) = target::address(project, environment, env)?;
+        let host = host_for(project, environment)?;
+        Ok(Reach::with_source(
+            host,
+            match source {
+                target::Source::TerraformOutputs => "terraform outputs",
+                _ => "beamops.yaml",
+            },
+        ))
+    }
+
+    /// An environment without a usable address (`env` reports why instead of failing).
+    pub fn unresolved(why: &anyhow::Error) -> Reach {
+        Reach {
+            host: String::new(),
+            source: "none",
+            route: None,
+            describe: format!("unusable: {why:#}"),
+        }
+    }
+
+    fn with_source(host: String, source: &'static str) -> Reach {
         let (route, describe) = match Route::parse(&host) {
             Ok(route) => {
                 let describe = route.describe();
