@@ -392,6 +392,59 @@ fn bad_ci_settings_are_refused_when_the_file_loads() {
     assert!(err.contains("known_hosts"), "{err}");
 }
 
+/// An aws environment deployed without docker_host needs what a runner cannot make up: the
+/// manager's address (from a shared Terraform state) and its pinned host key.
+#[test]
+fn an_aws_deploy_job_needs_a_shared_state_and_pinned_host_keys() {
+    let workflows_valid = |p: &TestProject| {
+        let out = p
+            .beamops()
+            .env("PATH", tool_path())
+            .args(["plan", "04", "--format", "json"])
+            .output()
+            .unwrap();
+        let plan = json(&out.stdout);
+        plan["chapters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["actions"].as_array().unwrap())
+            .find(|a| a["id"] == "workflows-valid")
+            .cloned()
+            .unwrap_or_else(|| panic!("no workflows-valid in {plan}"))
+    };
+    // The example: staging and production on aws, a local state, no host keys.
+    let example = example_copy("awsneeds");
+    let check = workflows_valid(&example);
+    assert_eq!(check["status"], "failed", "{check}");
+    let detail = check["detail"].as_str().unwrap();
+    for env in ["staging", "production"] {
+        assert!(
+            detail.contains(&format!(
+                "aws environment {env} has no docker_host and the Terraform state is local"
+            )),
+            "{detail}"
+        );
+        assert!(
+            detail.contains(&format!("environments.{env}.known_hosts")),
+            "{detail}"
+        );
+    }
+    // A shared state and staging's key pinned: only production's missing key is left.
+    let aws = aws_project();
+    let check = workflows_valid(&aws);
+    let detail = check["detail"].as_str().unwrap_or_default();
+    assert!(!detail.contains("state is local"), "{detail}");
+    assert!(
+        !detail.contains("environments.staging.known_hosts"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("environments.production.known_hosts"),
+        "{detail}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // act: the generated ci.yml run on this machine
 
