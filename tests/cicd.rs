@@ -392,6 +392,47 @@ fn bad_ci_settings_are_refused_when_the_file_loads() {
     assert!(err.contains("known_hosts"), "{err}");
 }
 
+/// Without `deploy_role_arn` in beamops.yaml, the role chapter 02 recorded (its Terraform output
+/// in the state) is the one the job assumes; without either, the GitHub environment variable.
+#[test]
+fn the_deploy_job_assumes_the_role_chapter_02_recorded() {
+    let p = aws_project();
+    let recorded = "arn:aws:iam::210987654321:role/coordination-production-deploy";
+    let dir = p.path().join(".beamops");
+    let mut state = beamops::state::State::read(&dir).unwrap();
+    state
+        .chapter_mut("production", "02-terraform")
+        .actions
+        .insert(
+            "terraform-applied".into(),
+            beamops::state::ActionRecord {
+                outcome: beamops::state::Outcome::Applied,
+                inputs_digest: None,
+                data: serde_json::json!({
+                    "root": "terraform/production",
+                    "outputs": { "deploy_role_arn": recorded },
+                }),
+                at: beamops::state::now_rfc3339(),
+            },
+        );
+    state.write(&dir).unwrap();
+    render_into(&p, "04");
+    let deploy: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&p.read(".github/workflows/deploy.yml")).unwrap();
+    let role = |job: &str| {
+        deploy["jobs"][job]["steps"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find_map(|s| s["with"]["role-to-assume"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(role("deploy-production"), recorded);
+    // beamops.yaml wins over the record.
+    assert_eq!(role("deploy-staging"), ROLE);
+}
+
 /// An aws environment deployed without docker_host needs what a runner cannot make up: the
 /// manager's address (from a shared Terraform state) and its pinned host key.
 #[test]
