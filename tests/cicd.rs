@@ -90,6 +90,32 @@ fn phoenix_project() -> TestProject {
     p
 }
 
+/// The example deploying two aws environments: staging with its deploy role in beamops.yaml,
+/// reached at the manager chapter 06 records (host key pinned), production by tags with neither;
+/// a shared (S3) Terraform state, so the deploy jobs apply the environment's root too.
+fn aws_project() -> TestProject {
+    let p = example_copy("awsci");
+    let yaml = p
+        .read("beamops.yaml")
+        .replacen(
+            "  staging:\n    provider: aws\n",
+            &format!(
+                "  staging:\n    provider: aws\n    deploy_role_arn: {ROLE}\n    known_hosts:\n      - {KNOWN_HOST}\n"
+            ),
+            1,
+        );
+    assert!(yaml.contains(ROLE), "{yaml}");
+    p.write(
+        "beamops.yaml",
+        &format!(
+            "{yaml}\nchapters:\n  terraform:\n    state:\n      backend: s3\n      bucket: acme-tfstate\n      region: eu-west-1\n"
+        ),
+    );
+    p
+}
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/coordination-staging-deploy";
+
 /// The example's beamops.yaml with `lines` added to its `ci:` mapping.
 fn with_ci(yaml: &str, lines: &str) -> String {
     assert!(yaml.contains("\nci:\n"), "{yaml}");
@@ -107,7 +133,8 @@ fn uses_lines(text: &str) -> Vec<String> {
 fn the_workflows_have_zero_findings_for_the_example_and_a_phoenix_database_project() {
     let example = example_copy("lintci");
     let phoenix = phoenix_project();
-    for (name, p) in [("example", &example), ("phoenix", &phoenix)] {
+    let aws = aws_project();
+    for (name, p) in [("example", &example), ("phoenix", &phoenix), ("aws", &aws)] {
         let files = render_into(p, "04");
         assert_eq!(
             files,
@@ -207,6 +234,79 @@ fn the_workflows_have_zero_findings_for_the_example_and_a_phoenix_database_proje
         !example_deploy.contains("DEPLOY_SSH_KEY"),
         "{example_deploy}"
     );
+
+    // aws environments: each deploy job assumes its environment's role through OIDC, with
+    // `id-token: write` on that job only and no stored AWS key anywhere.
+    let deploy = aws.read(".github/workflows/deploy.yml");
+    let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&deploy).unwrap();
+    assert_eq!(
+        parsed["permissions"],
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>("{}").unwrap()
+    );
+    let aws_pin = beamops::cicd::pin("aws-actions/configure-aws-credentials")
+        .unwrap()
+        .uses();
+    for (job, env, role) in [
+        ("deploy-staging", "staging", ROLE),
+        (
+            "deploy-production",
+            "production",
+            "${{ vars.AWS_DEPLOY_ROLE_ARN }}",
+        ),
+    ] {
+        let job = &parsed["jobs"][job];
+        assert_eq!(job["environment"].as_str(), Some(env), "{deploy}");
+        assert_eq!(job["permissions"]["id-token"].as_str(), Some("write"));
+        assert_eq!(job["permissions"]["contents"].as_str(), Some("read"));
+        let steps = job["steps"].as_sequence().unwrap();
+        let at = |needle: &str| {
+            steps
+                .iter()
+                .position(|s| {
+                    s["uses"].as_str().is_some_and(|u| u.starts_with(needle))
+                        || s["run"].as_str().is_some_and(|r| r.starts_with(needle))
+                })
+                .unwrap_or_else(|| panic!("{env}: no step {needle}:\n{deploy}"))
+        };
+        let credentials = &steps[at("aws-actions/configure-aws-credentials@")];
+        assert_eq!(credentials["with"]["role-to-assume"].as_str(), Some(role));
+        assert_eq!(
+            credentials["with"]["aws-region"].as_str(),
+            Some("eu-west-1")
+        );
+        assert_eq!(credentials["with"].as_mapping().unwrap().len(), 2);
+        // Credentials first, then the shared state's root applied, then the deploy.
+        let apply = at(&format!("beamops up chapter-06 --env {env} --no-deps"));
+        assert!(at("aws-actions/configure-aws-credentials@") < apply);
+        assert!(at("hashicorp/setup-terraform@") < apply);
+        assert!(apply < at(&format!("beamops deploy {env}")));
+    }
+    assert!(deploy.contains(&format!("uses: {aws_pin}")), "{deploy}");
+    for stored in [
+        "aws-access-key-id",
+        "aws-secret-access-key",
+        "AWS_ACCESS_KEY_ID",
+    ] {
+        assert!(!deploy.contains(stored), "{stored}:\n{deploy}");
+    }
+    // Staging's pinned host key reaches the ssh config; production has none, so no ssh step
+    // (its deploy is blocked naming known_hosts) and no DEPLOY_SSH_KEY secret is asked for.
+    assert_eq!(
+        deploy.matches("secrets.DEPLOY_SSH_KEY").count(),
+        1,
+        "{deploy}"
+    );
+    assert!(deploy.contains(KNOWN_HOST));
+    // With a local state (the example, the Phoenix project) no Terraform runs from a runner's
+    // throwaway copy, so no job asks for an OIDC token.
+    for text in [
+        &example_deploy,
+        &phoenix.read(".github/workflows/deploy.yml"),
+    ] {
+        assert!(!text.contains("id-token"), "{text}");
+        assert!(!text.contains("configure-aws-credentials"), "{text}");
+    }
+    insta::assert_snapshot!("aws_deploy.yml", deploy);
 }
 
 /// Chapter 02's branch protection requires exactly the checks chapter 04's ci.yml reports (a
@@ -290,6 +390,100 @@ fn bad_ci_settings_are_refused_when_the_file_loads() {
     let out = p.beamops().args(["plan", "04"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("known_hosts"), "{err}");
+}
+
+/// Without `deploy_role_arn` in beamops.yaml, the role chapter 02 recorded (its Terraform output
+/// in the state) is the one the job assumes; without either, the GitHub environment variable.
+#[test]
+fn the_deploy_job_assumes_the_role_chapter_02_recorded() {
+    let p = aws_project();
+    let recorded = "arn:aws:iam::210987654321:role/coordination-production-deploy";
+    let dir = p.path().join(".beamops");
+    let mut state = beamops::state::State::read(&dir).unwrap();
+    state
+        .chapter_mut("production", "02-terraform")
+        .actions
+        .insert(
+            "terraform-applied".into(),
+            beamops::state::ActionRecord {
+                outcome: beamops::state::Outcome::Applied,
+                inputs_digest: None,
+                data: serde_json::json!({
+                    "root": "terraform/production",
+                    "outputs": { "deploy_role_arn": recorded },
+                }),
+                at: beamops::state::now_rfc3339(),
+            },
+        );
+    state.write(&dir).unwrap();
+    render_into(&p, "04");
+    let deploy: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&p.read(".github/workflows/deploy.yml")).unwrap();
+    let role = |job: &str| {
+        deploy["jobs"][job]["steps"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find_map(|s| s["with"]["role-to-assume"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(role("deploy-production"), recorded);
+    // beamops.yaml wins over the record.
+    assert_eq!(role("deploy-staging"), ROLE);
+}
+
+/// An aws environment deployed without docker_host needs what a runner cannot make up: the
+/// manager's address (from a shared Terraform state) and its pinned host key.
+#[test]
+fn an_aws_deploy_job_needs_a_shared_state_and_pinned_host_keys() {
+    let workflows_valid = |p: &TestProject| {
+        let out = p
+            .beamops()
+            .env("PATH", tool_path())
+            .args(["plan", "04", "--format", "json"])
+            .output()
+            .unwrap();
+        let plan = json(&out.stdout);
+        plan["chapters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["actions"].as_array().unwrap())
+            .find(|a| a["id"] == "workflows-valid")
+            .cloned()
+            .unwrap_or_else(|| panic!("no workflows-valid in {plan}"))
+    };
+    // The example: staging and production on aws, a local state, no host keys.
+    let example = example_copy("awsneeds");
+    let check = workflows_valid(&example);
+    assert_eq!(check["status"], "failed", "{check}");
+    let detail = check["detail"].as_str().unwrap();
+    for env in ["staging", "production"] {
+        assert!(
+            detail.contains(&format!(
+                "aws environment {env} has no docker_host and the Terraform state is local"
+            )),
+            "{detail}"
+        );
+        assert!(
+            detail.contains(&format!("environments.{env}.known_hosts")),
+            "{detail}"
+        );
+    }
+    // A shared state and staging's key pinned: only production's missing key is left.
+    let aws = aws_project();
+    let check = workflows_valid(&aws);
+    let detail = check["detail"].as_str().unwrap_or_default();
+    assert!(!detail.contains("state is local"), "{detail}");
+    assert!(
+        !detail.contains("environments.staging.known_hosts"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("environments.production.known_hosts"),
+        "{detail}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,10 @@
 //! Gated by BEAMOPS_DOCKER_TESTS=1 and BEAMOPS_MULTINODE_TESTS=1: it builds the release image
 //! and starts three dockerd containers on the shared outer Engine.
 
+// The tiny images of the aws placement test only.
+#[allow(dead_code)]
+#[path = "common/busybox.rs"]
+mod busybox;
 mod common;
 #[path = "common/dind.rs"]
 mod dind;
@@ -271,4 +275,182 @@ fn a_lost_node_is_replaced_and_the_cluster_heals_while_requests_keep_succeeding(
     let again = common::up_json(&p, "chapter-08");
     assert_eq!(converged(&again), "satisfied", "{again}");
     eprintln!("whole test {:.1}s", all.elapsed().as_secs_f64());
+}
+
+/// Removes images the test built on the outer Engine, by tag.
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = docker(&["rmi", "-f", image]);
+        }
+    }
+}
+
+/// An aws environment on a 2-node swarm of fresh Engines (reached over tcp://, the harness's
+/// way; the ssh:// route is tests/remote.rs's): chapter 08 checks swarm mode and never
+/// initialises it, and PostgreSQL's task lands on the node labelled `beamops.pgdata=true` — the
+/// second node, so the placement, not the first manager's luck, put it there.
+#[test]
+fn on_aws_the_database_lands_on_the_labelled_node_and_swarm_mode_is_never_initialised() {
+    let test = "on_aws_the_database_lands_on_the_labelled_node_and_swarm_mode_is_never_initialised";
+    if !multinode_tests_enabled(test) {
+        return;
+    }
+    let all = Instant::now();
+    let stack = format!("boawsdb{}", std::process::id());
+    let (app_image, pg_image) = (format!("{stack}-app:latest"), format!("{stack}-pg:latest"));
+    let _images = Images(vec![app_image.clone(), pg_image.clone()]);
+    let forever = "CMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; /bin/busybox httpd -f -p 4000 -h /www & wait\"]\n";
+    busybox::build(
+        &app_image,
+        &format!("FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n{forever}"),
+        &[("www/health", b"ok\n", 0o644)],
+    );
+    // A stand-in for PostgreSQL that answers the stack's `pg_isready` healthcheck: placement is
+    // what is tested here, not the database (tests/swarm.rs runs the real one).
+    busybox::build(
+        &pg_image,
+        &format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nCOPY pg_isready /usr/bin/pg_isready\n{forever}"
+        ),
+        &[
+            ("www/health", b"ok\n", 0o644),
+            ("pg_isready", b"#!/bin/busybox sh\nexit 0\n", 0o755),
+        ],
+    );
+
+    let lab = Lab::start(&stack, 2);
+    let manager = &lab.nodes[0];
+    let p = common::TestProject::new();
+    p.write(
+        "beamops.yaml",
+        &format!(
+            r#"version: 1
+app:
+  name: coordination
+  otp_app: coordination
+  elixir: "1.18.3"
+  otp: "27.3.4.1"
+  stack: {stack}
+image:
+  repository: {stack}-app
+  postgres: {pg_image}
+chapters:
+  swarm:
+    database: true
+    healthcheck: ["CMD", "/bin/busybox", "wget", "-q", "-O-", "http://127.0.0.1:4000/health"]
+    converge_timeout: 3m
+environments:
+  local:
+    replicas: 1
+  staging:
+    provider: aws
+    region: eu-west-1
+    replicas: 1
+    docker_host: {host}
+"#,
+            host = manager.host()
+        ),
+    );
+
+    // Fresh Engines, no swarm: reported, never initialised from here.
+    let out = p
+        .beamops()
+        .args(["up", "chapter-08", "--env", "staging"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("is not in a swarm") && text.contains("chapter 06"),
+        "{text}"
+    );
+    assert_eq!(
+        manager.docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]),
+        "inactive"
+    );
+
+    // The managers' bootstrap, as chapter 06's user data does it: one swarm, the database's node
+    // labelled (here the second), chapter 07's secrets.
+    lab.form_swarm();
+    let labelled = &lab.nodes[1];
+    manager.docker_ok(&[
+        "node",
+        "update",
+        "--label-add",
+        "beamops.pgdata=true",
+        &labelled.name,
+    ]);
+    lab.load_image(&app_image);
+    lab.load_image(&pg_image);
+    for key in [
+        "secret_key_base",
+        "release_cookie",
+        "database_password",
+        "database_url",
+    ] {
+        manager.create_secret(&format!("{stack}_{key}_v1"), &format!("{key}-{stack}"));
+    }
+    let started = Instant::now();
+    let out = p
+        .beamops()
+        .args(["up", "chapter-08", "--env", "staging", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report = common::json(&out.stdout);
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(converged(&report), "applied", "{report}");
+    let db = tasks(manager, &format!("{stack}_db"));
+    assert_eq!(db.len(), 1, "{db:?}");
+    assert_eq!(
+        db[0].0, labelled.name,
+        "the database runs on the labelled node: {db:?}"
+    );
+    let spec = manager.docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.Placement.Constraints}}",
+        &format!("{stack}_db"),
+    ]);
+    assert!(
+        spec.contains("node.labels.beamops.pgdata == true"),
+        "{spec}"
+    );
+    // The label, not the scheduler's spreading, decides: moved to the first node, a forced
+    // reschedule follows it there.
+    manager.docker_ok(&[
+        "node",
+        "update",
+        "--label-rm",
+        "beamops.pgdata",
+        &labelled.name,
+    ]);
+    manager.docker_ok(&[
+        "node",
+        "update",
+        "--label-add",
+        "beamops.pgdata=true",
+        &manager.name,
+    ]);
+    manager.docker_ok(&[
+        "service",
+        "update",
+        "--force",
+        "--detach",
+        &format!("{stack}_db"),
+    ]);
+    let (_, moved) = wait_for("the database task on the newly labelled node", 90, || {
+        let db = tasks(manager, &format!("{stack}_db"));
+        (db.len() == 1 && db[0].0 == manager.name && db[0].1.starts_with("Running")).then_some(())
+    });
+    eprintln!("the database followed its label in {moved:.1}s");
+    eprintln!(
+        "aws placement: up chapter-08 on 2 nodes in {seconds:.1}s, the whole test {:.1}s",
+        all.elapsed().as_secs_f64()
+    );
 }

@@ -4,6 +4,10 @@
 //! Gated by BEAMOPS_DOCKER_TESTS=1. Needs root (sshd, and a mount namespace for the hung engine), and
 //! Debian's openssh-server, openssh-client, stunnel4 and openssl (.ci/setup installs them).
 
+// Only the image build and the secrets: the stack config is the test's own (an aws environment).
+#[allow(dead_code)]
+#[path = "common/busybox.rs"]
+mod busybox;
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -92,6 +96,11 @@ fn assert_no_ssh_left(alias: &str) {
 /// never answers, to catch beamops mid-call. `bad_key_alias` logs in with a key sshd refuses.
 struct Sshd {
     dir: tempfile::TempDir,
+    /// The real Engine's sshd.
+    port: u16,
+    /// An address the test's ssh config sends to that sshd, as a user's ~/.ssh/config might:
+    /// what an aws environment's recorded manager address stands for.
+    manager_ip: String,
     _sshd: Reaped,
     _hung_sshd: Reaped,
     alias: String,
@@ -177,9 +186,16 @@ impl Sshd {
                 d = d.display()
             )
         };
+        // A loopback address of its own per run, so a leftover ssh is told apart by its argv.
+        let manager_ip = format!(
+            "127.0.{}.{}",
+            1 + id.as_bytes()[0] % 250,
+            2 + id.as_bytes()[1] % 250
+        );
         let ssh_config = host(&alias, port, "client_key")
             + &host(&hung_alias, hung_port, "client_key")
-            + &host(&bad_key_alias, port, "stranger_key");
+            + &host(&bad_key_alias, port, "stranger_key")
+            + &host(&manager_ip, port, "client_key");
         std::fs::write(d.join("ssh_config"), ssh_config).unwrap();
         // beamops runs the `ssh` it finds on PATH; this one reads the test's config, since ssh
         // takes ~/.ssh/config from the password database, not from $HOME.
@@ -196,6 +212,8 @@ impl Sshd {
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
         Sshd {
             dir,
+            port,
+            manager_ip,
             _sshd: sshd,
             _hung_sshd: hung_sshd,
             alias,
@@ -211,6 +229,14 @@ impl Sshd {
             self.dir.path().join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         )
+    }
+
+    /// The sshd's host key as a known_hosts line for `host` (ssh looks keys up under the
+    /// HostName it dials and, off port 22, `[host]:port`).
+    fn known_host(&self, host: &str, key: &str) -> String {
+        let public = std::fs::read_to_string(self.dir.path().join(format!("{key}.pub"))).unwrap();
+        let mut parts = public.split_whitespace();
+        format!("{host} {} {}", parts.next().unwrap(), parts.next().unwrap())
     }
 
     fn log(&self) -> String {
@@ -591,5 +617,440 @@ fn tls_engine_with_client_certificates_and_a_wrong_ca() {
     assert!(
         swarm["detail"].as_str().unwrap().contains("ca.pem"),
         "{swarm}"
+    );
+}
+
+/// beamops.yaml of a busybox stack with an aws environment `staging`: no docker_host (the
+/// manager's address comes from chapter 06's outputs) unless `docker_host` is given.
+fn aws_config(stack: &str, known_hosts: &[String], docker_host: Option<&str>) -> String {
+    let mut env = "  staging:\n    provider: aws\n    region: eu-west-1\n    replicas: 1\n    ssh_user: root\n".to_string();
+    if let Some(host) = docker_host {
+        env += &format!("    docker_host: {host}\n");
+    }
+    if !known_hosts.is_empty() {
+        env += "    known_hosts:\n";
+        for line in known_hosts {
+            env += &format!("      - \"{line}\"\n");
+        }
+    }
+    format!(
+        r#"version: 1
+app:
+  name: coordination
+  otp_app: coordination
+  elixir: "1.18.3"
+  otp: "27.3.4.1"
+  stack: {stack}
+image:
+  repository: {stack}-img
+chapters:
+  swarm:
+    database: false
+    healthcheck: ["CMD", "/bin/busybox", "wget", "-q", "-O-", "http://127.0.0.1:4000/health"]
+    converge_timeout: 3m
+environments:
+  local:
+    replicas: 1
+{env}"#
+    )
+}
+
+/// Chapter 06's outputs as `up chapter-06` records them (the non-sensitive ones, in state).
+fn record_manager_outputs(project: &TestProject, ips: &[&str]) {
+    let dir = project.path().join(".beamops");
+    let mut state = beamops::state::State::read(&dir).unwrap();
+    state
+        .chapter_mut("staging", "06-production")
+        .actions
+        .insert(
+            "terraform-applied".into(),
+            beamops::state::ActionRecord {
+                outcome: beamops::state::Outcome::Applied,
+                inputs_digest: None,
+                data: serde_json::json!({
+                    "root": "terraform/staging",
+                    "outputs": {
+                        "manager_public_ips": ips,
+                        "join_token_parameter": "/coordination-staging/swarm/join-token",
+                    },
+                }),
+                at: beamops::state::now_rfc3339(),
+            },
+        );
+    state.write(&dir).unwrap();
+}
+
+fn swarm_state() -> String {
+    let out = common::docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes the test's stack, secrets and image; leaves the swarm it made if nothing else runs.
+struct AwsCleanup {
+    stack: String,
+    made_swarm: bool,
+}
+
+impl Drop for AwsCleanup {
+    fn drop(&mut self) {
+        let (rt, daemon) = busybox::connect();
+        let _ = rt.block_on(beamops::swarm::converge::remove(&daemon, &self.stack, true));
+        for key in ["secret_key_base", "release_cookie"] {
+            let _ = rt.block_on(
+                daemon
+                    .client
+                    .delete_secret(&format!("{}_{key}_v1", self.stack)),
+            );
+        }
+        let _ = common::docker(&["image", "rm", "-f", &format!("{}-img:latest", self.stack)]);
+        if self.made_swarm {
+            let services = common::docker(&["service", "ls", "-q"]);
+            if services.stdout.iter().all(u8::is_ascii_whitespace) {
+                let _ = common::docker(&["swarm", "leave", "--force"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn aws_environment_converges_chapter_08_through_its_manager_with_a_pinned_host_key() {
+    if !docker_tests_enabled(
+        "aws_environment_converges_chapter_08_through_its_manager_with_a_pinned_host_key",
+    ) {
+        return;
+    }
+    let sshd = Sshd::start();
+    let project = TestProject::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let stack = format!("awsdeploy{}", &suffix()[..6]);
+    let found_swarm = swarm_state();
+    let mut cleanup = AwsCleanup {
+        stack: stack.clone(),
+        made_swarm: false,
+    };
+    let manager = sshd.manager_ip.clone();
+    // ssh checks the key under the address it dials (the config's HostName) and port.
+    let pinned = sshd.known_host(&format!("[127.0.0.1]:{}", sshd.port), "host_key");
+    project.write(
+        "beamops.yaml",
+        &aws_config(&stack, std::slice::from_ref(&pinned), None),
+    );
+    // Never DOCKER_HOST or the local socket for an aws environment: this one does not exist.
+    let run = |args: &[&str]| {
+        beamops(
+            &project,
+            &sshd,
+            "unix:///nonexistent/docker.sock",
+            tmp.path(),
+        )
+        .args(args)
+        .timeout(Duration::from_secs(300))
+        .output()
+        .unwrap()
+    };
+    let clean = |what: &str| {
+        assert_no_ssh_left(&manager);
+        assert!(
+            leftovers(tmp.path()).is_empty(),
+            "{what}: {:?}",
+            leftovers(tmp.path())
+        );
+    };
+
+    // 1. No address recorded yet: blocked, naming chapter 06 and docker_host; no login.
+    let out = run(&["plan", "chapter-08", "--env", "staging", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let plan = json(&out.stdout);
+    let detail = action(&plan, "swarm-mode")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("up chapter-06 --env staging")
+            && detail.contains("environments.staging.docker_host"),
+        "{detail}"
+    );
+    assert_eq!(sshd.logins(), 0);
+
+    // 2. Chapter 06's recorded outputs give the manager; not a swarm yet: reported, never
+    // initialised from here (the first manager's user data does that).
+    record_manager_outputs(&project, &[&manager, "127.0.0.1"]);
+    if found_swarm == "inactive" {
+        let out = run(&["up", "chapter-08", "--env", "staging"]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains("is not in a swarm") && text.contains("chapter 06"),
+            "{text}"
+        );
+        assert_eq!(
+            swarm_state(),
+            "inactive",
+            "beamops initialised a swarm on aws"
+        );
+        assert!(sshd.logins() >= 1, "{}", sshd.log());
+        clean("not a swarm");
+        cleanup.made_swarm = true;
+    } else {
+        println!("the Engine is already a swarm ({found_swarm}): the not-a-swarm case is not run");
+    }
+
+    // 3. The swarm (the test's stand-in for the managers' bootstrap) and chapter 07's secrets;
+    // then up chapter-08 converges the stack through the tunnel.
+    let mut made = Vec::new();
+    busybox::stack_secrets(&stack, &["secret_key_base", "release_cookie"], &mut made);
+    let image = format!("{stack}-img:latest");
+    busybox::build(
+        &image,
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nCMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; /bin/busybox httpd -f -p 4000 -h /www & wait\"]\n",
+        &[("www/health", b"ok\n", 0o644)],
+    );
+    let logins = sshd.logins();
+    let started = Instant::now();
+    let out = run(&["up", "chapter-08", "--env", "staging", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let seconds = started.elapsed().as_secs_f64();
+    let report = json(&out.stdout);
+    let text = report.to_string();
+    assert!(text.contains("stack-converged"), "{text}");
+    assert_eq!(
+        sshd.logins(),
+        logins + 1,
+        "one login for the run: {}",
+        sshd.log()
+    );
+    let ps = common::docker(&[
+        "service",
+        "ps",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.CurrentState}}",
+        &format!("{stack}_app"),
+    ]);
+    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    assert!(ps.starts_with("Running"), "{ps}");
+    println!("up chapter-08 --env staging through ssh://root@{manager}: {seconds:.1} s");
+    clean("up");
+    // Again: nothing to change.
+    let out = run(&["plan", "chapter-08", "--env", "staging", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    clean("plan");
+    // env names the manager and where its address came from, without logging in; doctor
+    // reaches it the way every command does.
+    let logins = sshd.logins();
+    let env = json(&run(&["env", "--env", "staging", "--format", "json"]).stdout);
+    assert_eq!(env["engine"]["source"], "terraform outputs", "{env}");
+    assert_eq!(
+        env["engine"]["host"],
+        format!("ssh://root@{manager}"),
+        "{env}"
+    );
+    assert_eq!(env["engine"]["route"]["via"], "ssh", "{env}");
+    assert_eq!(sshd.logins(), logins);
+    let doctor = json(&run(&["doctor", "--env", "staging", "--format", "json"]).stdout);
+    let engine = finding(&doctor, "docker engine");
+    assert_eq!(engine["ok"], true, "{engine}");
+    assert_eq!(sshd.logins(), logins + 1);
+    clean("doctor");
+
+    // 4. The host key is pinned, never trusted on first use: a pin for another address (the
+    // test's ssh config says accept-new, which beamops overrides), a wrong key, and none.
+    for (known_hosts, expected) in [
+        (
+            vec![sshd.known_host("[127.0.0.1]:1", "host_key")],
+            "pinned known_hosts",
+        ),
+        (
+            vec![sshd.known_host(&format!("[127.0.0.1]:{}", sshd.port), "stranger_key")],
+            "pinned known_hosts",
+        ),
+        (vec![], "environments.staging.known_hosts"),
+    ] {
+        project.write("beamops.yaml", &aws_config(&stack, &known_hosts, None));
+        let logins = sshd.logins();
+        for args in [
+            &["plan", "chapter-08", "--env", "staging", "--format", "json"][..],
+            &["deploy", "staging", "--allow-dirty"][..],
+        ] {
+            let out = run(args);
+            assert_eq!(
+                out.status.code(),
+                Some(3),
+                "{args:?} {known_hosts:?}: {out:?}"
+            );
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(
+                text.contains(expected) && text.contains("fix:"),
+                "{args:?}: {text}"
+            );
+            clean("pinning");
+        }
+        assert_eq!(sshd.logins(), logins, "a refused host key means no login");
+    }
+    let written = std::fs::read_to_string(sshd.dir.path().join("known_hosts")).unwrap_or_default();
+    assert!(
+        !written.contains("127.0.0.1"),
+        "ssh trusted a key on first use: {written}"
+    );
+
+    // 5. docker_host in beamops.yaml wins over the recorded outputs.
+    project.write(
+        "beamops.yaml",
+        &aws_config(
+            &stack,
+            &[pinned],
+            Some(&format!("ssh://root@{}", sshd.alias)),
+        ),
+    );
+    let out = run(&["plan", "chapter-08", "--env", "staging", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        action(&json(&out.stdout), "swarm-mode")["status"],
+        "satisfied"
+    );
+    assert_no_ssh_left(&sshd.alias);
+    drop(cleanup);
+}
+
+/// Removes what a deploy of `app` left: its stack, the stack's secrets, its images.
+struct DeployCleanup(String);
+
+impl Drop for DeployCleanup {
+    fn drop(&mut self) {
+        let (rt, daemon) = busybox::connect();
+        let _ = rt.block_on(beamops::swarm::converge::remove(&daemon, &self.0, true));
+        let label = format!("label=com.docker.stack.namespace={}", self.0);
+        let out = common::docker(&["secret", "ls", "-q", "--filter", &label]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = common::docker(&["secret", "rm", id]);
+        }
+        let out = common::docker(&["ps", "-aq", "--filter", &label]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = common::docker(&["rm", "-f", id]);
+        }
+        let out = common::docker(&["images", "-q", &self.0]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = common::docker(&["rmi", "-f", id]);
+        }
+    }
+}
+
+/// `beamops deploy staging` of the example, an aws environment, through its manager's ssh://
+/// address from chapter 06's recorded outputs: the build (chapter 03), the Docker secrets
+/// (chapter 07) and the rollout (chapter 08) all go through one tunnel, and the release is live.
+#[test]
+fn deploy_of_an_aws_environment_goes_through_its_manager() {
+    if !docker_tests_enabled("deploy_of_an_aws_environment_goes_through_its_manager") {
+        return;
+    }
+    let sshd = Sshd::start();
+    let app = format!("boawsdep{}", &suffix()[..6]);
+    let _cleanup = DeployCleanup(app.clone());
+    let p = common::example_copy(&app);
+    let keys = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pinned = sshd.known_host(&format!("[127.0.0.1]:{}", sshd.port), "host_key");
+    let yaml = p.read("beamops.yaml").replacen(
+        "  staging:\n    provider: aws\n    replicas: 3\n",
+        &format!(
+            "  staging:\n    provider: aws\n    replicas: 1\n    ssh_user: root\n    known_hosts:\n      - \"{pinned}\"\n"
+        ),
+        1,
+    );
+    assert!(yaml.contains("ssh_user: root"), "{yaml}");
+    p.write(
+        "beamops.yaml",
+        &format!(
+            "{yaml}\nchapters:\n  swarm:\n    database: false\n    endpoint_mode: dnsrr\n    converge_timeout: 6m\n    update_monitor: 5s\n"
+        ),
+    );
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = p.beamops();
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                sshd.dir.path().join("bin").display(),
+                common::tool_path()
+            ),
+        )
+        .env("BEAMOPS_AGE_KEY_FILE", keys.path().join("age.key"))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("TMPDIR", tmp.path())
+        .timeout(Duration::from_secs(900))
+        .args(args);
+        if let Some(input) = stdin {
+            cmd.write_stdin(input.to_string());
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out
+    };
+    run(&["secrets", "init"], None);
+    run(
+        &["secrets", "set", "staging", "SECRET_KEY_BASE"],
+        Some(&format!("kb{}", "k".repeat(64))),
+    );
+    record_manager_outputs(&p, &[&sshd.manager_ip]);
+    p.commit_all("an aws environment reached through its manager");
+    // The managers' bootstrap made the swarm (chapter 06's user data); never beamops on aws.
+    let (rt, daemon) = busybox::connect();
+    rt.block_on(beamops::swarm::ensure(&daemon, "127.0.0.1"))
+        .unwrap();
+
+    let logins = sshd.logins();
+    let started = Instant::now();
+    let out = run(&["deploy", "staging", "--format", "json"], None);
+    let seconds = started.elapsed().as_secs_f64();
+    let report = json(&out.stdout);
+    assert_eq!(
+        sshd.logins(),
+        logins + 1,
+        "one login for the deploy: {}",
+        sshd.log()
+    );
+    let head = {
+        let repo = git2::Repository::open(p.path()).unwrap();
+        repo.head()
+            .unwrap()
+            .peel_to_commit()
+            .unwrap()
+            .id()
+            .to_string()
+    };
+    let image = common::docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        &format!("{app}_app"),
+    ]);
+    let image = String::from_utf8_lossy(&image.stdout).trim().to_string();
+    assert!(
+        image.starts_with(&format!("{app}:{}", &head[..12])),
+        "the service runs {image}, not HEAD's release: {report}"
+    );
+    let state: Value = serde_json::from_str(&p.read(".beamops/state.json")).unwrap();
+    let deploys = state["environments"]["staging"]["records"]["deploys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        deploys.last().map(|d| d["outcome"].clone()),
+        Some(Value::from("succeeded")),
+        "{deploys:?}"
+    );
+    println!(
+        "deploy staging (aws) through ssh://root@{}: {seconds:.1} s",
+        sshd.manager_ip
+    );
+    assert_no_ssh_left(&sshd.manager_ip);
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
     );
 }

@@ -43,6 +43,45 @@ fn chapter_08_stack_files() {
     }
 }
 
+/// With PostgreSQL, an aws environment's stack pins the database to the node chapter 06's first
+/// manager labels (its volume is there); a local single node keeps the manager constraint only.
+#[test]
+fn chapter_08_stack_on_aws_pins_postgres_to_the_labelled_node() {
+    let p = example_copy("coordination");
+    let yaml = p.read("beamops.yaml");
+    p.write(
+        "beamops.yaml",
+        &format!("{yaml}\nchapters:\n  swarm:\n    database: true\n"),
+    );
+    let constraints = |env: &str| {
+        common::render_env_into(&p, "08", env);
+        let text = p.read("deploy/stack.yml");
+        let stack: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let list: Vec<String> = stack["services"]["db"]["deploy"]["placement"]["constraints"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        (list, text)
+    };
+    let (local, _) = constraints("local");
+    assert_eq!(local, ["node.role == manager"]);
+    let (aws, text) = constraints("staging");
+    assert_eq!(
+        aws,
+        ["node.role == manager", "node.labels.beamops.pgdata == true"]
+    );
+    // Only the database is pinned: the app spreads over every node.
+    let stack: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert!(
+        !serde_yaml_ng::to_string(&stack["services"]["app"])
+            .unwrap()
+            .contains("pgdata")
+    );
+    insta::assert_snapshot!("aws_stack.yml", text);
+}
+
 #[test]
 fn chapter_09_release_files() {
     let p = example_copy("coordination");

@@ -468,16 +468,22 @@ fn the_packer_template_validates_and_the_setup_script_passes_shellcheck() {
         String::from_utf8_lossy(&shellcheck.stdout)
     );
     // The managers' user data, rendered by Terraform's own templatefile(), for the first
-    // manager with PostgreSQL's volume and for the others: shellcheck-clean.
+    // manager with PostgreSQL (with and without its own volume) and for the others:
+    // shellcheck-clean, and only the first labels itself as the database's node.
     let scratch = tempfile::tempdir().unwrap();
     std::fs::copy(
         p.file("terraform/modules/swarm-managers/join.sh.tftpl"),
         scratch.path().join("join.sh.tftpl"),
     )
     .unwrap();
-    for first in ["true", "false"] {
+    for (first, pgdata, database) in [
+        ("true", "true", "true"),
+        ("true", "false", "true"),
+        ("true", "false", "false"),
+        ("false", "false", "false"),
+    ] {
         let expr = format!(
-            "templatefile(\"join.sh.tftpl\", {{first={first}, pgdata={first}, parameter=\"/c/swarm/join-token\", worker=\"/c/swarm/worker-join-token\", region=\"eu-west-1\"}})\n"
+            "templatefile(\"join.sh.tftpl\", {{first={first}, pgdata={pgdata}, database={database}, parameter=\"/c/swarm/join-token\", worker=\"/c/swarm/worker-join-token\", region=\"eu-west-1\"}})\n"
         );
         let mut console = Command::new(tool("terraform"))
             .args(["console", "-no-color"])
@@ -499,15 +505,24 @@ fn the_packer_template_validates_and_the_setup_script_passes_shellcheck() {
         // A multi-line string prints as a heredoc: <<EOT … EOT.
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines.len() > 10 && lines[0].starts_with("<<"), "{text}");
-        let script = scratch.path().join(format!("join-{first}.sh"));
-        std::fs::write(&script, lines[1..lines.len() - 1].join("\n") + "\n").unwrap();
+        let script = scratch
+            .path()
+            .join(format!("join-{first}-{pgdata}-{database}.sh"));
+        let body = lines[1..lines.len() - 1].join("\n") + "\n";
+        assert_eq!(
+            body.contains("docker node update --label-add beamops.pgdata=true"),
+            database == "true",
+            "the pgdata label ({first}, {pgdata}, {database}):\n{body}"
+        );
+        assert_eq!(body.contains("mkfs.ext4"), pgdata == "true");
+        std::fs::write(&script, body).unwrap();
         let check = Command::new(tool("shellcheck"))
             .arg(&script)
             .output()
             .unwrap();
         assert!(
             check.status.success(),
-            "join.sh ({first}): {}",
+            "join.sh ({first}, {pgdata}, {database}): {}",
             String::from_utf8_lossy(&check.stdout)
         );
     }

@@ -48,6 +48,31 @@ impl WorkflowsValid {
                 job.name, job.name
             ));
         }
+        // An aws environment without docker_host is deployed through the manager chapter 06
+        // recorded: a runner knows it only by applying the root from a shared state, and reaches
+        // it only with its host key pinned.
+        let shared_state =
+            config.chapters.terraform.state.backend == crate::config::StateBackend::S3;
+        for job in &jobs {
+            let Some(env) = config.environments.get(&job.name) else {
+                continue;
+            };
+            if env.provider != crate::config::Provider::Aws || env.docker_host.is_some() {
+                continue;
+            }
+            if !shared_state {
+                out.push(format!(
+                    "aws environment {} has no docker_host and the Terraform state is local, so a CI runner cannot know its manager (chapter 06 records the addresses in this machine's .beamops/state.json only); fix: set chapters.terraform.state.backend: s3 (the deploy job then applies the root and records them) or environments.{}.docker_host: ssh://admin@<manager>",
+                    job.name, job.name
+                ));
+            }
+            if env.known_hosts.is_empty() {
+                out.push(format!(
+                    "aws environment {} is deployed through its manager over ssh:// but has no known_hosts, and neither CI nor beamops trusts a host key on first use; fix: add environments.{}.known_hosts (the manager's `ssh-keyscan` line, checked against its console output)",
+                    job.name, job.name
+                ));
+            }
+        }
         if cx.file("Dockerfile").is_none() {
             out.push("the CI image job builds chapter 03's Dockerfile, which is missing; fix: `beamops up chapter-03`".to_string());
         }

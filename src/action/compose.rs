@@ -165,7 +165,7 @@ fn compose(cx: &ActionContext, args: &[&str]) -> Result<String> {
         .current_dir(&cx.project.root)
         .env("BEAMOPS_UID", uid.to_string())
         .env("BEAMOPS_GID", gid.to_string())
-        .env("DOCKER_HOST", docker::host_for(cx.project, cx.env_name));
+        .env("DOCKER_HOST", docker::host_for(cx.project, cx.env_name)?);
     let out = cmd
         .output()
         .with_context(|| format!("running {}", tool.join(" ")))?;

@@ -19,7 +19,7 @@ use crate::swarm::{self, stack::StackFile};
 const POLL: Duration = Duration::from_secs(2);
 
 fn prometheus(cx: &ActionContext) -> Result<Api> {
-    let host = monitoring::api_host(&docker::host_for(cx.project, cx.env_name));
+    let host = monitoring::api_host(&docker::host_for(cx.project, cx.env_name)?);
     Api::new(format!(
         "http://{host}:{}",
         cx.project.config.chapters.instrumentation.prometheus_port
@@ -27,7 +27,7 @@ fn prometheus(cx: &ActionContext) -> Result<Api> {
 }
 
 fn alertmanager(cx: &ActionContext) -> Result<Api> {
-    let host = monitoring::api_host(&docker::host_for(cx.project, cx.env_name));
+    let host = monitoring::api_host(&docker::host_for(cx.project, cx.env_name)?);
     Api::new(format!(
         "http://{host}:{}",
         cx.project.config.chapters.instrumentation.alertmanager_port

@@ -3,7 +3,6 @@
 use anyhow::Result;
 
 use super::{Action, ActionContext, Applied, Check};
-use crate::config::Provider;
 use crate::secrets::{self, RELEASE_COOKIE, SECRET_KEY_BASE, age, encrypted_file, sops::Sops};
 
 pub struct DockerSecrets {
@@ -33,10 +32,6 @@ impl Action for DockerSecrets {
     }
     fn touches_swarm(&self) -> bool {
         true
-    }
-    fn providers(&self) -> &'static [Provider] {
-        // Like swarm-mode: on AWS the managers are reached after chapter 10 provisions them.
-        &[Provider::Local]
     }
     /// The secrets live in the swarm: on an Engine a plan has yet to make a swarm, checking
     /// them is pending.

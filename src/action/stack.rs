@@ -236,7 +236,13 @@ impl Action for StackConverged {
         text
     }
     fn providers(&self) -> &'static [Provider] {
-        &[Provider::Local]
+        // Chapter 08's app stack is deployed to an aws environment's managers too (through
+        // `ssh://`); the other chapters' stacks use images built on this machine.
+        if self.params == Params::default() {
+            &[Provider::Local, Provider::Aws]
+        } else {
+            &[Provider::Local]
+        }
     }
     /// The swarm, the stack's secrets and the app image come from these; a plan that applies
     /// them first reports this action pending, not failed or blocked on their absence.

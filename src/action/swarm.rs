@@ -15,14 +15,16 @@ impl Action for SwarmModeAction {
     fn describe(&self) -> String {
         "the Engine is a swarm manager".into()
     }
-    fn providers(&self) -> &'static [Provider] {
-        // On AWS the nodes are made a swarm by their bootstrap (chapter 10), not from a laptop.
-        &[Provider::Local]
-    }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
         let (rt, daemon) = cx.engine()?;
         Ok(match rt.block_on(swarm::mode(daemon))? {
             SwarmMode::Manager { node_id } => Check::Satisfied(format!("manager {node_id}")),
+            // On AWS the first manager's user data (chapter 06) made the swarm and wrote its
+            // join token to SSM; a second swarm initialised from here would split the cluster.
+            SwarmMode::Inactive if cx.env.provider == Provider::Aws => Check::Failed(format!(
+                "{} is not in a swarm: on aws the first manager initialises it at boot (chapter 06's user data) and beamops never does\n  fix: check the first manager's bootstrap log (/var/log/cloud-init-output.log), or point environments.{}.docker_host at a manager of the swarm",
+                daemon.host, cx.env_name
+            )),
             SwarmMode::Inactive => Check::Pending(format!(
                 "swarm init, advertising {}",
                 swarm::advertise_addr(cx.env)
@@ -44,6 +46,13 @@ impl Action for SwarmModeAction {
     }
     fn apply(&self, cx: &ActionContext) -> Result<Applied> {
         let (rt, daemon) = cx.engine()?;
+        if cx.env.provider == Provider::Aws {
+            // Only reached when the check found a swarm in flight: wait for it, never init.
+            anyhow::bail!(
+                "{} is not a swarm manager yet; on aws beamops does not initialise the swarm (chapter 06's first manager does)",
+                daemon.host
+            );
+        }
         let addr = swarm::advertise_addr(cx.env);
         let (node_id, initialised) = rt.block_on(swarm::ensure(daemon, &addr))?;
         Ok(Applied {

@@ -87,25 +87,85 @@ pub struct DeployJob {
     pub ssh: bool,
     pub known_hosts: Vec<String>,
     pub protected: bool,
+    /// An aws environment with a shared Terraform state: the job assumes its deploy role through
+    /// GitHub's OIDC issuer and applies the environment's root before deploying.
+    pub aws: Option<AwsJob>,
 }
 
-/// The environments the deploy workflow deploys, in job order.
+/// How a deploy job of an aws environment reaches AWS: no stored keys, a role assumed with
+/// the job's OIDC token (chapter 02's trust policy accepts only this environment's jobs).
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsJob {
+    /// `role-to-assume`: `environments.<env>.deploy_role_arn`, else chapter 02's recorded
+    /// `deploy_role_arn` output, else the GitHub environment variable [`ROLE_VARIABLE`].
+    pub role: String,
+    /// `aws-region`: the environment's region, else the GitHub environment variable `AWS_REGION`.
+    pub region: String,
+}
+
+/// The GitHub environment variable holding the deploy role's ARN when beamops knows none.
+pub const ROLE_VARIABLE: &str = "AWS_DEPLOY_ROLE_ARN";
+/// Chapter 02's Terraform output with the deploy role's ARN (`github_oidc.tf`).
+pub const ROLE_OUTPUT: &str = "deploy_role_arn";
+
+/// The deploy role chapter 02 recorded for `env` (its Terraform output), if it ran here.
+fn recorded_role(state_dir: Option<&std::path::Path>, env: &str) -> Option<String> {
+    let state = crate::state::State::read(state_dir?).ok()?;
+    let record = state
+        .find_record_where::<crate::action::record::TerraformRecord>(env, |r| {
+            r.outputs.contains_key(ROLE_OUTPUT)
+        })
+        .ok()??;
+    record
+        .outputs
+        .get(ROLE_OUTPUT)?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The environments the deploy workflow deploys, in job order; `state_dir` for the outputs
+/// earlier chapters recorded (the deploy role), `None` where only beamops.yaml counts.
 pub fn deploy_jobs(config: &Config) -> Vec<DeployJob> {
+    deploy_jobs_with(config, None)
+}
+
+/// [`deploy_jobs`] reading chapter 02's recorded deploy role from `state_dir`.
+pub fn deploy_jobs_with(config: &Config, state_dir: Option<&std::path::Path>) -> Vec<DeployJob> {
     let push = config.ci.push_target(&config.environments);
     let tag = config.ci.tag_target(&config.environments);
+    let shared_state = config.chapters.terraform.state.backend == crate::config::StateBackend::S3;
     let mut jobs = Vec::new();
     let mut add = |name: &str, ref_type: &'static str| {
         if let Some(env) = config.environments.get(name) {
+            let aws = env.provider == crate::config::Provider::Aws;
+            let ssh_host = env
+                .docker_host
+                .as_deref()
+                .is_some_and(|h| h.starts_with("ssh://"));
             jobs.push(DeployJob {
                 name: name.to_string(),
                 job: format!("deploy-{name}"),
                 ref_type,
-                ssh: env
-                    .docker_host
-                    .as_deref()
-                    .is_some_and(|h| h.starts_with("ssh://")),
+                // An aws environment without docker_host is reached at its manager's recorded
+                // address over ssh; its key steps appear once its host keys are pinned (the
+                // deploy is blocked naming known_hosts until then).
+                ssh: ssh_host || aws && env.docker_host.is_none() && !env.known_hosts.is_empty(),
                 known_hosts: env.known_hosts.clone(),
                 protected: env.protected,
+                // Only with a shared (S3) state: a local one would be the runner's throwaway
+                // copy, and an apply from it would create every resource again. Without
+                // Terraform the job needs no AWS access at all, so it gets no token.
+                aws: (aws && shared_state).then(|| AwsJob {
+                    role: env
+                        .deploy_role_arn
+                        .clone()
+                        .or_else(|| recorded_role(state_dir, name))
+                        .unwrap_or_else(|| format!("${{{{ vars.{ROLE_VARIABLE} }}}}")),
+                    region: env
+                        .region
+                        .clone()
+                        .unwrap_or_else(|| "${{ vars.AWS_REGION }}".to_string()),
+                }),
             });
         }
     };
@@ -170,6 +230,8 @@ pub struct Uses {
     pub cache_save: String,
     pub setup_buildx: String,
     pub build_push: String,
+    pub configure_aws_credentials: String,
+    pub setup_terraform: String,
 }
 
 /// The `name:` of each ci.yml job.
@@ -200,6 +262,8 @@ impl<'a> CiContext<'a> {
                 cache_save: cache_path("save"),
                 setup_buildx: uses("docker/setup-buildx-action"),
                 build_push: uses("docker/build-push-action"),
+                configure_aws_credentials: uses("aws-actions/configure-aws-credentials"),
+                setup_terraform: uses("hashicorp/setup-terraform"),
             },
             database: has("postgrex") || has("ecto_sql"),
             postgres_image: config.postgres_image(),
@@ -217,7 +281,7 @@ impl<'a> CiContext<'a> {
             },
             deploy_on_push: config.ci.push_target(&config.environments),
             deploy_on_tag: config.ci.tag_target(&config.environments),
-            deploys: deploy_jobs(config),
+            deploys: deploy_jobs_with(config, Some(&project.state_dir())),
             beamops_git: &config.ci.beamops.git,
             beamops_rev: config.ci.beamops.rev.as_deref().unwrap_or(UNSET_REV),
             sops_version: SOPS_VERSION,
@@ -280,6 +344,8 @@ mod tests {
             "actions/cache",
             "docker/setup-buildx-action",
             "docker/build-push-action",
+            "aws-actions/configure-aws-credentials",
+            "hashicorp/setup-terraform",
         ] {
             assert!(super::pin(action).is_some(), "{action} is pinned");
         }

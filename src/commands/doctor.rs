@@ -51,13 +51,12 @@ impl Report for DoctorReport {
 
 pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
     let mut findings = Vec::new();
-    let mut configured_host = None;
+    let mut reach = Ok(crate::docker::Reach::of(None));
     match global.project() {
         Ok(project) => {
-            configured_host = global
-                .engine(&project, ui)
-                .ok()
-                .and_then(|engine| engine.env.docker_host.clone());
+            if let Ok(engine) = global.engine(&project, ui) {
+                reach = crate::docker::Reach::for_environment(&project, &engine.env_name);
+            }
             findings.push(Finding {
                 check: "configuration".into(),
                 ok: true,
@@ -111,14 +110,31 @@ pub fn run(global: &Global, ui: &Ui) -> Result<Exit> {
             required: false,
         });
     }
-    findings.push(engine_finding(configured_host.as_deref()));
+    findings.push(engine_finding(reach));
     emit(&DoctorReport { findings }, ui)
 }
 
 /// Reaches the environment's Engine the way every command does (opening an ssh tunnel if the
 /// address says so) and names the route. Not required: many commands never need an Engine.
-fn engine_finding(configured: Option<&str>) -> Finding {
-    let reach = crate::docker::Reach::of(configured);
+fn engine_finding(reach: Result<crate::docker::Reach>) -> Finding {
+    let reach = match reach {
+        Ok(reach) => reach,
+        // An aws environment whose manager is unknown or whose host key is not pinned.
+        Err(e) => {
+            let text = format!("{e:#}");
+            let (why, fix) = match text.split_once("\n  fix: ") {
+                Some((why, fix)) => (why.to_string(), Some(fix.to_string())),
+                None => (text, None),
+            };
+            return Finding {
+                check: "docker engine".into(),
+                ok: false,
+                detail: why.strip_prefix("blocked: ").unwrap_or(&why).to_string(),
+                fix,
+                required: false,
+            };
+        }
+    };
     let probe = crate::docker::block_on(async {
         let daemon = crate::docker::connect(&reach.host).await?;
         let version = daemon.client.version().await?;

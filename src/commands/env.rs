@@ -79,7 +79,8 @@ pub fn run(global: &Global, ui: &Ui, shell: bool) -> Result<Exit> {
         environment: engine.env_name.clone(),
         provider: engine.env.provider.to_string(),
         docker_host: engine.env.docker_host.clone(),
-        engine: crate::docker::Reach::of(engine.env.docker_host.as_deref()),
+        engine: crate::docker::Reach::for_environment(&project, &engine.env_name)
+            .unwrap_or_else(|e| crate::docker::Reach::unresolved(&e)),
         tools: if shell {
             Vec::new()
         } else {

@@ -67,7 +67,7 @@ pub fn run(global: &Global, ui: &Ui, command: &ImagesCommand) -> Result<Exit> {
             )?;
             emit(
                 &ImagesReport {
-                    docker_host: crate::docker::host_for(&project, &environment),
+                    docker_host: crate::docker::host_for(&project, &environment)?,
                     environment,
                     images,
                 },
@@ -80,7 +80,7 @@ pub fn run(global: &Global, ui: &Ui, command: &ImagesCommand) -> Result<Exit> {
         } => {
             let project = global.project()?;
             let environment = global.env_name(&project, environment.as_deref())?;
-            let host = crate::docker::host_for(&project, &environment);
+            let host = crate::docker::host_for(&project, &environment)?;
             let repository = project.config.image_repository();
             let keep = project.config.deploy.keep_releases;
             let rt = crate::docker::runtime()?;

@@ -85,7 +85,7 @@ pub fn run(global: &Global, ui: &Ui, command: &LockCommand) -> Result<Exit> {
     let daemon = rt.block_on(crate::docker::connect(&crate::docker::host_for(
         &project,
         &environment,
-    )))?;
+    )?))?;
     let mut report = LockReport {
         environment,
         name: lock::lock_name(&stack),

@@ -299,6 +299,15 @@ pub struct Environment {
     /// in the deploy workflow (chapter 04): CI never trusts a host key on first use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub known_hosts: Vec<String>,
+    /// An aws environment without `docker_host`: the user beamops logs in as on the manager
+    /// whose address chapter 06 recorded (`ssh://<ssh_user>@<manager>`); default `admin`, the
+    /// login of chapter 06's Debian image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_user: Option<String>,
+    /// An aws environment: the IAM role chapter 04's deploy workflow assumes through GitHub's
+    /// OIDC issuer; default chapter 02's recorded `deploy_role_arn` output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_role_arn: Option<String>,
 }
 
 impl Environment {
@@ -328,6 +337,8 @@ impl Default for Environment {
             domain: None,
             protected: false,
             known_hosts: Vec::new(),
+            ssh_user: None,
+            deploy_role_arn: None,
         }
     }
 }

@@ -16,7 +16,6 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::action::record::{ReleaseImageRecord, StackRecord};
-use crate::config::Provider;
 use crate::docker::Daemon;
 use crate::engine::{Engine, UpOptions};
 use crate::exit::{Exit, Failure, exit_for};
@@ -127,12 +126,8 @@ fn prepare<'a>(
     let mut engine = Engine::new(project, env_name, ui)?;
     engine.yes = opts.yes;
     engine.message = opts.message.clone();
-    if engine.env.provider != Provider::Local {
-        anyhow::bail!(
-            "environment `{env_name}` is on {}: deploy runs against a swarm manager beamops can reach, not through a cloud provider\n  fix: deploy to a local-provider environment whose docker_host points at a manager (e.g. ssh://admin@<manager>, docs/remote.md)",
-            engine.env.provider
-        );
-    }
+    // An aws environment is deployed through one of its managers: the engine's connection
+    // resolves its ssh:// address and pins its host key (docker/target.rs).
     Ok(engine)
 }
 

@@ -205,7 +205,7 @@ pub fn ensure_images(
     rebuild: bool,
     images: Vec<BaseImage>,
 ) -> Result<Vec<ImageOutcome>> {
-    let host = super::host_for(project, environment);
+    let host = super::host_for(project, environment)?;
     let runtime = super::runtime()?;
     let daemon = runtime.block_on(super::connect(&host))?;
     let mut builder = Builder::new(ui);

@@ -6,6 +6,7 @@ pub mod images;
 pub mod prune;
 pub mod rootfs;
 pub mod ssh;
+pub mod target;
 pub mod tls;
 
 use std::future::Future;
@@ -120,20 +121,17 @@ impl Route {
 
 /// The Engine address for an environment: its `docker_host` in beamops.yaml, else `DOCKER_HOST`,
 /// else the local socket. The file wins so `--env prod` cannot reach a dev engine by accident.
-pub fn host_for(project: &Project, environment: &str) -> String {
-    host_from(
-        project
-            .config
-            .environment(environment)
-            .and_then(|env| env.docker_host.as_deref()),
-    )
+/// An aws environment's is a manager's (`target.rs`); blocked when none is known.
+pub fn host_for(project: &Project, environment: &str) -> Result<String> {
+    target::resolve(project, environment)
 }
 
 /// Which Engine an environment reaches and how, decided without connecting.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reach {
     pub host: String,
-    /// Where the address came from: `beamops.yaml`, `DOCKER_HOST` or `default`.
+    /// Where the address came from: `beamops.yaml`, `DOCKER_HOST`, `default`, or (an aws
+    /// environment) `terraform outputs`.
     pub source: &'static str,
     /// `None` when the address cannot be used; `describe` says why.
     pub route: Option<Route>,
@@ -150,6 +148,41 @@ impl Reach {
         } else {
             "DOCKER_HOST"
         };
+        Reach::with_source(host, source)
+    }
+
+    /// The environment's Engine as every command reaches it: an aws environment's manager
+    /// (`target.rs`, its host keys pinned for this process), else [`Reach::of`] its docker_host.
+    pub fn for_environment(project: &Project, environment: &str) -> Result<Reach> {
+        let Some(env) = project.config.environment(environment) else {
+            return Ok(Reach::of(None));
+        };
+        if env.provider == crate::config::Provider::Local {
+            host_for(project, environment)?; // pins the host keys known_hosts lists
+            return Ok(Reach::of(env.docker_host.as_deref()));
+        }
+        let (_, source) = target::address(project, environment, env)?;
+        let host = host_for(project, environment)?;
+        Ok(Reach::with_source(
+            host,
+            match source {
+                target::Source::TerraformOutputs => "terraform outputs",
+                _ => "beamops.yaml",
+            },
+        ))
+    }
+
+    /// An environment without a usable address (`env` reports why instead of failing).
+    pub fn unresolved(why: &anyhow::Error) -> Reach {
+        Reach {
+            host: String::new(),
+            source: "none",
+            route: None,
+            describe: format!("unusable: {why:#}"),
+        }
+    }
+
+    fn with_source(host: String, source: &'static str) -> Reach {
         let (route, describe) = match Route::parse(&host) {
             Ok(route) => {
                 let describe = route.describe();
@@ -334,6 +367,8 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 #[derive(Debug)]
 pub struct Connection {
     host: String,
+    /// Why the environment has no address (blocked): reported by the first call that needs it.
+    unresolved: Option<String>,
     runtime: std::cell::OnceCell<tokio::runtime::Runtime>,
     daemon: std::cell::OnceCell<Daemon>,
 }
@@ -343,14 +378,27 @@ impl Connection {
     pub fn lazy(host: String) -> Connection {
         Connection {
             host,
+            unresolved: None,
             runtime: std::cell::OnceCell::new(),
             daemon: std::cell::OnceCell::new(),
         }
     }
 
     /// The environment's Engine, by its `docker_host` (or `DOCKER_HOST`).
+    /// An environment with no address yet (an aws one before chapter 06) is an error only
+    /// for a run that needs its Engine.
     pub fn for_environment(project: &Project, environment: &str) -> Connection {
-        Connection::lazy(host_for(project, environment))
+        match host_for(project, environment) {
+            Ok(host) => Connection::lazy(host),
+            Err(e) => Connection {
+                // Kept as text (errors do not clone); a Blocked's own words, not its prefix.
+                unresolved: Some(match e.downcast_ref::<Failure>() {
+                    Some(Failure::Blocked(why)) => why.clone(),
+                    _ => format!("{e:#}"),
+                }),
+                ..Connection::lazy(format!("(no address for {environment})"))
+            },
+        }
     }
 
     pub fn host(&self) -> &str {
@@ -370,6 +418,9 @@ impl Connection {
         let rt = self.runtime()?;
         if let Some(daemon) = self.daemon.get() {
             return Ok((rt, daemon));
+        }
+        if let Some(why) = &self.unresolved {
+            return Err(Failure::Blocked(why.clone()).into());
         }
         let daemon = rt.block_on(connect(&self.host))?;
         Ok((rt, self.daemon.get_or_init(|| daemon)))

@@ -147,6 +147,27 @@ fn tunnels() -> std::sync::MutexGuard<'static, Vec<Tunnel>> {
     TUNNELS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Host keys pinned per destination: an environment's `known_hosts` lines from beamops.yaml.
+/// A pinned destination is checked against these alone, never the user's known_hosts files.
+static PINNED: Mutex<Vec<(Destination, Vec<String>)>> = Mutex::new(Vec::new());
+
+/// Pins `destination`'s host keys for this process: its tunnel accepts only a host that shows
+/// one of them (`StrictHostKeyChecking yes`, no trust on first use, no other known_hosts file).
+pub fn pin_host_keys(destination: &Destination, known_hosts: &[String]) {
+    let mut pinned = PINNED.lock().unwrap_or_else(|e| e.into_inner());
+    pinned.retain(|(d, _)| d != destination);
+    pinned.push((destination.clone(), known_hosts.to_vec()));
+}
+
+fn pinned_host_keys(destination: &Destination) -> Option<Vec<String>> {
+    PINNED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(d, _)| d == destination)
+        .map(|(_, lines)| lines.clone())
+}
+
 /// Closes every tunnel this process opened. Safe to call more than once.
 pub fn close_all() {
     let open = std::mem::take(&mut *tunnels());
@@ -231,6 +252,23 @@ fn open(destination: &Destination) -> Result<PathBuf> {
             "{}:{REMOTE_SOCKET}",
             dir.path().join("docker.sock").display()
         ));
+    if let Some(lines) = pinned_host_keys(destination) {
+        // In the 0700 directory; the keys are public, but nobody else may add one.
+        let file = dir.path().join("known_hosts");
+        std::fs::write(&file, lines.join("\n") + "\n")
+            .with_context(|| format!("writing {}", file.display()))?;
+        // Options on the command line win over any ssh_config, the user's included.
+        cmd.args([
+            "-o",
+            &format!("UserKnownHostsFile=\"{}\"", file.display()),
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "UpdateHostKeys=no",
+        ]);
+    }
     if let Some(port) = destination.port {
         cmd.args(["-p", &port.to_string()]);
     }
@@ -366,9 +404,13 @@ fn diagnose(destination: &Destination, said: &str, exited: bool) -> anyhow::Erro
     {
         (
             "the host key is unknown or changed".to_string(),
-            format!(
-                "check the host's key and add it to known_hosts (e.g. `ssh -p {port} {login} true` once, interactively)"
-            ),
+            if pinned_host_keys(destination).is_some() {
+                "the host showed a key that is not among the environment's pinned known_hosts in beamops.yaml; check the host's key (a replaced instance has a new one) and update environments.<env>.known_hosts".to_string()
+            } else {
+                format!(
+                    "check the host's key and add it to known_hosts (e.g. `ssh -p {port} {login} true` once, interactively)"
+                )
+            },
         )
     } else if said.contains("Could not resolve")
         || said.contains("Connection refused")

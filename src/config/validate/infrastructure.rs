@@ -17,6 +17,10 @@ static IMAGE_OWNER: LazyLock<Regex> =
     LazyLock::new(|| re(r"^(?:[0-9]{12}|amazon|aws-marketplace|self)$"));
 static COLOR: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9a-fA-F]{6}$"));
 static BUCKET: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"));
+/// A login name ssh passes on (`-l`): no option-like or shell-special characters.
+static SSH_USER: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z_][a-z0-9_-]{0,31}$"));
+static ROLE_ARN: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"));
 
 /// `a.b.c.d/n` with no host bits set (any prefix 0–32).
 pub fn ipv4_cidr(text: &str) -> bool {
@@ -35,6 +39,30 @@ pub(super) fn infrastructure(config: &Config, out: &mut Vec<Problem>) {
     for (name, env) in &config.environments {
         if env.provider != crate::config::Provider::Aws {
             continue;
+        }
+        if let Some(user) = &env.ssh_user
+            && !SSH_USER.is_match(user)
+        {
+            out.push(problem(
+                &["environments", name, "ssh_user"],
+                format!(
+                    "environments.{name}.ssh_user `{}` is not a login name",
+                    user.escape_debug()
+                ),
+                "write the managers' login, e.g. admin (chapter 06's Debian image)",
+            ));
+        }
+        if let Some(arn) = &env.deploy_role_arn
+            && !ROLE_ARN.is_match(arn)
+        {
+            out.push(problem(
+                &["environments", name, "deploy_role_arn"],
+                format!(
+                    "environments.{name}.deploy_role_arn `{}` is not an IAM role ARN",
+                    arn.escape_debug()
+                ),
+                "write arn:aws:iam::<account id>:role/<name> (chapter 02's deploy_role_arn output)",
+            ));
         }
         // A missing region is reported by the chapters that need one (blocked, not a bad file).
         if let Some(region) = &env.region
@@ -256,7 +284,7 @@ mod tests {
 
     #[test]
     fn ssh_from_anywhere_even_managers_and_a_bad_bucket_are_refused() {
-        let src = "version: 1\napp:\n  name: c\n  otp_app: c\n  elixir: 1.18.3\n  otp: \"27\"\nenvironments:\n  prod:\n    provider: aws\n    region: eu-west-1\n    managers: 2\nchapters:\n  terraform:\n    state:\n      backend: s3\n  production:\n    ssh_allow: [0.0.0.0/0]\n";
+        let src = "version: 1\napp:\n  name: c\n  otp_app: c\n  elixir: 1.18.3\n  otp: \"27\"\nenvironments:\n  prod:\n    provider: aws\n    region: eu-west-1\n    managers: 2\n    ssh_user: \"-oProxyCommand=x\"\n    deploy_role_arn: arn:aws:iam::123:role/x\nchapters:\n  terraform:\n    state:\n      backend: s3\n  production:\n    ssh_allow: [0.0.0.0/0]\n";
         let config: crate::config::Config = serde_yaml_ng::from_str(src).unwrap();
         let problems: Vec<String> = super::super::all(&config)
             .into_iter()
@@ -264,12 +292,28 @@ mod tests {
             .collect();
         for key in [
             "environments.prod.managers",
+            "environments.prod.ssh_user",
+            "environments.prod.deploy_role_arn",
             "chapters.terraform.state.bucket",
             "chapters.terraform.state.region",
             "chapters.production.ssh_allow",
         ] {
             assert!(problems.iter().any(|p| p == key), "{key}: {problems:?}");
         }
+        let fine = src
+            .replace("-oProxyCommand=x", "admin")
+            .replace("123:role", "123456789012:role");
+        let config: crate::config::Config = serde_yaml_ng::from_str(&fine).unwrap();
+        let problems: Vec<String> = super::super::all(&config)
+            .into_iter()
+            .map(|p| p.path.join("."))
+            .collect();
+        assert!(
+            !problems
+                .iter()
+                .any(|p| p.ends_with("ssh_user") || p.ends_with("deploy_role_arn")),
+            "{problems:?}"
+        );
     }
 
     #[test]

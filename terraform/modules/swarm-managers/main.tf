@@ -90,6 +90,7 @@ resource "aws_instance" "manager" {
         content = templatefile("${path.module}/join.sh.tftpl", {
           first     = count.index == 0
           pgdata    = count.index == 0 && var.database_volume_gb > 0
+          database  = count.index == 0 && var.database
           parameter = aws_ssm_parameter.join_token.name
           worker    = aws_ssm_parameter.worker_join_token.name
           region    = data.aws_region.current.name

@@ -39,6 +39,12 @@ variable "key_name" {
   default     = null
 }
 
+variable "database" {
+  description = "The stack runs PostgreSQL: the first manager labels itself beamops.pgdata=true, the node the database is placed on."
+  type        = bool
+  default     = false
+}
+
 variable "database_volume_gb" {
   description = "An encrypted volume for PostgreSQL's data on the first manager (labelled beamops.pgdata=true in the swarm); 0: none."
   type        = number
