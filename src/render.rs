@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use include_dir::{Dir, include_dir};
 
 mod context;
@@ -101,10 +101,40 @@ fn render_template(name: &str, ctx: &tera::Context) -> Result<String, tera::Erro
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if !tera.get_template_names().any(|known| known == name) {
-        let source = template_source(name).ok_or_else(|| tera::Error::template_not_found(name))?;
+        let source = match inline_source(name) {
+            Some(text) => text,
+            None => template_source(name).ok_or_else(|| tera::Error::template_not_found(name))?,
+        };
         tera.add_raw_template(name, source)?;
     }
     tera.render(name, ctx)
+}
+
+/// Inline templates (a manifest's `when:` and templated `path:`) are named by their text behind
+/// this prefix, which no file name has.
+const INLINE: &str = "\u{0}inline:";
+
+fn inline_source(name: &str) -> Option<&str> {
+    name.strip_prefix(INLINE)
+}
+
+/// A short template given as text, parsed once per process by the same engine as the files
+/// (`Tera::one_off` builds a whole engine, filters and all, for every expression it renders).
+fn render_inline(text: &str, ctx: &tera::Context) -> Result<String, tera::Error> {
+    render_template(&format!("{INLINE}{text}"), ctx)
+}
+
+/// Whether a `when:` condition holds.
+fn holds(cond: &str, ctx: &tera::Context) -> Result<bool, tera::Error> {
+    Ok(render_inline(&format!("{{% if {cond} %}}yes{{% endif %}}"), ctx)? == "yes")
+}
+
+/// A manifest's text with its `{{ … }}` expressions rendered; text without any as it is.
+fn expand_text(text: &str, ctx: &tera::Context) -> Result<String, tera::Error> {
+    if !text.contains("{{") {
+        return Ok(text.to_string());
+    }
+    render_inline(text, ctx)
 }
 
 /// `{{ value | hcl }}`: a value as an HCL literal on one line (strings escaped, `${` and `%{`
@@ -263,16 +293,25 @@ pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Ren
     crate::chapter::check_extra_expressions(chapter, &|path| resolves(ctx, path))?;
     let mut out = Vec::new();
     for spec in &chapter.files {
-        if let Some(cond) = &spec.when {
-            let expr = format!("{{% if {cond} %}}yes{{% endif %}}");
-            let verdict = tera::Tera::one_off(&expr, ctx, false)
-                .with_context(|| format!("chapter {}: `when: {cond}`", chapter.key()))?;
-            if verdict != "yes" {
-                continue;
-            }
+        if let Some(cond) = &spec.when
+            && !holds(cond, ctx).map_err(|e| {
+                anyhow::anyhow!(
+                    "chapter {}: `when: {cond}`: {}",
+                    chapter.key(),
+                    tera_chain(&e)
+                )
+            })?
+        {
+            continue;
         }
-        let path = tera::Tera::one_off(&spec.path, ctx, false)
-            .with_context(|| format!("chapter {}: path `{}`", chapter.key(), spec.path))?;
+        let path = expand_text(&spec.path, ctx).map_err(|e| {
+            anyhow::anyhow!(
+                "chapter {}: path `{}`: {}",
+                chapter.key(),
+                spec.path,
+                tera_chain(&e)
+            )
+        })?;
         let content = render_template(&spec.template, ctx).map_err(|e| {
             anyhow::anyhow!(
                 "rendering {} for chapter {}: {}",
@@ -290,13 +329,16 @@ pub fn render_chapter(chapter: &Manifest, ctx: &tera::Context) -> Result<Vec<Ren
         });
     }
     for module in &chapter.modules {
-        if let Some(cond) = &module.when {
-            let expr = format!("{{% if {cond} %}}yes{{% endif %}}");
-            let verdict = tera::Tera::one_off(&expr, ctx, false)
-                .with_context(|| format!("chapter {}: module `when: {cond}`", chapter.key()))?;
-            if verdict != "yes" {
-                continue;
-            }
+        if let Some(cond) = &module.when
+            && !holds(cond, ctx).map_err(|e| {
+                anyhow::anyhow!(
+                    "chapter {}: module `when: {cond}`: {}",
+                    chapter.key(),
+                    tera_chain(&e)
+                )
+            })?
+        {
+            continue;
         }
         let files = module_files(&module.name);
         anyhow::ensure!(
@@ -344,8 +386,7 @@ pub fn expand(text: &str, project: &Project, env_name: &str) -> Result<String> {
         return Ok(text.to_string());
     }
     let ctx = context(project, env_name)?;
-    tera::Tera::one_off(text, &ctx, false)
-        .map_err(|e| anyhow::anyhow!("`{text}`: {}", tera_chain(&e)))
+    expand_text(text, &ctx).map_err(|e| anyhow::anyhow!("`{text}`: {}", tera_chain(&e)))
 }
 
 /// Render a template outside any chapter (used by `init`).

@@ -104,9 +104,13 @@ pub fn tool_versions(text: &str) -> (Option<String>, Option<String>) {
 }
 
 /// The `elixir: "~> 1.14"` requirement in mix.exs.
+/// By hand: compiling a regex for it was a tenth of `plan chapter-01`.
 pub fn mix_elixir_requirement(mix: &str) -> Option<String> {
-    let re = regex::Regex::new(r#"elixir:\s*"([^"]+)""#).expect("static regex");
-    re.captures(mix).map(|c| c[1].to_string())
+    mix.match_indices("elixir:").find_map(|(at, key)| {
+        let value = mix[at + key.len()..].trim_start().strip_prefix('"')?;
+        let end = value.find('"')?;
+        (end > 0).then(|| value[..end].to_string())
+    })
 }
 
 /// What `.tool-versions` pins now, for asdf/mise and the person's shell: the file on disk,
@@ -186,5 +190,15 @@ mod tests {
             mix_elixir_requirement("  elixir: \"~> 1.14\",").as_deref(),
             Some("~> 1.14")
         );
+        // The first `elixir:` that has a quoted requirement, as the regex it replaces read it.
+        for (mix, want) in [
+            ("elixir:\n      \"== 1.18.3\"", Some("== 1.18.3")),
+            ("# elixir: none\n  elixir: \"~> 1.17\"", Some("~> 1.17")),
+            ("elixir: \"\" elixir: \">= 1.0\"", Some(">= 1.0")),
+            ("elixir: @version", None),
+            ("elixir: \"~> 1.14", None),
+        ] {
+            assert_eq!(mix_elixir_requirement(mix).as_deref(), want, "{mix}");
+        }
     }
 }
