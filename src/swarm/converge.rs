@@ -1750,6 +1750,62 @@ secrets:
         assert!(!swarm.config_names().contains(&v1));
     }
 
+    /// The deploy lock is a config on the same swarm: converging (and pruning the stack's
+    /// unused configs) under it leaves it held, a second run is refused, and dropping the guard
+    /// releases it.
+    #[test]
+    fn a_converge_under_the_deploy_lock_leaves_the_lock_alone() {
+        use crate::swarm::lock;
+        let swarm = FakeSwarm::new();
+        images(&swarm);
+        let rt = crate::docker::runtime().unwrap();
+        let opts = lock::AcquireOptions {
+            env: "local",
+            wait: Duration::ZERO,
+            timeout: Duration::from_secs(3600),
+            poll: Duration::from_millis(10),
+        };
+        let holder = lock::Holder::current("up", None);
+        let guard = rt
+            .block_on(lock::acquire(&swarm, APP_STACK, &holder, &opts, |_| {}))
+            .unwrap();
+        let base = Wanted::default();
+        up(&swarm, &base).unwrap();
+        up(
+            &swarm,
+            &Wanted {
+                page: "v2",
+                ..base.clone()
+            },
+        )
+        .unwrap();
+        let done = up(
+            &swarm,
+            &Wanted {
+                page: "v3",
+                ..base.clone()
+            },
+        )
+        .unwrap();
+        assert!(!done.pruned.is_empty(), "the old config version was pruned");
+        assert!(swarm.config_names().contains(&lock::lock_name(APP_STACK)));
+        // A run on another machine finds it held.
+        let other = lock::Holder {
+            host: "ci-runner-7".into(),
+            ..lock::Holder::current("deploy", None)
+        };
+        let refused = rt.block_on(lock::acquire(&swarm, APP_STACK, &other, &opts, |_| {}));
+        assert_eq!(
+            refused.map(|_| ()).map_err(|e| exit_for(&e)),
+            Err(Exit::Blocked),
+            "a second run takes a held lock"
+        );
+        drop(guard);
+        assert!(!swarm.config_names().contains(&lock::lock_name(APP_STACK)));
+        rt.block_on(lock::acquire(&swarm, APP_STACK, &other, &opts, |_| {}))
+            .expect("free again once released");
+    }
+
     #[test]
     fn an_update_swarm_rolls_back_is_a_rollback_for_up_and_still_pending_for_plan() {
         let swarm = FakeSwarm::new();

@@ -603,3 +603,37 @@ impl SwarmApi for FakeSwarm {
         }))
     }
 }
+
+/// The deploy lock is a config object on the same swarm: a run's lock and its converge meet in
+/// one set of configs, as on a real Engine.
+impl super::lock::LockConfigs for FakeSwarm {
+    fn host(&self) -> &str {
+        "fake://swarm"
+    }
+    async fn create(&self, spec: ConfigSpec) -> Result<Option<String>> {
+        // Swarm refuses a second config of one name: that refusal is the lock.
+        match SwarmApi::create_config(self, spec).await {
+            Ok(id) => Ok(Some(id)),
+            Err(e) if e.to_string().contains("409") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    async fn inspect(&self, name: &str) -> Result<Option<Config>> {
+        Ok(self.with(|s| {
+            s.configs
+                .values()
+                .find(|c| c.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
+                .cloned()
+        }))
+    }
+    async fn delete(&self, id: &str) -> Result<bool> {
+        Ok(SwarmApi::remove_config(self, id).await? == Removal::Removed)
+    }
+    fn releaser(&self, id: &str) -> super::lock::Releaser {
+        let (swarm, id) = (self.clone(), id.to_string());
+        std::sync::Arc::new(move || {
+            swarm.with(|s| s.configs.remove(&id));
+            Ok(())
+        })
+    }
+}
