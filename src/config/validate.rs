@@ -1228,6 +1228,9 @@ mod ci_tests {
     /// The hand-written checks accept exactly what the patterns they replace accept.
     #[test]
     fn hand_checks_match_their_patterns() {
+        use super::{
+            COMPONENT, DOMAIN, is_branch_chars, is_commit, is_otp_version, is_reference, re,
+        };
         let otp = re(r"^[0-9]{2}(?:\.[0-9]+){0,4}$");
         let commit = re(r"^[0-9a-f]{40}$");
         let branch = re(r"^[A-Za-z0-9._/-]{1,200}$");
