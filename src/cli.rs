@@ -57,11 +57,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-// `defer`: a subcommand's arguments are built only when that subcommand is used (or help and
-// completions walk the tree), not all two dozen on every run (clap's tree was a quarter of
-// `plan chapter-01`).
 #[derive(Debug, Subcommand)]
-#[command(defer = true)]
 pub enum Command {
     /// Write beamops.yaml from mix.exs, .tool-versions and the git remote.
     Init(InitArgs),
