@@ -13,6 +13,18 @@ pub const STATE_DIR: &str = ".beamops";
 pub struct Project {
     pub root: PathBuf,
     pub config: Config,
+    /// The git repository's facts, read on first use: opening a repository costs more than
+    /// anything else a plan of a small chapter does, and several parts of a run ask.
+    git: std::sync::OnceLock<Option<GitFacts>>,
+}
+
+/// What beamops reads from the git repository the project is in.
+#[derive(Debug, Clone)]
+pub struct GitFacts {
+    /// None for a bare repository.
+    pub workdir: Option<PathBuf>,
+    /// The `origin` remote's URL, when there is one.
+    pub origin: Option<String>,
 }
 
 impl Project {
@@ -20,7 +32,33 @@ impl Project {
     pub fn discover(explicit: Option<&Path>) -> Result<Project> {
         let root = find_root(explicit)?;
         let config = config::load(&root.join(CONFIG_FILE))?;
-        Ok(Project { root, config })
+        Ok(Project::new(root, config))
+    }
+
+    pub fn new(root: PathBuf, config: Config) -> Project {
+        Project {
+            root,
+            config,
+            git: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The repository the root is in (None outside one), opened once per `Project`: nothing a
+    /// command does changes the repository's location or its origin remote.
+    pub fn git(&self) -> Option<&GitFacts> {
+        self.git
+            .get_or_init(|| {
+                let repo = git2::Repository::discover(&self.root).ok()?;
+                let origin = repo
+                    .find_remote("origin")
+                    .ok()
+                    .and_then(|r| r.url().ok().map(str::to_string));
+                Some(GitFacts {
+                    workdir: repo.workdir().map(Path::to_path_buf),
+                    origin,
+                })
+            })
+            .as_ref()
     }
 
     pub fn state_dir(&self) -> PathBuf {

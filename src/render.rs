@@ -201,14 +201,12 @@ pub fn context(project: &Project, env_name: &str) -> Result<tera::Context> {
 /// The repository's web address for image labels: the origin remote as https, or empty when
 /// origin is no network address (a clone of a local path): a label names where the source can
 /// be found by whoever runs the image, never a path on the machine that built it.
-fn source_url(root: &Path) -> String {
-    let Ok(repo) = git2::Repository::discover(root) else {
-        return String::new();
-    };
-    let Ok(remote) = repo.find_remote("origin") else {
-        return String::new();
-    };
-    web_address(remote.url().unwrap_or_default()).unwrap_or_default()
+fn source_url(project: &Project) -> String {
+    project
+        .git()
+        .and_then(|git| git.origin.as_deref())
+        .and_then(web_address)
+        .unwrap_or_default()
 }
 
 /// `git@host:a/b.git`, `ssh://git@host:22/a/b`, `https://user:token@host/a/b.git` →

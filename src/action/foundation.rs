@@ -19,14 +19,15 @@ impl Action for GitRepository {
         "the project is a git repository".into()
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
-        Ok(match git2::Repository::discover(&cx.project.root) {
-            Ok(repo) => Check::Satisfied(format!(
+        Ok(match cx.project.git() {
+            Some(git) => Check::Satisfied(format!(
                 "repository at {}",
-                repo.workdir()
+                git.workdir
+                    .as_deref()
                     .map(|w| { pathdiff(&cx.project.root, w) })
                     .unwrap_or_else(|| "(bare)".into())
             )),
-            Err(_) => Check::Failed(
+            None => Check::Failed(
                 "not inside a git repository; fix: run `git init` in the project root".into(),
             ),
         })

@@ -311,9 +311,7 @@ pub fn repository(project: &Project) -> Option<String> {
     if let Some(repo) = &project.config.ci.repository {
         return Some(repo.clone());
     }
-    let repo = git2::Repository::discover(&project.root).ok()?;
-    let remote = repo.find_remote("origin").ok()?;
-    let web = crate::render::web_address(remote.url().ok()?)?;
+    let web = crate::render::web_address(project.git()?.origin.as_deref()?)?;
     let rest = web.strip_prefix("https://")?;
     let (host, path) = rest.split_once('/')?;
     let api = &project.config.ci.api_url;

@@ -186,7 +186,11 @@ impl<'a> TemplateContext<'a> {
         let deps = super::mix_deps(root);
         // The origin remote, read once: the image label and the GitHub repository both use it.
         let origin_url = std::cell::OnceCell::new();
-        let origin = || origin_url.get_or_init(|| super::source_url(root)).clone();
+        let origin = || {
+            origin_url
+                .get_or_init(|| super::source_url(project))
+                .clone()
+        };
         Ok(TemplateContext {
             config,
             app: App {
