@@ -192,9 +192,10 @@ fn the_rendered_root_parses_is_formatted_and_passes_checkov() {
         .collect();
     assert_eq!(statements.len(), 2, "{statements:?}");
     assert!(
-        statements.iter().any(|(actions, resources)| actions
-            == "[\"ssm:PutParameter\"]"
-            && resources.contains("local.node_leave_key_parameter_arn")),
+        statements
+            .iter()
+            .any(|(actions, resources)| actions == "[\"ssm:PutParameter\"]"
+                && resources.contains("local.node_leave_key_parameter_arn")),
         "the managers create the private key by its name's ARN: {statements:?}"
     );
     for (actions, resources) in &statements {
@@ -249,7 +250,9 @@ fn the_rendered_root_parses_is_formatted_and_passes_checkov() {
     assert_eq!(parameters.len(), 2, "{parameters:?}");
     for credential in ["join-token", "worker-join-token", "node-leave-key"] {
         assert!(
-            !parameters.iter().any(|n| n.ends_with(&format!("/{credential}\""))),
+            !parameters
+                .iter()
+                .any(|n| n.ends_with(&format!("/{credential}\""))),
             "{credential} is a Terraform resource: {parameters:?}"
         );
     }
@@ -719,7 +722,11 @@ impl AwsSwarm {
             "--output",
             "text",
         ]);
-        let key = line.split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+        let key = line
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ");
         swarm.moto.put_secure_parameter(
             &swarm.leave_parameter("node-leave-known-hosts/1"),
             &format!("127.0.0.1 {key}"),
