@@ -1007,6 +1007,15 @@ impl AwsSwarm {
                 format!("drain {other_id};id"),
                 "is no swarm node id".to_string(),
             ),
+            // Its own node, but longer than the hook timeout (NODE_LEAVE_MAX_WAIT=120).
+            (
+                format!("drain {} 121", node_id(from)),
+                "longer than the hook timeout".to_string(),
+            ),
+            (
+                format!("remove {} 9999", node_id(from)),
+                "longer than the hook timeout".to_string(),
+            ),
         ] {
             let (code, out) = self.as_worker(from, &request);
             assert_eq!(code, 77, "`{request}` from {}: {out}", from.name);
