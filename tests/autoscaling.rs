@@ -191,10 +191,69 @@ fn the_rendered_root_parses_is_formatted_and_passes_checkov() {
         })
         .collect();
     assert_eq!(statements.len(), 2, "{statements:?}");
+    assert!(
+        statements
+            .iter()
+            .any(|(actions, resources)| actions == "[\"ssm:PutParameter\"]"
+                && resources.contains("local.node_leave_key_parameter_arn")),
+        "the managers create the private key by its name's ARN: {statements:?}"
+    );
     for (actions, resources) in &statements {
         assert!(
-            !(actions.contains("ssm:GetParameter") && resources.contains("node_leave_key.arn")),
+            !(actions.contains("ssm:GetParameter") && resources.contains("node_leave_key")),
             "a manager may read the workers' private key: {statements:?}"
+        );
+    }
+    // No credential reaches Terraform's state: a managed aws_ssm_parameter's value is read back
+    // on every refresh, `ignore_changes` or not, so no parameter holding a key or a token may be
+    // a resource anywhere in the root or its modules (the managers create those). Only these,
+    // which hold no secret, are: every other one is refused until someone decides about it.
+    let mut tf_files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "tf") {
+                tf_files.push(path);
+            }
+        }
+    }
+    let mut parameters = Vec::new();
+    for file in &tf_files {
+        let body: hcl::Body = hcl::from_str(&std::fs::read_to_string(file).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for block in body.blocks().filter(|b| {
+            b.identifier() == "resource"
+                && b.labels().first().map(|l| l.as_str()) == Some("aws_ssm_parameter")
+        }) {
+            let attr = |key: &str| {
+                block
+                    .body()
+                    .attributes()
+                    .find(|a| a.key() == key)
+                    .map(|a| a.expr().to_string())
+                    .unwrap_or_default()
+            };
+            let (name, value) = (attr("name"), attr("value"));
+            assert!(
+                name.ends_with("/swarm/node-leave-public-key\"")
+                    || name.ends_with("/swarm/node-leave-known-hosts/${count.index}\""),
+                "{}: aws_ssm_parameter {name} may hold a credential: Terraform would keep its value in the state",
+                file.display()
+            );
+            assert_eq!(value, "\"pending\"", "{}: {name}", file.display());
+            parameters.push(name);
+        }
+    }
+    assert_eq!(parameters.len(), 2, "{parameters:?}");
+    for credential in ["join-token", "worker-join-token", "node-leave-key"] {
+        assert!(
+            !parameters
+                .iter()
+                .any(|n| n.ends_with(&format!("/{credential}\""))),
+            "{credential} is a Terraform resource: {parameters:?}"
         );
     }
 
@@ -480,7 +539,7 @@ param() {
 eval "$(ssh-agent -s)" >/dev/null
 trap 'ssh-agent -k >/dev/null 2>&1' EXIT
 param "$NODE_LEAVE_KEY_PARAMETER" | ssh-add -q -
-param "$NODE_LEAVE_KNOWN_HOSTS_PARAMETER" >/tmp/leave-known-hosts
+param "${NODE_LEAVE_KNOWN_HOSTS_PARAMETERS##*,}" >/tmp/leave-known-hosts
 host=$(cut -d' ' -f1 /tmp/leave-known-hosts)
 opts=(-F none -o BatchMode=yes -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null
   -o UserKnownHostsFile=/tmp/leave-known-hosts)
@@ -640,16 +699,38 @@ impl AwsSwarm {
             token_value,
             script,
         };
-        // Terraform creates every parameter with the placeholder `pending`.
+        // Terraform creates the public key's and the host keys' parameters with the placeholder
+        // `pending`; the first manager creates the private key's (and the join tokens').
         for name in [
-            swarm.parameter.clone(),
-            swarm.leave_parameter("node-leave-key"),
             swarm.leave_parameter("node-leave-public-key"),
-            swarm.leave_parameter("node-leave-known-hosts"),
+            swarm.leave_parameter("node-leave-known-hosts/0"),
+            swarm.leave_parameter("node-leave-known-hosts/1"),
         ] {
             swarm.moto.put_secure_parameter(&name, "pending");
         }
         swarm.set_up_node_leave(p);
+        // Manager 1 is gone: its parameter names an address with no SSH server on a worker
+        // (its own loopback), with manager 0's host key. Workers must move on to manager 0.
+        let line = swarm.moto.aws(&[
+            "ssm",
+            "get-parameter",
+            "--name",
+            &swarm.leave_parameter("node-leave-known-hosts/0"),
+            "--with-decryption",
+            "--query",
+            "Parameter.Value",
+            "--output",
+            "text",
+        ]);
+        let key = line
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ");
+        swarm.moto.put_secure_parameter(
+            &swarm.leave_parameter("node-leave-known-hosts/1"),
+            &format!("127.0.0.1 {key}"),
+        );
         swarm
     }
 
@@ -685,11 +766,11 @@ impl AwsSwarm {
         );
         let env = format!(
             "NODE_LEAVE_REGION=eu-west-1\nNODE_LEAVE_KEY_PARAMETER={}\nNODE_LEAVE_PUBLIC_KEY_PARAMETER={}\n\
-             NODE_LEAVE_KNOWN_HOSTS_PARAMETER={}\nNODE_LEAVE_FIRST=true\n\
+             NODE_LEAVE_KNOWN_HOSTS_PARAMETER={}\nNODE_LEAVE_FIRST=true\nNODE_LEAVE_MAX_WAIT=120\n\
              AWS_ENDPOINT_URL={url}\nAWS_EC2_METADATA_SERVICE_ENDPOINT={url}/\n",
             self.leave_parameter("node-leave-key"),
             self.leave_parameter("node-leave-public-key"),
-            self.leave_parameter("node-leave-known-hosts"),
+            self.leave_parameter("node-leave-known-hosts/0"),
             url = self.aws.url(),
         );
         put_file(
@@ -710,6 +791,7 @@ impl AwsSwarm {
         let (code, out) = exec(manager, &["/usr/local/sbin/beamops-node-leave-setup"]);
         assert_eq!(code, 0, "node-leave setup: {out}");
         assert!(out.contains("key pair made"), "{out}");
+        assert!(out.contains("published its host key"), "{out}");
         // Run twice (a reboot): the same key stays.
         let calls = self.aws.calls().len();
         let (code, again) = exec(manager, &["/usr/local/sbin/beamops-node-leave-setup"]);
@@ -734,7 +816,7 @@ impl AwsSwarm {
             "ssm",
             "get-parameter",
             "--name",
-            &self.leave_parameter("node-leave-known-hosts"),
+            &self.leave_parameter("node-leave-known-hosts/0"),
             "--with-decryption",
             "--query",
             "Parameter.Value",
@@ -762,14 +844,17 @@ impl AwsSwarm {
     fn node_env(&self) -> String {
         format!(
             "NODE_REGION=eu-west-1\nNODE_TOKEN_PARAMETER={}\nNODE_LEAVE_KEY_PARAMETER={}\n\
-             NODE_LEAVE_KNOWN_HOSTS_PARAMETER={}\nNODE_ASG_NAME={}\nNODE_LAUNCH_HOOK={}\n\
+             NODE_LEAVE_KNOWN_HOSTS_PARAMETERS={},{}\nNODE_ASG_NAME={}\nNODE_LAUNCH_HOOK={}\n\
              NODE_TERMINATE_HOOK={}\nNODE_HOOK_TIMEOUT=120\nNODE_READY_TIMEOUT=90\n\
              NODE_APP_PORT={APP_PORT}\nNODE_HEALTH_PATH=/health\nNODE_POLL_SECONDS=1\n\
              # The local AWS API and instance metadata; on EC2 these two lines do not exist.\n\
              AWS_ENDPOINT_URL={url}\nAWS_EC2_METADATA_SERVICE_ENDPOINT={url}/\n",
             self.parameter,
             self.leave_parameter("node-leave-key"),
-            self.leave_parameter("node-leave-known-hosts"),
+            // Manager 1 first: it is gone (its address answers no SSH), so every request
+            // shows the worker moving on to the next manager.
+            self.leave_parameter("node-leave-known-hosts/1"),
+            self.leave_parameter("node-leave-known-hosts/0"),
             self.group,
             self.launch_hook,
             self.terminate_hook,
@@ -832,6 +917,11 @@ impl AwsSwarm {
         if token_after.is_some() {
             assert!(log.contains("holds no join token yet; waiting"), "{log}");
         }
+        assert!(
+            log.contains("was completed already")
+                || log.contains("manager 127.0.0.1 did not answer; trying the next one"),
+            "the requests went on to the next manager: {log}"
+        );
         let ready_secs = started.elapsed().as_secs_f64();
         eprintln!(
             "{}: bootstrap → first task {secs:.1}s, → ready {ready_secs:.1}s\n{log}",
@@ -916,6 +1006,15 @@ impl AwsSwarm {
             (
                 format!("drain {other_id};id"),
                 "is no swarm node id".to_string(),
+            ),
+            // Its own node, but longer than the hook timeout (NODE_LEAVE_MAX_WAIT=120).
+            (
+                format!("drain {} 121", node_id(from)),
+                "longer than the hook timeout".to_string(),
+            ),
+            (
+                format!("remove {} 9999", node_id(from)),
+                "longer than the hook timeout".to_string(),
             ),
         ] {
             let (code, out) = self.as_worker(from, &request);

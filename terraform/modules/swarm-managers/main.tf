@@ -1,6 +1,5 @@
 # Chapter 08 on AWS: a fixed, odd-sized group of Swarm managers. The first manager initialises
-# the swarm and writes the join token to an SSM SecureString; the others read it and join.
-# Terraform creates the parameter with a placeholder and never looks at its value again.
+# the swarm and creates the join tokens' SSM SecureStrings; the others read them and join.
 
 data "aws_region" "current" {}
 
@@ -13,28 +12,21 @@ data "aws_ami" "node" {
   }
 }
 
-resource "aws_ssm_parameter" "join_token" {
-  #checkov:skip=CKV_AWS_337:the account's aws/ssm key encrypts it; a customer-managed key is the account baseline's choice
-  name        = "/${var.name}/swarm/join-token"
-  description = "manager join address and token of the ${var.name} swarm, written by its first manager"
-  type        = "SecureString"
-  value       = "pending"
-  lifecycle {
-    ignore_changes = [value]
-  }
-}
+# The join tokens' parameters are NOT Terraform resources: the first manager creates them
+# (join.sh.tftpl). Terraform reads a managed parameter's value back into its state on every
+# refresh, `ignore_changes` or not (hashicorp/terraform-provider-aws#3475), and a join token
+# is a credential: the IAM statements name them by their ARNs, built from their names.
+# `terraform destroy` leaves them behind (docs/terraform.md).
+data "aws_caller_identity" "current" {}
 
-# The worker token, for chapter 10's autoscaling workers: `<address:2377> <worker token>`,
-# written by the first manager like the manager token. Workers read only this one.
-resource "aws_ssm_parameter" "worker_join_token" {
-  #checkov:skip=CKV_AWS_337:the account's aws/ssm key encrypts it; a customer-managed key is the account baseline's choice
-  name        = "/${var.name}/swarm/worker-join-token"
-  description = "worker join address and token of the ${var.name} swarm, written by its first manager"
-  type        = "SecureString"
-  value       = "pending"
-  lifecycle {
-    ignore_changes = [value]
-  }
+data "aws_partition" "current" {}
+
+locals {
+  parameter_arn_prefix = "arn:${data.aws_partition.current.partition}:ssm:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:parameter"
+  join_token_parameter = "/${var.name}/swarm/join-token"
+  # The worker token, for chapter 10's autoscaling workers: `<address:2377> <worker token>`,
+  # written by the first manager like the manager token. Workers read only this one.
+  worker_join_token_parameter = "/${var.name}/swarm/worker-join-token"
 }
 
 data "aws_iam_policy_document" "assume" {
@@ -50,7 +42,7 @@ data "aws_iam_policy_document" "assume" {
 data "aws_iam_policy_document" "join_token" {
   statement {
     actions   = ["ssm:GetParameter", "ssm:PutParameter"]
-    resources = [aws_ssm_parameter.join_token.arn, aws_ssm_parameter.worker_join_token.arn]
+    resources = ["${local.parameter_arn_prefix}${local.join_token_parameter}", "${local.parameter_arn_prefix}${local.worker_join_token_parameter}"]
   }
 }
 
@@ -80,8 +72,9 @@ resource "aws_instance" "manager" {
   key_name               = var.key_name
   monitoring             = true
   ebs_optimized          = true
-  # cloud-init writes the scripts and runs them in order: the swarm join (join.sh.tftpl),
-  # then chapter 10's node-leave setup (node-leave.tf).
+  # cloud-init writes the scripts, runs the swarm join once (join.sh.tftpl), then starts
+  # chapter 10's node-leave setup unit (node-leave.tf), which also runs on every later boot.
+  # Managers already running never get new user data (ignore_changes below): docs/autoscaling.md.
   user_data = join("\n", ["#cloud-config", yamlencode({
     write_files = concat([
       {
@@ -91,13 +84,17 @@ resource "aws_instance" "manager" {
           first     = count.index == 0
           pgdata    = count.index == 0 && var.database_volume_gb > 0
           database  = count.index == 0 && var.database
-          parameter = aws_ssm_parameter.join_token.name
-          worker    = aws_ssm_parameter.worker_join_token.name
+          parameter = local.join_token_parameter
+          worker    = local.worker_join_token_parameter
           region    = data.aws_region.current.name
         })
       },
     ], local.node_leave_files[count.index])
-    runcmd = [["/usr/local/sbin/beamops-swarm-join"], ["/usr/local/sbin/beamops-node-leave-setup"]]
+    runcmd = [
+      ["/usr/local/sbin/beamops-swarm-join"],
+      ["systemctl", "daemon-reload"],
+      ["systemctl", "enable", "--now", "--no-block", "beamops-node-leave-setup.service"],
+    ]
   })])
   # IMDSv2 only: a stolen request cannot read the instance's credentials.
   metadata_options {

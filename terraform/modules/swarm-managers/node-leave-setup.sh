@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # beamops-node-leave-setup: lets chapter 10's autoscaling workers drain and remove themselves
-# through this manager without any access to its Docker API (run at boot by the user data,
-# after the swarm join; idempotent).
+# through this manager without any access to its Docker API (run on every boot by the unit
+# beamops-node-leave-setup.service, retried until it succeeds; idempotent).
 #
-# - The first manager makes the SSH key pair once: the private half into a SecureString the
-#   workers' instance profile may read (and this manager may only write), the public half and
-#   its own SSH host key into two parameters the other managers and the workers read.
+# - The first manager makes the SSH key pair once: the private half into a SecureString it
+#   creates (not Terraform: a managed parameter's value would be in Terraform's state) that the
+#   workers' instance profile may read (and this manager may only write), the public half into
+#   a parameter the other managers read.
+# - Every manager publishes its own address and SSH host key (a known_hosts line) in its own
+#   parameter whenever it changed, so a replaced manager is found by the workers again.
 # - Every manager installs the public half for the user beamops-leave with a forced command:
 #   `restrict,command="/usr/local/bin/beamops-node-leave"` (no shell, no pty, no forwarding).
 #   That command acts on the calling node only (node-leave.sh).
@@ -25,7 +28,7 @@ fi
 : "${NODE_LEAVE_REGION:?the AWS region}"
 : "${NODE_LEAVE_KEY_PARAMETER:?the SecureString for the private key}"
 : "${NODE_LEAVE_PUBLIC_KEY_PARAMETER:?the parameter for the public key}"
-: "${NODE_LEAVE_KNOWN_HOSTS_PARAMETER:?the parameter for the host key of the manager}"
+: "${NODE_LEAVE_KNOWN_HOSTS_PARAMETER:?the parameter for the address and host key of this manager}"
 NODE_LEAVE_FIRST=${NODE_LEAVE_FIRST:-false}
 NODE_LEAVE_USER=${NODE_LEAVE_USER:-beamops-leave}
 NODE_LEAVE_COMMAND=${NODE_LEAVE_COMMAND:-/usr/local/bin/beamops-node-leave}
@@ -43,6 +46,21 @@ awscli() { aws --region "$NODE_LEAVE_REGION" "$@"; }
 get() { awscli ssm get-parameter --name "$1" --with-decryption --query Parameter.Value --output text; }
 put() {
   awscli ssm put-parameter --name "$1" --type SecureString --overwrite --value "$2" >/dev/null
+}
+# Creates the parameter $1 from the file $2 (`file://`: the AWS CLI reads the value from the
+# file, so it is in no argv), never overwriting one that exists.
+create() {
+  local err
+  if err=$(awscli ssm put-parameter --name "$1" --type SecureString --value "file://$2" 2>&1 >/dev/null); then
+    return 0
+  fi
+  case "$err" in
+  *ParameterAlreadyExists*) return 2 ;;
+  *)
+    log "$err"
+    return 1
+    ;;
+  esac
 }
 
 imds() {
@@ -63,19 +81,34 @@ fi
 usermod -p '*' "$NODE_LEAVE_USER"
 
 if [ "$NODE_LEAVE_FIRST" = true ] && [ "$(get "$NODE_LEAVE_PUBLIC_KEY_PARAMETER")" = pending ]; then
-  address=$(imds local-ipv4) || die "no private address from $IMDS"
-  [ -r "$NODE_LEAVE_HOST_KEY" ] || die "no SSH host key $NODE_LEAVE_HOST_KEY"
   dir=$(mktemp -d)
   trap 'rm -rf "$dir"' EXIT
   ssh-keygen -q -t ed25519 -N '' -C beamops-node-leave -f "$dir/key"
-  # `file://`: the AWS CLI reads the value from the file, so it is in no argv.
-  put "$NODE_LEAVE_KEY_PARAMETER" "file://$dir/key"
+  status=0
+  create "$NODE_LEAVE_KEY_PARAMETER" "$dir/key" || status=$?
+  if [ "$status" = 2 ]; then
+    # A key without its public half: an earlier run stopped between the two writes, so no
+    # manager installed it and no worker can use it. Replace it.
+    log "$NODE_LEAVE_KEY_PARAMETER exists without a public key; replacing it"
+    put "$NODE_LEAVE_KEY_PARAMETER" "file://$dir/key"
+  elif [ "$status" != 0 ]; then
+    die "cannot create $NODE_LEAVE_KEY_PARAMETER"
+  fi
   rm -f "$dir/key"
+  # Written last: a manager that finds it installs a key the workers can read.
   put "$NODE_LEAVE_PUBLIC_KEY_PARAMETER" "$(cat "$dir/key.pub")"
-  # Written last: a worker that finds it finds the key too.
-  read -r kind key _ <"$NODE_LEAVE_HOST_KEY"
-  put "$NODE_LEAVE_KNOWN_HOSTS_PARAMETER" "$address $kind $key"
-  log "key pair made; this manager ($address) is the workers' node-leave host"
+  log "key pair made"
+fi
+
+# This manager's own known_hosts line, on every run: a replaced or readdressed manager
+# publishes its new address and host key; an unchanged one writes nothing.
+address=$(imds local-ipv4) || die "no private address from $IMDS"
+[ -r "$NODE_LEAVE_HOST_KEY" ] || die "no SSH host key $NODE_LEAVE_HOST_KEY"
+read -r kind key _ <"$NODE_LEAVE_HOST_KEY"
+line="$address $kind $key"
+if [ "$(get "$NODE_LEAVE_KNOWN_HOSTS_PARAMETER")" != "$line" ]; then
+  put "$NODE_LEAVE_KNOWN_HOSTS_PARAMETER" "$line"
+  log "this manager ($address) published its host key in $NODE_LEAVE_KNOWN_HOSTS_PARAMETER"
 fi
 
 deadline=$(($(date +%s) + NODE_LEAVE_WAIT))

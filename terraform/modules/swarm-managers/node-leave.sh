@@ -13,8 +13,14 @@
 #                                     task there runs all its replicas again
 #   remove NODE-ID SECONDS            wait (at most SECONDS) until the node is down, remove it
 #
-# Exit 77 when a request is refused: nothing was changed.
+# Exit 77 when a request is refused: nothing was changed. SECONDS is at most NODE_LEAVE_MAX_WAIT
+# from the managers module's node-leave.env (the workers' lifecycle hook timeout), else 7200 (the
+# longest a lifecycle hook holds an instance): a node cannot keep a manager's process waiting
+# longer than its own termination may take.
 set -euo pipefail
+
+max_wait=$(sed -n 's/^NODE_LEAVE_MAX_WAIT=\([0-9]\{1,4\}\)$/\1/p' /etc/beamops/node-leave.env 2>/dev/null | tail -n 1 || true)
+max_wait=${max_wait:-7200}
 
 log() { printf 'beamops-node-leave: %s\n' "$*" >&2; }
 refuse() {
@@ -35,7 +41,8 @@ id=${request[1]:-}
 
 seconds() {
   [[ "${1:-}" =~ ^[0-9]{1,4}$ ]] || refuse "\`${1:-}\` is no number of seconds"
-  printf '%s' "$1"
+  [ "$((10#$1))" -le "$max_wait" ] || refuse "$1 s is longer than the hook timeout ($max_wait s)"
+  printf '%s' "$((10#$1))"
 }
 
 node_field() {
@@ -87,7 +94,9 @@ ready)
   log "node $id labelled ready"
   ;;
 drain)
-  deadline=$(($(now) + $(seconds "${request[2]:-}")))
+  # Its own assignment: a refusal inside $((…)) would exit 1, not 77.
+  limit=$(seconds "${request[2]:-}")
+  deadline=$(($(now) + limit))
   services=$(services_on)
   if [ "$(node_field '{{.Spec.Availability}}')" != drain ]; then
     docker node update --availability drain "$id" >/dev/null
@@ -103,7 +112,9 @@ drain)
   log "no task runs on $id; services moved: $(echo "$services" | tr '\n' ' ')"
   ;;
 remove)
-  deadline=$(($(now) + $(seconds "${request[2]:-}")))
+  # Its own assignment: a refusal inside $((…)) would exit 1, not 77.
+  limit=$(seconds "${request[2]:-}")
+  deadline=$(($(now) + limit))
   # Leaving the swarm shows as `down` within seconds; past the deadline it goes regardless.
   until [ "$(node_field '{{.Status.State}}')" = down ] || [ "$(now)" -ge "$deadline" ]; do
     sleep 1

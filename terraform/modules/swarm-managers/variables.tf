@@ -50,3 +50,13 @@ variable "database_volume_gb" {
   type        = number
   default     = 0
 }
+
+variable "node_leave_max_wait" {
+  description = "Longest drain or remove wait, in seconds, a worker may ask beamops-node-leave for (chapter 10: the lifecycle hook's timeout)."
+  type        = number
+  default     = 7200
+  validation {
+    condition     = var.node_leave_max_wait >= 1 && var.node_leave_max_wait <= 7200
+    error_message = "A lifecycle hook holds an instance at most 7200 s."
+  }
+}
