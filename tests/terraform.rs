@@ -1391,3 +1391,45 @@ fn s3_state_also_locked_with_a_dynamodb_table() {
         "{said}"
     );
 }
+
+/// `TF_LOG` in beamops' environment: Terraform's debug logs (provider request and response
+/// bodies) never reach its streamed output or a log file, unless BEAMOPS_TERRAFORM_LOG asks.
+#[test]
+fn terraform_debug_logs_are_off_unless_asked_for_by_name() {
+    let Some(()) = gate("terraform_log") else {
+        return;
+    };
+    let p = null_root_project("");
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_file = logs.path().join("tf.log");
+    let plan = |opt_in: bool| {
+        let mut cmd = beamops_tf(&p, tmp.path());
+        cmd.env("TF_LOG", "TRACE")
+            .env("TF_LOG_PROVIDER", "TRACE")
+            .env("TF_LOG_CORE", "TRACE");
+        if opt_in {
+            cmd.env("BEAMOPS_TERRAFORM_LOG", "1");
+        }
+        let out = cmd.args(["plan", "chapter-15"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let stderr = plan(false);
+    assert!(stderr.contains("will be created"), "{stderr}");
+    for level in ["[TRACE]", "[DEBUG]"] {
+        assert!(!stderr.contains(level), "{level} logged: {stderr}");
+    }
+    // With the log sent to a file: no file either.
+    let out = beamops_tf(&p, tmp.path())
+        .env("TF_LOG", "TRACE")
+        .env("TF_LOG_PATH", &log_file)
+        .args(["plan", "chapter-15"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(!log_file.exists(), "Terraform wrote a debug log");
+    // Asked for by name, the same variables do reach Terraform.
+    let stderr = plan(true);
+    assert!(stderr.contains("[TRACE]"), "the opt-in had no effect");
+}

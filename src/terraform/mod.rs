@@ -108,6 +108,12 @@ pub struct Ran {
     pub stderr: String,
 }
 
+/// Terraform's logging variables, removed from its environment unless [`LOG_OPT_IN`] is set.
+pub const LOG_VARIABLES: &[&str] = &["TF_LOG", "TF_LOG_CORE", "TF_LOG_PROVIDER", "TF_LOG_PATH"];
+
+/// Set (non-empty) to let Terraform's logging variables through to its runs.
+pub const LOG_OPT_IN: &str = "BEAMOPS_TERRAFORM_LOG";
+
 /// A Terraform root and where its working data lives.
 pub struct Runner {
     pub bin: PathBuf,
@@ -192,6 +198,14 @@ impl Runner {
             // Its own process group: Ctrl-C reaches beamops, whose death then stops Terraform
             // once (a second SIGINT would make Terraform exit without saving its state).
             .process_group(0);
+        // Terraform's debug logs carry provider request and response bodies (decrypted SSM
+        // values among them), and its output is streamed to stderr, i.e. into CI logs: they
+        // reach the child only when asked for by name (docs/terraform.md).
+        if std::env::var_os(LOG_OPT_IN).is_none_or(|v| v.is_empty()) {
+            for var in LOG_VARIABLES {
+                cmd.env_remove(var);
+            }
+        }
         if let Some(config) = self.cli_config()? {
             cmd.env("TF_CLI_CONFIG_FILE", config);
         }
