@@ -136,6 +136,9 @@ pub struct Runner {
     /// A signal ending beamops stops Terraform before beamops dies (a plan in a private copy,
     /// removed right after); never for an apply, which must get exactly one SIGINT.
     pub stop_on_interrupt: bool,
+    /// `TF_PLUGIN_CACHE_DIR`: providers installed once, linked into every working directory
+    /// (a private copy's fresh one among them) instead of downloaded again.
+    pub plugin_cache: Option<PathBuf>,
 }
 
 const PLAN_FILE: &str = "plan.tfplan";
@@ -154,6 +157,7 @@ impl Runner {
             lock_platforms: Vec::new(),
             ui: None,
             stop_on_interrupt: false,
+            plugin_cache: None,
         }
     }
 
@@ -205,6 +209,11 @@ impl Runner {
             for var in LOG_VARIABLES {
                 cmd.env_remove(var);
             }
+        }
+        if let Some(cache) = &self.plugin_cache {
+            std::fs::create_dir_all(cache)
+                .with_context(|| format!("creating {}", cache.display()))?;
+            cmd.env("TF_PLUGIN_CACHE_DIR", cache);
         }
         if let Some(config) = self.cli_config()? {
             cmd.env("TF_CLI_CONFIG_FILE", config);
