@@ -1112,7 +1112,10 @@ mod tests {
             let problems = with(&format!("{aws}    docker_host: {ok}\n"));
             assert!(problems.is_empty(), "{ok}: {problems:?}");
         }
-        for bad in ["unix:///var/run/docker.sock", "npipe:////./pipe/docker_engine"] {
+        for bad in [
+            "unix:///var/run/docker.sock",
+            "npipe:////./pipe/docker_engine",
+        ] {
             let problems = with(&format!("{aws}    docker_host: {bad}\n"));
             assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
             assert_eq!(problems[0].path, ["environments", "prod", "docker_host"]);
