@@ -524,6 +524,8 @@ impl<'a> Engine<'a> {
             // The run we waited for changed things: what was checked before it is stale.
             self.checks.forget_all();
         }
+        // Private plan copies a killed run left (they hold a saved plan: state and variables).
+        crate::terraform::preview::sweep(&self.project.state_dir());
         self.up_locked(targets, opts, &run)
     }
 

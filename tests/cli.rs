@@ -1083,3 +1083,71 @@ fn completions_offer_chapters_environments_worktrees_and_manifests() {
         assert!(script.contains("BEAMOPS_COMPLETE"), "{shell}: {script}");
     }
 }
+
+/// An aws deploy without image.registry where more than one node can run the app (several
+/// managers, or chapter 10's workers, by default up to two): refused before anything is built
+/// or connected to, naming the keys and the fix. A single node, or a registry, passes the check
+/// (and stops later, here without an Engine or known_hosts, at something else).
+#[test]
+fn an_aws_deploy_without_a_registry_is_refused_when_other_nodes_could_run_the_app() {
+    let p = common::example_copy("coordination");
+    let yaml = p.read("beamops.yaml");
+    let staging = "  staging:\n    provider: aws\n";
+    assert!(yaml.contains(staging), "the example's staging changed");
+    let deploy = |extra: &str| {
+        p.write(
+            "beamops.yaml",
+            &yaml.replace(staging, &format!("{staging}{extra}")),
+        );
+        let out = p
+            .beamops()
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .args(["deploy", "staging", "--allow-dirty"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    for (extra, names) in [
+        ("", "environments.staging.max_workers, by default"),
+        ("    managers: 3\n", "environments.staging.managers is 3"),
+        (
+            "    managers: 1\n    workers: 1\n    max_workers: 4\n",
+            "up to 4 workers",
+        ),
+    ] {
+        let (code, text) = deploy(extra);
+        assert_eq!(code, Some(4), "{extra}: {text}");
+        assert!(
+            text.contains(names) && text.contains("image.registry") && text.contains("fix:"),
+            "{extra}: {text}"
+        );
+        assert!(text.contains("No such image"), "{text}");
+    }
+    // A single node, or a registry every node pulls from: not this refusal.
+    let single = deploy("    max_workers: 0\n");
+    let yaml = yaml.replace("image:\n", "image:\n  registry: registry.example.com\n");
+    assert!(yaml.contains("registry.example.com"));
+    p.write(
+        "beamops.yaml",
+        &yaml.replace(staging, &format!("{staging}    managers: 3\n")),
+    );
+    let out = p
+        .beamops()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["deploy", "staging", "--allow-dirty"])
+        .output()
+        .unwrap();
+    let registry = (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    );
+    for (code, text) in [single, registry] {
+        assert_ne!(code, Some(0), "{text}");
+        assert!(!text.contains("No such image"), "{text}");
+        assert!(text.contains("fix:"), "{text}");
+    }
+}

@@ -623,7 +623,8 @@ fn tls_engine_with_client_certificates_and_a_wrong_ca() {
 /// beamops.yaml of a busybox stack with an aws environment `staging`: no docker_host (the
 /// manager's address comes from chapter 06's outputs) unless `docker_host` is given.
 fn aws_config(stack: &str, known_hosts: &[String], docker_host: Option<&str>) -> String {
-    let mut env = "  staging:\n    provider: aws\n    region: eu-west-1\n    replicas: 1\n    ssh_user: root\n".to_string();
+    // One manager and no autoscaled workers: the image built on the manager is on every node.
+    let mut env = "  staging:\n    provider: aws\n    region: eu-west-1\n    replicas: 1\n    ssh_user: root\n    max_workers: 0\n".to_string();
     if let Some(host) = docker_host {
         env += &format!("    docker_host: {host}\n");
     }
@@ -956,7 +957,7 @@ fn deploy_of_an_aws_environment_goes_through_its_manager() {
     let yaml = p.read("beamops.yaml").replacen(
         "  staging:\n    provider: aws\n    replicas: 3\n",
         &format!(
-            "  staging:\n    provider: aws\n    replicas: 1\n    ssh_user: root\n    known_hosts:\n      - \"{pinned}\"\n"
+            "  staging:\n    provider: aws\n    replicas: 1\n    ssh_user: root\n    max_workers: 0\n    known_hosts:\n      - \"{pinned}\"\n"
         ),
         1,
     );

@@ -952,6 +952,29 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
     out
 }
 
+/// `tree` without the scratch a private plan keeps under `.beamops/terraform/` (the shared
+/// plugin cache and the emptied copies directory); copies left behind are checked apart.
+fn project_tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut t = tree(dir);
+    t.retain(|k, _| {
+        !(k == ".beamops/"
+            || k == ".beamops/terraform/"
+            || k.starts_with(".beamops/terraform/plugin-cache/")
+            || k == ".beamops/terraform/plan-copies/")
+    });
+    t
+}
+
+/// The private copies under the project's `.beamops/`.
+fn plan_copies(p: &TestProject) -> Vec<String> {
+    let dir = p.file(".beamops/terraform/plan-copies");
+    if dir.is_dir() {
+        entries(&dir)
+    } else {
+        Vec::new()
+    }
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -974,7 +997,7 @@ fn plan_before_up_runs_terraform_on_a_private_copy_and_streams_its_output_to_std
     };
     let p = null_root_project("");
     let tmp = tempfile::tempdir().unwrap();
-    let before = tree(p.path());
+    let before = project_tree(p.path());
     assert!(!p.file("terraform/local/main.tf").exists());
 
     let out = beamops_tf(&p, tmp.path())
@@ -997,7 +1020,7 @@ fn plan_before_up_runs_terraform_on_a_private_copy_and_streams_its_output_to_std
         !format!("{stdout}{stderr}").contains("s3cret-1"),
         "a sensitive output shown"
     );
-    assert_eq!(tree(p.path()), before, "plan touched the project");
+    assert_eq!(project_tree(p.path()), before, "plan touched the project");
     assert!(
         entries(tmp.path()).is_empty(),
         "left: {:?}",
@@ -1021,7 +1044,7 @@ fn plan_before_up_runs_terraform_on_a_private_copy_and_streams_its_output_to_std
     );
     assert!(stderr.contains("will be created"), "{stderr}");
     assert!(!stdout.contains("Initializing"), "{stdout}");
-    assert_eq!(tree(p.path()), before);
+    assert_eq!(project_tree(p.path()), before);
 
     // up writes the files and applies; its narration is on stderr too, the secret nowhere.
     let out = beamops_tf(&p, tmp.path())
@@ -1052,7 +1075,7 @@ fn plan_before_up_runs_terraform_on_a_private_copy_and_streams_its_output_to_std
     let template = chapter.path().join("templates/nullroot/main.tf.j2");
     let source = std::fs::read_to_string(&template).unwrap();
     std::fs::write(&template, source.replace("default = 1", "default = 2")).unwrap();
-    let before = tree(p.path());
+    let before = project_tree(p.path());
     let out = beamops_tf(&p, tmp.path())
         .env("BEAMOPS_CHAPTERS_DIR", chapter.path())
         .args(["plan", "chapter-15"])
@@ -1066,11 +1089,24 @@ fn plan_before_up_runs_terraform_on_a_private_copy_and_streams_its_output_to_std
     );
     assert!(!stdout.contains("node[0] (create)"), "{stdout}");
     assert_eq!(
-        tree(p.path()),
+        project_tree(p.path()),
         before,
         "plan touched the project or its state"
     );
     assert!(entries(tmp.path()).is_empty());
+    assert_eq!(plan_copies(&p), Vec::<String>::new(), "a private copy left");
+    // The copies and the shared plugin cache are this user's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p.file(".beamops/terraform/plan-copies"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "plan-copies is {mode:o}");
+    assert!(
+        p.file(".beamops/terraform/plugin-cache/registry.terraform.io/hashicorp/null")
+            .is_dir(),
+        "the plugin cache holds no provider"
+    );
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -1085,31 +1121,31 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Ctrl-C while `plan` runs Terraform on its private copy: the copy goes too.
-#[test]
-fn an_interrupted_plan_removes_its_private_copy() {
-    let Some(()) = gate("interrupted_plan") else {
-        return;
-    };
-    let p = null_root_project("");
-    let tmp = tempfile::tempdir().unwrap();
-    let before = tree(p.path());
-    let mut cmd = beamops_tf_std(&p, tmp.path());
+/// Starts `plan chapter-15` in `p` and returns it once Terraform runs in a private copy, with
+/// a counter of the Terraform processes running in one.
+fn plan_in_private_copy(
+    p: &TestProject,
+    tmp: &Path,
+) -> (std::process::Child, impl Fn() -> usize + use<>) {
+    let mut cmd = beamops_tf_std(p, tmp);
     let mut child = cmd
         .args(["plan", "chapter-15"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Interrupted while Terraform runs in the copy (its -chdir names the copy).
-    let in_copy = || {
-        let tmp = tmp.path().display().to_string();
+    // Terraform's -chdir names the copy, under the project's .beamops/.
+    let copies = p
+        .file(".beamops/terraform/plan-copies")
+        .display()
+        .to_string();
+    let in_copy = move || {
         std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
             .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .filter(|c| c.contains(&format!("-chdir={tmp}")))
+            .filter(|c| c.contains(&format!("-chdir={copies}/")))
             .count()
     };
     let started = std::time::Instant::now();
@@ -1124,6 +1160,30 @@ fn an_interrupted_plan_removes_its_private_copy() {
         );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    (child, in_copy)
+}
+
+fn wait_until_none(in_copy: impl Fn() -> usize) {
+    let started = std::time::Instant::now();
+    while in_copy() != 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "Terraform still runs in the copy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Ctrl-C while `plan` runs Terraform on its private copy: the copy goes too.
+#[test]
+fn an_interrupted_plan_removes_its_private_copy() {
+    let Some(()) = gate("interrupted_plan") else {
+        return;
+    };
+    let p = null_root_project("");
+    let tmp = tempfile::tempdir().unwrap();
+    let before = project_tree(p.path());
+    let (mut child, in_copy) = plan_in_private_copy(&p, tmp.path());
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
@@ -1140,10 +1200,53 @@ fn an_interrupted_plan_removes_its_private_copy() {
     );
     assert_eq!(in_copy(), 0, "Terraform still runs");
     assert_eq!(
-        tree(p.path()),
+        project_tree(p.path()),
         before,
         "an interrupted plan touched the project"
     );
+    assert_eq!(plan_copies(&p), Vec::<String>::new(), "a private copy left");
+}
+
+/// SIGKILL while `plan` runs Terraform on its private copy: nothing can remove the copy then,
+/// so it is under the project's `.beamops/` (never /tmp), and the next run sweeps it.
+#[test]
+fn a_killed_plan_leaves_its_copy_under_the_project_and_the_next_run_sweeps_it() {
+    let Some(()) = gate("killed_plan") else {
+        return;
+    };
+    let p = null_root_project("");
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, in_copy) = plan_in_private_copy(&p, tmp.path());
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    child.wait().unwrap();
+    // Terraform gets SIGINT when beamops dies, and stops.
+    wait_until_none(&in_copy);
+    let left = plan_copies(&p);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        p.file(&format!(
+            ".beamops/terraform/plan-copies/{}/terraform/local/main.tf",
+            left[0]
+        ))
+        .is_file(),
+        "the copy has no root"
+    );
+    assert!(entries(tmp.path()).is_empty(), "{:?}", entries(tmp.path()));
+
+    // The next plain run sweeps it (and removes its own copy).
+    let out = beamops_tf(&p, tmp.path())
+        .args(["plan", "chapter-15"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        plan_copies(&p),
+        Vec::<String>::new(),
+        "the killed run's copy stayed"
+    );
+    assert!(entries(tmp.path()).is_empty(), "{:?}", entries(tmp.path()));
 }
 
 /// The S3 backend against moto: state in the bucket, locked with S3's lock file; a held lock
@@ -1390,4 +1493,46 @@ fn s3_state_also_locked_with_a_dynamodb_table() {
         said.contains("bob@ci") && said.contains("force-unlock"),
         "{said}"
     );
+}
+
+/// `TF_LOG` in beamops' environment: Terraform's debug logs (provider request and response
+/// bodies) never reach its streamed output or a log file, unless BEAMOPS_TERRAFORM_LOG asks.
+#[test]
+fn terraform_debug_logs_are_off_unless_asked_for_by_name() {
+    let Some(()) = gate("terraform_log") else {
+        return;
+    };
+    let p = null_root_project("");
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_file = logs.path().join("tf.log");
+    let plan = |opt_in: bool| {
+        let mut cmd = beamops_tf(&p, tmp.path());
+        cmd.env("TF_LOG", "TRACE")
+            .env("TF_LOG_PROVIDER", "TRACE")
+            .env("TF_LOG_CORE", "TRACE");
+        if opt_in {
+            cmd.env("BEAMOPS_TERRAFORM_LOG", "1");
+        }
+        let out = cmd.args(["plan", "chapter-15"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let stderr = plan(false);
+    assert!(stderr.contains("will be created"), "{stderr}");
+    for level in ["[TRACE]", "[DEBUG]"] {
+        assert!(!stderr.contains(level), "{level} logged: {stderr}");
+    }
+    // With the log sent to a file: no file either.
+    let out = beamops_tf(&p, tmp.path())
+        .env("TF_LOG", "TRACE")
+        .env("TF_LOG_PATH", &log_file)
+        .args(["plan", "chapter-15"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(!log_file.exists(), "Terraform wrote a debug log");
+    // Asked for by name, the same variables do reach Terraform.
+    let stderr = plan(true);
+    assert!(stderr.contains("[TRACE]"), "the opt-in had no effect");
 }

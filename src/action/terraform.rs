@@ -100,6 +100,7 @@ impl TerraformApplied {
         let bin = terraform::find()?;
         let options = &cx.project.config.chapters.terraform;
         let mut runner = Runner::new(bin, dir, work);
+        runner.plugin_cache = Some(terraform::preview::plugin_cache(&cx.project.state_dir()));
         if let Some(mirror) = &options.provider_mirror {
             let dir = PathBuf::from(mirror);
             let dir = if dir.is_absolute() {
@@ -161,7 +162,7 @@ impl TerraformApplied {
                 files.insert(r.path.clone(), r.content.clone());
             }
         }
-        let copy = terraform::preview::PrivateCopy::new(&files)?;
+        let copy = terraform::preview::PrivateCopy::new(&cx.project.state_dir(), &files)?;
         cx.ui.note(format!(
             "terraform: planning {root} as `up` would write it, in a private copy ({})",
             copy.path().display()

@@ -337,6 +337,23 @@ fn all(config: &Config) -> Vec<Problem> {
                 "write unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host",
             ));
         }
+        // An aws environment is reached through one of its managers: a local socket would
+        // deploy to this machine's Engine instead, whatever the environment is called.
+        if env.provider == crate::config::Provider::Aws
+            && let Some(host) = &env.docker_host
+            && ["unix://", "npipe://"]
+                .iter()
+                .any(|scheme| host.starts_with(scheme))
+        {
+            out.push(problem(
+                &["environments", name, "docker_host"],
+                format!(
+                    "environments.{name}.docker_host `{}` is a local socket, but {name} is an aws environment, reached through its managers",
+                    host.escape_debug()
+                ),
+                "write ssh://user@manager (or tcp://manager:2376 with TLS), or leave docker_host out to use the manager chapter 06 recorded",
+            ));
+        }
     }
     if let Some(default) = &config.default_environment
         && !config.environments.contains_key(default)
@@ -1138,6 +1155,29 @@ mod tests {
         );
         let config: Config = serde_yaml_ng::from_str(&text).unwrap();
         all(&config)
+    }
+
+    #[test]
+    fn an_aws_environment_is_never_reached_through_a_local_socket() {
+        let aws = "environments:\n  prod:\n    provider: aws\n    region: eu-west-1\n";
+        for ok in ["ssh://admin@10.0.1.5", "tcp://10.0.1.5:2376"] {
+            let problems = with(&format!("{aws}    docker_host: {ok}\n"));
+            assert!(problems.is_empty(), "{ok}: {problems:?}");
+        }
+        for bad in [
+            "unix:///var/run/docker.sock",
+            "npipe:////./pipe/docker_engine",
+        ] {
+            let problems = with(&format!("{aws}    docker_host: {bad}\n"));
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert_eq!(problems[0].path, ["environments", "prod", "docker_host"]);
+            assert!(problems[0].fix.contains("ssh://"), "{:?}", problems[0]);
+        }
+        // A local environment may use its socket.
+        assert!(
+            with("environments:\n  dev:\n    docker_host: unix:///var/run/docker.sock\n")
+                .is_empty()
+        );
     }
 
     #[test]

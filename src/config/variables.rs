@@ -80,6 +80,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "tests: run tests/terraform.rs with the tools .ci/setup installs",
     ),
     (
+        "BEAMOPS_TERRAFORM_LOG",
+        "lets TF_LOG* through to Terraform runs (docs/terraform.md): its logs may hold secrets",
+    ),
+    (
         "BEAMOPS_FUZZ_SEED",
         "tests: the configuration fuzz test's seed",
     ),

@@ -131,8 +131,47 @@ fn prepare<'a>(
     Ok(engine)
 }
 
+/// An aws environment where more than one node may run the app needs `image.registry`: without
+/// one the image is built on the first manager's Engine only, and a task placed on any other
+/// node fails with "No such image". Checked before anything is built or connected to.
+pub fn registry_problem(config: &crate::config::Config, env_name: &str) -> Option<Failure> {
+    let env = config.environment(env_name)?;
+    if env.provider != crate::config::Provider::Aws || config.image.registry.is_some() {
+        return None;
+    }
+    let (_, _, max_workers) = env.worker_bounds();
+    let mut nodes = Vec::new();
+    if env.managers > 1 {
+        nodes.push(format!(
+            "environments.{env_name}.managers is {}",
+            env.managers
+        ));
+    }
+    if max_workers > 0 {
+        nodes.push(format!(
+            "chapter 10's autoscaling group may run up to {max_workers} workers (environments.{env_name}.max_workers{})",
+            if env.max_workers.is_some() { "" } else { ", by default" }
+        ));
+    }
+    if nodes.is_empty() {
+        return None;
+    }
+    Some(Failure::refused(
+        format!(
+            "{env_name} has more than one node that can run the app ({}), but beamops.yaml sets no image.registry: the image would exist on the first manager only, and tasks elsewhere would fail with \"No such image\"",
+            nodes.join("; ")
+        ),
+        format!(
+            "  fix: set image.registry in beamops.yaml (the deploy pushes there and every node pulls), or make {env_name} a single node: managers: 1 and max_workers: 0"
+        ),
+    ))
+}
+
 /// `beamops deploy <env>`.
 pub fn deploy(project: &Project, env_name: &str, ui: &Ui, opts: &Options) -> Result<DeployReport> {
+    if let Some(problem) = registry_problem(&project.config, env_name) {
+        return Err(problem.into());
+    }
     let started = Instant::now();
     let started_at = state::now_rfc3339();
     let mut engine = prepare(project, env_name, ui, opts)?;

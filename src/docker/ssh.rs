@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, Once, OnceLock, mpsc};
 use std::time::{Duration, Instant};
@@ -220,6 +220,23 @@ fn private_dir() -> Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// The options that make `known_hosts` the only source of trusted host keys. Options on the
+/// command line win over any ssh_config, the user's included: a `KnownHostsCommand` there
+/// would add keys of its own (OpenSSH 8.5+), and `CheckHostIP` would consult the address's keys.
+fn pin_options(known_hosts: &Path) -> Vec<String> {
+    [
+        format!("UserKnownHostsFile=\"{}\"", known_hosts.display()),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "KnownHostsCommand=none".into(),
+        "CheckHostIP=no".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "UpdateHostKeys=no".into(),
+    ]
+    .into_iter()
+    .flat_map(|o| ["-o".to_string(), o])
+    .collect()
+}
+
 fn open(destination: &Destination) -> Result<PathBuf> {
     let ssh = which::which("ssh").map_err(|_| {
         blocked(
@@ -257,17 +274,7 @@ fn open(destination: &Destination) -> Result<PathBuf> {
         let file = dir.path().join("known_hosts");
         std::fs::write(&file, lines.join("\n") + "\n")
             .with_context(|| format!("writing {}", file.display()))?;
-        // Options on the command line win over any ssh_config, the user's included.
-        cmd.args([
-            "-o",
-            &format!("UserKnownHostsFile=\"{}\"", file.display()),
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "UpdateHostKeys=no",
-        ]);
+        cmd.args(pin_options(&file));
     }
     if let Some(port) = destination.port {
         cmd.args(["-p", &port.to_string()]);
@@ -471,6 +478,49 @@ mod tests {
         ] {
             assert!(Destination::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// ssh's own view of its configuration (`ssh -G`) with a user config that tries to widen
+    /// the pin: the pinned file alone decides.
+    #[test]
+    fn pinned_host_keys_cannot_be_widened_by_an_ssh_config() {
+        let Ok(ssh) = which::which("ssh") else {
+            eprintln!("skipped: no ssh client");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        std::fs::write(
+            &config,
+            "Host *\n  KnownHostsCommand /bin/echo widened %H\n  CheckHostIP yes\n  StrictHostKeyChecking accept-new\n  UserKnownHostsFile ~/.ssh/other\n  GlobalKnownHostsFile /etc/ssh/ssh_known_hosts\n",
+        )
+        .unwrap();
+        let pinned = dir.path().join("known_hosts");
+        let out = std::process::Command::new(ssh)
+            .arg("-G")
+            .arg("-F")
+            .arg(&config)
+            .args(pin_options(&pinned))
+            .arg("manager.example")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let effective = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        let value = |key: &str| {
+            effective
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key} ")))
+                .map(str::to_string)
+        };
+        assert_eq!(value("knownhostscommand"), None, "{effective}");
+        assert_eq!(value("checkhostip").as_deref(), Some("no"));
+        assert_eq!(value("stricthostkeychecking").as_deref(), Some("true"));
+        assert_eq!(
+            value("userknownhostsfile").as_deref(),
+            Some(pinned.display().to_string().to_lowercase().as_str())
+        );
+        assert_eq!(value("globalknownhostsfile").as_deref(), Some("/dev/null"));
     }
 
     #[test]

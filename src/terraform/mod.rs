@@ -108,6 +108,12 @@ pub struct Ran {
     pub stderr: String,
 }
 
+/// Terraform's logging variables, removed from its environment unless [`LOG_OPT_IN`] is set.
+pub const LOG_VARIABLES: &[&str] = &["TF_LOG", "TF_LOG_CORE", "TF_LOG_PROVIDER", "TF_LOG_PATH"];
+
+/// Set (non-empty) to let Terraform's logging variables through to its runs.
+pub const LOG_OPT_IN: &str = "BEAMOPS_TERRAFORM_LOG";
+
 /// A Terraform root and where its working data lives.
 pub struct Runner {
     pub bin: PathBuf,
@@ -130,6 +136,9 @@ pub struct Runner {
     /// A signal ending beamops stops Terraform before beamops dies (a plan in a private copy,
     /// removed right after); never for an apply, which must get exactly one SIGINT.
     pub stop_on_interrupt: bool,
+    /// `TF_PLUGIN_CACHE_DIR`: providers installed once, linked into every working directory
+    /// (a private copy's fresh one among them) instead of downloaded again.
+    pub plugin_cache: Option<PathBuf>,
 }
 
 const PLAN_FILE: &str = "plan.tfplan";
@@ -148,6 +157,7 @@ impl Runner {
             lock_platforms: Vec::new(),
             ui: None,
             stop_on_interrupt: false,
+            plugin_cache: None,
         }
     }
 
@@ -192,6 +202,19 @@ impl Runner {
             // Its own process group: Ctrl-C reaches beamops, whose death then stops Terraform
             // once (a second SIGINT would make Terraform exit without saving its state).
             .process_group(0);
+        // Terraform's debug logs carry provider request and response bodies (decrypted SSM
+        // values among them), and its output is streamed to stderr, i.e. into CI logs: they
+        // reach the child only when asked for by name (docs/terraform.md).
+        if std::env::var_os(LOG_OPT_IN).is_none_or(|v| v.is_empty()) {
+            for var in LOG_VARIABLES {
+                cmd.env_remove(var);
+            }
+        }
+        if let Some(cache) = &self.plugin_cache {
+            std::fs::create_dir_all(cache)
+                .with_context(|| format!("creating {}", cache.display()))?;
+            cmd.env("TF_PLUGIN_CACHE_DIR", cache);
+        }
         if let Some(config) = self.cli_config()? {
             cmd.env("TF_CLI_CONFIG_FILE", config);
         }
