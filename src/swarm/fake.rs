@@ -295,6 +295,105 @@ fn in_use(s: &Swarm, list: &str, name_field: &str, id_field: &str, name: &str, i
     })
 }
 
+/// A config or a secret: named objects a service mounts, kept alike by the fake swarm.
+trait Mounted: Clone {
+    type Spec;
+    const KIND: &'static str;
+    /// The container spec's list that mounts it, and that list's name and id fields.
+    const MOUNT: (&'static str, &'static str, &'static str);
+    fn new(id: String, spec: Self::Spec) -> Self;
+    fn spec_name(spec: &Self::Spec) -> String;
+    fn name_and_labels(&self) -> (String, Option<&std::collections::HashMap<String, String>>);
+}
+
+impl Mounted for Config {
+    type Spec = ConfigSpec;
+    const KIND: &'static str = "config";
+    const MOUNT: (&'static str, &'static str, &'static str) = ("Configs", "ConfigName", "ConfigID");
+    fn new(id: String, spec: ConfigSpec) -> Self {
+        Config {
+            id: Some(id),
+            spec: Some(spec),
+            ..Default::default()
+        }
+    }
+    fn spec_name(spec: &ConfigSpec) -> String {
+        spec.name.clone().unwrap_or_default()
+    }
+    fn name_and_labels(&self) -> (String, Option<&std::collections::HashMap<String, String>>) {
+        let spec = self.spec.as_ref();
+        (
+            spec.and_then(|s| s.name.clone()).unwrap_or_default(),
+            spec.and_then(|s| s.labels.as_ref()),
+        )
+    }
+}
+
+impl Mounted for Secret {
+    type Spec = SecretSpec;
+    const KIND: &'static str = "secret";
+    const MOUNT: (&'static str, &'static str, &'static str) = ("Secrets", "SecretName", "SecretID");
+    fn new(id: String, spec: SecretSpec) -> Self {
+        Secret {
+            id: Some(id),
+            spec: Some(spec),
+            ..Default::default()
+        }
+    }
+    fn spec_name(spec: &SecretSpec) -> String {
+        spec.name.clone().unwrap_or_default()
+    }
+    fn name_and_labels(&self) -> (String, Option<&std::collections::HashMap<String, String>>) {
+        let spec = self.spec.as_ref();
+        (
+            spec.and_then(|s| s.name.clone()).unwrap_or_default(),
+            spec.and_then(|s| s.labels.as_ref()),
+        )
+    }
+}
+
+fn list<M: Mounted>(objects: &BTreeMap<String, M>, filter: Filter<'_>) -> Vec<M> {
+    objects
+        .values()
+        .filter(|o| {
+            let (name, labels) = o.name_and_labels();
+            matches(filter, &name, labels)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Names are unique per kind: a second create of one is Swarm's 409.
+fn create<M: Mounted>(
+    objects: &mut BTreeMap<String, M>,
+    id: String,
+    spec: M::Spec,
+) -> Result<String> {
+    let name = M::spec_name(&spec);
+    if objects.values().any(|o| o.name_and_labels().0 == name) {
+        bail!("creating {} {name}: 409 it exists", M::KIND);
+    }
+    objects.insert(id.clone(), M::new(id.clone(), spec));
+    Ok(id)
+}
+
+/// Swarm refuses to remove an object a service (or its previous spec) still mounts.
+fn remove<M: Mounted>(
+    s: &mut Swarm,
+    objects: impl Fn(&mut Swarm) -> &mut BTreeMap<String, M>,
+    id: &str,
+) -> Removal {
+    let Some(name) = objects(s).get(id).map(|o| o.name_and_labels().0) else {
+        return Removal::Gone;
+    };
+    let (list, name_field, id_field) = M::MOUNT;
+    if in_use(s, list, name_field, id_field, &name, id) {
+        return Removal::InUse;
+    }
+    objects(s).remove(id);
+    Removal::Removed
+}
+
 impl SwarmApi for FakeSwarm {
     fn host(&self) -> &str {
         "fake://swarm"
@@ -498,109 +597,33 @@ impl SwarmApi for FakeSwarm {
     }
 
     async fn configs(&self, filter: Filter<'_>) -> Result<Vec<Config>> {
-        Ok(self.with(|s| {
-            s.configs
-                .values()
-                .filter(|c| {
-                    let spec = c.spec.clone().unwrap_or_default();
-                    matches(filter, &spec.name.unwrap_or_default(), spec.labels.as_ref())
-                })
-                .cloned()
-                .collect()
-        }))
+        Ok(self.with(|s| list(&s.configs, filter)))
     }
 
     async fn create_config(&self, spec: ConfigSpec) -> Result<String> {
         self.with(|s| {
-            let name = spec.name.clone().unwrap_or_default();
-            if s.configs
-                .values()
-                .any(|c| c.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(&name))
-            {
-                bail!("creating config {name}: 409 it exists");
-            }
             let id = format!("cfg-{}", s.next());
-            s.configs.insert(
-                id.clone(),
-                Config {
-                    id: Some(id.clone()),
-                    spec: Some(spec),
-                    ..Default::default()
-                },
-            );
-            Ok(id)
+            create(&mut s.configs, id, spec)
         })
     }
 
     async fn remove_config(&self, id: &str) -> Result<Removal> {
-        Ok(self.with(|s| {
-            let Some(config) = s.configs.get(id) else {
-                return Removal::Gone;
-            };
-            let name = config
-                .spec
-                .as_ref()
-                .and_then(|c| c.name.clone())
-                .unwrap_or_default();
-            if in_use(s, "Configs", "ConfigName", "ConfigID", &name, id) {
-                return Removal::InUse;
-            }
-            s.configs.remove(id);
-            Removal::Removed
-        }))
+        Ok(self.with(|s| remove(s, |s| &mut s.configs, id)))
     }
 
     async fn secrets(&self, filter: Filter<'_>) -> Result<Vec<Secret>> {
-        Ok(self.with(|s| {
-            s.secrets
-                .values()
-                .filter(|c| {
-                    let spec = c.spec.clone().unwrap_or_default();
-                    matches(filter, &spec.name.unwrap_or_default(), spec.labels.as_ref())
-                })
-                .cloned()
-                .collect()
-        }))
+        Ok(self.with(|s| list(&s.secrets, filter)))
     }
 
     async fn create_secret(&self, spec: SecretSpec) -> Result<String> {
         self.with(|s| {
-            let name = spec.name.clone().unwrap_or_default();
-            if s.secrets
-                .values()
-                .any(|c| c.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(&name))
-            {
-                bail!("creating secret {name}: 409 it exists");
-            }
             let id = format!("sec-{}", s.next());
-            s.secrets.insert(
-                id.clone(),
-                Secret {
-                    id: Some(id.clone()),
-                    spec: Some(spec),
-                    ..Default::default()
-                },
-            );
-            Ok(id)
+            create(&mut s.secrets, id, spec)
         })
     }
 
     async fn remove_secret(&self, id: &str) -> Result<Removal> {
-        Ok(self.with(|s| {
-            let Some(secret) = s.secrets.get(id) else {
-                return Removal::Gone;
-            };
-            let name = secret
-                .spec
-                .as_ref()
-                .and_then(|c| c.name.clone())
-                .unwrap_or_default();
-            if in_use(s, "Secrets", "SecretName", "SecretID", &name, id) {
-                return Removal::InUse;
-            }
-            s.secrets.remove(id);
-            Removal::Removed
-        }))
+        Ok(self.with(|s| remove(s, |s| &mut s.secrets, id)))
     }
 }
 
