@@ -34,16 +34,20 @@ fn digest(cx: &ActionContext, zizmor: bool) -> String {
 pub struct WorkflowsValid;
 
 impl WorkflowsValid {
-    /// What must be fixed in beamops.yaml or the project before the workflows can work.
-    fn problems(cx: &ActionContext) -> Vec<String> {
+    /// What must be fixed in beamops.yaml or the project before the workflows can work, and
+    /// (second) what the user must still supply that beamops cannot know — an aws manager's host
+    /// key and address exist only once chapter 06 has run — which blocks (exit 3) rather than
+    /// fails, as on a fresh project.
+    fn problems(cx: &ActionContext) -> (Vec<String>, Vec<String>) {
         let config = &cx.project.config;
         let mut out = Vec::new();
+        let mut missing = Vec::new();
         let jobs = cicd::deploy_jobs(config);
         if !jobs.is_empty() && config.ci.beamops.rev.is_none() {
             out.push("the deploy workflow installs beamops from a pinned commit, and ci.beamops.rev is not set; fix: set ci.beamops.rev in beamops.yaml to the full id of the beamops commit to install (`git ls-remote <ci.beamops.git> HEAD`)".to_string());
         }
         for job in jobs.iter().filter(|j| j.ssh && j.known_hosts.is_empty()) {
-            out.push(format!(
+            missing.push(format!(
                 "environment {} is deployed over ssh:// but has no known_hosts, and CI never trusts a host key on first use; fix: add environments.{}.known_hosts (lines from `ssh-keyscan HOST`, checked against the host's `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)",
                 job.name, job.name
             ));
@@ -61,13 +65,13 @@ impl WorkflowsValid {
                 continue;
             }
             if !shared_state {
-                out.push(format!(
+                missing.push(format!(
                     "aws environment {} has no docker_host and the Terraform state is local, so a CI runner cannot know its manager (chapter 06 records the addresses in this machine's .beamops/state.json only); fix: set chapters.terraform.state.backend: s3 (the deploy job then applies the root and records them) or environments.{}.docker_host: ssh://admin@<manager>",
                     job.name, job.name
                 ));
             }
             if env.known_hosts.is_empty() {
-                out.push(format!(
+                missing.push(format!(
                     "aws environment {} is deployed through its manager over ssh:// but has no known_hosts, and neither CI nor beamops trusts a host key on first use; fix: add environments.{}.known_hosts (the manager's `ssh-keyscan` line, checked against its console output)",
                     job.name, job.name
                 ));
@@ -76,7 +80,7 @@ impl WorkflowsValid {
         if cx.file("Dockerfile").is_none() {
             out.push("the CI image job builds chapter 03's Dockerfile, which is missing; fix: `beamops up chapter-03`".to_string());
         }
-        out
+        (out, missing)
     }
 }
 
@@ -88,9 +92,12 @@ impl Action for WorkflowsValid {
         "the workflows pass actionlint (and zizmor --persona=pedantic when installed)".into()
     }
     fn check(&self, cx: &ActionContext) -> Result<Check> {
-        let problems = Self::problems(cx);
+        let (problems, missing) = Self::problems(cx);
         if !problems.is_empty() {
             return Ok(Check::Failed(problems.join("; ")));
+        }
+        if !missing.is_empty() {
+            return Ok(Check::Blocked(missing.join("; ")));
         }
         if which::which("actionlint").is_err() {
             return Ok(Check::Blocked(format!(
