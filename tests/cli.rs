@@ -1094,7 +1094,8 @@ fn an_aws_deploy_without_a_registry_is_refused_when_other_nodes_could_run_the_ap
     let yaml = p.read("beamops.yaml");
     let staging = "  staging:\n    provider: aws\n";
     assert!(yaml.contains(staging), "the example's staging changed");
-    let deploy = |extra: &str| {
+    // beamops.yaml with `extra` added to staging, then `deploy staging`.
+    let deploy_with = |yaml: &str, extra: &str| {
         p.write(
             "beamops.yaml",
             &yaml.replace(staging, &format!("{staging}{extra}")),
@@ -1119,7 +1120,7 @@ fn an_aws_deploy_without_a_registry_is_refused_when_other_nodes_could_run_the_ap
             "up to 4 workers",
         ),
     ] {
-        let (code, text) = deploy(extra);
+        let (code, text) = deploy_with(&yaml, extra);
         assert_eq!(code, Some(4), "{extra}: {text}");
         assert!(
             text.contains(names) && text.contains("image.registry") && text.contains("fix:"),
@@ -1128,23 +1129,10 @@ fn an_aws_deploy_without_a_registry_is_refused_when_other_nodes_could_run_the_ap
         assert!(text.contains("No such image"), "{text}");
     }
     // A single node, or a registry every node pulls from: not this refusal.
-    let single = deploy("    max_workers: 0\n");
-    let yaml = yaml.replace("image:\n", "image:\n  registry: registry.example.com\n");
-    assert!(yaml.contains("registry.example.com"));
-    p.write(
-        "beamops.yaml",
-        &yaml.replace(staging, &format!("{staging}    managers: 3\n")),
-    );
-    let out = p
-        .beamops()
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .args(["deploy", "staging", "--allow-dirty"])
-        .output()
-        .unwrap();
-    let registry = (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    );
+    let single = deploy_with(&yaml, "    max_workers: 0\n");
+    let with_registry = yaml.replace("image:\n", "image:\n  registry: registry.example.com\n");
+    assert!(with_registry.contains("registry.example.com"));
+    let registry = deploy_with(&with_registry, "    managers: 3\n");
     for (code, text) in [single, registry] {
         assert_ne!(code, Some(0), "{text}");
         assert!(!text.contains("No such image"), "{text}");

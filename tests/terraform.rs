@@ -1249,14 +1249,8 @@ fn a_killed_plan_leaves_its_copy_under_the_project_and_the_next_run_sweeps_it() 
     assert!(entries(tmp.path()).is_empty(), "{:?}", entries(tmp.path()));
 }
 
-/// The S3 backend against moto: state in the bucket, locked with S3's lock file; a held lock
-/// blocks `up` (exit 3) naming the lock and the command that releases it, which works;
-/// credentials only ever in the environment.
-#[test]
-fn s3_state_with_a_lock_file_against_moto() {
-    let Some(()) = gate("s3_backend") else {
-        return;
-    };
+/// moto with the bucket `beamops-state` (eu-west-1) the S3 backend tests keep their state in.
+fn moto_with_state_bucket() -> local_aws::Moto {
     let moto = local_aws::Moto::start().expect("moto_server (run .ci/setup)");
     moto.aws(&[
         "s3api",
@@ -1266,6 +1260,18 @@ fn s3_state_with_a_lock_file_against_moto() {
         "--create-bucket-configuration",
         "LocationConstraint=eu-west-1",
     ]);
+    moto
+}
+
+/// The S3 backend against moto: state in the bucket, locked with S3's lock file; a held lock
+/// blocks `up` (exit 3) naming the lock and the command that releases it, which works;
+/// credentials only ever in the environment.
+#[test]
+fn s3_state_with_a_lock_file_against_moto() {
+    let Some(()) = gate("s3_backend") else {
+        return;
+    };
+    let moto = moto_with_state_bucket();
     let p = null_root_project(&format!(
         "    state:\n      backend: s3\n      bucket: beamops-state\n      region: eu-west-1\n      key_prefix: coordination\n      endpoint: {}\n",
         moto.url()
@@ -1429,15 +1435,7 @@ fn s3_state_also_locked_with_a_dynamodb_table() {
     let Some(()) = gate("s3_dynamodb") else {
         return;
     };
-    let moto = local_aws::Moto::start().expect("moto_server (run .ci/setup)");
-    moto.aws(&[
-        "s3api",
-        "create-bucket",
-        "--bucket",
-        "beamops-state",
-        "--create-bucket-configuration",
-        "LocationConstraint=eu-west-1",
-    ]);
+    let moto = moto_with_state_bucket();
     moto.aws(&[
         "dynamodb",
         "create-table",

@@ -306,51 +306,48 @@ trait Mounted: Clone {
     fn name_and_labels(&self) -> (String, Option<&std::collections::HashMap<String, String>>);
 }
 
-impl Mounted for Config {
-    type Spec = ConfigSpec;
-    const KIND: &'static str = "config";
-    const MOUNT: (&'static str, &'static str, &'static str) = ("Configs", "ConfigName", "ConfigID");
-    fn new(id: String, spec: ConfigSpec) -> Self {
-        Config {
-            id: Some(id),
-            spec: Some(spec),
-            ..Default::default()
+/// `Config` and `Secret` differ only in their types and the container spec's list naming them.
+macro_rules! mounted {
+    ($object:ident, $spec:ident, $kind:literal, $mount:expr) => {
+        impl Mounted for $object {
+            type Spec = $spec;
+            const KIND: &'static str = $kind;
+            const MOUNT: (&'static str, &'static str, &'static str) = $mount;
+            fn new(id: String, spec: $spec) -> Self {
+                $object {
+                    id: Some(id),
+                    spec: Some(spec),
+                    ..Default::default()
+                }
+            }
+            fn spec_name(spec: &$spec) -> String {
+                spec.name.clone().unwrap_or_default()
+            }
+            fn name_and_labels(
+                &self,
+            ) -> (String, Option<&std::collections::HashMap<String, String>>) {
+                let spec = self.spec.as_ref();
+                (
+                    spec.and_then(|s| s.name.clone()).unwrap_or_default(),
+                    spec.and_then(|s| s.labels.as_ref()),
+                )
+            }
         }
-    }
-    fn spec_name(spec: &ConfigSpec) -> String {
-        spec.name.clone().unwrap_or_default()
-    }
-    fn name_and_labels(&self) -> (String, Option<&std::collections::HashMap<String, String>>) {
-        let spec = self.spec.as_ref();
-        (
-            spec.and_then(|s| s.name.clone()).unwrap_or_default(),
-            spec.and_then(|s| s.labels.as_ref()),
-        )
-    }
+    };
 }
 
-impl Mounted for Secret {
-    type Spec = SecretSpec;
-    const KIND: &'static str = "secret";
-    const MOUNT: (&'static str, &'static str, &'static str) = ("Secrets", "SecretName", "SecretID");
-    fn new(id: String, spec: SecretSpec) -> Self {
-        Secret {
-            id: Some(id),
-            spec: Some(spec),
-            ..Default::default()
-        }
-    }
-    fn spec_name(spec: &SecretSpec) -> String {
-        spec.name.clone().unwrap_or_default()
-    }
-    fn name_and_labels(&self) -> (String, Option<&std::collections::HashMap<String, String>>) {
-        let spec = self.spec.as_ref();
-        (
-            spec.and_then(|s| s.name.clone()).unwrap_or_default(),
-            spec.and_then(|s| s.labels.as_ref()),
-        )
-    }
-}
+mounted!(
+    Config,
+    ConfigSpec,
+    "config",
+    ("Configs", "ConfigName", "ConfigID")
+);
+mounted!(
+    Secret,
+    SecretSpec,
+    "secret",
+    ("Secrets", "SecretName", "SecretID")
+);
 
 fn list<M: Mounted>(objects: &BTreeMap<String, M>, filter: Filter<'_>) -> Vec<M> {
     objects
