@@ -142,13 +142,24 @@ pub struct Engine<'a> {
     checks: CheckCache,
     /// None: the embedded chapters and their actions. Tests set their own.
     catalog: Option<Catalog>,
+    /// Set while `up` plans before writing: every chapter it runs is checked again once its
+    /// files are written, so a check may leave a costly preview of unwritten files to then.
+    rechecked_after_writing: Cell<bool>,
 }
 
 /// Builds a chapter's actions (a test's fakes).
 type ActionBuilder = Box<dyn Fn(&Manifest) -> Vec<Box<dyn Action>>>;
 
-/// A cached check: (chapter key, action id, stack variables) → (the action's needs, the check).
-type CheckEntries = HashMap<(String, String, String), (&'static [&'static str], Check)>;
+/// Cached checks by (chapter key, action id, stack variables).
+type CheckEntries = HashMap<(String, String, String), CachedCheck>;
+
+struct CachedCheck {
+    needs: &'static [&'static str],
+    check: Check,
+    /// The action left part of its answer to the check after writing
+    /// ([`ActionContext::defer`]).
+    deferred: bool,
+}
 
 /// Chapters and actions other than the embedded ones ([`Engine::with_catalog`]).
 struct Catalog {
@@ -189,8 +200,8 @@ impl CheckCache {
         while let Some(id) = changed.pop() {
             let gone: Vec<_> = entries
                 .iter()
-                .filter(|((_, action, _), (needs, _))| {
-                    *action == id || needs.contains(&id.as_str())
+                .filter(|((_, action, _), cached)| {
+                    *action == id || cached.needs.contains(&id.as_str())
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -228,6 +239,7 @@ impl<'a> Engine<'a> {
             )),
             checks: CheckCache::default(),
             catalog: None,
+            rechecked_after_writing: Cell::new(false),
         })
     }
 
@@ -317,6 +329,8 @@ impl<'a> Engine<'a> {
             stack_variables: &self.stack_variables,
             planned,
             docker: &self.docker,
+            rechecked_after_writing: self.rechecked_after_writing.get(),
+            deferred: Cell::new(false),
         }
     }
 
@@ -332,15 +346,22 @@ impl<'a> Engine<'a> {
             action.id(),
             serde_json::to_string(&self.stack_variables).unwrap_or_default(),
         );
-        if let Some((_, check)) = self.checks.entries.borrow().get(&key) {
-            return Ok(check.clone());
+        if let Some(entry) = self.checks.entries.borrow().get(&key)
+            // A deferred answer is good only for the plan before writing.
+            && (!entry.deferred || cx.rechecked_after_writing)
+        {
+            return Ok(entry.check.clone());
         }
         self.checks.runs.set(self.checks.runs.get() + 1);
         let check = action.check(cx)?;
-        self.checks
-            .entries
-            .borrow_mut()
-            .insert(key, (action.needs(), check.clone()));
+        self.checks.entries.borrow_mut().insert(
+            key,
+            CachedCheck {
+                needs: action.needs(),
+                check: check.clone(),
+                deferred: cx.deferred(),
+            },
+        );
         Ok(check)
     }
 
@@ -481,8 +502,15 @@ impl<'a> Engine<'a> {
     }
 
     pub fn up(&self, targets: &[&'static Manifest], opts: &UpOptions) -> Result<Vec<ChapterPlan>> {
+        let plan = |with_deps| {
+            if opts.dry_run {
+                self.plan(targets, with_deps)
+            } else {
+                self.plan_before_writing(targets, with_deps)
+            }
+        };
         if opts.no_deps {
-            let plans = self.plan(targets, true)?;
+            let plans = plan(true)?;
             let unmet: Vec<String> = plans
                 .iter()
                 .filter(|p| p.needed_by.is_some())
@@ -496,7 +524,7 @@ impl<'a> Engine<'a> {
                 );
             }
         }
-        let plans = self.plan(targets, !opts.no_deps)?;
+        let plans = plan(!opts.no_deps)?;
         if let Some(p) = plans.iter().find(|p| !p.implemented) {
             return Err(Failure::NotImplemented(format!(
                 "{} ({}){}",
@@ -529,6 +557,20 @@ impl<'a> Engine<'a> {
         self.up_locked(targets, opts, &run)
     }
 
+    /// The plan of a run that writes each chapter's files and then checks its actions again
+    /// before applying any: those checks decide, so these may leave a costly preview of files
+    /// not yet written (Terraform's plan of a private copy) to them.
+    fn plan_before_writing(
+        &self,
+        targets: &[&'static Manifest],
+        with_deps: bool,
+    ) -> Result<Vec<ChapterPlan>> {
+        self.rechecked_after_writing.set(true);
+        let plans = self.plan(targets, with_deps);
+        self.rechecked_after_writing.set(false);
+        plans
+    }
+
     /// `up` for a caller that already holds the run lock (`deploy` holds it across several
     /// chapters and its own steps) and has asked for confirmation.
     pub fn up_locked(
@@ -540,7 +582,7 @@ impl<'a> Engine<'a> {
         let state_dir = self.project.state_dir();
         // Another run, or a person, may have changed files while we waited: plan again under
         // the lock, and refuse again if a file was edited meanwhile.
-        let plans = self.plan(targets, !opts.no_deps)?;
+        let plans = self.plan_before_writing(targets, !opts.no_deps)?;
         refuse_conflicts(&plans, opts.force)?;
         let mut lock = LockFile::read(&self.project.root)?;
         let mut state = State::read(&state_dir)?;
@@ -1007,6 +1049,10 @@ mod tests {
         checks: BTreeMap<String, usize>,
         /// Actions whose apply fails.
         failing: BTreeSet<String>,
+        /// Each check run: the action and whether a check after writing follows it.
+        seen: Vec<(String, bool)>,
+        /// Actions that, like a Terraform root not yet written, defer to the check after.
+        deferring: BTreeSet<String>,
     }
 
     struct Fake {
@@ -1029,9 +1075,18 @@ mod tests {
         fn touches_swarm(&self) -> bool {
             self.swarm
         }
-        fn check(&self, _cx: &ActionContext) -> Result<Check> {
+        fn check(&self, cx: &ActionContext) -> Result<Check> {
             let mut world = self.world.borrow_mut();
             *world.checks.entry(self.id.into()).or_default() += 1;
+            world
+                .seen
+                .push((self.id.into(), cx.rechecked_after_writing));
+            if cx.rechecked_after_writing
+                && world.deferring.contains(self.id)
+                && !world.done.contains(self.id)
+            {
+                return Ok(cx.defer("previewed once written".into()));
+            }
             if let Some(missing) = self.needs.iter().find(|n| !world.done.contains(**n)) {
                 return Ok(Check::Failed(format!("{missing} is not there")));
             }
@@ -1266,6 +1321,59 @@ mod tests {
             "{:?}",
             second.locks_taken()
         );
+    }
+
+    #[test]
+    fn only_the_plan_before_up_writes_may_leave_a_preview_to_the_check_after() {
+        let s = setup();
+        s.world.borrow_mut().deferring.insert("image".into());
+        s.world.borrow_mut().done.insert("config".into());
+        let take = || std::mem::take(&mut s.world.borrow_mut().seen);
+        // `plan` and `up --dry-run` show every check's own answer: nothing may defer.
+        let engine = engine_for(&s);
+        engine.plan(&[s.chapters[2]], true).unwrap();
+        let dry = UpOptions {
+            dry_run: true,
+            ..up_options()
+        };
+        engine.up(&[s.chapters[2]], &dry).unwrap();
+        let seen = take();
+        assert!(
+            !seen.is_empty() && seen.iter().all(|(_, after)| !after),
+            "{seen:?}"
+        );
+
+        // A real run: its plan before writing may defer; the deferred answer is checked again
+        // before anything is applied, every other answer still counts once for the run.
+        let engine = engine_for(&s);
+        let done = engine.up(&[s.chapters[2]], &up_options()).unwrap();
+        let seen = take();
+        let (before, after) = seen.split_at(4);
+        assert!(before.iter().all(|(_, after)| *after), "{seen:?}");
+        assert!(after.iter().all(|(_, after)| !after), "{seen:?}");
+        let count = |id: &str| after.iter().filter(|(a, _)| a == id).count();
+        assert_eq!(count("config"), 0, "{seen:?}");
+        assert_eq!(
+            count("image"),
+            2,
+            "its step's own check and its verify: {seen:?}"
+        );
+        assert_eq!(count("swarm-mode"), 1, "its verify only: {seen:?}");
+        assert!(
+            done.iter().all(|p| p.exit() == Exit::Ok),
+            "{:?}",
+            statuses(&done)
+        );
+
+        // A plan after a plan before writing (nothing written between) never shows a
+        // deferred answer: the deferring check runs again, the others come from the cache.
+        s.world.borrow_mut().done.remove("image");
+        let engine = engine_for(&s);
+        engine.plan_before_writing(&[s.chapters[1]], true).unwrap();
+        take();
+        let plans = engine.plan(&[s.chapters[1]], true).unwrap();
+        assert_eq!(take(), [("image".to_string(), false)]);
+        assert_eq!(plans[0].actions[0].detail, "make it");
     }
 
     #[test]

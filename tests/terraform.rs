@@ -1056,6 +1056,16 @@ fn plan_before_up_runs_terraform_on_a_private_copy_and_streams_its_output_to_std
     serde_json::from_str::<serde_json::Value>(&stdout)
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {stdout}"));
     assert!(stderr.contains("Apply complete!"), "{stderr}");
+    // One Terraform plan for one apply: `up` plans the root once its files are written, not
+    // also a private copy of them before.
+    assert_eq!(
+        stderr
+            .matches("terraform_data.marker will be created")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("private copy"), "{stderr}");
     assert!(!format!("{stdout}{stderr}").contains("s3cret-1"));
     assert!(!p.read(".beamops/state.json").contains("s3cret"));
     assert!(p.file("terraform/modules/counter/main.tf").is_file());

@@ -155,9 +155,28 @@ pub struct ActionContext<'a> {
     pub planned: &'a crate::plan::Planned,
     /// The run's Engine connection (lazy): reached through [`ActionContext::engine`].
     pub docker: &'a crate::docker::Connection,
+    /// This check is `up`'s plan before it writes the chapter's files; the action is checked
+    /// again once they are written, and that check decides. A check may then answer pending
+    /// for what it could only preview ([`ActionContext::defer`]).
+    pub rechecked_after_writing: bool,
+    /// Set by [`ActionContext::defer`]: the engine keeps such an answer for that plan only.
+    pub(crate) deferred: std::cell::Cell<bool>,
 }
 
 impl ActionContext<'_> {
+    /// Pending, leaving what only a costly preview could tell (Terraform's plan of files not
+    /// yet written) to the check `up` runs once it has written them. Only when
+    /// `rechecked_after_writing`: a `plan` must show the preview.
+    pub fn defer(&self, detail: String) -> Check {
+        debug_assert!(self.rechecked_after_writing, "defer outside up's plan");
+        self.deferred.set(true);
+        Check::Pending(detail)
+    }
+
+    pub fn deferred(&self) -> bool {
+        self.deferred.get()
+    }
+
     /// A file's content as it will be when this action runs: the rendering if the chapter
     /// renders it, else what an earlier chapter of the plan writes, else the disk.
     pub fn file(&self, relative: &str) -> Option<String> {

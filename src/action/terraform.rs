@@ -242,7 +242,6 @@ impl Action for TerraformApplied {
             .map(|(p, _)| p.as_str())
             .collect();
         if !unwritten.is_empty() {
-            let plan = self.plan_privately(cx, &root)?;
             let files = format!(
                 "once {} written: {}",
                 if unwritten.len() == 1 {
@@ -252,6 +251,12 @@ impl Action for TerraformApplied {
                 },
                 unwritten.join(", ")
             );
+            if cx.rechecked_after_writing {
+                // `up` writes them next and plans the root itself: a private plan now would
+                // run Terraform twice for one apply.
+                return Ok(cx.defer(format!("{root}: planned {files}")));
+            }
+            let plan = self.plan_privately(cx, &root)?;
             return Ok(if plan.changes {
                 Check::Pending(format!("{} ({files})", plan.summary()))
             } else {
