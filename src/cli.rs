@@ -34,6 +34,10 @@ pub struct Cli {
         add = ArgValueCandidates::new(crate::complete::environments)
     )]
     pub environment: Option<String>,
+    /// `--env` was on the command line (not only BEAMOPS_ENV): it may then not name another
+    /// environment than a command's ENV argument.
+    #[arg(skip)]
+    pub env_on_command_line: bool,
     /// Output format; `json` is stable and documented in docs/json.md.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text, env = "BEAMOPS_FORMAT")]
     pub format: Format,
@@ -156,7 +160,7 @@ pub struct UpArgs {
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+    #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// Deploy uncommitted changes (the image tag ends in `-dirty`; not a release to return to).
     #[arg(long)]
@@ -170,7 +174,7 @@ pub struct DeployArgs {
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+    #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// The release to return to: its id (`r3-1a2b3c4`) or a git sha prefix; default: the
     /// release that was live before the current one.
@@ -256,13 +260,13 @@ pub enum LockCommand {
     /// Who holds the deploy lock, since when, and whether it is stale.
     Status {
         /// The environment (default: --env, else default_environment).
-        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+        #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: Option<String>,
     },
     /// Remove the deploy lock whoever holds it; without --yes, only say what would go (exit 2).
     Release {
         /// The environment (default: --env, else default_environment).
-        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+        #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: Option<String>,
     },
 }
@@ -270,7 +274,7 @@ pub enum LockCommand {
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+    #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// Only this service (`app` or `<stack>_app`).
     #[arg(long, value_name = "SERVICE")]
@@ -283,7 +287,7 @@ pub struct PsArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+    #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// Only this service (`app` or `<stack>_app`); default: every service of the stack.
     #[arg(value_name = "SERVICE")]
@@ -302,7 +306,7 @@ pub struct LogsArgs {
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
     /// The environment (default: --env, else default_environment).
-    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+    #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: Option<String>,
     /// The service whose task to enter.
     #[arg(long, default_value = "app", value_name = "SERVICE")]
@@ -328,7 +332,7 @@ pub enum ImagesCommand {
     /// never one a service or container uses.
     Prune {
         /// The environment whose Engine to prune (default: --env, else default_environment).
-        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+        #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: Option<String>,
         /// Only say what would go.
         #[arg(long)]
@@ -454,8 +458,16 @@ pub fn parse_from(
         args.retain(|a| a != "--help" && a != "-h");
     }
     let matches = command().try_get_matches_from(args)?;
-    Cli::from_arg_matches(&matches)
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    cli.env_on_command_line =
+        matches.value_source("environment") == Some(clap::parser::ValueSource::CommandLine);
+    Ok(cli)
 }
+
+/// The id of a command's optional ENV argument. Not `environment`, the global `--env`'s: clap
+/// gives a subcommand the global flag only when no argument of its own has that id, and
+/// `beamops deploy --env staging` should work as `beamops --env staging deploy` does.
+const ENV_POSITIONAL: &str = "env_positional";
 
 /// The command line's definition, as help and completions show it.
 pub fn command() -> clap::Command {

@@ -808,6 +808,67 @@ fn walk_positionals(cmd: &clap::Command, path: &mut Vec<String>, missing: &mut V
     path.pop();
 }
 
+/// Every command with an optional ENV argument takes `--env` after its name too (clap gives a
+/// subcommand the global flag only when none of its own arguments shares the flag's id), and
+/// ENV and a typed `--env` that disagree are an error — BEAMOPS_ENV is only a default.
+#[test]
+fn env_flag_is_read_wherever_an_env_argument_is_and_never_silently_overruled() {
+    fn walk(cmd: &clap::Command, path: &mut Vec<String>, found: &mut Vec<Vec<String>>) {
+        path.push(cmd.get_name().to_string());
+        if cmd.get_arguments().any(|a| {
+            a.is_positional()
+                && !a.is_required_set()
+                && a.get_value_names()
+                    .is_some_and(|n| n.iter().any(|n| n == "ENV"))
+        }) {
+            found.push(path[1..].to_vec());
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, path, found);
+        }
+        path.pop();
+    }
+    let mut found = Vec::new();
+    walk(&beamops_cli_command(), &mut Vec::new(), &mut found);
+    let names: Vec<String> = found.iter().map(|p| p.join(" ")).collect();
+    for expected in ["deploy", "rollback", "ps", "logs", "console", "lock status"] {
+        assert!(names.iter().any(|n| n == expected), "{expected}: {names:?}");
+    }
+    let p = common::example_copy("envflag");
+    for path in &found {
+        let run = |extra: &[&str], env: Option<&str>| {
+            let mut cmd = p.beamops();
+            cmd.args(path).args(extra).env_remove("BEAMOPS_ENV");
+            if let Some(env) = env {
+                cmd.env("BEAMOPS_ENV", env);
+            }
+            let out = cmd.output().unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        // --env after the command is read: an unknown one is named.
+        let (code, said) = run(&["--env", "nosuch"], None);
+        assert_eq!(code, Some(1), "{path:?}: {said}");
+        assert!(said.contains("no environment `nosuch`"), "{path:?}: {said}");
+        // ENV beside a different --env: refused, naming both.
+        let (code, said) = run(&["--env", "nosuch", "staging"], None);
+        assert_eq!(code, Some(1), "{path:?}: {said}");
+        assert!(
+            said.contains("two environments given: ENV `staging` and --env `nosuch`"),
+            "{path:?}: {said}"
+        );
+        // BEAMOPS_ENV is a default: ENV wins over it (the command then fails or not for
+        // its own reasons, never because of the variable).
+        let (_, said) = run(&["nosuch2"], Some("nosuch"));
+        assert!(
+            said.contains("no environment `nosuch2`"),
+            "{path:?}: {said}"
+        );
+    }
+}
+
 #[test]
 fn chapters_not_implemented_are_described_as_planned() {
     let p = TestProject::new();

@@ -91,16 +91,15 @@ fn environment(
     global: &Global,
     positional: &Option<String>,
     project: &crate::project::Project,
-) -> String {
-    positional
-        .clone()
-        .or_else(|| global.environment.clone())
-        .unwrap_or_else(|| project.config.default_environment_name().to_string())
+) -> Result<String> {
+    Ok(global
+        .env_given(positional.as_deref())?
+        .unwrap_or_else(|| project.config.default_environment_name().to_string()))
 }
 
 pub fn run(global: &Global, ui: &Ui, args: &DeployArgs) -> Result<Exit> {
     let project = global.project()?;
-    let env = environment(global, &args.environment, &project);
+    let env = environment(global, &args.environment, &project)?;
     let report = deploy::deploy(
         &project,
         &env,
@@ -112,7 +111,7 @@ pub fn run(global: &Global, ui: &Ui, args: &DeployArgs) -> Result<Exit> {
 
 pub fn rollback(global: &Global, ui: &Ui, args: &RollbackArgs) -> Result<Exit> {
     let project = global.project()?;
-    let env = environment(global, &args.environment, &project);
+    let env = environment(global, &args.environment, &project)?;
     let report = deploy::rollback(
         &project,
         &env,

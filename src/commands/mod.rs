@@ -36,6 +36,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let global = Global {
         project: cli.project.clone(),
         environment: cli.environment.clone(),
+        env_on_command_line: cli.env_on_command_line,
         yes: cli.yes,
         lock_wait: cli.lock_wait,
         message: cli.message.clone(),
@@ -93,6 +94,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
 pub struct Global {
     pub project: Option<std::path::PathBuf>,
     pub environment: Option<String>,
+    /// `--env` was given on the command line, not only through BEAMOPS_ENV.
+    pub env_on_command_line: bool,
     pub yes: bool,
     pub lock_wait: Duration,
     pub message: Option<String>,
@@ -117,12 +120,26 @@ impl Global {
     /// The environment a command acts on: its ENV argument, else --env, else the default;
     /// it must exist in beamops.yaml.
     pub fn env_name(&self, project: &Project, positional: Option<&str>) -> Result<String> {
-        let name = positional
-            .map(str::to_string)
-            .or_else(|| self.environment.clone())
+        let name = self
+            .env_given(positional)?
             .unwrap_or_else(|| project.config.default_environment_name().to_string());
         project.config.require_environment(&name)?;
         Ok(name)
+    }
+
+    /// The environment the command line names: ENV, else `--env` (or BEAMOPS_ENV). ENV and a
+    /// `--env` typed beside it that disagree are an error, never one silently chosen over
+    /// the other: a deploy must not guess its target.
+    pub fn env_given(&self, positional: Option<&str>) -> Result<Option<String>> {
+        match (positional, &self.environment) {
+            (Some(arg), Some(flag)) if self.env_on_command_line && arg != flag => {
+                anyhow::bail!(
+                    "two environments given: ENV `{arg}` and --env `{flag}`\n  fix: name one of them"
+                )
+            }
+            (Some(arg), _) => Ok(Some(arg.to_string())),
+            (None, flag) => Ok(flag.clone()),
+        }
     }
 }
 
