@@ -316,7 +316,7 @@ pub struct ConsoleArgs {
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
     /// The environment whose service to scale.
-    #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+    #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
     pub environment: String,
     /// Replicas wanted.
     #[arg(value_name = "N")]
@@ -393,7 +393,7 @@ pub enum SecretsCommand {
     /// Set KEY in secrets/ENV.enc.yaml to the value read from stdin (never from arguments).
     Set {
         /// The environment: the file is secrets/ENV.enc.yaml.
-        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+        #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: String,
         /// The secret's name, e.g. SECRET_KEY_BASE.
         #[arg(value_name = "KEY")]
@@ -402,7 +402,7 @@ pub enum SecretsCommand {
     /// Open secrets/ENV.enc.yaml decrypted in $EDITOR (through `sops edit`).
     Edit {
         /// The environment: the file is secrets/ENV.enc.yaml.
-        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+        #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: String,
     },
     /// List, add or remove recipients; every secrets file is re-encrypted for the new list.
@@ -413,7 +413,7 @@ pub enum SecretsCommand {
     /// Token: GH_TOKEN, GITHUB_TOKEN or `gh auth token`.
     PushGithub {
         /// The environment: a GitHub environment of the same name on ci.repository.
-        #[arg(value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
+        #[arg(id = ENV_POSITIONAL, value_name = "ENV", add = ArgValueCandidates::new(crate::complete::environments))]
         environment: String,
         /// The secret's name, e.g. SOPS_AGE_KEY.
         #[arg(value_name = "NAME")]

@@ -502,18 +502,19 @@ impl<'a> Engine<'a> {
     }
 
     pub fn up(&self, targets: &[&'static Manifest], opts: &UpOptions) -> Result<Vec<ChapterPlan>> {
-        let plan = |with_deps| {
-            if opts.dry_run {
-                self.plan(targets, with_deps)
-            } else {
-                self.plan_before_writing(targets, with_deps)
-            }
-        };
         if opts.no_deps {
-            let plans = plan(true)?;
-            let unmet: Vec<String> = plans
+            // Only the needed chapters are planned here (they come first, so what the targets
+            // do cannot change their plan); they are never written or checked again, so
+            // their checks may not defer.
+            let needed: Vec<&'static Manifest> = self
+                .with_dependencies(targets)?
+                .into_iter()
+                .filter(|c| !targets.iter().any(|t| t.id == c.id))
+                .collect();
+            let unmet: Vec<String> = self
+                .plan(&needed, false)?
                 .iter()
-                .filter(|p| p.needed_by.is_some())
+                .filter(|p| !p.satisfied())
                 .map(|p| p.label.clone())
                 .collect();
             if !unmet.is_empty() {
@@ -524,7 +525,11 @@ impl<'a> Engine<'a> {
                 );
             }
         }
-        let plans = plan(!opts.no_deps)?;
+        let plans = if opts.dry_run {
+            self.plan(targets, !opts.no_deps)?
+        } else {
+            self.plan_before_writing(targets, !opts.no_deps)?
+        };
         if let Some(p) = plans.iter().find(|p| !p.implemented) {
             return Err(Failure::NotImplemented(format!(
                 "{} ({}){}",
@@ -1085,7 +1090,7 @@ mod tests {
                 && world.deferring.contains(self.id)
                 && !world.done.contains(self.id)
             {
-                return Ok(cx.defer("previewed once written".into()));
+                return Ok(cx.defer("previewed once written".into()).unwrap());
             }
             if let Some(missing) = self.needs.iter().find(|n| !world.done.contains(**n)) {
                 return Ok(Check::Failed(format!("{missing} is not there")));

@@ -808,20 +808,35 @@ fn walk_positionals(cmd: &clap::Command, path: &mut Vec<String>, missing: &mut V
     path.pop();
 }
 
-/// Every command with an optional ENV argument takes `--env` after its name too (clap gives a
+/// Every command with an ENV argument takes `--env` after its name too (clap gives a
 /// subcommand the global flag only when none of its own arguments shares the flag's id), and
 /// ENV and a typed `--env` that disagree are an error — BEAMOPS_ENV is only a default.
 #[test]
 fn env_flag_is_read_wherever_an_env_argument_is_and_never_silently_overruled() {
-    fn walk(cmd: &clap::Command, path: &mut Vec<String>, found: &mut Vec<Vec<String>>) {
+    /// A command with an ENV argument: its words, whether ENV is required, and a value for
+    /// each required argument after ENV.
+    struct WithEnv {
+        words: Vec<String>,
+        required: bool,
+        rest: Vec<String>,
+    }
+    fn walk(cmd: &clap::Command, path: &mut Vec<String>, found: &mut Vec<WithEnv>) {
         path.push(cmd.get_name().to_string());
-        if cmd.get_arguments().any(|a| {
-            a.is_positional()
-                && !a.is_required_set()
-                && a.get_value_names()
-                    .is_some_and(|n| n.iter().any(|n| n == "ENV"))
+        let positionals: Vec<&clap::Arg> =
+            cmd.get_arguments().filter(|a| a.is_positional()).collect();
+        if let Some(at) = positionals.iter().position(|a| {
+            a.get_value_names()
+                .is_some_and(|n| n.iter().any(|n| n == "ENV"))
         }) {
-            found.push(path[1..].to_vec());
+            found.push(WithEnv {
+                words: path[1..].to_vec(),
+                required: positionals[at].is_required_set(),
+                rest: positionals[at + 1..]
+                    .iter()
+                    .filter(|a| a.is_required_set())
+                    .map(|_| "2".to_string())
+                    .collect(),
+            });
         }
         for sub in cmd.get_subcommands() {
             walk(sub, path, found);
@@ -830,30 +845,50 @@ fn env_flag_is_read_wherever_an_env_argument_is_and_never_silently_overruled() {
     }
     let mut found = Vec::new();
     walk(&beamops_cli_command(), &mut Vec::new(), &mut found);
-    let names: Vec<String> = found.iter().map(|p| p.join(" ")).collect();
-    for expected in ["deploy", "rollback", "ps", "logs", "console", "lock status"] {
+    let names: Vec<String> = found.iter().map(|c| c.words.join(" ")).collect();
+    for expected in [
+        "deploy",
+        "rollback",
+        "ps",
+        "logs",
+        "console",
+        "lock status",
+        "scale",
+        "secrets set",
+        "secrets edit",
+        "secrets push-github",
+    ] {
         assert!(names.iter().any(|n| n == expected), "{expected}: {names:?}");
     }
     let p = common::example_copy("envflag");
-    for path in &found {
-        let run = |extra: &[&str], env: Option<&str>| {
+    for c in &found {
+        let run = |flag: Option<&str>, positional: Option<&str>, var: Option<&str>| {
             let mut cmd = p.beamops();
-            cmd.args(path).args(extra).env_remove("BEAMOPS_ENV");
-            if let Some(env) = env {
-                cmd.env("BEAMOPS_ENV", env);
+            cmd.args(&c.words).env_remove("BEAMOPS_ENV");
+            if let Some(flag) = flag {
+                cmd.args(["--env", flag]);
             }
-            let out = cmd.output().unwrap();
+            if let Some(positional) = positional {
+                cmd.arg(positional).args(&c.rest);
+            }
+            if let Some(var) = var {
+                cmd.env("BEAMOPS_ENV", var);
+            }
+            let out = cmd.write_stdin("").output().unwrap();
             (
                 out.status.code(),
                 String::from_utf8_lossy(&out.stderr).into_owned(),
             )
         };
+        let path = &c.words;
         // --env after the command is read: an unknown one is named.
-        let (code, said) = run(&["--env", "nosuch"], None);
-        assert_eq!(code, Some(1), "{path:?}: {said}");
-        assert!(said.contains("no environment `nosuch`"), "{path:?}: {said}");
+        if !c.required {
+            let (code, said) = run(Some("nosuch"), None, None);
+            assert_eq!(code, Some(1), "{path:?}: {said}");
+            assert!(said.contains("no environment `nosuch`"), "{path:?}: {said}");
+        }
         // ENV beside a different --env: refused, naming both.
-        let (code, said) = run(&["--env", "nosuch", "staging"], None);
+        let (code, said) = run(Some("nosuch"), Some("staging"), None);
         assert_eq!(code, Some(1), "{path:?}: {said}");
         assert!(
             said.contains("two environments given: ENV `staging` and --env `nosuch`"),
@@ -861,7 +896,7 @@ fn env_flag_is_read_wherever_an_env_argument_is_and_never_silently_overruled() {
         );
         // BEAMOPS_ENV is a default: ENV wins over it (the command then fails or not for
         // its own reasons, never because of the variable).
-        let (_, said) = run(&["nosuch2"], Some("nosuch"));
+        let (_, said) = run(None, Some("nosuch2"), Some("nosuch"));
         assert!(
             said.contains("no environment `nosuch2`"),
             "{path:?}: {said}"

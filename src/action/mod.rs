@@ -165,12 +165,14 @@ pub struct ActionContext<'a> {
 
 impl ActionContext<'_> {
     /// Pending, leaving what only a costly preview could tell (Terraform's plan of files not
-    /// yet written) to the check `up` runs once it has written them. Only when
-    /// `rechecked_after_writing`: a `plan` must show the preview.
-    pub fn defer(&self, detail: String) -> Check {
-        debug_assert!(self.rechecked_after_writing, "defer outside up's plan");
+    /// yet written) to the check `up` runs once it has written them. None unless
+    /// `rechecked_after_writing`: a `plan` must run the preview and show it.
+    pub fn defer(&self, detail: String) -> Option<Check> {
+        if !self.rechecked_after_writing {
+            return None;
+        }
         self.deferred.set(true);
-        Check::Pending(detail)
+        Some(Check::Pending(detail))
     }
 
     pub fn deferred(&self) -> bool {

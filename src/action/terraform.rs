@@ -251,10 +251,10 @@ impl Action for TerraformApplied {
                 },
                 unwritten.join(", ")
             );
-            if cx.rechecked_after_writing {
-                // `up` writes them next and plans the root itself: a private plan now would
-                // run Terraform twice for one apply.
-                return Ok(cx.defer(format!("{root}: planned {files}")));
+            // In `up`, which writes them next and plans the root itself: a private plan now
+            // would run Terraform twice for one apply.
+            if let Some(check) = cx.defer(format!("{root}: planned {files}")) {
+                return Ok(check);
             }
             let plan = self.plan_privately(cx, &root)?;
             return Ok(if plan.changes {

@@ -54,10 +54,7 @@ pub fn run(global: &Global, ui: &Ui, command: &ImagesCommand) -> Result<Exit> {
     match command {
         ImagesCommand::Bootstrap { rebuild } => {
             let project = global.project()?;
-            let environment = global
-                .environment
-                .clone()
-                .unwrap_or_else(|| project.config.default_environment_name().to_string());
+            let environment = global.env_name(&project, None)?;
             let images = images::ensure_images(
                 &project,
                 &environment,

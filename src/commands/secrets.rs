@@ -125,6 +125,13 @@ pub fn run(global: &Global, ui: &Ui, command: &SecretsCommand) -> Result<Exit> {
             |m| ui.note(m),
         )?),
     };
+    // A required ENV names the environment; a different --env typed beside it is an error.
+    if let SecretsCommand::Set { environment, .. }
+    | SecretsCommand::Edit { environment }
+    | SecretsCommand::PushGithub { environment, .. } = command
+    {
+        global.env_given(Some(environment))?;
+    }
     let report = match command {
         SecretsCommand::Init { recipients } => init(&project, recipients)?,
         SecretsCommand::Set { environment, key } => set(&project, ui, environment, key)?,
