@@ -12,7 +12,10 @@ use crate::output::Format;
     name = "beamops",
     version,
     about = "From a bare Elixir repository to a monitored, self-healing Docker Swarm cluster",
-    after_help = "Exit codes: 0 done · 1 error · 2 changes pending · 3 blocked · 4 refused to protect data · 5 deploy rolled back"
+    after_help = "Exit codes: 0 done · 1 error · 2 changes pending · 3 blocked · 4 refused to protect data · 5 deploy rolled back",
+    // A subcommand's help and completions list its own flags (numbered from 0) before the global
+    // ones, whichever clap defines first.
+    next_display_order = 100
 )]
 pub struct Cli {
     /// The project directory (default: the nearest parent with beamops.yaml).
@@ -64,50 +67,50 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write beamops.yaml from mix.exs, .tool-versions and the git remote.
-    Init(InitArgs),
+    Init(Lazy<InitArgs>),
     /// List the chapters and what each renders and applies.
     Chapters,
     /// Show what `up` would change: file diffs and pending actions (exit 2 when anything would
     /// change)
-    Plan(Selection),
+    Plan(Lazy<Selection>),
     /// Render and apply chapters (and the chapters they need).
-    Up(UpArgs),
+    Up(Lazy<UpArgs>),
     /// Undo a chapter's actions; volumes and data stay unless --purge.
-    Down(DownArgs),
+    Down(Lazy<DownArgs>),
     /// Drift: generated files edited since beamops wrote them, actions no longer satisfied.
     Status,
     /// Check the machine: tools, Docker Engine, configuration.
     Doctor,
     /// Print the project root, state dir, environment and external tools.
-    Env(EnvArgs),
+    Env(Lazy<EnvArgs>),
     /// List git worktrees, and remove them without ever losing work.
-    Worktree(WorktreeArgs),
+    Worktree(Lazy<WorktreeArgs>),
     /// Base images (Elixir builder, runtime, PostgreSQL): build them from Debian when no registry has them.
     #[command(subcommand)]
-    Images(ImagesCommand),
+    Images(Lazy<ImagesCommand>),
     /// Find duplicated shell scripts across folders and worktrees; consolidate them; undo (a dry
     /// run by default: exit 2 when duplicates are found)
-    Dedupe(DedupeArgs),
+    Dedupe(Lazy<DedupeArgs>),
     /// Build, tag with the git sha, push, run the release command, roll the services out and
     /// wait; exit 5 when Swarm rolled the release back.
-    Deploy(DeployArgs),
+    Deploy(Lazy<DeployArgs>),
     /// Put the previous (or a named) successful release back, the same way deploy rolls out.
-    Rollback(RollbackArgs),
+    Rollback(Lazy<RollbackArgs>),
     /// SOPS + age encrypted secrets: the key, recipients and values (chapter 07).
     #[command(subcommand)]
-    Secrets(SecretsCommand),
+    Secrets(Lazy<SecretsCommand>),
     /// The stack's deploy lock on the environment's swarm: who holds it, and releasing it.
     #[command(subcommand)]
-    Lock(LockCommand),
+    Lock(Lazy<LockCommand>),
     /// The stack's tasks: service, slot, node, desired/current state, image, health, release.
-    Ps(PsArgs),
+    Ps(Lazy<PsArgs>),
     /// Service logs, each line named by its task; -f follows until Ctrl-C.
-    Logs(LogsArgs),
+    Logs(Lazy<LogsArgs>),
     /// A remote shell into a running release: `bin/<otp_app> remote` in an app task's container.
-    Console(ConsoleArgs),
+    Console(Lazy<ConsoleArgs>),
     /// Change a service's replicas now and wait until they run (the next up/deploy restores
     /// environments.<env>.replicas, the durable setting).
-    Scale(ScaleArgs),
+    Scale(Lazy<ScaleArgs>),
     /// Print a shell's completion script: subcommands, flags, chapters and other values
     Completions {
         /// The shell to write the script for.
@@ -116,7 +119,80 @@ pub enum Command {
     },
     /// Agents claim, progress and complete work in shared JSON files: a drop-in for the legacy
     /// coordination_helper.sh, safe for many agents at once (docs/coord.md).
-    Coord(CoordArgs),
+    Coord(Lazy<CoordArgs>),
+}
+
+/// A subcommand's arguments (or its own subcommands), defined only when clap needs them: when
+/// that subcommand is parsed, or help or completions show it. Defining all ~30 subcommands on
+/// every run was a fifth of `beamops plan chapter-01`'s instructions and nearly all of its peak
+/// heap (0.36 MB); now a run defines the root and the one subcommand it names. Derefs to `T`.
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+impl<T> std::ops::Deref for Lazy<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|cmd| keeping_about(cmd, T::augment_args))
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|cmd| keeping_about(cmd, T::augment_args_for_update))
+    }
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+}
+
+impl<T: Subcommand> Subcommand for Lazy<T> {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|cmd| keeping_about(cmd, T::augment_subcommands))
+    }
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|cmd| keeping_about(cmd, T::augment_subcommands_for_update))
+    }
+    fn has_subcommand(name: &str) -> bool {
+        T::has_subcommand(name)
+    }
+}
+
+/// `define` run on `cmd`, its about texts kept: clap's derive sets a subcommand's about (its doc
+/// comment in [`Command`]) after defining the arguments, so the doc comment of an argument struct
+/// (`CoordArgs`) never replaced it; defined later, it would.
+fn keeping_about(cmd: clap::Command, define: fn(clap::Command) -> clap::Command) -> clap::Command {
+    let about = cmd.get_about().cloned();
+    let long_about = cmd.get_long_about().cloned();
+    let cmd = define(cmd);
+    let cmd = match about {
+        Some(text) => cmd.about(text),
+        None => cmd.about(None::<&str>),
+    };
+    match long_about {
+        Some(text) => cmd.long_about(text),
+        None => cmd.long_about(None::<&str>),
+    }
+}
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for Lazy<T> {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Lazy)
+    }
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(matches).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+    fn update_from_arg_matches_mut(
+        &mut self,
+        matches: &mut clap::ArgMatches,
+    ) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(matches)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -709,4 +785,41 @@ pub enum CoordCommand {
         #[arg(value_name = "PATH")]
         path: Option<PathBuf>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks a command's definition when it builds it, and a run builds only the
+    /// subcommand it parses ([`Lazy`]): this builds and checks every one.
+    #[test]
+    fn every_subcommand_is_well_defined() {
+        command().debug_assert();
+    }
+
+    /// Deferred, a subcommand's arguments still parse into the same typed values.
+    #[test]
+    fn a_deferred_subcommand_parses_its_arguments() {
+        let cli = parse_from(["beamops", "up", "08", "--dry-run", "--env", "staging"]).unwrap();
+        let Command::Up(args) = cli.command else {
+            panic!("not up: {:?}", cli.command)
+        };
+        assert_eq!(args.selection.chapters, ["08"]);
+        assert!(args.dry_run && !args.force);
+        assert_eq!(cli.environment.as_deref(), Some("staging"));
+        let cli = parse_from(["beamops", "images", "prune", "local"]).unwrap();
+        let Command::Images(images) = cli.command else {
+            panic!("not images: {:?}", cli.command)
+        };
+        let ImagesCommand::Prune {
+            environment,
+            dry_run,
+        } = &*images
+        else {
+            panic!("not prune: {images:?}")
+        };
+        assert_eq!(environment.as_deref(), Some("local"));
+        assert!(!dry_run);
+    }
 }

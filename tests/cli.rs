@@ -784,8 +784,12 @@ fn help_describes_every_argument_and_lists_only_flags_a_command_reads() {
     assert!(String::from_utf8_lossy(&plan.stderr).contains("--all"));
 }
 
+/// The whole command tree, every subcommand defined: a run defines only the one it parses
+/// (`cli::Lazy`), so a walk over an unbuilt tree would find no arguments to check.
 fn beamops_cli_command() -> clap::Command {
-    beamops::cli::command()
+    let mut cmd = beamops::cli::command();
+    cmd.build();
+    cmd
 }
 
 fn walk_positionals(cmd: &clap::Command, path: &mut Vec<String>, missing: &mut Vec<String>) {
