@@ -12,6 +12,7 @@ use regex_lite::Regex;
 use super::{Config, SCHEMA_VERSION};
 
 mod infrastructure;
+mod shape;
 use infrastructure::infrastructure;
 pub use infrastructure::ipv4_cidr;
 
@@ -58,12 +59,12 @@ fn re(pattern: &str) -> Regex {
 }
 
 /// A Docker repository path component (distribution's reference grammar).
+#[cfg(test)]
 const COMPONENT: &str = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
 /// A registry host: a domain name or an address, with an optional port.
+#[cfg(test)]
 const DOMAIN: &str = r"(?:localhost|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?";
 
-static REPOSITORY: LazyLock<Regex> =
-    LazyLock::new(|| re(&format!(r"^(?:{DOMAIN}/)?{COMPONENT}(?:/{COMPONENT})*$")));
 /// `^REPOSITORY(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$`, the tag and digest by hand:
 /// as a regex, their fixed-count repeats compile to ~200 copies of a class on every run.
 fn is_reference(reference: &str) -> bool {
@@ -92,16 +93,9 @@ fn is_reference(reference: &str) -> bool {
             && word(b[0])
             && b[1..].iter().all(|&c| word(c) || c == b'.' || c == b'-')
     });
-    digest_ok && tag_ok && REPOSITORY.is_match(name)
+    digest_ok && tag_ok && shape::is_repository(name)
 }
-static REGISTRY: LazyLock<Regex> = LazyLock::new(|| re(&format!(r"^{DOMAIN}(?:/{COMPONENT})*$")));
-static NAME: LazyLock<Regex> = LazyLock::new(|| re(&format!(r"^{COMPONENT}$")));
-static OTP_APP: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z][a-z0-9_]*$"));
 static NODE_BASENAME: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9_-]+$"));
-static ENVIRONMENT: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9_-]*$"));
-static ELIXIR: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]+\.[0-9]+\.[0-9]+(?:-rc\.[0-9]+)?$"));
-static SECRET: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Z][A-Z0-9_]*$"));
-static INSTANCE_TYPE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"));
 static CERTIFICATE_ARN: LazyLock<Regex> =
     LazyLock::new(|| re(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$"));
 static S3_BUCKET: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"));
@@ -136,21 +130,21 @@ fn all(config: &Config) -> Vec<Problem> {
         ));
     }
     let app = &config.app;
-    if app.name.len() > 63 || !NAME.is_match(&app.name) {
+    if app.name.len() > 63 || !shape::is_component(&app.name) {
         out.push(problem(
             &["app", "name"],
             format!("app.name `{}` cannot name an image or a stack", app.name),
             "use lowercase letters and digits, joined by single `-`, `_` or `.`, at most 63 characters, e.g. `coordination`",
         ));
     }
-    if app.otp_app.len() > 255 || !OTP_APP.is_match(&app.otp_app) {
+    if app.otp_app.len() > 255 || !shape::is_otp_app(&app.otp_app) {
         out.push(problem(
             &["app", "otp_app"],
             format!("app.otp_app `{}` is not an OTP application name", app.otp_app.escape_debug()),
             "use the atom from mix.exs `app: :name`: a lowercase ASCII letter, then lowercase letters, digits and `_`",
         ));
     }
-    if !ELIXIR.is_match(&app.elixir) {
+    if !shape::is_elixir_version(&app.elixir) {
         out.push(problem(
             &["app", "elixir"],
             format!("app.elixir `{}` is not an Elixir version", app.elixir.escape_debug()),
@@ -184,7 +178,7 @@ fn all(config: &Config) -> Vec<Problem> {
         ));
     }
     if let Some(stack) = &app.stack
-        && (stack.len() > 63 || !NAME.is_match(stack))
+        && (stack.len() > 63 || !shape::is_component(stack))
     {
         out.push(problem(
             &["app", "stack"],
@@ -198,7 +192,7 @@ fn all(config: &Config) -> Vec<Problem> {
 
     let image = &config.image;
     if let Some(repository) = &image.repository
-        && (repository.len() > 255 || !REPOSITORY.is_match(repository))
+        && (repository.len() > 255 || !shape::is_repository(repository))
     {
         out.push(problem(
             &["image", "repository"],
@@ -207,7 +201,7 @@ fn all(config: &Config) -> Vec<Problem> {
         ));
     }
     if let Some(registry) = &image.registry
-        && !REGISTRY.is_match(registry)
+        && !shape::is_registry(registry)
     {
         out.push(problem(
             &["image", "registry"],
@@ -267,7 +261,7 @@ fn all(config: &Config) -> Vec<Problem> {
     }
 
     for (name, env) in &config.environments {
-        if name.len() > 63 || !ENVIRONMENT.is_match(name) {
+        if name.len() > 63 || !shape::is_environment(name) {
             out.push(problem(
                 &["environments", name],
                 format!(
@@ -409,7 +403,7 @@ fn all(config: &Config) -> Vec<Problem> {
         ));
     }
     for secret in &swarm.secrets {
-        if !SECRET.is_match(secret) {
+        if !shape::is_secret(secret) {
             out.push(problem(
                 &["chapters", "swarm", "secrets"],
                 format!("chapters.swarm.secrets: `{}` is not an environment variable name", secret.escape_debug()),
@@ -418,7 +412,7 @@ fn all(config: &Config) -> Vec<Problem> {
         }
     }
     for name in swarm.environment.keys() {
-        if !SECRET.is_match(name) || name.starts_with("BEAMOPS_") {
+        if !shape::is_secret(name) || name.starts_with("BEAMOPS_") {
             out.push(problem(
                 &["chapters", "swarm", "environment"],
                 format!("chapters.swarm.environment: `{}` is not an environment variable name the stack may set", name.escape_debug()),
@@ -534,7 +528,7 @@ fn all(config: &Config) -> Vec<Problem> {
             "use a percentage from 10 to 90, e.g. 60",
         ));
     }
-    if !INSTANCE_TYPE.is_match(&scaling.instance_type) {
+    if !shape::is_instance_type(&scaling.instance_type, true) {
         out.push(problem(
             &["chapters", "autoscaling", "instance_type"],
             format!(
@@ -1134,10 +1128,10 @@ mod tests {
             "127.0.0.1:5000/a/b",
             "localhost/x",
         ] {
-            assert!(REPOSITORY.is_match(good), "{good}");
+            assert!(super::shape::is_repository(good), "{good}");
         }
         for bad in ["Demo:bad tag", "Demo", "a:1", "-a", "a//b", ""] {
-            assert!(!REPOSITORY.is_match(bad), "{bad}");
+            assert!(!super::shape::is_repository(bad), "{bad}");
         }
         for good in [
             "debian:trixie-slim",

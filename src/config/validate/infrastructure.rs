@@ -4,17 +4,13 @@ use std::sync::LazyLock;
 
 use regex_lite::Regex;
 
-use super::{Problem, port_problem, problem, re};
+use super::{Problem, port_problem, problem, re, shape};
 use crate::config::Config;
 
-static AWS_REGION: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z]{2}(?:-gov)?-[a-z]+-[0-9]$"));
 static GITHUB_REPOSITORY: LazyLock<Regex> =
     LazyLock::new(|| re(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9_.-]{1,100}$"));
 static PLATFORM: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9]+_[a-z0-9]+$"));
-static INSTANCE_TYPE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9-]+\.[a-z0-9]+$"));
 static DYNAMODB_TABLE: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9_.-]{3,255}$"));
-static IMAGE_OWNER: LazyLock<Regex> =
-    LazyLock::new(|| re(r"^(?:[0-9]{12}|amazon|aws-marketplace|self)$"));
 static COLOR: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9a-fA-F]{6}$"));
 static BUCKET: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"));
 /// A login name ssh passes on (`-l`): no option-like or shell-special characters.
@@ -66,7 +62,7 @@ pub(super) fn infrastructure(config: &Config, out: &mut Vec<Problem>) {
         }
         // A missing region is reported by the chapters that need one (blocked, not a bad file).
         if let Some(region) = &env.region
-            && !AWS_REGION.is_match(region)
+            && !shape::is_aws_region(region)
         {
             out.push(problem(
                 &["environments", name, "region"],
@@ -98,7 +94,7 @@ pub(super) fn infrastructure(config: &Config, out: &mut Vec<Problem>) {
             .state
             .region
             .as_deref()
-            .is_some_and(|r| AWS_REGION.is_match(r))
+            .is_some_and(|r| shape::is_aws_region(r))
         {
             out.push(problem(
                 &["chapters", "terraform", "state", "region"],
@@ -240,7 +236,7 @@ pub(super) fn infrastructure(config: &Config, out: &mut Vec<Problem>) {
     if p.lb_port == 0 {
         out.push(port_problem(&["chapters", "production", "lb_port"]));
     }
-    if !INSTANCE_TYPE.is_match(&p.instance_type) {
+    if !shape::is_instance_type(&p.instance_type, false) {
         out.push(problem(
             &["chapters", "production", "instance_type"],
             format!(
@@ -250,7 +246,7 @@ pub(super) fn infrastructure(config: &Config, out: &mut Vec<Problem>) {
             "write e.g. t3.small",
         ));
     }
-    if !IMAGE_OWNER.is_match(&p.base_image.owner) {
+    if !shape::is_image_owner(&p.base_image.owner) {
         out.push(problem(
             &["chapters", "production", "base_image", "owner"],
             format!(
