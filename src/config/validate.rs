@@ -113,12 +113,16 @@ pub fn first_problem(config: &Config) -> Option<Problem> {
 
 fn all(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
-    // Control characters (NUL, escapes) end up in Dockerfiles, stack files and shells.
-    text_is_clean(
-        &serde_json::to_value(config).unwrap_or_default(),
-        &mut Vec::new(),
-        &mut out,
-    );
+    // Control characters (NUL, escapes) end up in Dockerfiles, stack files and shells. The
+    // config's JSON text says whether any string may hold one; only then is the config walked
+    // as a tree to name where (a tree of every value cost ~0.4 M instructions on every run).
+    if may_hold_unclean_text(&serde_json::to_string(config).unwrap_or_default()) {
+        text_is_clean(
+            &serde_json::to_value(config).unwrap_or_default(),
+            &mut Vec::new(),
+            &mut out,
+        );
+    }
     if config.version != SCHEMA_VERSION {
         out.push(problem(
             &["version"],
@@ -991,14 +995,34 @@ fn duration_problem(path: &[&str], text: &str, why: &str, example: &str) -> Prob
     )
 }
 
+/// A character no configuration string may hold (see [`text_is_clean`]).
+fn is_unclean(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
+/// Whether a string or key in `json` (serde_json's text of a value) may hold an unclean
+/// character: one written raw, or escaped — serde_json escapes only `"`, `\\` and the C0
+/// controls, so any escape but `\"`, `\\`, `\n` and `\t` may be one.
+fn may_hold_unclean_text(json: &str) -> bool {
+    let mut chars = json.chars();
+    while let Some(c) = chars.next() {
+        let unclean = match c {
+            '\\' => !matches!(chars.next(), Some('"' | '\\' | 'n' | 't')),
+            c => is_unclean(c),
+        };
+        if unclean {
+            return true;
+        }
+    }
+    false
+}
+
 /// Strings anywhere in the configuration: no control characters except tab and newline (which
 /// a release command may hold), and no invisible format characters (zero-width spaces, bidi
 /// overrides) that make two different values look alike.
 fn text_is_clean(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<Problem>) {
-    let bad = |c: char| {
-        (c.is_control() && c != '\n' && c != '\t')
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
-    };
+    let bad = is_unclean;
     match value {
         serde_json::Value::String(s) => {
             if let Some((i, c)) = s.char_indices().find(|&(_, c)| bad(c)) {
@@ -1257,6 +1281,25 @@ mod ci_tests {
         assert!(!super::known_hosts_line_ok(&format!(
             "@trust h1 ssh-ed25519 {key}"
         )));
+    }
+
+    /// The JSON text of a string, or a key, says it may hold an unclean character exactly when
+    /// it does: for every character, alone and between others.
+    #[test]
+    fn json_text_shows_every_unclean_character() {
+        use super::{is_unclean, may_hold_unclean_text};
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let text = format!("a{c}\"b\\\n\t");
+            let value = serde_json::to_string(&text).unwrap();
+            let key =
+                serde_json::to_string(&std::collections::BTreeMap::from([(&text, 1)])).unwrap();
+            assert_eq!(
+                may_hold_unclean_text(&value),
+                is_unclean(c),
+                "{c:?} in {value}"
+            );
+            assert_eq!(may_hold_unclean_text(&key), is_unclean(c), "{c:?} in {key}");
+        }
     }
 
     /// The hand-written checks accept exactly what the patterns they replace accept.
