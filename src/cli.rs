@@ -12,10 +12,7 @@ use crate::output::Format;
     name = "beamops",
     version,
     about = "From a bare Elixir repository to a monitored, self-healing Docker Swarm cluster",
-    after_help = "Exit codes: 0 done · 1 error · 2 changes pending · 3 blocked · 4 refused to protect data · 5 deploy rolled back",
-    // A subcommand's help and completions list its own flags (numbered from 0) before the global
-    // ones, whichever clap defines first.
-    next_display_order = 100
+    after_help = "Exit codes: 0 done · 1 error · 2 changes pending · 3 blocked · 4 refused to protect data · 5 deploy rolled back"
 )]
 pub struct Cli {
     /// The project directory (default: the nearest parent with beamops.yaml).
@@ -136,12 +133,25 @@ impl<T> std::ops::Deref for Lazy<T> {
     }
 }
 
+/// Set for a shell's completion request: [`Lazy`] then defines everything at once (see
+/// [`command_for_completions`]).
+static DEFINE_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `define` applied to `cmd` now, or when clap builds `cmd`.
+fn define_lazily(cmd: clap::Command, define: fn(clap::Command) -> clap::Command) -> clap::Command {
+    if DEFINE_NOW.load(std::sync::atomic::Ordering::Relaxed) {
+        define(cmd)
+    } else {
+        cmd.defer(define)
+    }
+}
+
 impl<T: Args> Args for Lazy<T> {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        cmd.defer(|cmd| keeping_about(cmd, T::augment_args))
+        define_lazily(cmd, |cmd| keeping_about(cmd, T::augment_args))
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        cmd.defer(|cmd| keeping_about(cmd, T::augment_args_for_update))
+        define_lazily(cmd, |cmd| keeping_about(cmd, T::augment_args_for_update))
     }
     fn group_id() -> Option<clap::Id> {
         T::group_id()
@@ -150,10 +160,12 @@ impl<T: Args> Args for Lazy<T> {
 
 impl<T: Subcommand> Subcommand for Lazy<T> {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {
-        cmd.defer(|cmd| keeping_about(cmd, T::augment_subcommands))
+        define_lazily(cmd, |cmd| keeping_about(cmd, T::augment_subcommands))
     }
     fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
-        cmd.defer(|cmd| keeping_about(cmd, T::augment_subcommands_for_update))
+        define_lazily(cmd, |cmd| {
+            keeping_about(cmd, T::augment_subcommands_for_update)
+        })
     }
     fn has_subcommand(name: &str) -> bool {
         T::has_subcommand(name)
@@ -578,6 +590,15 @@ pub fn command() -> clap::Command {
         "GLOBALS_IGNORED_BY names a subcommand that does not exist"
     );
     cmd
+}
+
+/// The command line with every subcommand defined at once, for a shell's completions: building
+/// the root copies the tree into clap's `help` subcommand before any subcommand is built, so a
+/// deferred `images` would be copied without `prune` and `bootstrap`, and `beamops help images
+/// <Tab>` would offer nothing.
+pub fn command_for_completions() -> clap::Command {
+    DEFINE_NOW.store(true, std::sync::atomic::Ordering::Relaxed);
+    command()
 }
 
 /// Global flags, and the subcommands that never read them.

@@ -4,7 +4,7 @@ use beamops::output::{self, Format};
 fn main() {
     output::quiet_on_closed_pipes();
     // A shell asking for completions (the function `beamops completions <shell>` registered).
-    clap_complete::CompleteEnv::with_factory(beamops::cli::command)
+    clap_complete::CompleteEnv::with_factory(beamops::cli::command_for_completions)
         .var(beamops::complete::VAR)
         .complete();
     // clap exits 2 on a usage error; in our table 2 means "changes pending", so bad input is 1.

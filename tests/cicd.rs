@@ -1275,8 +1275,10 @@ fn act_runs_the_generated_deploy_workflow_against_the_local_swarm() {
         // The workflow's own `cargo install` is a release build of every dependency: on a fresh
         // CI machine that cold build dominated this test (half an hour on a loaded one). The
         // test checks what the job does with the binary, not how fast it runs, so its release
-        // profile is compiled without optimisation; the workflow's command line is unchanged.
+        // profile is compiled without optimisation or LTO; the workflow's command line is
+        // unchanged.
         .args(["--env", "CARGO_PROFILE_RELEASE_OPT_LEVEL=0"])
+        .args(["--env", "CARGO_PROFILE_RELEASE_LTO=false"])
         .args(["--env", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256"])
         .args(["--env", "CARGO_PROFILE_RELEASE_INCREMENTAL=false"]);
     for (action, standin) in [("actions/checkout", "checkout"), ("actions/cache", "cache")] {

@@ -1117,6 +1117,58 @@ fn complete(dir: &Path, words: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// `beamops help <command> <Tab>` offers the command's own subcommands, at every depth: clap
+/// copies the tree into its `help` subcommand when it builds the root, so a subcommand defined
+/// late (`cli::Lazy`) would be copied without them.
+#[test]
+fn help_completes_every_nested_subcommand() {
+    fn walk(
+        cmd: &clap::Command,
+        path: &mut Vec<String>,
+        found: &mut Vec<(Vec<String>, Vec<String>)>,
+    ) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            path.push(sub.get_name().to_string());
+            let children: Vec<String> = sub
+                .get_subcommands()
+                .map(|c| c.get_name().to_string())
+                .filter(|n| n != "help")
+                .collect();
+            if !children.is_empty() {
+                found.push((path.clone(), children));
+            }
+            walk(sub, path, found);
+            path.pop();
+        }
+    }
+    let mut nested = Vec::new();
+    walk(&beamops_cli_command(), &mut Vec::new(), &mut nested);
+    let paths: Vec<String> = nested.iter().map(|(p, _)| p.join(" ")).collect();
+    for expected in [
+        "images",
+        "secrets",
+        "secrets recipients",
+        "lock",
+        "worktree",
+        "coord",
+    ] {
+        assert!(paths.contains(&expected.to_string()), "{paths:?}");
+    }
+    let p = TestProject::new();
+    for (path, children) in &nested {
+        let mut words = vec!["help"];
+        words.extend(path.iter().map(String::as_str));
+        words.push("");
+        let offered = complete(p.path(), &words);
+        for child in children {
+            assert!(
+                offered.contains(child),
+                "help {path:?} <Tab> lacks {child}: {offered:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn completions_offer_chapters_environments_worktrees_and_manifests() {
     let p = TestProject::new();

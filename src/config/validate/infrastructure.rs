@@ -90,12 +90,7 @@ pub(super) fn infrastructure(config: &Config, out: &mut Vec<Problem>) {
                 "name the bucket that holds the state (3–63 lowercase letters, digits, `.`, `-`)",
             )),
         }
-        if !tf
-            .state
-            .region
-            .as_deref()
-            .is_some_and(|r| shape::is_aws_region(r))
-        {
+        if !tf.state.region.as_deref().is_some_and(shape::is_aws_region) {
             out.push(problem(
                 &["chapters", "terraform", "state", "region"],
                 "chapters.terraform.state.backend is s3 but the bucket's region is missing or not a region".into(),

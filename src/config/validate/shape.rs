@@ -251,7 +251,8 @@ mod tests {
 
     #[test]
     fn hand_written_shapes_match_their_patterns() {
-        let shapes: &[(&str, &dyn Fn(&str) -> bool)] = &[
+        type Shape<'a> = (&'a str, &'a dyn Fn(&str) -> bool);
+        let shapes: &[Shape] = &[
             (&format!("^{COMPONENT}$"), &is_component),
             (&format!("^{DOMAIN}$"), &is_domain),
             (
