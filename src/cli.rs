@@ -133,13 +133,15 @@ impl<T> std::ops::Deref for Lazy<T> {
     }
 }
 
-/// Set for a shell's completion request: [`Lazy`] then defines everything at once (see
-/// [`command_for_completions`]).
-static DEFINE_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+thread_local! {
+    /// Set for a shell's completion request: [`Lazy`] then defines everything at once (see
+    /// [`command_for_completions`]).
+    static DEFINE_NOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// `define` applied to `cmd` now, or when clap builds `cmd`.
 fn define_lazily(cmd: clap::Command, define: fn(clap::Command) -> clap::Command) -> clap::Command {
-    if DEFINE_NOW.load(std::sync::atomic::Ordering::Relaxed) {
+    if DEFINE_NOW.get() {
         define(cmd)
     } else {
         cmd.defer(define)
@@ -581,6 +583,9 @@ pub fn command() -> clap::Command {
                 *sub = std::mem::take(sub).arg(arg.clone());
             }
         }
+        // A [`Lazy`] subcommand defines its own arguments after these copies: they number their
+        // place in help from 0, as they do when they come first.
+        *sub = std::mem::take(sub).next_display_order(0);
     }
     debug_assert!(
         GLOBALS_IGNORED_BY
@@ -597,7 +602,7 @@ pub fn command() -> clap::Command {
 /// deferred `images` would be copied without `prune` and `bootstrap`, and `beamops help images
 /// <Tab>` would offer nothing.
 pub fn command_for_completions() -> clap::Command {
-    DEFINE_NOW.store(true, std::sync::atomic::Ordering::Relaxed);
+    DEFINE_NOW.set(true);
     command()
 }
 
@@ -817,6 +822,43 @@ mod tests {
     #[test]
     fn every_subcommand_is_well_defined() {
         command().debug_assert();
+    }
+
+    /// Every subcommand's help, defined late as a run defines it, reads exactly as when the
+    /// whole tree is defined at once (as clap's derive does): same flags, same order, same about.
+    #[test]
+    fn deferred_subcommands_render_the_help_of_the_whole_tree() {
+        fn help(cmd: clap::Command, words: &[String], long: bool) -> String {
+            let flag = if long { "--help" } else { "-h" };
+            let argv = std::iter::once("beamops")
+                .chain(words.iter().map(String::as_str))
+                .chain([flag]);
+            let err = cmd.try_get_matches_from(argv).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{words:?}");
+            err.render().to_string()
+        }
+        fn paths(cmd: &clap::Command, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+            out.push(path.clone());
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                path.push(sub.get_name().to_string());
+                paths(sub, path, out);
+                path.pop();
+            }
+        }
+        let mut whole = command_for_completions();
+        DEFINE_NOW.set(false);
+        whole.build();
+        let mut all = Vec::new();
+        paths(&whole, &mut Vec::new(), &mut all);
+        assert!(all.len() > 40, "{}", all.len());
+        for words in &all {
+            for long in [true, false] {
+                DEFINE_NOW.set(true);
+                let defined_at_once = help(command(), words, long);
+                DEFINE_NOW.set(false);
+                assert_eq!(help(command(), words, long), defined_at_once, "{words:?}");
+            }
+        }
     }
 
     /// Deferred, a subcommand's arguments still parse into the same typed values.
