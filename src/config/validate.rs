@@ -58,43 +58,6 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("static regex")
 }
 
-/// A Docker repository path component (distribution's reference grammar).
-#[cfg(test)]
-const COMPONENT: &str = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
-/// A registry host: a domain name or an address, with an optional port.
-#[cfg(test)]
-const DOMAIN: &str = r"(?:localhost|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?";
-
-/// `^REPOSITORY(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$`, the tag and digest by hand:
-/// as a regex, their fixed-count repeats compile to ~200 copies of a class on every run.
-fn is_reference(reference: &str) -> bool {
-    let (name_tag, digest_ok) = match reference.split_once('@') {
-        Some((name_tag, digest)) => (
-            name_tag,
-            digest.strip_prefix("sha256:").is_some_and(|hex| {
-                hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-            }),
-        ),
-        None => (reference, true),
-    };
-    // A `:` after the last `/` starts the tag (a repository component has none); one before it
-    // is the registry's port or an IPv6 address.
-    let slash = name_tag.rfind('/');
-    let (name, tag) = match name_tag.rfind(':') {
-        Some(colon) if slash.is_none_or(|s| colon > s) => {
-            (&name_tag[..colon], Some(&name_tag[colon + 1..]))
-        }
-        _ => (name_tag, None),
-    };
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let tag_ok = tag.is_none_or(|t| {
-        let b = t.as_bytes();
-        (1..=128).contains(&b.len())
-            && word(b[0])
-            && b[1..].iter().all(|&c| word(c) || c == b'.' || c == b'-')
-    });
-    digest_ok && tag_ok && shape::is_repository(name)
-}
 static NODE_BASENAME: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9_-]+$"));
 static CERTIFICATE_ARN: LazyLock<Regex> =
     LazyLock::new(|| re(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$"));
@@ -155,7 +118,7 @@ fn all(config: &Config) -> Vec<Problem> {
             "write MAJOR.MINOR.PATCH as Elixir releases are numbered, e.g. 1.18.3 (quote it in YAML: \"1.18.3\")",
         ));
     }
-    if !is_otp_version(&app.otp) {
+    if !shape::is_otp_version(&app.otp) {
         out.push(problem(
             &["app", "otp"],
             format!(
@@ -227,7 +190,7 @@ fn all(config: &Config) -> Vec<Problem> {
         ("promtail", &image.promtail),
     ] {
         if let Some(reference) = value
-            && (reference.len() > 255 || !is_reference(reference))
+            && (reference.len() > 255 || !shape::is_reference(reference))
         {
             out.push(problem(
                 &["image", key],
@@ -622,36 +585,6 @@ fn all(config: &Config) -> Vec<Problem> {
 static GITHUB_REPOSITORY: LazyLock<Regex> =
     LazyLock::new(|| re(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$"));
 
-// By hand, not regexes: a fixed-count repeat (`{40}`, `{1,200}`, `{0,4}`) compiles to that many
-// copies of its class, and every run validates these (they were ~0.2 M instructions of
-// `plan chapter-01`).
-
-/// `^[0-9]{2}(?:\.[0-9]+){0,4}$`: two-digit major, at most four more numeric parts.
-fn is_otp_version(text: &str) -> bool {
-    let mut parts = text.split('.');
-    let major = parts.next().unwrap_or_default();
-    let rest: Vec<&str> = parts.collect();
-    major.len() == 2
-        && major.bytes().all(|b| b.is_ascii_digit())
-        && rest.len() <= 4
-        && rest
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// `^[0-9a-f]{40}$`: a full SHA-1 commit id.
-fn is_commit(text: &str) -> bool {
-    text.len() == 40 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// `^[A-Za-z0-9._/-]{1,200}$`: the characters a branch name may use here.
-fn is_branch_chars(text: &str) -> bool {
-    (1..=200).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
-}
-
 /// Is `url` an address beamops may send a GitHub token to: https, or http to this machine only.
 pub fn api_url_is_safe(url: &str) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -733,7 +666,7 @@ fn ci_problems(config: &Config, out: &mut Vec<Problem>) {
         ));
     }
     let branch = &ci.default_branch;
-    if !is_branch_chars(branch)
+    if !shape::is_branch_chars(branch)
         || branch.starts_with(['-', '/', '.'])
         || branch.ends_with(['/', '.'])
         || branch.contains("..")
@@ -769,7 +702,7 @@ fn ci_problems(config: &Config, out: &mut Vec<Problem>) {
         }
     }
     if let Some(rev) = &ci.beamops.rev
-        && !is_commit(rev)
+        && !shape::is_commit(rev)
     {
         out.push(problem(
             &["ci", "beamops", "rev"],
@@ -1022,10 +955,9 @@ fn may_hold_unclean_text(json: &str) -> bool {
 /// a release command may hold), and no invisible format characters (zero-width spaces, bidi
 /// overrides) that make two different values look alike.
 fn text_is_clean(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<Problem>) {
-    let bad = is_unclean;
     match value {
         serde_json::Value::String(s) => {
-            if let Some((i, c)) = s.char_indices().find(|&(_, c)| bad(c)) {
+            if let Some((i, c)) = s.char_indices().find(|&(_, c)| is_unclean(c)) {
                 out.push(Problem {
                     path: path.clone(),
                     message: format!(
@@ -1047,7 +979,7 @@ fn text_is_clean(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Ve
         serde_json::Value::Object(map) => {
             for (key, item) in map {
                 path.push(key.clone());
-                if key.chars().any(bad) {
+                if key.chars().any(is_unclean) {
                     out.push(Problem {
                         path: path.clone(),
                         message: format!(
@@ -1162,9 +1094,9 @@ mod tests {
             "postgres:17.12-trixie",
             "hexpm/elixir:1.18.3-erlang-27.3.4.1-debian-trixie-20251117-slim",
         ] {
-            assert!(is_reference(good), "{good}");
+            assert!(super::shape::is_reference(good), "{good}");
         }
-        assert!(!is_reference("debian:bad tag"));
+        assert!(!super::shape::is_reference("debian:bad tag"));
     }
 
     fn with(yaml_tail: &str) -> Vec<Problem> {
@@ -1299,106 +1231,6 @@ mod ci_tests {
                 "{c:?} in {value}"
             );
             assert_eq!(may_hold_unclean_text(&key), is_unclean(c), "{c:?} in {key}");
-        }
-    }
-
-    /// The hand-written checks accept exactly what the patterns they replace accept.
-    #[test]
-    fn hand_checks_match_their_patterns() {
-        use super::{
-            COMPONENT, DOMAIN, is_branch_chars, is_commit, is_otp_version, is_reference, re,
-        };
-        let otp = re(r"^[0-9]{2}(?:\.[0-9]+){0,4}$");
-        let commit = re(r"^[0-9a-f]{40}$");
-        let branch = re(r"^[A-Za-z0-9._/-]{1,200}$");
-        let sha = "0123456789abcdef0123456789abcdef01234567";
-        let long = "b".repeat(200);
-        let too_long = "b".repeat(201);
-        let inputs = [
-            "",
-            "2",
-            "27",
-            "270",
-            "27.",
-            "27.3",
-            "27.3.4.1",
-            "27.3.4.1.5",
-            "27.3.4.1.5.6",
-            "27..3",
-            ".27",
-            "27.a",
-            "ab",
-            "27\n",
-            " 27",
-            "2٧",
-            "main",
-            "feature/x-1.2_3",
-            "a b",
-            "ü",
-            "-",
-            "/",
-            sha,
-            &sha.to_uppercase(),
-            &sha[1..],
-            &format!("{sha}0"),
-            &long,
-            &too_long,
-        ];
-        let reference = re(&format!(
-            r"^(?:{DOMAIN}/)?{COMPONENT}(?:/{COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$"
-        ));
-        let tag = format!("debian:{}", "t".repeat(128));
-        let tag_long = format!("debian:{}", "t".repeat(129));
-        let digest = format!("debian@sha256:{}", "a".repeat(64));
-        let tag_digest = format!("localhost:5000/a/b:1.2-x_y@sha256:{}", "0".repeat(64));
-        let digest_short = format!("debian@sha256:{}", "a".repeat(63));
-        let digest_upper = format!("debian@sha256:{}", "A".repeat(64));
-        for text in [
-            "debian",
-            "debian:trixie-slim",
-            "debian:",
-            "debian:.x",
-            "debian:_x",
-            "debian:-x",
-            "ghcr.io/acme/app:1.0",
-            "localhost:5000/app",
-            "localhost:5000/app:v1",
-            "localhost:5000",
-            "[::1]:5000/app:v1",
-            "[::1]/app",
-            "a:b:c",
-            "a/b:c/d",
-            "Debian",
-            "debian:bad tag",
-            "debian@",
-            "debian@sha256:",
-            "registry.example.com:443/x/y_z__w---v:tag",
-            ":tag",
-            "/a",
-            "a//b",
-            "a:b@c",
-            "débian",
-            &tag,
-            &tag_long,
-            &digest,
-            &tag_digest,
-            &digest_short,
-            &digest_upper,
-        ] {
-            assert_eq!(
-                is_reference(text),
-                reference.is_match(text),
-                "reference {text:?}"
-            );
-        }
-        for text in inputs {
-            assert_eq!(is_otp_version(text), otp.is_match(text), "otp {text:?}");
-            assert_eq!(is_commit(text), commit.is_match(text), "commit {text:?}");
-            assert_eq!(
-                is_branch_chars(text),
-                branch.is_match(text),
-                "branch {text:?}"
-            );
         }
     }
 }

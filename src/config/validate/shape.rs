@@ -1,7 +1,8 @@
-//! The shapes of the names every run validates, by hand: each function says the pattern it
-//! matches, and a test holds it to that pattern over a generated corpus. As regexes they were
-//! compiled on every run (~0.35 M of `plan chapter-01`'s 4.1 M instructions) to check a config
-//! of a dozen short names. Patterns checked only when a rarer key is set stay regexes.
+//! The shapes of the names and versions every run validates, by hand: each function says the
+//! pattern it matches, and a test holds it to that pattern. As regexes they were compiled on
+//! every run (~0.55 M of `plan chapter-01`'s instructions) to check a config of a dozen short
+//! values; a fixed-count repeat (`{40}`, `{1,200}`) compiles to that many copies of its class.
+//! Patterns checked only when a rarer key is set stay regexes.
 
 fn lower_or_digit(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit()
@@ -138,20 +139,13 @@ pub(super) fn is_instance_type(text: &str, strict_family: bool) -> bool {
     let Some((family, size)) = text.split_once('.') else {
         return false;
     };
-    let family_ok = if strict_family {
-        word(
-            family,
-            |b| b.is_ascii_lowercase(),
-            |b| lower_or_digit(b) || b == b'-',
-        )
+    let in_family = |b: u8| lower_or_digit(b) || b == b'-';
+    let first: fn(u8) -> bool = if strict_family {
+        |b| b.is_ascii_lowercase()
     } else {
-        word(
-            family,
-            |b| lower_or_digit(b) || b == b'-',
-            |b| lower_or_digit(b) || b == b'-',
-        )
+        in_family
     };
-    family_ok && word(size, lower_or_digit, lower_or_digit)
+    word(family, first, in_family) && word(size, lower_or_digit, lower_or_digit)
 }
 
 /// `^[a-z]{2}(?:-gov)?-[a-z]+-[0-9]$`: an AWS region.
@@ -171,10 +165,74 @@ pub(super) fn is_image_owner(text: &str) -> bool {
     matches!(text, "amazon" | "aws-marketplace" | "self") || (text.len() == 12 && digits(text))
 }
 
+/// A Docker repository path component (distribution's reference grammar).
+#[cfg(test)]
+pub(super) const COMPONENT: &str = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+/// A registry host: a domain name or an address, with an optional port.
+#[cfg(test)]
+pub(super) const DOMAIN: &str = r"(?:localhost|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?";
+
+/// `^REPOSITORY(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$`, the tag and digest by hand:
+/// as a regex, their fixed-count repeats compile to ~200 copies of a class on every run.
+pub(super) fn is_reference(reference: &str) -> bool {
+    let (name_tag, digest_ok) = match reference.split_once('@') {
+        Some((name_tag, digest)) => (
+            name_tag,
+            digest.strip_prefix("sha256:").is_some_and(|hex| {
+                hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            }),
+        ),
+        None => (reference, true),
+    };
+    // A `:` after the last `/` starts the tag (a repository component has none); one before it
+    // is the registry's port or an IPv6 address.
+    let slash = name_tag.rfind('/');
+    let (name, tag) = match name_tag.rfind(':') {
+        Some(colon) if slash.is_none_or(|s| colon > s) => {
+            (&name_tag[..colon], Some(&name_tag[colon + 1..]))
+        }
+        _ => (name_tag, None),
+    };
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let tag_ok = tag.is_none_or(|t| {
+        let b = t.as_bytes();
+        (1..=128).contains(&b.len())
+            && word(b[0])
+            && b[1..].iter().all(|&c| word(c) || c == b'.' || c == b'-')
+    });
+    digest_ok && tag_ok && is_repository(name)
+}
+
+/// `^[0-9]{2}(?:\.[0-9]+){0,4}$`: two-digit major, at most four more numeric parts.
+pub(super) fn is_otp_version(text: &str) -> bool {
+    let mut parts = text.split('.');
+    let major = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    major.len() == 2
+        && major.bytes().all(|b| b.is_ascii_digit())
+        && rest.len() <= 4
+        && rest
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `^[0-9a-f]{40}$`: a full SHA-1 commit id.
+pub(super) fn is_commit(text: &str) -> bool {
+    text.len() == 40 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `^[A-Za-z0-9._/-]{1,200}$`: the characters a branch name may use here.
+pub(super) fn is_branch_chars(text: &str) -> bool {
+    (1..=200).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::validate::{COMPONENT, DOMAIN, re};
+    use crate::config::validate::re;
 
     /// Every sequence of up to four of these tokens, and a few longer names: the corpus each
     /// hand-written shape is held to its pattern on.
@@ -288,6 +346,103 @@ mod tests {
             }
             // A corpus the pattern rejects whole would prove nothing.
             assert!(accepted > 0, "{pattern} accepts nothing of the corpus");
+        }
+    }
+
+    /// The hand-written checks accept exactly what the patterns they replace accept.
+    #[test]
+    fn hand_checks_match_their_patterns() {
+        let otp = re(r"^[0-9]{2}(?:\.[0-9]+){0,4}$");
+        let commit = re(r"^[0-9a-f]{40}$");
+        let branch = re(r"^[A-Za-z0-9._/-]{1,200}$");
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let long = "b".repeat(200);
+        let too_long = "b".repeat(201);
+        let inputs = [
+            "",
+            "2",
+            "27",
+            "270",
+            "27.",
+            "27.3",
+            "27.3.4.1",
+            "27.3.4.1.5",
+            "27.3.4.1.5.6",
+            "27..3",
+            ".27",
+            "27.a",
+            "ab",
+            "27\n",
+            " 27",
+            "2٧",
+            "main",
+            "feature/x-1.2_3",
+            "a b",
+            "ü",
+            "-",
+            "/",
+            sha,
+            &sha.to_uppercase(),
+            &sha[1..],
+            &format!("{sha}0"),
+            &long,
+            &too_long,
+        ];
+        let reference = re(&format!(
+            r"^(?:{DOMAIN}/)?{COMPONENT}(?:/{COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$"
+        ));
+        let tag = format!("debian:{}", "t".repeat(128));
+        let tag_long = format!("debian:{}", "t".repeat(129));
+        let digest = format!("debian@sha256:{}", "a".repeat(64));
+        let tag_digest = format!("localhost:5000/a/b:1.2-x_y@sha256:{}", "0".repeat(64));
+        let digest_short = format!("debian@sha256:{}", "a".repeat(63));
+        let digest_upper = format!("debian@sha256:{}", "A".repeat(64));
+        for text in [
+            "debian",
+            "debian:trixie-slim",
+            "debian:",
+            "debian:.x",
+            "debian:_x",
+            "debian:-x",
+            "ghcr.io/acme/app:1.0",
+            "localhost:5000/app",
+            "localhost:5000/app:v1",
+            "localhost:5000",
+            "[::1]:5000/app:v1",
+            "[::1]/app",
+            "a:b:c",
+            "a/b:c/d",
+            "Debian",
+            "debian:bad tag",
+            "debian@",
+            "debian@sha256:",
+            "registry.example.com:443/x/y_z__w---v:tag",
+            ":tag",
+            "/a",
+            "a//b",
+            "a:b@c",
+            "débian",
+            &tag,
+            &tag_long,
+            &digest,
+            &tag_digest,
+            &digest_short,
+            &digest_upper,
+        ] {
+            assert_eq!(
+                is_reference(text),
+                reference.is_match(text),
+                "reference {text:?}"
+            );
+        }
+        for text in inputs {
+            assert_eq!(is_otp_version(text), otp.is_match(text), "otp {text:?}");
+            assert_eq!(is_commit(text), commit.is_match(text), "commit {text:?}");
+            assert_eq!(
+                is_branch_chars(text),
+                branch.is_match(text),
+                "branch {text:?}"
+            );
         }
     }
 }
