@@ -134,8 +134,8 @@ impl<T> std::ops::Deref for Lazy<T> {
 }
 
 thread_local! {
-    /// Set for a shell's completion request: [`Lazy`] then defines everything at once (see
-    /// [`command_for_completions`]).
+    /// Set while [`command_for_completions`] defines the tree: [`Lazy`] then defines everything at
+    /// once.
     static DEFINE_NOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -603,7 +603,9 @@ pub fn command() -> clap::Command {
 /// <Tab>` would offer nothing.
 pub fn command_for_completions() -> clap::Command {
     DEFINE_NOW.set(true);
-    command()
+    let cmd = command();
+    DEFINE_NOW.set(false);
+    cmd
 }
 
 /// Global flags, and the subcommands that never read them.
@@ -846,16 +848,13 @@ mod tests {
             }
         }
         let mut whole = command_for_completions();
-        DEFINE_NOW.set(false);
         whole.build();
         let mut all = Vec::new();
         paths(&whole, &mut Vec::new(), &mut all);
         assert!(all.len() > 40, "{}", all.len());
         for words in &all {
             for long in [true, false] {
-                DEFINE_NOW.set(true);
-                let defined_at_once = help(command(), words, long);
-                DEFINE_NOW.set(false);
+                let defined_at_once = help(command_for_completions(), words, long);
                 assert_eq!(help(command(), words, long), defined_at_once, "{words:?}");
             }
         }
