@@ -64,7 +64,7 @@ fn is_label(text: &str) -> bool {
 }
 
 /// `^(?:localhost|LABEL(?:\.LABEL)*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?$`: a registry host with an
-/// optional port (`super::DOMAIN`).
+/// optional port (`DOMAIN`, the pattern the tests hold it to).
 pub(super) fn is_domain(text: &str) -> bool {
     let port_ok = |port: &str| digits(port) && port.len() <= 5;
     if let Some(inner) = text.strip_prefix('[') {
@@ -167,10 +167,10 @@ pub(super) fn is_image_owner(text: &str) -> bool {
 
 /// A Docker repository path component (distribution's reference grammar).
 #[cfg(test)]
-pub(super) const COMPONENT: &str = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+const COMPONENT: &str = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
 /// A registry host: a domain name or an address, with an optional port.
 #[cfg(test)]
-pub(super) const DOMAIN: &str = r"(?:localhost|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?";
+const DOMAIN: &str = r"(?:localhost|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?";
 
 /// `^REPOSITORY(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$`, the tag and digest by hand:
 /// as a regex, their fixed-count repeats compile to ~200 copies of a class on every run.
